@@ -1,0 +1,1 @@
+"""Atelier's agents (planner, visual designer, RAG retriever, cost/VRAM router): one module each."""

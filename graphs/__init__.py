@@ -1,0 +1,1 @@
+"""LangGraph graphs that wire Atelier's agents and tools together."""

@@ -1,0 +1,1 @@
+"""The shared tool layer: the only part of Atelier that talks to ComfyUI, Ollama, Qdrant and PostgreSQL."""

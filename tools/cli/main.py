@@ -1,0 +1,55 @@
+"""`atelier` entry point: the typer app, global options and one clear error line instead of a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from tools.cli import generate_cmd, info_cmds
+from tools.errors import AtelierError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="atelier",
+    help="Atelier: a multi-agent studio on ComfyUI, Ollama, Qdrant and PostgreSQL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("generate")(generate_cmd.generate)
+app.command("workflows")(info_cmds.workflows)
+app.command("doctor")(info_cmds.doctor)
+
+
+@app.callback()
+def _global(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    """Atelier's command line."""
+    _STATE["debug"] = debug
+
+
+_STATE: dict[str, bool] = {"debug": False}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; an AtelierError prints one red message and exits 1 (with --debug, the traceback too)."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, standalone_mode=True)
+    except AtelierError as exc:
+        if debug:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

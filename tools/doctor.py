@@ -1,0 +1,129 @@
+"""Health checks of every configured service: reachable, version, VRAM and models."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tools.comfyui.rest import ComfyREST
+from tools.errors import AtelierError
+from tools.settings import Settings
+
+__all__ = ["ServiceCheck", "check_comfyui", "check_ollama", "check_postgres", "check_qdrant", "run_doctor"]
+
+
+@dataclass
+class ServiceCheck:
+    """One row of `atelier doctor`: a service, whether it answered, and what it reported."""
+
+    service: str
+    url: str
+    ok: bool
+    required: bool
+    version: str = ""
+    details: list[str] = field(default_factory=list)
+    hint: str = ""
+
+    @property
+    def status(self) -> str:
+        """'ok', 'DOWN' (required and failing) or 'down' (optional and failing)."""
+        if self.ok:
+            return "ok"
+        return "DOWN" if self.required else "down"
+
+
+def _gb(value: float) -> str:
+    """Bytes as GiB with one decimal."""
+    return f"{value / 2**30:.1f} GiB"
+
+
+async def check_comfyui(url: str, *, timeout: float = 5.0) -> ServiceCheck:
+    """Ask one ComfyUI for its version, devices' VRAM and installed checkpoints."""
+    rest = ComfyREST(url, timeout=timeout)
+    try:
+        stats = await rest.system_stats()
+        details = [f"{d.name}: {_gb(d.vram_free)} free of {_gb(d.vram_total)}" for d in stats.devices]
+        checkpoints = await rest.models("checkpoints")
+        details.append(f"{len(checkpoints)} checkpoint(s)" + (f": {', '.join(checkpoints[:4])}" if checkpoints else ""))
+        return ServiceCheck("ComfyUI", url, True, True, stats.comfyui_version, details)
+    except AtelierError as exc:
+        return ServiceCheck("ComfyUI", url, False, True, hint=str(exc))
+    finally:
+        await rest.aclose()
+
+
+async def check_ollama(url: str, *, required: bool, timeout: float = 5.0) -> ServiceCheck:
+    """Ask Ollama for its version and pulled models."""
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=timeout) as http:
+            version = (await http.get("/api/version")).json().get("version", "?")
+            models = [m.get("model") or m.get("name") for m in (await http.get("/api/tags")).json().get("models", [])]
+        details = [f"{len(models)} model(s)" + (f": {', '.join(map(str, models[:5]))}" if models else "")]
+        return ServiceCheck("Ollama", url, True, required, str(version), details)
+    except (httpx.HTTPError, ValueError) as exc:
+        hint = f"unreachable ({type(exc).__name__}); start it with `ollama serve` or set OLLAMA_URL"
+        return ServiceCheck("Ollama", url, False, required, hint=hint)
+
+
+async def check_qdrant(url: str | None, api_key: str | None, data_dir: Path, *, timeout: float = 5.0) -> ServiceCheck:
+    """Ask a Qdrant server for its version, or describe the embedded local-mode folder."""
+    if url is None:
+        where = data_dir / "qdrant"
+        return ServiceCheck("Qdrant", f"local mode: {where}", True, False, "embedded", ["no QDRANT_URL: on-disk store"])
+    headers = {"api-key": api_key} if api_key else {}
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=timeout, headers=headers) as http:
+            body = (await http.get("/")).json()
+        return ServiceCheck("Qdrant", url, True, True, str(body.get("version", "?")))
+    except (httpx.HTTPError, ValueError) as exc:
+        return ServiceCheck("Qdrant", url, False, True, hint=f"unreachable ({type(exc).__name__}); check QDRANT_URL")
+
+
+async def check_postgres(database_url: str | None, data_dir: Path) -> ServiceCheck:
+    """Connect to DATABASE_URL and read the server version, or describe the embedded default."""
+    if database_url is None:
+        where = data_dir / "postgres"
+        return ServiceCheck(
+            "PostgreSQL", f"embedded: {where}", True, False, "embedded", ["no DATABASE_URL: embedded server"]
+        )
+    shown = _redact(database_url)
+    try:
+        import psycopg
+
+        conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(database_url), timeout=5.0)
+        async with conn:
+            cursor = await conn.execute("SHOW server_version")
+            row = await cursor.fetchone()
+        return ServiceCheck("PostgreSQL", shown, True, True, str(row[0]) if row else "?")
+    except (OSError, TimeoutError, ImportError) as exc:
+        return ServiceCheck("PostgreSQL", shown, False, True, hint=f"{exc}".strip() or type(exc).__name__)
+    except Exception as exc:  # psycopg.Error and friends: report, don't crash the doctor
+        return ServiceCheck("PostgreSQL", shown, False, True, hint=f"{type(exc).__name__}: {exc}".strip())
+
+
+def _redact(url: str) -> str:
+    """Hide the password of a connection URL."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url
+
+
+async def run_doctor(settings: Settings, *, comfy_urls: list[str] | None = None) -> list[ServiceCheck]:
+    """Check every configured service concurrently; ComfyUI and explicitly configured services are required."""
+    urls = comfy_urls or settings.comfyui_urls
+    ollama_required = "ollama_url" in settings.model_fields_set
+    key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+    database = settings.database_url.get_secret_value() if settings.database_url else None
+    checks = await asyncio.gather(
+        *(check_comfyui(url) for url in urls),
+        check_ollama(settings.ollama_url, required=ollama_required),
+        check_qdrant(settings.qdrant_url, key, settings.data_dir),
+        check_postgres(database, settings.data_dir),
+    )
+    return list(checks)

@@ -1,0 +1,94 @@
+"""The image-generation tool every front end calls: template → ComfyUI → PNG files on disk."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tools.comfyui.client import ComfyClient, EventCallback
+from tools.comfyui.rest import ComfyREST
+from tools.comfyui.templates import WorkflowTemplate, load_workflow, random_seed, render
+from tools.errors import ComfyUnreachableError, WorkflowError
+from tools.schemas import GeneratedImage, GenerationParams, GenerationResult, ImageRef
+from tools.settings import Settings
+
+__all__ = ["generate_image", "pick_server", "resolve_workflow"]
+
+
+def resolve_workflow(name_or_path: str | None, settings: Settings) -> WorkflowTemplate:
+    """Load a shipped, user-folder or file workflow (the settings' default when None)."""
+    dirs = [settings.workflows_dir] if settings.workflows_dir else []
+    return load_workflow(name_or_path or settings.default_workflow, search_dirs=dirs)
+
+
+async def pick_server(urls: list[str], *, timeout: float = 5.0) -> str:
+    """The first ComfyUI in `urls` that answers /system_stats; ComfyUnreachableError naming all when none does."""
+    if len(urls) == 1:
+        return urls[0]
+    reasons = []
+    for url in urls:
+        rest = ComfyREST(url, timeout=timeout)
+        try:
+            await rest.system_stats()
+            return url
+        except ComfyUnreachableError as exc:
+            reasons.append(exc.reason)
+        finally:
+            await rest.aclose()
+    raise ComfyUnreachableError(", ".join(urls), "; ".join(reasons))
+
+
+def _chosen_refs(images: list[tuple[str, ImageRef]]) -> list[tuple[str, ImageRef]]:
+    """Saved outputs when the workflow has any, else its previews."""
+    saved = [(node, ref) for node, ref in images if ref.type == "output"]
+    return saved or images
+
+
+async def generate_image(
+    params: GenerationParams,
+    *,
+    settings: Settings,
+    workflow: str | WorkflowTemplate | None = None,
+    comfy_url: str | None = None,
+    out_dir: Path | None = None,
+    prompt_id: str | None = None,
+    on_event: EventCallback | None = None,
+) -> GenerationResult:
+    """Render the workflow with `params`, run it on ComfyUI, save its images and say where they are."""
+    started = time.perf_counter()
+    template = workflow if isinstance(workflow, WorkflowTemplate) else resolve_workflow(workflow, settings)
+    if "seed" in template.bindings and params.seed is None:
+        params = params.model_copy(update={"seed": random_seed()})
+    if params.input_image is not None and "input_image" not in template.bindings:
+        raise WorkflowError(
+            f"workflow '{template.name}' takes no input image; choose img2img or upscale, or drop the image"
+        )
+    url = comfy_url or await pick_server(settings.comfyui_urls)
+    target = out_dir or settings.outputs
+    async with ComfyClient(
+        url,
+        timeout=settings.http_timeout_seconds,
+        silence_seconds=settings.comfyui_silence_seconds,
+        down_seconds=settings.comfyui_down_seconds,
+    ) as comfy:
+        uploaded = None
+        if params.input_image is not None:
+            local = Path(params.input_image).expanduser()
+            if local.is_file():
+                uploaded = (await comfy.upload_image(local)).load_image_value
+            else:
+                uploaded = params.input_image  # a name already on the server's input folder
+        graph = render(template, params, uploaded_image=uploaded)
+        outcome = await comfy.run(graph, prompt_id=prompt_id, ui_workflow=template.ui_workflow, on_event=on_event)
+        images = [
+            GeneratedImage(path=await comfy.save(ref, target), ref=ref, node_id=node)
+            for node, ref in _chosen_refs(outcome.images)
+        ]
+    return GenerationResult(
+        prompt_id=outcome.prompt_id,
+        workflow=template.name,
+        server=url,
+        seed=params.seed,
+        images=images,
+        seconds=time.perf_counter() - started,
+    )

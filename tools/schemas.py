@@ -1,0 +1,77 @@
+"""Pydantic argument and result schemas shared by every front end (CLI, LangChain, MCP, CrewAI, AutoGen)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["GeneratedImage", "GenerationParams", "GenerationResult", "ImageRef", "parse_size"]
+
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse 'WxH' (e.g. '1024x768') into (width, height), with a message that shows the right form."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"size {text!r} is not of the form WIDTHxHEIGHT, e.g. 1024x768")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width < 16 or height < 16 or width > 16384 or height > 16384:
+        raise ValueError(f"size {text!r} is out of range: each side must be between 16 and 16384 pixels")
+    return width, height
+
+
+class GenerationParams(BaseModel):
+    """What a person may set for one generation; None means 'keep the workflow's own value'."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(..., min_length=1, description="What to draw.")
+    negative: str | None = Field(None, description="What to avoid in the image.")
+    seed: int | None = Field(None, ge=0, le=2**64 - 1, description="Noise seed; random when omitted.")
+    steps: int | None = Field(None, ge=1, le=10000, description="Sampling steps.")
+    cfg: float | None = Field(None, ge=0.0, le=100.0, description="Classifier-free guidance scale.")
+    width: int | None = Field(None, ge=16, le=16384, description="Image width in pixels.")
+    height: int | None = Field(None, ge=16, le=16384, description="Image height in pixels.")
+    denoise: float | None = Field(None, ge=0.0, le=1.0, description="How much of an input image to repaint.")
+    batch_size: int | None = Field(None, ge=1, le=64, description="Images per run.")
+    input_image: str | None = Field(
+        None, description="Input image for image-to-image / upscale: a local file path or an uploaded name."
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        """Reject a prompt made only of whitespace."""
+        if not value.strip():
+            raise ValueError("prompt is empty: say what the image should show")
+        return value
+
+
+class ImageRef(BaseModel):
+    """Where ComfyUI keeps one output image (the `/view` query)."""
+
+    filename: str
+    subfolder: str = ""
+    type: str = "output"
+
+
+class GeneratedImage(BaseModel):
+    """One image Atelier saved locally, with where it came from."""
+
+    path: Path
+    ref: ImageRef
+    node_id: str
+
+
+class GenerationResult(BaseModel):
+    """The outcome of one generation: the prompt id, the workflow used and the saved images."""
+
+    prompt_id: str
+    workflow: str
+    server: str
+    seed: int | None = None
+    images: list[GeneratedImage] = Field(default_factory=list)
+    seconds: float = 0.0

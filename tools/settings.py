@@ -1,0 +1,109 @@
+"""Process settings (URLs, paths, secrets) read once from the environment and an optional `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from tools.errors import SettingsError
+
+__all__ = ["Settings", "default_data_dir", "load_settings"]
+
+
+def default_data_dir() -> Path:
+    """Where Atelier keeps its data when ATELIER_DATA_DIR is unset (outside the source tree)."""
+    return Path.home() / ".local" / "share" / "atelier"
+
+
+def _check_url(value: str) -> str:
+    """Validate an http(s) URL and strip any trailing slash."""
+    text = value.strip().rstrip("/")
+    if not text.startswith(("http://", "https://")) or len(text) <= len("https://"):
+        raise ValueError(f"{value!r} is not an http(s) URL; write it like http://localhost:8188")
+    return text
+
+
+class Settings(BaseSettings):
+    """Every URL, path and secret Atelier uses; each field names the environment variable it reads."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    comfyui_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:8188"],
+        validation_alias=AliasChoices("COMFYUI_URLS", "COMFYUI_URL"),
+        description="ComfyUI servers, comma-separated (COMFYUI_URLS, or one in COMFYUI_URL).",
+    )
+    ollama_url: str = Field("http://localhost:11434", validation_alias="OLLAMA_URL")
+    qdrant_url: str | None = Field(None, validation_alias="QDRANT_URL")
+    qdrant_api_key: SecretStr | None = Field(None, validation_alias="QDRANT_API_KEY")
+    database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
+    data_dir: Path = Field(default_factory=default_data_dir, validation_alias="ATELIER_DATA_DIR")
+    output_dir: Path | None = Field(None, validation_alias="ATELIER_OUTPUT_DIR")
+    workflows_dir: Path | None = Field(None, validation_alias="ATELIER_WORKFLOWS_DIR")
+    default_workflow: str = Field("txt2img", validation_alias="ATELIER_DEFAULT_WORKFLOW")
+    comfyui_silence_seconds: float = Field(
+        30.0, gt=0, validation_alias="ATELIER_COMFYUI_SILENCE_SECONDS",
+        description="No WebSocket message for this long while a prompt runs → re-check /queue and /history.",
+    )
+    comfyui_down_seconds: float = Field(
+        300.0, gt=0, validation_alias="ATELIER_COMFYUI_DOWN_SECONDS",
+        description="How long a ComfyUI that went away may stay unreachable before its prompts are given up.",
+    )
+    http_timeout_seconds: float = Field(30.0, gt=0, validation_alias="ATELIER_HTTP_TIMEOUT_SECONDS")
+    chat_host: str = Field("127.0.0.1", validation_alias="ATELIER_CHAT_HOST")
+    chat_port: int = Field(7860, ge=1, le=65535, validation_alias="ATELIER_CHAT_PORT")
+
+    @field_validator("comfyui_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> list[str]:
+        """Accept a comma-separated string (or a list) and validate every URL in it."""
+        items = value.split(",") if isinstance(value, str) else list(value)
+        urls = [_check_url(str(item)) for item in items if str(item).strip()]
+        if not urls:
+            raise ValueError("no URL given; give at least one URL, e.g. http://localhost:8188")
+        return list(dict.fromkeys(urls))
+
+    @field_validator("ollama_url", "qdrant_url", mode="before")
+    @classmethod
+    def _one_url(cls, value: Any) -> Any:
+        """Validate a single service URL."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return _check_url(str(value))
+
+    @property
+    def outputs(self) -> Path:
+        """The folder generated images are saved in."""
+        return self.output_dir or self.data_dir / "outputs"
+
+
+def _variable_name(loc: tuple[int | str, ...]) -> str:
+    """Map a pydantic error location to the environment variable the user has to fix."""
+    if not loc:
+        return "settings"
+    name = str(loc[0])
+    field = Settings.model_fields.get(name)
+    if field is not None and field.validation_alias is not None:
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            return " / ".join(str(c) for c in alias.choices)
+        return str(alias)
+    return name.upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate settings once; a bad value raises SettingsError naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            variable = _variable_name(tuple(err.get("loc", ())))
+            message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+            lines.append(f"{variable}: {message} (got {err.get('input')!r})")
+        raise SettingsError("invalid setting — " + "; ".join(lines)) from None
