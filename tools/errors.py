@@ -122,6 +122,9 @@ class NodeProblem:
             where += f" input '{self.input_name}'"
         if self.missing_model is not None:
             return f"{where}: {self.missing_model.describe()}"
+        if self.error_type == "exception_during_validation" and self.details.strip("'\"").isdigit():
+            node = self.details.strip("'\"")
+            return f"{where}: links to node {node}, which is not in the workflow; reconnect or remove that link"
         detail = f" — {self.details}" if self.details and self.details not in self.message else ""
         return f"{where}: {self.message}{detail}"
 

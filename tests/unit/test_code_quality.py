@@ -1,0 +1,54 @@
+"""The codebase stays ruff- and mypy-clean, and every package imports from a built wheel."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ["tools", "tools.comfyui", "tools.cli", "agents", "graphs", "workflows"]
+
+
+def _run(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_ruff_clean() -> None:
+    result = _run(sys.executable, "-m", "ruff", "check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_clean() -> None:
+    result = _run(sys.executable, "-m", "mypy", "tools", "agents", "graphs", "workflows", "app.py", "bench")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_packages_import_from_built_wheel(tmp_path: Path) -> None:
+    built = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                 str(tmp_path / "dist"), str(ROOT))
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "dist").glob("comfy_atelier-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "app.py" in names
+    assert any(n.startswith("workflows/") and n.endswith(".meta.json") for n in names), names
+    assert not any(n.startswith(("tests/", "bench/")) for n in names), "tests or bench leaked into the wheel"
+    target = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(target)
+    code = (
+        "import importlib, sys\n"
+        f"for name in {PACKAGES!r} + ['app']:\n"
+        "    module = importlib.import_module(name)\n"
+        f"    assert module.__file__.startswith({str(target)!r}), (name, module.__file__)\n"
+        "from tools.catalog import list_templates\n"
+        "assert list_templates().templates, 'no shipped workflow found in the wheel'\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    result = _run(sys.executable, "-P", "-c", code, cwd=tmp_path, env=env)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr
