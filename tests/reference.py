@@ -36,9 +36,10 @@ def captures() -> dict[str, Any]:
 def http(label: str, method: str | None = None, path: str | None = None) -> dict[str, Any]:
     """The first HTTP record with this label (and method/path when given)."""
     for record in transcript():
-        if record["kind"] == "http" and record["label"] == label:
-            if (method is None or record["method"] == method) and (path is None or record["path"] == path):
-                return record
+        if (record["kind"], record["label"]) != ("http", label):
+            continue
+        if (method is None or record["method"] == method) and (path is None or record["path"] == path):
+            return record
     raise KeyError(label)
 
 

@@ -1,0 +1,229 @@
+"""The workflow catalog: what each workflow is for, what it costs, and which one to pick for a request.
+
+Every catalog fact lives in the `catalog` object of a workflow's `NAME.meta.json` sidecar (see
+tools/comfyui/templates.py for the whole sidecar format); this module only reads and ranks them.
+
+Routing (`choose_workflow`), in the spirit of a model router:
+
+1. Only workflows with a catalog entry and the requested `task` (default "txt2img") take part.
+2. VRAM is a hard limit: a workflow whose `vram_gb` exceeds `vram_free_gb` is never chosen.
+3. `purpose` keeps the workflows that list it in `use_cases` (case, spaces, hyphens and a plural
+   "s" do not matter: "Hero image" matches "hero_images"). A purpose no workflow serves is an error.
+4. `urgency` ranks what is left:
+   - "immediate": the fastest (`typical_seconds`), the better quality first on a tie;
+   - "standard" (the default): the best quality that typically finishes within 120 s, else the fastest;
+   - "flexible": the best quality whatever the time, the faster first on a tie.
+   Quality tiers rank fast < medium < high < ultra.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tools.errors import WorkflowError
+from tools.schemas import parse_size
+
+if TYPE_CHECKING:
+    from tools.comfyui.templates import WorkflowTemplate
+
+__all__ = [
+    "QUALITY_ORDER",
+    "URGENCIES",
+    "CatalogEntry",
+    "TemplateListing",
+    "choose_workflow",
+    "list_templates",
+    "normalize_purpose",
+]
+
+Quality = Literal["fast", "medium", "high", "ultra"]
+
+QUALITY_ORDER: tuple[str, ...] = ("fast", "medium", "high", "ultra")
+
+# Urgency → the longest typical run it prefers to wait for (None: any).
+URGENCIES: dict[str, float | None] = {"immediate": 0.0, "standard": 120.0, "flexible": None}
+
+
+class CatalogEntry(BaseModel):
+    """What one workflow is for and what it needs: the `catalog` object of its sidecar."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    purpose: str = Field(..., min_length=1, description="One line: what this workflow makes.")
+    task: str = Field("txt2img", min_length=1, description="txt2img, img2img, upscale, … (routing never mixes them).")
+    quality: Quality = Field(..., description="Quality tier: fast, medium, high or ultra.")
+    vram_gb: float = Field(..., ge=0, description="GPU memory it needs, in GB.")
+    typical_seconds: float = Field(..., gt=0, description="Typical time for one image on a mid-range GPU.")
+    cost_per_image: float = Field(..., ge=0, description="Estimated cost of one image (energy, amortised GPU).")
+    recommended_steps: int | None = Field(None, ge=1, description="Sampling steps it is tuned for (None: no sampler).")
+    max_resolution: str = Field(..., description="Largest size it makes well, as WIDTHxHEIGHT (its pixel count).")
+    use_cases: list[str] = Field(default_factory=list, description="Purposes it serves, e.g. hero_images.")
+    models: dict[str, list[str]] = Field(default_factory=dict, description="Model folder → files it loads.")
+
+    @field_validator("max_resolution")
+    @classmethod
+    def _valid_resolution(cls, value: str) -> str:
+        """Accept only WIDTHxHEIGHT."""
+        parse_size(value)
+        return value
+
+    @field_validator("task")
+    @classmethod
+    def _lower_task(cls, value: str) -> str:
+        """Tasks compare case-insensitively."""
+        return value.strip().lower()
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """`max_resolution` as (width, height)."""
+        return parse_size(self.max_resolution)
+
+    @property
+    def max_width(self) -> int:
+        """Width part of `max_resolution`."""
+        return self.resolution[0]
+
+    @property
+    def max_height(self) -> int:
+        """Height part of `max_resolution`."""
+        return self.resolution[1]
+
+    @property
+    def max_pixels(self) -> int:
+        """The pixel count `max_resolution` stands for (render refuses sizes above it)."""
+        width, height = self.resolution
+        return width * height
+
+    @property
+    def quality_rank(self) -> int:
+        """0 for fast … 3 for ultra."""
+        return QUALITY_ORDER.index(self.quality)
+
+    def serves(self, purpose: str) -> bool:
+        """Whether `purpose` is one of its use cases (loosely spelled)."""
+        wanted = normalize_purpose(purpose)
+        return any(normalize_purpose(case) == wanted for case in self.use_cases)
+
+
+def normalize_purpose(text: str) -> str:
+    """Lower-case words joined by '_' without a plural 's': 'Hero images' → 'hero_image'."""
+    words = re.findall(r"[a-z0-9]+", text.casefold())
+    joined = "_".join(words)
+    return joined[:-1] if joined.endswith("s") and len(joined) > 3 else joined
+
+
+@dataclass
+class TemplateListing:
+    """Every workflow found, plus one message per file that could not be loaded (those are skipped)."""
+
+    templates: list[WorkflowTemplate] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def names(self) -> list[str]:
+        """The names of the loaded workflows, in listing order."""
+        return [t.name for t in self.templates]
+
+
+def list_templates(search_dirs: Sequence[Path] = ()) -> TemplateListing:
+    """Load the shipped workflows and those in `search_dirs`; broken files go to `errors`, never raise.
+
+    A user folder's `NAME.json` replaces a shipped workflow of the same name. Shipped workflows come
+    first, then user ones, each group by name.
+    """
+    from tools.comfyui.templates import SHIPPED_DIR, discover_workflows, load_workflow
+
+    listing = TemplateListing()
+    for folder in search_dirs:
+        if not Path(folder).expanduser().is_dir():
+            listing.errors.append(f"workflows folder {folder} does not exist; create it or fix ATELIER_WORKFLOWS_DIR")
+    found = discover_workflows(search_dirs)
+    order = sorted(found, key=lambda name: (found[name].parent != SHIPPED_DIR, name))
+    for name in order:
+        try:
+            listing.templates.append(load_workflow(str(found[name])))
+        except WorkflowError as exc:
+            listing.errors.append(str(exc))
+    return listing
+
+
+def _eligible(templates: Sequence[WorkflowTemplate], task: str) -> list[WorkflowTemplate]:
+    """Templates with a catalog entry for this task."""
+    chosen = [t for t in templates if t.catalog is not None and t.catalog.task == task.strip().lower()]
+    if not chosen:
+        tasks = sorted({t.catalog.task for t in templates if t.catalog is not None})
+        raise WorkflowError(
+            f"no catalogued workflow does the task '{task}'; known tasks: {', '.join(tasks) or 'none'} "
+            "(add a `catalog` with this `task` to a workflow's .meta.json sidecar)"
+        )
+    return chosen
+
+
+def _entry(template: WorkflowTemplate) -> CatalogEntry:
+    """The catalog entry of a template already known to have one."""
+    assert template.catalog is not None
+    return template.catalog
+
+
+def _by_purpose(templates: list[WorkflowTemplate], purpose: str | None) -> list[WorkflowTemplate]:
+    """Templates whose use cases include `purpose` (all when None); an error when none does."""
+    if purpose is None or not purpose.strip():
+        return templates
+    chosen = [t for t in templates if _entry(t).serves(purpose)]
+    if not chosen:
+        known = sorted({case for t in templates for case in _entry(t).use_cases})
+        raise WorkflowError(
+            f"no workflow is catalogued for the purpose '{purpose}'; known purposes: {', '.join(known)}"
+        )
+    return chosen
+
+
+def _by_vram(templates: list[WorkflowTemplate], vram_free_gb: float | None) -> list[WorkflowTemplate]:
+    """Templates that fit in `vram_free_gb` (all when None); an error naming the smallest need otherwise."""
+    if vram_free_gb is None:
+        return templates
+    chosen = [t for t in templates if _entry(t).vram_gb <= vram_free_gb]
+    if not chosen:
+        smallest = min(templates, key=lambda t: _entry(t).vram_gb)
+        raise WorkflowError(
+            f"no suitable workflow fits in {vram_free_gb:g} GB of free VRAM: the smallest, '{smallest.name}', "
+            f"needs {_entry(smallest).vram_gb:g} GB; free GPU memory (close other models) or use a smaller workflow"
+        )
+    return chosen
+
+
+def _rank(templates: list[WorkflowTemplate], urgency: str) -> WorkflowTemplate:
+    """The best template for this urgency (see the module docstring)."""
+    fastest = min(templates, key=lambda t: (_entry(t).typical_seconds, -_entry(t).quality_rank, t.name))
+    if urgency == "immediate":
+        return fastest
+    limit = URGENCIES[urgency]
+    within = [t for t in templates if limit is None or _entry(t).typical_seconds <= limit]
+    if not within:
+        return fastest
+    return max(within, key=lambda t: (_entry(t).quality_rank, -_entry(t).typical_seconds, t.name))
+
+
+def choose_workflow(
+    *,
+    purpose: str | None = None,
+    urgency: str | None = None,
+    vram_free_gb: float | None = None,
+    task: str = "txt2img",
+    templates: Sequence[WorkflowTemplate] | None = None,
+) -> WorkflowTemplate:
+    """Pick the workflow for a request by task, purpose, urgency and free VRAM; WorkflowError when none fits.
+
+    `templates` defaults to the shipped catalog (`list_templates().templates`).
+    """
+    level = (urgency or "standard").strip().lower()
+    if level not in URGENCIES:
+        raise WorkflowError(f"unknown urgency '{urgency}'; use one of: {', '.join(URGENCIES)}")
+    pool = list(templates) if templates is not None else list_templates().templates
+    candidates = _by_vram(_by_purpose(_eligible(pool, task), purpose), vram_free_gb)
+    return _rank(candidates, level)
