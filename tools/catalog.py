@@ -183,7 +183,7 @@ def _by_purpose(templates: list[WorkflowTemplate], purpose: str | None) -> list[
     return chosen
 
 
-def _by_vram(templates: list[WorkflowTemplate], vram_free_gb: float | None) -> list[WorkflowTemplate]:
+def _by_vram(templates: list[WorkflowTemplate], vram_free_gb: float | None, wanted: str) -> list[WorkflowTemplate]:
     """Templates that fit in `vram_free_gb` (all when None); an error naming the smallest need otherwise."""
     if vram_free_gb is None:
         return templates
@@ -191,8 +191,9 @@ def _by_vram(templates: list[WorkflowTemplate], vram_free_gb: float | None) -> l
     if not chosen:
         smallest = min(templates, key=lambda t: _entry(t).vram_gb)
         raise WorkflowError(
-            f"no suitable workflow fits in {vram_free_gb:g} GB of free VRAM: the smallest, '{smallest.name}', "
-            f"needs {_entry(smallest).vram_gb:g} GB; free GPU memory (close other models) or use a smaller workflow"
+            f"no workflow for {wanted} fits in {vram_free_gb:g} GB of free VRAM: the smallest, '{smallest.name}', "
+            f"needs {_entry(smallest).vram_gb:g} GB; free GPU memory (unload other models)"
+            + (" or drop the purpose" if " purpose " in wanted else "")
         )
     return chosen
 
@@ -219,11 +220,13 @@ def choose_workflow(
 ) -> WorkflowTemplate:
     """Pick the workflow for a request by task, purpose, urgency and free VRAM; WorkflowError when none fits.
 
-    `templates` defaults to the shipped catalog (`list_templates().templates`).
+    `templates` defaults to the shipped catalog; pass `list_templates([user_dir]).templates` to include
+    user workflows whose sidecars carry a catalog entry.
     """
     level = (urgency or "standard").strip().lower()
     if level not in URGENCIES:
         raise WorkflowError(f"unknown urgency '{urgency}'; use one of: {', '.join(URGENCIES)}")
     pool = list(templates) if templates is not None else list_templates().templates
-    candidates = _by_vram(_by_purpose(_eligible(pool, task), purpose), vram_free_gb)
+    wanted = f"{task}" + (f" with the purpose '{purpose}'" if purpose else "")
+    candidates = _by_vram(_by_purpose(_eligible(pool, task), purpose), vram_free_gb, wanted)
     return _rank(candidates, level)
