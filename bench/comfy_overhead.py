@@ -44,7 +44,7 @@ def job(seed: int) -> dict[str, Any]:
 def execution_seconds(entry: dict[str, Any]) -> float:
     """The fake's own execution time of a prompt, from its /history status messages (ms timestamps)."""
     stamps = {kind: data.get("timestamp") for kind, data in entry["status"]["messages"]}
-    return (stamps["execution_success"] - stamps["execution_start"]) / 1000.0
+    return float(stamps["execution_success"] - stamps["execution_start"]) / 1000.0
 
 
 async def atelier_client(url: str, jobs: int, progress: Progress) -> list[float]:

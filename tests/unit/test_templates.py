@@ -541,7 +541,7 @@ def test_sidecar_limits_must_name_parameters(tmp_path: Path) -> None:
 def test_sidecar_multiple_of_replaces_the_default_8(tmp_path: Path) -> None:
     path = _with_sidecar(tmp_path, "default_api_export.json", {"limits": {"width": {"multiple_of": 64}}})
     template = load_workflow(str(path))
-    with pytest.raises(WorkflowError, match="not a multiple of 64, .*use 512 or 576"):
+    with pytest.raises(WorkflowError, match=r"not a multiple of 64, .*use 512 or 576"):
         render(template, GenerationParams(prompt="x", width=520))
 
 

@@ -30,7 +30,8 @@ def workflows() -> None:
             continue
         table.add_row(
             template.name, entry.quality, f"{entry.vram_gb:g}", f"{entry.typical_seconds:g}",
-            f"{entry.cost_per_image:g}", str(entry.recommended_steps or "—"), entry.max_resolution, accepts, entry.purpose,
+            f"{entry.cost_per_image:g}", str(entry.recommended_steps or "—"), entry.max_resolution, accepts,
+            entry.purpose,
         )
     console = Console()
     console.print(table)
