@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from aiohttp.web_request import FileField
 
 from tests.fakes.comfyui_images import OUTPUT_TYPES, SAMPLERS, Picture, compute, png_bytes, preview_jpeg, sampler_steps
 from tests.fakes.comfyui_validation import MODEL_INPUTS, ValidationFailed, combo_options, validate_prompt
@@ -112,6 +113,7 @@ class FakeComfyUI:
         self._interrupt: str | None = None
         self._worker: asyncio.Task[None] | None = None
         self._counters: Counter[str] = Counter()
+        self._comeback: asyncio.Task[None] | None = None
 
     # --- object_info with installed models ------------------------------------------------
 
@@ -305,7 +307,7 @@ class FakeComfyUI:
         """POST /upload/image (multipart), renaming 'name (1).png' on a clash unless overwrite."""
         form = await request.post()
         image = form.get("image")
-        if image is None or not hasattr(image, "file"):
+        if not isinstance(image, FileField):
             return web.Response(status=400)
         kind = str(form.get("type") or "input")
         if kind not in self.dirs:
@@ -465,7 +467,7 @@ class FakeComfyUI:
             data = {"node_id": current, "node_type": node_type, "executed": executed,
                     "exception_message": f"{exc}\n", "exception_type": type(exc).__name__,
                     "traceback": traceback.format_tb(exc.__traceback__),
-                    "current_inputs": {k: [repr(v)] for k, v in prompt[current].get("inputs", {}).items()},
+                    "current_inputs": {k: [repr(v)] for k, v in prompt[current or ""].get("inputs", {}).items()},
                     "current_outputs": list(order), "timestamp": _now_ms()}
             await emit("execution_error", data, record=True)
             self._record(item, {}, "error", False, messages)
@@ -540,9 +542,8 @@ class FakeComfyUI:
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
         if self.port == 0:
-            server = site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            server: Any = site._server
+            self.port = server.sockets[0].getsockname()[1]
 
     async def _start(self) -> None:
         self._wake = asyncio.Event()
@@ -568,7 +569,7 @@ class FakeComfyUI:
             await asyncio.sleep(down_seconds)
             await self._start()
 
-        asyncio.get_running_loop().create_task(come_back())
+        self._comeback = asyncio.get_running_loop().create_task(come_back())
 
     def _set_paused(self, paused: bool) -> None:
         self._paused = paused
@@ -610,6 +611,8 @@ class FakeComfyUI:
             return
 
         async def shutdown() -> None:
+            if self._comeback is not None:
+                self._comeback.cancel()
             if self._worker is not None:
                 self._worker.cancel()
             await self._drop_sockets()
