@@ -96,7 +96,10 @@ def build_app(settings: Settings) -> gr.Blocks:
             button.click(generate, inputs=[prompt, workflow, seed, size], outputs=[gallery, caption])
             prompt.submit(generate, inputs=[prompt, workflow, seed, size], outputs=[gallery, caption])
         with gr.Tab("Services"):
-            table = gr.Dataframe(headers=DOCTOR_COLUMNS, label="atelier doctor", interactive=False, wrap=True)
+            table = gr.Dataframe(
+                headers=DOCTOR_COLUMNS, label="atelier doctor", interactive=False, wrap=True,
+                column_widths=["10%", "7%", "28%", "10%", "45%"],
+            )
             again = gr.Button("Check again")
             again.click(refresh_doctor, outputs=table)
         page.load(refresh_doctor, outputs=table)
