@@ -72,7 +72,7 @@ async def check_qdrant(url: str | None, api_key: str | None, data_dir: Path, *, 
     """Ask a Qdrant server for its version, or describe the embedded local-mode folder."""
     if url is None:
         where = data_dir / "qdrant"
-        return ServiceCheck("Qdrant", f"local mode: {where}", True, False, "embedded", ["no QDRANT_URL: on-disk store"])
+        return ServiceCheck("Qdrant", f"local mode: {where}", True, False, "embedded", ["no QDRANT_URL: on-disk store, opened on first use"])
     headers = {"api-key": api_key} if api_key else {}
     try:
         async with httpx.AsyncClient(base_url=url, timeout=timeout, headers=headers) as http:
@@ -87,7 +87,7 @@ async def check_postgres(database_url: str | None, data_dir: Path) -> ServiceChe
     if database_url is None:
         where = data_dir / "postgres"
         return ServiceCheck(
-            "PostgreSQL", f"embedded: {where}", True, False, "embedded", ["no DATABASE_URL: embedded server"]
+            "PostgreSQL", f"embedded: {where}", True, False, "embedded", ["no DATABASE_URL: embedded server, started on first use"]
         )
     shown = _redact(database_url)
     try:
