@@ -72,7 +72,8 @@ async def check_qdrant(url: str | None, api_key: str | None, data_dir: Path, *, 
     """Ask a Qdrant server for its version, or describe the embedded local-mode folder."""
     if url is None:
         where = data_dir / "qdrant"
-        return ServiceCheck("Qdrant", f"local mode: {where}", True, False, "embedded", ["no QDRANT_URL: on-disk store, opened on first use"])
+        details = ["no QDRANT_URL: on-disk store, opened on first use"]
+        return ServiceCheck("Qdrant", f"local mode: {where}", True, False, "embedded", details)
     headers = {"api-key": api_key} if api_key else {}
     try:
         async with httpx.AsyncClient(base_url=url, timeout=timeout, headers=headers) as http:
@@ -86,9 +87,8 @@ async def check_postgres(database_url: str | None, data_dir: Path) -> ServiceChe
     """Connect to DATABASE_URL and read the server version, or describe the embedded default."""
     if database_url is None:
         where = data_dir / "postgres"
-        return ServiceCheck(
-            "PostgreSQL", f"embedded: {where}", True, False, "embedded", ["no DATABASE_URL: embedded server, started on first use"]
-        )
+        details = ["no DATABASE_URL: embedded server, started on first use"]
+        return ServiceCheck("PostgreSQL", f"embedded: {where}", True, False, "embedded", details)
     shown = _redact(database_url)
     try:
         import psycopg
