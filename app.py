@@ -18,8 +18,8 @@ for _name, _value in {
 from typing import Any  # noqa: E402
 
 import gradio as gr  # noqa: E402
-from tools.catalog import list_templates  # noqa: E402
 
+from tools.catalog import list_templates  # noqa: E402
 from tools.comfyui.events import ComfyEvent, NodeExecuting, StepProgress  # noqa: E402
 from tools.doctor import ServiceCheck, run_doctor  # noqa: E402
 from tools.errors import AtelierError  # noqa: E402

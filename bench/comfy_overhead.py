@@ -25,7 +25,6 @@ from rich.progress import Progress
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fakes.comfyui_server import FakeComfyUI
-
 from tools.comfyui.client import ComfyClient
 
 STEPS, STEP_SECONDS = 5, 0.02  # the fake runs each job for 0.1 s

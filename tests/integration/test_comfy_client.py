@@ -131,7 +131,6 @@ async def test_validation_errors(fake_comfy: FakeComfyUI, graph: dict, error_typ
 
 async def test_missing_checkpoint_names_file_folder_and_installed_ones(tmp_path: Path) -> None:
     from tools.comfyui.templates import load_workflow, render
-
     from tools.schemas import GenerationParams
 
     graph = render(load_workflow("txt2img"), GenerationParams(prompt="a fox", seed=1))
