@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from tools.comfyui.events import Cached, ComfyEvent, NodeExecuting, Queued, Reconnected, StepProgress
 from tools.comfyui.sync import generate_image_sync
@@ -24,7 +24,7 @@ class StepBars:
     def __init__(self, progress: Progress, graph: dict[str, dict[str, object]]) -> None:
         self.progress = progress
         self.graph = graph
-        self.status = progress.add_task("queued", total=None)
+        self.status = progress.add_task("queued", total=None, steps="")
         self.bars: dict[str, TaskID] = {}
 
     def _name(self, node: str | None) -> str:
@@ -47,8 +47,9 @@ class StepBars:
         elif isinstance(event, StepProgress):
             key = event.node or "?"
             if key not in self.bars:
-                self.bars[key] = self.progress.add_task(self._name(event.node), total=event.max)
-            self.progress.update(self.bars[key], completed=event.value, total=event.max)
+                self.bars[key] = self.progress.add_task(self._name(event.node), total=event.max, steps="")
+            steps = f"{event.value}/{event.max}"
+            self.progress.update(self.bars[key], completed=event.value, total=event.max, steps=steps)
 
 
 def _params(
@@ -88,7 +89,7 @@ def generate(
     for note in template.inference_notes:
         typer.echo(f"inferred: {note}", err=True)
     console = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[steps]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         bars = StepBars(progress, template.graph)
         try:
@@ -96,8 +97,9 @@ def generate(
                 params, settings=settings, workflow=template, comfy_url=comfy_url, out_dir=out, on_event=bars
             )
         except AtelierError:
-            progress.update(bars.status, description="[red]failed")
+            progress.update(bars.status, description="[red]failed", total=1, completed=0)
             raise
-        progress.update(bars.status, description=f"done in {result.seconds:.1f} s (seed {result.seed})")
+        done = f"done in {result.seconds:.1f} s (seed {result.seed})"
+        progress.update(bars.status, description=done, total=1, completed=1)
     for saved in result.images:
         typer.echo(str(saved.path))
