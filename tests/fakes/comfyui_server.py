@@ -1,12 +1,9 @@
-"""A protocol-faithful fake ComfyUI (0.3.64) on a loopback port, for tests and for trying Atelier by hand.
+"""A protocol-faithful fake ComfyUI (0.3.64) on 127.0.0.1, for tests and for trying Atelier without a GPU.
 
-Built from ../shared/reference (the transcript and captures of a real server, its full /object_info)
-and ComfyUI's server.py/execution.py behaviour: validation with 400 + node_errors, 500 for malformed
-JSON, one prompt at a time with step progress, binary previews and late `executing null` messages,
-per-client message routing, node-level caching, history, /view guards, uploads and interrupts.
-Tests can drop sockets, make them go silent, pause the queue and "restart" the server (forgetting
-queue and history, refusing connections for a while). Run by hand:
-    python -m tests.fakes.comfyui_server --port 8188
+Built from the captured traffic in ../shared/reference and ComfyUI's server.py / execution.py / main.py:
+the same routes (also under /api), bodies, status codes and WebSocket messages in the same order.
+Tests drive it in-process (`FakeComfyUI`, its own thread and event loop) or over HTTP (`/__fake__/…`).
+Run by hand:  python -m tests.fakes.comfyui_server --port 8188 [--step-seconds S] [--models …] [--output-dir D]
 """
 
 from __future__ import annotations
@@ -17,68 +14,39 @@ import contextlib
 import copy
 import json
 import struct
+import tempfile
 import threading
 import time
 import traceback
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
-from aiohttp.web_request import FileField
+from PIL import Image
 
-from tests.fakes.comfyui_images import OUTPUT_TYPES, SAMPLERS, Picture, compute, png_bytes, preview_jpeg, sampler_steps
-from tests.fakes.comfyui_validation import MODEL_INPUTS, ValidationFailed, combo_options, validate_prompt
+from tests.fakes.comfyui_catalog import CAPTURED_CPU_DEVICE, CAPTURED_SYSTEM, MODEL_FOLDERS, SERVER_FEATURES, Catalog
+from tests.fakes.comfyui_execution import Executor
+from tests.fakes.comfyui_files import FOLDER_TYPES, upload, view
+from tests.fakes.comfyui_queue import PromptQueue, QueueItem
+from tests.fakes.comfyui_validation import validate_prompt
 
-DATA = Path(__file__).parent / "data"
-DEFAULT_MODELS = {
-    "checkpoints": ["v1-5-pruned-emaonly.safetensors", "sd_xl_turbo_1.0_fp16.safetensors"],
-    "upscale_models": ["RealESRGAN_x4plus.pth"],
-}
-MODEL_FOLDERS = ["checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
-                 "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models",
-                 "custom_nodes", "hypernetworks", "photomaker", "classifiers", "model_patches", "audio_encoders"]
-GIB = 2**30
+T = TypeVar("T")
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-class Interrupted(Exception):
-    """The running prompt was interrupted."""
-
-
-@dataclass
-class QueueItem:
-    """One prompt in the queue: `[number, prompt_id, prompt, extra_data, outputs_to_execute]` on the wire."""
-
-    number: float
-    prompt_id: str
-    prompt: dict[str, Any]
-    extra_data: dict[str, Any]
-    outputs: list[str]
-
-    def wire(self) -> list[Any]:
-        """The list form /queue and /history use."""
-        return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs]
-
-
-@dataclass
-class State:
-    """Everything a real ComfyUI keeps in memory (lost on restart)."""
-
-    pending: list[QueueItem] = field(default_factory=list)
-    running: QueueItem | None = None
-    history: dict[str, dict[str, Any]] = field(default_factory=dict)
-    cache: dict[str, tuple[list[Any], dict[str, Any] | None]] = field(default_factory=dict)
-    number: int = 0
+def _get(data: Any, key: str, default: Any) -> Any:
+    """`data[key] if key in data else default`, the way ComfyUI reads request bodies (any JSON value)."""
+    return data[key] if key in data else default  # noqa: SIM401 - also for JSON lists and strings
 
 
 class FakeComfyUI:
-    """The fake server; `with FakeComfyUI() as fake: fake.url` runs it in a thread with its own loop."""
+    """The fake server. `with FakeComfyUI() as fake:` serves on `fake.url` from its own thread and event loop.
+
+    Files go to `<output_dir>/output`, `<output_dir>/input` and `<output_dir>/temp` (a temporary folder by
+    default). `models` maps a models/ folder to its installed file names (None: DEFAULT_MODELS, {}: nothing).
+    """
 
     def __init__(
         self,
@@ -86,440 +54,361 @@ class FakeComfyUI:
         *,
         step_seconds: float = 0.01,
         models: dict[str, list[str]] | None = None,
-        output_dir: Path | None = None,
-        vram_total: int = 24 * GIB,
-        vram_free: int = 20 * GIB,
+        output_dir: Path | str | None = None,
+        devices: list[dict[str, Any]] | None = None,
+        previews: bool = True,
+        validate_v3_combos: bool = False,
     ) -> None:
-        import tempfile
-
         self.port = port
         self.step_seconds = step_seconds
-        self.models = {k: list(v) for k, v in (DEFAULT_MODELS if models is None else models).items()}
-        self.base_dir = Path(output_dir or tempfile.mkdtemp(prefix="fake-comfyui-"))
-        self.dirs = {kind: self.base_dir / kind for kind in ("output", "input", "temp")}
+        self.previews = previews
+        self.validate_v3_combos = validate_v3_combos
+        self.root = Path(output_dir or tempfile.mkdtemp(prefix="fake-comfyui-")).resolve()
+        fresh_input = not (self.root / "input").exists()
+        self.dirs = {kind: self.root / kind for kind in FOLDER_TYPES}
         for folder in self.dirs.values():
             folder.mkdir(parents=True, exist_ok=True)
-        self.vram = {"total": vram_total, "free": vram_free}
-        self.execution_counts: Counter[str] = Counter()
-        self.state = State()
-        self.sockets: dict[str, web.WebSocketResponse] = {}
+        if fresh_input:  # a fresh ComfyUI ships input/example.png
+            Image.new("RGB", (64, 64), (200, 120, 60)).save(self.dirs["input"] / "example.png")
+        self.catalog = Catalog(models, self.dirs["input"])
+        self.devices = copy.deepcopy(devices) if devices is not None else [dict(CAPTURED_CPU_DEVICE)]
         self.silent_until = 0.0
-        self.object_info = self._object_info()
+        self._counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()
+        self._paused = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
-        self._wake: asyncio.Event | None = None
-        self._paused = False
-        self._interrupt: str | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._counters: Counter[str] = Counter()
         self._comeback: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._handlers_done: dict[int, asyncio.Event] = {}
+        self._reset_process()
 
-    # --- object_info with installed models ------------------------------------------------
+    def _reset_process(self) -> None:
+        """Everything a ComfyUI process keeps in memory only (lost on restart)."""
+        self.prompts = PromptQueue()
+        self.number = 0
+        self.sockets: dict[str, web.WebSocketResponse] = {}
+        self.sockets_metadata: dict[str, dict[str, Any]] = {}
+        self.client_id: str | None = None
+        self.last_node_id: str | None = None
+        self.interrupt_flag = False
+        self.executor = Executor(self)
 
-    def _object_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = json.loads((DATA / "object_info.json").read_text())
-        info.update(json.loads((DATA / "probe_nodes.json").read_text()))
-        for name, node in info.items():
-            for section in node["input"].values():
-                if not isinstance(section, dict):
-                    continue
-                for input_name, config in section.items():
-                    folder = MODEL_INPUTS.get(input_name)
-                    if name == "UpscaleModelLoader" and input_name == "model_name":
-                        folder = "upscale_models"
-                    if folder is None or combo_options(config) is None:
-                        continue
-                    files = sorted(self.models.get(folder, []))
-                    if isinstance(config[0], list):
-                        config[0] = files + [o for o in config[0] if o not in files and folder == "vae"]
-                    else:
-                        config[1]["options"] = files
-        return info
+    # --- messages ------------------------------------------------------------------------------------------
 
-    def _load_image_options(self) -> None:
-        files = sorted(p.name for p in self.dirs["input"].iterdir() if p.is_file())
-        self.object_info["LoadImage"]["input"]["required"]["image"][0] = files
+    def _silent(self) -> bool:
+        return time.monotonic() < self.silent_until
 
-    # --- sockets ----------------------------------------------------------------------------
+    def _targets(self, sid: str | None) -> list[web.WebSocketResponse]:
+        if sid is None:
+            return list(self.sockets.values())
+        return [self.sockets[sid]] if sid in self.sockets else []
 
-    async def _send(self, event: str, data: dict[str, Any], sid: str | None) -> None:
-        if time.monotonic() < self.silent_until:
+    async def send(self, event: str, data: dict[str, Any], sid: str | None) -> None:
+        """PromptServer.send_json: to the socket of `sid` only, or to every socket when sid is None."""
+        if self._silent():
             return
         message = json.dumps({"type": event, "data": data})
-        targets = list(self.sockets.values()) if sid is None else [self.sockets[sid]] if sid in self.sockets else []
-        for ws in targets:
-            if not ws.closed:
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await ws.send_str(message)
+        for ws in self._targets(sid):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(message)
 
-    async def _send_bytes(self, frame: bytes, sid: str | None) -> None:
-        if time.monotonic() < self.silent_until or sid not in self.sockets:
+    async def send_bytes(self, event_type: int, payload: bytes, sid: str | None) -> None:
+        """PromptServer.send_bytes: a 4-byte big-endian event type, then the payload."""
+        if self._silent():
             return
-        ws = self.sockets[sid]
-        if not ws.closed:
+        frame = struct.pack(">I", event_type) + payload
+        for ws in self._targets(sid):
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await ws.send_bytes(frame)
 
-    def _queue_remaining(self) -> int:
-        return len(self.state.pending) + (1 if self.state.running else 0)
+    def supports_preview_metadata(self, sid: str | None) -> bool:
+        """feature_flags.supports_feature(…, 'supports_preview_metadata') for that client."""
+        flags = (self.sockets_metadata.get(sid or "") or {}).get("feature_flags") or {}
+        return flags.get("supports_preview_metadata") is True
 
-    async def _status(self) -> None:
-        await self._send("status", {"status": {"exec_info": {"queue_remaining": self._queue_remaining()}}}, None)
+    def _queue_info(self) -> dict[str, Any]:
+        return {"exec_info": {"queue_remaining": self.prompts.remaining()}}
+
+    async def _queue_updated(self) -> None:
+        await self.send("status", {"status": self._queue_info()}, None)
 
     async def ws_handler(self, request: web.Request) -> web.WebSocketResponse:
-        """GET /ws?clientId=: register the socket under the client id and greet with `status`."""
-        ws = web.WebSocketResponse(max_msg_size=0)
+        """GET /ws?clientId=: greet with `status` (+ the executing node on reconnect), negotiate feature flags."""
+        ws = web.WebSocketResponse()
         await ws.prepare(request)
-        sid = request.query.get("clientId") or uuid.uuid4().hex
+        done = self._handlers_done[id(ws)] = asyncio.Event()
+        sid = request.query.get("clientId", "")
+        if sid:
+            self.sockets.pop(sid, None)  # reusing a session: the old socket stops receiving (it is not closed)
+        else:
+            sid = uuid.uuid4().hex
         self.sockets[sid] = ws
+        self.sockets_metadata[sid] = {"feature_flags": {}}
         try:
-            status = {"status": {"exec_info": {"queue_remaining": self._queue_remaining()}}, "sid": sid}
-            await ws.send_str(json.dumps({"type": "status", "data": status}))
+            await self.send("status", {"status": self._queue_info(), "sid": sid}, sid)
+            if self.client_id == sid and self.last_node_id is not None:
+                await self.send("executing", {"node": self.last_node_id}, sid)
+            first_message = True
             async for message in ws:
-                if message.type == WSMsgType.ERROR:
-                    break
+                if message.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(message.data)
+                except ValueError:
+                    continue
+                if not isinstance(data, dict):
+                    continue
+                if first_message and data.get("type") == "feature_flags":
+                    self.sockets_metadata[sid]["feature_flags"] = data.get("data", {})
+                    await self.send("feature_flags", SERVER_FEATURES, sid)
+                first_message = False
         finally:
-            if self.sockets.get(sid) is ws:
-                del self.sockets[sid]
+            # Like ComfyUI: by sid, so a late close of an old socket unregisters a newer one with the same id.
+            self.sockets.pop(sid, None)
+            self.sockets_metadata.pop(sid, None)
+            done.set()
+            self._handlers_done.pop(id(ws), None)
         return ws
 
-    # --- HTTP routes ----------------------------------------------------------------------------
+    # --- prompts, queue, history ---------------------------------------------------------------------------
 
     async def post_prompt(self, request: web.Request) -> web.Response:
-        """POST /prompt: validate, queue, answer {prompt_id, number, node_errors}."""
-        body = await request.json()  # malformed JSON → aiohttp's 500, as ComfyUI answers
-        if "prompt" not in body:
+        """POST /prompt: validate, queue and answer {prompt_id, number, node_errors}; 400 with the reasons."""
+        json_data = await request.json()  # malformed JSON: aiohttp's plain-text 500, as on the real server
+        if "number" in json_data:
+            number: float = float(json_data["number"])
+        else:
+            number = self.number
+            if _get(json_data, "front", False):
+                number = -number
+            self.number += 1
+        if "prompt" not in json_data:
             error = {"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided",
                      "extra_info": {}}
             return web.json_response({"error": error, "node_errors": {}}, status=400)
-        self._load_image_options()
-        try:
-            outputs = validate_prompt(self.object_info, body["prompt"])
-        except ValidationFailed as failed:
-            return web.json_response(failed.body, status=400)
-        number: float = float(body["number"]) if "number" in body else self.state.number
-        if body.get("front"):
-            number = -number
-        self.state.number += 1
-        prompt_id = str(body.get("prompt_id") or uuid.uuid4())
-        extra = dict(body.get("extra_data") or {})
-        if "client_id" in body:
-            extra["client_id"] = body["client_id"]
-        number = int(number) if float(number).is_integer() else number
-        self.state.pending.append(QueueItem(number, prompt_id, body["prompt"], extra, outputs))
-        await self._status()
-        assert self._wake is not None
-        self._wake.set()
-        return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": {}})
+        prompt = json_data["prompt"]
+        prompt_id = str(json_data.get("prompt_id", uuid.uuid4()))
+        partial = _get(json_data, "partial_execution_targets", None)
+        valid = validate_prompt(self.catalog.object_info(), prompt, input_dir=self.dirs["input"],
+                                partial_targets=partial, v3_combos=self.validate_v3_combos)
+        extra_data = _get(json_data, "extra_data", {})
+        if "client_id" in json_data:
+            extra_data["client_id"] = json_data["client_id"]
+        if not valid.ok:
+            return web.json_response({"error": valid.error, "node_errors": valid.node_errors}, status=400)
+        self.prompts.put(QueueItem(number, prompt_id, prompt, extra_data, valid.outputs))
+        await self._queue_updated()
+        self._wake_worker()
+        return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": valid.node_errors})
 
     async def get_prompt(self, request: web.Request) -> web.Response:
-        """GET /prompt: queue size."""
-        return web.json_response({"exec_info": {"queue_remaining": self._queue_remaining()}})
+        """GET /prompt: {exec_info: {queue_remaining}}."""
+        return web.json_response(self._queue_info())
 
     async def get_queue(self, request: web.Request) -> web.Response:
-        """GET /queue."""
-        running = [self.state.running.wire()] if self.state.running else []
-        pending = [item.wire() for item in sorted(self.state.pending, key=lambda i: i.number)]
-        return web.json_response({"queue_running": running, "queue_pending": pending})
+        """GET /queue: the running item and the pending heap, in heap order like ComfyUI."""
+        return web.json_response({"queue_running": [item.wire() for item in self.prompts.running.values()],
+                                  "queue_pending": [item.wire() for item in self.prompts.pending]})
 
     async def post_queue(self, request: web.Request) -> web.Response:
-        """POST /queue {clear | delete}."""
-        body = await request.json()
-        if body.get("clear"):
-            self.state.pending.clear()
-        doomed = set(body.get("delete") or [])
-        self.state.pending = [item for item in self.state.pending if item.prompt_id not in doomed]
+        """POST /queue {clear: true} | {delete: [prompt_id, …]} (pending prompts only)."""
+        json_data = await request.json()
+        if _get(json_data, "clear", False):
+            self.prompts.pending = []
+            await self._queue_updated()
+        for prompt_id in _get(json_data, "delete", []):
+            wiped = self.prompts.delete(prompt_id)
+            if wiped is not None:  # emptying the queue sends status twice, as ComfyUI's wipe_queue does
+                for _ in range(2 if wiped else 1):
+                    await self._queue_updated()
         return web.Response(status=200)
 
     async def get_history(self, request: web.Request) -> web.Response:
-        """GET /history[?max_items=N]."""
-        items = list(self.state.history.items())
-        if "max_items" in request.query:
-            items = items[-int(request.query["max_items"]):]
-        return web.json_response(dict(items))
+        """GET /history[?max_items=N&offset=M]."""
+        max_items = int(request.query["max_items"]) if "max_items" in request.query else None
+        offset = int(request.query["offset"]) if "offset" in request.query else -1
+        return web.json_response(self.prompts.history_page(max_items, offset))
 
     async def get_history_item(self, request: web.Request) -> web.Response:
-        """GET /history/{id}: `{id: entry}` or `{}`."""
+        """GET /history/{prompt_id}: {prompt_id: entry}, or {} when unknown."""
         prompt_id = request.match_info["prompt_id"]
-        entry = self.state.history.get(prompt_id)
-        return web.json_response({prompt_id: entry} if entry else {})
+        entry = self.prompts.history.get(prompt_id)
+        return web.json_response({prompt_id: copy.deepcopy(entry)} if entry is not None else {})
 
     async def post_history(self, request: web.Request) -> web.Response:
-        """POST /history {clear | delete}."""
-        body = await request.json()
-        if body.get("clear"):
-            self.state.history.clear()
-        for prompt_id in body.get("delete") or []:
-            self.state.history.pop(prompt_id, None)
+        """POST /history {clear: true} | {delete: [prompt_id, …]}."""
+        json_data = await request.json()
+        if _get(json_data, "clear", False):
+            self.prompts.history = {}
+        for prompt_id in _get(json_data, "delete", []):
+            self.prompts.history.pop(prompt_id, None)
         return web.Response(status=200)
 
     async def post_interrupt(self, request: web.Request) -> web.Response:
-        """POST /interrupt [{prompt_id}]: only the running prompt, and only if it is that one when named."""
-        body: dict[str, Any] = {}
-        if request.can_read_body:
-            try:
-                body = await request.json()
-            except ValueError:
-                body = {}
-        running = self.state.running
-        if running and (not body.get("prompt_id") or body["prompt_id"] == running.prompt_id):
-            self._interrupt = running.prompt_id
+        """POST /interrupt [{prompt_id}]: with an id, only if that prompt is the running one."""
+        try:
+            json_data = await request.json()
+        except json.JSONDecodeError:
+            json_data = {}
+        prompt_id = json_data.get("prompt_id")
+        if not prompt_id or any(item.prompt_id == prompt_id for item in self.prompts.running.values()):
+            self.interrupt_flag = True
         return web.Response(status=200)
 
     async def post_free(self, request: web.Request) -> web.Response:
-        """POST /free."""
+        """POST /free {unload_models, free_memory}: free_memory also empties the node cache."""
+        json_data = await request.json()
+        for flag in ("unload_models", "free_memory"):
+            if json_data.get(flag, False):
+                self.prompts.flags[flag] = json_data[flag]
+        self._wake_worker()
         return web.Response(status=200)
 
+    def _process_flags(self) -> None:
+        flags, self.prompts.flags = self.prompts.flags, {}
+        if flags.get("free_memory", False):
+            self.executor.reset()
+
+    def _wake_worker(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _work(self) -> None:
+        """main.prompt_worker: one prompt at a time, lowest number first."""
+        assert self._wake is not None
+        while True:
+            if self._paused or not self.prompts.pending:
+                self._process_flags()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            task_id, item = self.prompts.take()
+            await self._queue_updated()
+            with self._counts_lock:
+                self._counts[item.prompt_id] += 1
+            try:
+                await self.executor.execute(item.prompt, item.prompt_id, item.extra_data, item.outputs)
+            except Exception:  # a bug in the fake itself: say so loudly, keep serving
+                traceback.print_exc()
+                self.executor.success = False
+            executor = self.executor
+            self.prompts.done(task_id, executor.success, executor.status_messages, executor.history_result)
+            await self._queue_updated()
+            if self.client_id is not None:
+                await self.send("executing", {"node": None, "prompt_id": item.prompt_id}, self.client_id)
+            self._process_flags()
+
+    # --- info routes -------------------------------------------------------------------------------------------
+
     async def system_stats(self, request: web.Request) -> web.Response:
-        """GET /system_stats, shaped like the transcript's."""
-        system = {"os": "posix", "ram_total": 25276510208, "ram_free": 24191004672, "comfyui_version": "0.3.64",
-                  "required_frontend_version": "1.27.10", "installed_templates_version": "0.1.95",
-                  "required_templates_version": "0.1.95", "python_version": "3.11.7 (fake)",
-                  "pytorch_version": "2.14.1+cu130", "embedded_python": False, "argv": ["main.py", "--fake"]}
-        device = {"name": "cuda:0 Fake GPU", "type": "cuda", "index": 0, "vram_total": self.vram["total"],
-                  "vram_free": self.vram["free"], "torch_vram_total": self.vram["total"],
-                  "torch_vram_free": self.vram["free"]}
-        return web.json_response({"system": system, "devices": [device]})
+        """GET /system_stats: the captured system, with this fake's devices."""
+        return web.json_response({"system": CAPTURED_SYSTEM, "devices": self.devices})
 
     async def get_object_info(self, request: web.Request) -> web.Response:
-        """GET /object_info[/{class}]."""
-        self._load_image_options()
+        """GET /object_info and /object_info/{node_class} ({} for an unknown class)."""
+        info = self.catalog.object_info()
         name = request.match_info.get("node_class")
         if name is None:
-            return web.json_response(self.object_info)
-        return web.json_response({name: self.object_info[name]} if name in self.object_info else {})
+            return web.json_response(info)
+        return web.json_response({name: info[name]} if name in info else {})
 
     async def get_models(self, request: web.Request) -> web.Response:
-        """GET /models and /models/{folder}."""
+        """GET /models (folder names) and /models/{folder} (its files; 404 for an unknown folder)."""
         folder = request.match_info.get("folder")
         if folder is None:
             return web.json_response(MODEL_FOLDERS)
         if folder not in MODEL_FOLDERS:
             return web.Response(status=404)
-        return web.json_response(sorted(self.models.get(folder, [])))
+        return web.json_response(self.catalog.files(folder))
 
     async def get_embeddings(self, request: web.Request) -> web.Response:
         """GET /embeddings."""
+        return web.json_response(self.catalog.embeddings())
+
+    async def get_features(self, request: web.Request) -> web.Response:
+        """GET /features: the server's feature flags."""
+        return web.json_response(SERVER_FEATURES)
+
+    async def get_extensions(self, request: web.Request) -> web.Response:
+        """GET /extensions: no frontend extensions here."""
         return web.json_response([])
 
+    async def get_root(self, request: web.Request) -> web.Response:
+        """GET /: a stand-in for the frontend's index.html."""
+        return web.Response(text="<!doctype html><title>ComfyUI (fake)</title>", content_type="text/html")
+
+    # --- files ---------------------------------------------------------------------------------------------------
+
     async def upload_image(self, request: web.Request) -> web.Response:
-        """POST /upload/image (multipart), renaming 'name (1).png' on a clash unless overwrite."""
-        form = await request.post()
-        image = form.get("image")
-        if not isinstance(image, FileField):
-            return web.Response(status=400)
-        kind = str(form.get("type") or "input")
-        if kind not in self.dirs:
-            return web.Response(status=400)
-        subfolder = str(form.get("subfolder") or "")
-        folder = (self.dirs[kind] / subfolder).resolve()
-        if not folder.is_relative_to(self.dirs[kind].resolve()):
-            return web.Response(status=400)
-        folder.mkdir(parents=True, exist_ok=True)
-        name = Path(str(image.filename)).name
-        overwrite = str(form.get("overwrite", "")).lower() in ("true", "1")
-        target, counter = folder / name, 1
-        while target.exists() and not overwrite:
-            target = folder / f"{Path(name).stem} ({counter}){Path(name).suffix}"
-            counter += 1
-        target.write_bytes(image.file.read())
-        return web.json_response({"name": target.name, "subfolder": subfolder, "type": kind})
+        """POST /upload/image: multipart image/overwrite/type/subfolder; 'name (1).png' on a clash."""
+        return upload(await request.post(), self.dirs)
 
     async def view(self, request: web.Request) -> web.StreamResponse:
-        """GET /view with ComfyUI's guards: 400 bad name or type, 403 escaping subfolder, 404 missing."""
-        filename = request.query.get("filename", "")
-        kind = request.query.get("type", "output")
-        subfolder = request.query.get("subfolder", "")
-        if not filename or filename.startswith("/") or ".." in filename or kind not in self.dirs:
-            return web.Response(status=400)
-        base = self.dirs[kind].resolve()
-        folder = (base / subfolder).resolve()
-        if not folder.is_relative_to(base):
-            return web.Response(status=403)
-        path = folder / filename
-        if not path.is_file():
-            return web.Response(status=404)
-        headers = {"Content-Disposition": f'filename="{filename}"'}
-        return web.Response(body=path.read_bytes(), content_type="image/png", headers=headers)
+        """GET /view: 400 for a bad name or type, 403 for a subfolder leaving the folder, 404 when missing."""
+        return view(request.query, self.dirs)
 
-    # --- test controls ----------------------------------------------------------------------------
+    # --- test controls -------------------------------------------------------------------------------------------
 
     async def control(self, request: web.Request) -> web.Response:
-        """POST /__fake__/{action}: drop_sockets, go_silent?seconds=, restart?down_seconds=, pause, resume."""
+        """/__fake__/{action}: the Python controls over HTTP (parameters in the query or a JSON body)."""
         action = request.match_info["action"]
+        params: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            with contextlib.suppress(ValueError):
+                body = await request.json()
+                params.update(body if isinstance(body, dict) else {})
         if action == "execution_counts":
             return web.json_response(dict(self.execution_counts))
-        query = request.query
+        if action == "state":
+            return web.json_response({"paused": self._paused, "silent": self._silent(), "devices": self.devices,
+                                      "models": self.catalog.models, "output_dir": str(self.root)})
         if action == "drop_sockets":
             await self._drop_sockets()
         elif action == "go_silent":
-            self.silent_until = time.monotonic() + float(query.get("seconds", "5"))
-        elif action == "restart":
-            await self._restart(float(query.get("down_seconds", "0")))
+            self.go_silent(float(params.get("seconds", 5.0)))
+        elif action == "restart":  # after this answer has gone out
+            down = float(params.get("down_seconds", 0.0))
+            asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self._restart(down)))
         elif action in ("pause", "resume"):
             self._set_paused(action == "pause")
+        elif action == "set_vram":
+            self._set_vram(int(params["free"]), int(params["total"]))
+        elif action == "set_models":
+            self.catalog.set_models(params.get("models", params))
         else:
-            return web.Response(status=404, text=f"unknown control {action}")
+            return web.Response(status=404, text=f"unknown control {action!r}")
         return web.json_response({"ok": True})
 
-    # --- execution ----------------------------------------------------------------------------------
+    def _set_paused(self, paused: bool) -> None:
+        self._paused = paused
+        self._wake_worker()
 
-    async def _work(self) -> None:
-        assert self._wake is not None
-        while True:
-            await self._wake.wait()
-            if self._paused or not self.state.pending:
-                self._wake.clear()
-                continue
-            self.state.pending.sort(key=lambda i: i.number)
-            item = self.state.pending.pop(0)
-            self.state.running = item
-            self._interrupt = None
-            try:
-                await self._status()
-                await self._execute(item)
-            finally:
-                self.state.running = None
-            await self._status()
-            await self._send("executing", {"node": None, "prompt_id": item.prompt_id}, item.extra_data.get("client_id"))
+    def _set_vram(self, free: int, total: int) -> None:
+        device = self.devices[0]
+        device["vram_free"], device["vram_total"] = free, total
+        if device.get("type") == "cpu":
+            device["torch_vram_free"], device["torch_vram_total"] = free, total
 
-    def _order(self, prompt: dict[str, Any], outputs: list[str]) -> list[str]:
-        order: list[str] = []
+    async def _drop_sockets(self) -> None:
+        """Abort every WebSocket's TCP connection (no close frame) and wait for their handlers to end."""
+        waits = list(self._handlers_done.values())
+        for ws in list(self.sockets.values()):
+            transport = ws._req.transport if ws._req is not None else None
+            if transport is not None:
+                transport.abort()
+        self.sockets.clear()
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(w.wait() for w in waits)), 2.0)
 
-        def visit(node_id: str) -> None:
-            if node_id in order:
-                return
-            for value in prompt[node_id].get("inputs", {}).values():
-                if isinstance(value, list) and len(value) == 2 and value[0] in prompt:
-                    visit(value[0])
-            order.append(node_id)
-
-        for output in outputs:
-            visit(output)
-        return order
-
-    def _signatures(self, prompt: dict[str, Any], order: list[str]) -> dict[str, str]:
-        signatures: dict[str, str] = {}
-        for node_id in order:
-            node = prompt[node_id]
-            inputs = {k: (signatures[v[0]], v[1]) if isinstance(v, list) and len(v) == 2 and v[0] in signatures
-                      else v for k, v in node.get("inputs", {}).items()}
-            signatures[node_id] = json.dumps([node["class_type"], inputs], sort_keys=True, default=str)
-        return signatures
-
-    async def _execute(self, item: QueueItem) -> None:
-        sid = item.extra_data.get("client_id")
-        pid = item.prompt_id
-        self.execution_counts[pid] += 1
-        messages: list[list[Any]] = []
-
-        async def emit(event: str, data: dict[str, Any], record: bool = False) -> None:
-            payload = {**data, "prompt_id": pid} if event != "progress" else data
-            if record:
-                messages.append([event, {"prompt_id": pid, **{k: v for k, v in data.items()}}])
-            await self._send(event, payload, sid)
-
-        prompt = item.prompt
-        order = self._order(prompt, item.outputs)
-        signatures = self._signatures(prompt, order)
-        cached = [n for n in order if signatures[n] in self.state.cache]
-        await emit("execution_start", {"timestamp": _now_ms()}, record=True)
-        await emit("execution_cached", {"nodes": cached, "timestamp": _now_ms()}, record=True)
-        values: dict[str, list[Any]] = {}
-        outputs: dict[str, Any] = {}
-        executed: list[str] = []
-        new_cache: dict[str, tuple[list[Any], dict[str, Any] | None]] = {}
-        current = order[0] if order else None
-        try:
-            for node_id in order:
-                current = node_id
-                node = prompt[node_id]
-                if node_id in cached:
-                    values[node_id], ui = self.state.cache[signatures[node_id]]
-                    new_cache[signatures[node_id]] = (values[node_id], ui)
-                    if ui is not None:
-                        outputs[node_id] = ui
-                        await emit("executed", {"node": node_id, "display_node": node_id, "output": ui})
-                    continue
-                await emit("progress_state", {"nodes": self._progress_state(pid, node_id, 0, 1, "running")})
-                await emit("executing", {"node": node_id, "display_node": node_id})
-                if node["class_type"] in SAMPLERS:
-                    await self._steps(node, prompt, pid, node_id, sid, emit)
-                values[node_id] = compute(node["class_type"], node.get("inputs", {}), values, self.dirs["input"])
-                ui = None
-                if node["class_type"] in OUTPUT_TYPES:
-                    ui = {"images": self._save(node, values, item)}
-                    outputs[node_id] = ui
-                    await emit("executed", {"node": node_id, "display_node": node_id, "output": ui})
-                new_cache[signatures[node_id]] = (values[node_id], ui)
-                executed.append(node_id)
-            self.state.cache = new_cache
-            await emit("execution_success", {"timestamp": _now_ms()}, record=True)
-            self._record(item, outputs, "success", True, messages)
-        except Interrupted:
-            node_type = prompt[current]["class_type"] if current else None
-            data = {"node_id": current, "node_type": node_type, "executed": executed, "timestamp": _now_ms()}
-            await emit("execution_interrupted", data, record=True)
-            self._record(item, {}, "error", False, messages)
-        except Exception as exc:
-            node_type = prompt[current]["class_type"] if current else None
-            data = {"node_id": current, "node_type": node_type, "executed": executed,
-                    "exception_message": f"{exc}\n", "exception_type": type(exc).__name__,
-                    "traceback": traceback.format_tb(exc.__traceback__),
-                    "current_inputs": {k: [repr(v)] for k, v in prompt[current or ""].get("inputs", {}).items()},
-                    "current_outputs": list(order), "timestamp": _now_ms()}
-            await emit("execution_error", data, record=True)
-            self._record(item, {}, "error", False, messages)
-
-    async def _steps(self, node: dict[str, Any], prompt: dict[str, Any], pid: str, node_id: str, sid: Any,
-                     emit: Any) -> None:
-        total = sampler_steps(node, prompt)
-        delay = float(node.get("inputs", {}).get("step_seconds", self.step_seconds))
-        for step in range(1, total + 1):
-            await asyncio.sleep(delay)
-            if self._interrupt == pid:
-                raise Interrupted
-            await emit("progress", {"value": step, "max": total, "prompt_id": pid, "node": node_id})
-            await self._send_bytes(struct.pack(">II", 1, 1) + preview_jpeg(step, total), sid)
-            await emit("progress_state", {"nodes": self._progress_state(pid, node_id, step, total, "running")})
-
-    @staticmethod
-    def _progress_state(pid: str, node_id: str, value: int, total: int, state: str) -> dict[str, Any]:
-        return {node_id: {"value": value, "max": total, "state": state, "node_id": node_id, "prompt_id": pid,
-                          "display_node_id": node_id, "parent_node_id": None, "real_node_id": node_id}}
-
-    def _save(self, node: dict[str, Any], values: dict[str, list[Any]], item: QueueItem) -> list[dict[str, str]]:
-        kind = OUTPUT_TYPES[node["class_type"]]
-        link = node["inputs"]["images"]
-        picture = values[link[0]][link[1]]
-        assert isinstance(picture, Picture)
-        prefix = str(node["inputs"].get("filename_prefix", "ComfyUI")) if kind == "output" else "ComfyUI_temp"
-        subfolder, _, stem = prefix.rpartition("/")
-        folder = self.dirs[kind] / subfolder
-        folder.mkdir(parents=True, exist_ok=True)
-        workflow = (item.extra_data.get("extra_pnginfo") or {}).get("workflow")
-        refs = []
-        for index in range(picture.batch):
-            self._counters[prefix] += 1
-            filename = f"{stem}_{self._counters[prefix]:05d}_.png"
-            (folder / filename).write_bytes(png_bytes(picture, index, item.prompt, workflow))
-            refs.append({"filename": filename, "subfolder": subfolder, "type": kind})
-        return refs
-
-    def _record(self, item: QueueItem, outputs: dict[str, Any], status: str, completed: bool,
-                messages: list[list[Any]]) -> None:
-        meta = {n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n} for n in outputs}
-        self.state.history.pop(item.prompt_id, None)
-        self.state.history[item.prompt_id] = {
-            "prompt": item.wire(), "outputs": outputs,
-            "status": {"status_str": status, "completed": completed, "messages": messages}, "meta": meta}
-
-    # --- lifecycle ----------------------------------------------------------------------------------------
+    # --- lifecycle -----------------------------------------------------------------------------------------------
 
     def _app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 2**20)
-        routes = [
+        app = web.Application(client_max_size=100 * 2**20)
+        routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
             ("GET", "/ws", self.ws_handler), ("POST", "/prompt", self.post_prompt), ("GET", "/prompt", self.get_prompt),
             ("GET", "/queue", self.get_queue), ("POST", "/queue", self.post_queue),
             ("GET", "/history", self.get_history), ("GET", "/history/{prompt_id}", self.get_history_item),
@@ -527,58 +416,63 @@ class FakeComfyUI:
             ("POST", "/free", self.post_free), ("GET", "/system_stats", self.system_stats),
             ("GET", "/object_info", self.get_object_info), ("GET", "/object_info/{node_class}", self.get_object_info),
             ("GET", "/models", self.get_models), ("GET", "/models/{folder}", self.get_models),
-            ("GET", "/embeddings", self.get_embeddings), ("POST", "/upload/image", self.upload_image),
+            ("GET", "/embeddings", self.get_embeddings), ("GET", "/features", self.get_features),
+            ("GET", "/extensions", self.get_extensions), ("POST", "/upload/image", self.upload_image),
             ("GET", "/view", self.view),
         ]
         for method, path, handler in routes:
-            app.router.add_route(method, path, handler)
             app.router.add_route(method, "/api" + path, handler)
+            app.router.add_route(method, path, handler)
+        app.router.add_route("GET", "/", self.get_root)
         app.router.add_route("*", "/__fake__/{action}", self.control)
         return app
 
-    async def _serve(self) -> None:
-        self._runner = web.AppRunner(self._app(), handle_signals=False, shutdown_timeout=0.1)
+    async def _come_up(self) -> None:
+        self._wake = asyncio.Event()
+        self._runner = web.AppRunner(self._app(), handle_signals=False, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
         if self.port == 0:
             server: Any = site._server
-            self.port = server.sockets[0].getsockname()[1]
+            self.port = int(server.sockets[0].getsockname()[1])
+        self._worker = asyncio.get_running_loop().create_task(self._work())
 
-    async def _start(self) -> None:
-        self._wake = asyncio.Event()
-        await self._serve()
-        self._worker = asyncio.create_task(self._work())
-
-    async def _drop_sockets(self) -> None:
-        for ws in list(self.sockets.values()):
-            transport = ws._req.transport if ws._req is not None else None
-            if transport is not None:
-                transport.abort()  # abrupt, like a network drop: no close frame
-        self.sockets.clear()
-
-    async def _restart(self, down_seconds: float) -> None:
+    async def _go_down(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
-        self.state = State()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
         await self._drop_sockets()
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
+
+    async def _restart(self, down_seconds: float) -> None:
+        if self._comeback is not None:
+            self._comeback.cancel()
+        await self._go_down()
+        self._reset_process()
+        if down_seconds <= 0:
+            await self._come_up()
+            return
 
         async def come_back() -> None:
             await asyncio.sleep(down_seconds)
-            await self._start()
+            await self._come_up()
 
         self._comeback = asyncio.get_running_loop().create_task(come_back())
 
-    def _set_paused(self, paused: bool) -> None:
-        self._paused = paused
-        if not paused and self._wake is not None:
-            self._wake.set()
+    def _call(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run a coroutine on the server's loop from any other thread and wait for it."""
+        if self._loop is None:
+            raise RuntimeError("the fake ComfyUI is not running; call start() first")
 
-    def _call(self, coro: Any) -> Any:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+        async def run() -> T:
+            return await make()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=30)
 
     @property
     def url(self) -> str:
@@ -587,42 +481,50 @@ class FakeComfyUI:
 
     @property
     def ws_url(self) -> str:
-        """ws://127.0.0.1:PORT/ws."""
+        """ws://127.0.0.1:PORT/ws (add ?clientId=…)."""
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self) -> FakeComfyUI:
-        """Start serving in a background thread; returns once the port is listening."""
+        """Start serving from a background thread; returns once the port listens."""
         ready = threading.Event()
+        failure: list[BaseException] = []
 
         def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self._start())
+            loop = self._loop = asyncio.new_event_loop()
+            try:
+                loop.run_until_complete(self._come_up())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                self._loop = None
+                return
             ready.set()
-            self._loop.run_forever()
+            loop.run_forever()
+            loop.close()
 
-        self._thread = threading.Thread(target=run, name="fake-comfyui", daemon=True)
+        self._thread = threading.Thread(target=run, name=f"fake-comfyui-{self.port}", daemon=True)
         self._thread.start()
-        ready.wait(10)
+        ready.wait(30)
+        if failure:
+            raise failure[0]
         return self
 
     def stop(self) -> None:
-        """Stop the server and its thread."""
-        if self._loop is None:
+        """Stop serving and end the thread (files stay on disk)."""
+        loop = self._loop
+        if loop is None:
             return
 
         async def shutdown() -> None:
             if self._comeback is not None:
                 self._comeback.cancel()
-            if self._worker is not None:
-                self._worker.cancel()
-            await self._drop_sockets()
-            if self._runner is not None:
-                await self._runner.cleanup()
+            await self._go_down()
 
-        self._call(shutdown())
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._call(shutdown)
+        loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(10)
         self._loop = None
 
     def __enter__(self) -> FakeComfyUI:
@@ -633,60 +535,96 @@ class FakeComfyUI:
         """Stop on exit."""
         self.stop()
 
-    # Controls callable from any thread.
+    # --- controls, callable from any thread ---------------------------------------------------------------------
+
     def drop_sockets(self) -> None:
-        """Close every WebSocket abruptly."""
-        self._call(self._drop_sockets())
+        """Close every WebSocket abruptly (TCP abort, no close frame); prompts keep running."""
+        self._call(self._drop_sockets)
 
     def go_silent(self, seconds: float) -> None:
-        """Keep executing but send nothing on sockets for `seconds`."""
+        """Keep executing but send nothing on any socket for `seconds` (messages meanwhile are lost)."""
         self.silent_until = time.monotonic() + seconds
 
     def restart(self, down_seconds: float = 0.0) -> None:
-        """Like a SIGTERM restart: abort the running prompt, forget queue and history, refuse connections a while."""
-        self._call(self._restart(down_seconds))
+        """Like a SIGTERM restart: abort the running prompt, forget queue, history and cache, close sockets.
+
+        Connections are refused for `down_seconds`; returns when the server is down (or, for 0, back up).
+        Saved files stay and /view still serves them.
+        """
+        self._call(lambda: self._restart(down_seconds))
 
     def pause(self) -> None:
-        """Hold the queue (nothing new starts)."""
-        self._loop.call_soon_threadsafe(self._set_paused, True)  # type: ignore[union-attr]
+        """Hold the queue: nothing new starts (a running prompt finishes)."""
+        self._call(self._async_set_paused(True))
 
     def resume(self) -> None:
         """Let the queue run again."""
-        self._loop.call_soon_threadsafe(self._set_paused, False)  # type: ignore[union-attr]
+        self._call(self._async_set_paused(False))
+
+    def _async_set_paused(self, paused: bool) -> Callable[[], Awaitable[None]]:
+        async def apply() -> None:
+            self._set_paused(paused)
+
+        return apply
 
     def set_vram(self, free: int, total: int) -> None:
-        """Report this much VRAM in /system_stats."""
-        self.vram = {"free": free, "total": total}
+        """Report this VRAM (bytes) for the first device in /system_stats."""
+        self._set_vram(free, total)
+
+    def set_models(self, models: dict[str, list[str]]) -> None:
+        """Install exactly these model files from now on (folder → names)."""
+
+        async def apply() -> None:
+            self.catalog.set_models(models)
+
+        self._call(apply)
+
+    @property
+    def execution_counts(self) -> Counter[str]:
+        """How many times each prompt_id started executing (survives restarts)."""
+        with self._counts_lock:
+            return Counter(self._counts)
+
+    @property
+    def history(self) -> dict[str, dict[str, Any]]:
+        """A copy of the whole history (prompt_id → entry), oldest first."""
+
+        async def read() -> dict[str, dict[str, Any]]:
+            return copy.deepcopy(self.prompts.history)
+
+        return self._call(read)
 
     def history_entry(self, prompt_id: str) -> dict[str, Any] | None:
-        """A copy of one history entry (None when unknown)."""
-        entry = self.state.history.get(prompt_id)
-        return copy.deepcopy(entry) if entry else None
+        """A copy of one /history entry, or None."""
+        return self.history.get(prompt_id)
 
 
-def _parse_models(text: str) -> dict[str, list[str]]:
+def parse_models(text: str) -> dict[str, list[str]]:
+    """`checkpoints=a.safetensors,b.safetensors;upscale_models=x.pth` → {folder: [files]}."""
     models: dict[str, list[str]] = {}
-    for part in filter(None, text.split(";")):
+    for part in filter(None, (p.strip() for p in text.split(";"))):
         folder, _, files = part.partition("=")
         models[folder.strip()] = [f.strip() for f in files.split(",") if f.strip()]
     return models
 
 
-def main() -> None:
-    """Run the fake in the foreground until Ctrl-C."""
-    parser = argparse.ArgumentParser(description="A fake ComfyUI for trying Atelier without a GPU.")
+def main(argv: list[str] | None = None) -> None:
+    """Serve a fake ComfyUI in the foreground until Ctrl-C."""
+    parser = argparse.ArgumentParser(description="A fake ComfyUI 0.3.64 on 127.0.0.1 for trying Atelier without a GPU.")
     parser.add_argument("--port", type=int, default=8188)
-    parser.add_argument("--step-seconds", type=float, default=0.05)
-    parser.add_argument("--models", type=_parse_models, default=None,
-                        help="checkpoints=a.safetensors,b.safetensors;upscale_models=x.pth")
-    parser.add_argument("--output-dir", type=Path, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--step-seconds", type=float, default=0.05, help="time per sampler step")
+    parser.add_argument("--models", type=parse_models, default=None,
+                        help="installed models, e.g. 'checkpoints=a.safetensors,b.safetensors;upscale_models=x.pth'")
+    parser.add_argument("--output-dir", type=Path, default=None, help="where output/, input/ and temp/ live")
+    args = parser.parse_args(argv)
     fake = FakeComfyUI(args.port, step_seconds=args.step_seconds, models=args.models, output_dir=args.output_dir)
     fake.start()
-    print(f"fake ComfyUI listening on {fake.url} (files in {fake.base_dir}); Ctrl-C stops it", flush=True)
+    print(f"fake ComfyUI listening on {fake.url} (files in {fake.root}); Ctrl-C stops it", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
+        pass
+    finally:
         fake.stop()
 
 

@@ -277,7 +277,9 @@ async def test_info_routes_upload_and_free(fake_comfy: FakeComfyUI, tmp_path: Pa
         assert "v1-5-pruned-emaonly.safetensors" in info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
         assert await comfy.rest.models("upscale_models") == ["RealESRGAN_x4plus.pth"]
         first = await comfy.upload_image(png)
-        second = await comfy.rest.upload_image(png, overwrite=False)
-        assert first.name == "ref.png" and second.name != "ref.png"
+        same = await comfy.rest.upload_image(png, overwrite=False)  # identical bytes: ComfyUI keeps the name
+        Image.new("RGB", (24, 16), "green").save(png)
+        other = await comfy.rest.upload_image(png, overwrite=False)  # different bytes: renamed
+        assert first.name == same.name == "ref.png" and other.name == "ref (1).png"
         await comfy.free()
         assert (await comfy.queue()).running == []

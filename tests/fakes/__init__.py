@@ -1,0 +1,1 @@
+"""Test doubles for the services Atelier talks to (a protocol-faithful fake ComfyUI)."""
