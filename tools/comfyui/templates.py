@@ -124,7 +124,6 @@ def random_seed() -> int:
     return secrets.randbelow(2**32)
 
 
-
 # ----------------------------------------------------------------------------- loading
 
 
@@ -160,8 +159,6 @@ def load_workflow(name_or_path: str, search_dirs: Sequence[Path] = ()) -> Workfl
         inference_notes=found.notes,
         unbound=found.unbound,
     )
-
-
 
 
 # ----------------------------------------------------------------------------- rendering
