@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "MODEL_FOLDERS",
+    "MODEL_SUFFIXES",
     "AtelierError",
     "ComfyExecutionError",
     "ComfyHTTPError",
@@ -41,7 +42,7 @@ MODEL_FOLDERS: dict[str, str] = {
 }
 
 # Model file extensions ComfyUI accepts in its model folders.
-_MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".gguf", ".pkl", ".yaml")
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".gguf", ".pkl", ".yaml")
 
 
 class AtelierError(Exception):
@@ -134,7 +135,7 @@ def _missing_model(input_name: str, received: object, config: object) -> Missing
     if not isinstance(received, str):
         return None
     folder = MODEL_FOLDERS.get(input_name)
-    if folder is None and not received.lower().endswith(_MODEL_SUFFIXES):
+    if folder is None and not received.lower().endswith(MODEL_SUFFIXES):
         return None
     options: list[str] = []
     if isinstance(config, list) and config:

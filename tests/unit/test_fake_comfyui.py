@@ -124,6 +124,15 @@ async def socket_for(fake: FakeComfyUI, client_id: str) -> AsyncIterator[Reader]
         reader.task.cancel()
 
 
+async def start_running(fake: FakeComfyUI, reader: Reader, client_id: str, **probe_args: Any) -> str:
+    """Read the greeting, submit a probe prompt for this client and wait for its first step; return its id."""
+    await reader.next()
+    body = {"prompt": probe(**probe_args), "client_id": client_id}
+    prompt_id: str = httpx.post(f"{fake.url}/prompt", json=body).json()["prompt_id"]
+    await reader.until(lambda m: m["type"] == "progress")
+    return prompt_id
+
+
 def wait_history(fake: FakeComfyUI, prompt_id: str, timeout: float = 5.0) -> dict[str, Any]:
     """GET /history/{id} until the entry is there (ComfyUI writes it just after execution_success)."""
     deadline = time.monotonic() + timeout
@@ -540,10 +549,7 @@ async def test_feature_flags_give_previews_with_metadata(fake: FakeComfyUI) -> N
 @pytest.mark.asyncio
 async def test_drop_sockets_mid_run_and_reconnect_with_the_same_id(fake: FakeComfyUI) -> None:
     async with socket_for(fake, "dropped") as reader:
-        await reader.next()
-        body = {"prompt": probe(steps=30, step_seconds=0.01), "client_id": "dropped"}
-        prompt_id = httpx.post(f"{fake.url}/prompt", json=body).json()["prompt_id"]
-        await reader.until(lambda m: m["type"] == "progress")
+        prompt_id = await start_running(fake, reader, "dropped", steps=30, step_seconds=0.01)
         await asyncio.to_thread(fake.drop_sockets)
         await asyncio.wait_for(reader.task, 5)
     assert reader.closed is not None and reader.closed.rcvd is None  # no close frame: an abrupt drop
@@ -559,10 +565,7 @@ async def test_drop_sockets_mid_run_and_reconnect_with_the_same_id(fake: FakeCom
 @pytest.mark.asyncio
 async def test_go_silent_keeps_running_but_says_nothing(fake: FakeComfyUI) -> None:
     async with socket_for(fake, "watched") as reader:
-        await reader.next()
-        body = {"prompt": probe(steps=16, step_seconds=0.025), "client_id": "watched"}
-        prompt_id = httpx.post(f"{fake.url}/prompt", json=body).json()["prompt_id"]
-        await reader.until(lambda m: m["type"] == "progress")
+        prompt_id = await start_running(fake, reader, "watched", steps=16, step_seconds=0.025)
         fake.go_silent(0.2)
         started = time.monotonic()
         after = await reader.next()
@@ -576,10 +579,7 @@ async def test_go_silent_keeps_running_but_says_nothing(fake: FakeComfyUI) -> No
 @pytest.mark.asyncio
 async def test_restart_mid_run_aborts_the_prompt_and_refuses_connections_a_while(fake: FakeComfyUI) -> None:
     async with socket_for(fake, "client") as reader:
-        await reader.next()
-        body = {"prompt": probe(steps=100, step_seconds=0.01), "client_id": "client"}
-        prompt_id = httpx.post(f"{fake.url}/prompt", json=body).json()["prompt_id"]
-        await reader.until(lambda m: m["type"] == "progress")
+        prompt_id = await start_running(fake, reader, "client", steps=100, step_seconds=0.01)
         await asyncio.to_thread(fake.restart, 0.3)
         await asyncio.wait_for(reader.task, 5)
         assert reader.closed is not None

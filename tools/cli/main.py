@@ -28,11 +28,7 @@ app.command("doctor")(info_cmds.doctor)
 def _global(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ) -> None:
-    """Atelier's command line."""
-    _STATE["debug"] = debug
-
-
-_STATE: dict[str, bool] = {"debug": False}
+    """Atelier's command line (`--debug` is acted on in `main`, around the whole app)."""
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -102,7 +102,6 @@ class ComfyClient:
         self.down_seconds = down_seconds
         self._watches: dict[str, _Watch] = {}
         self._reader: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
         self._first_connect: asyncio.Future[None] | None = None
         self._current_prompt: str | None = None
         self.reconnects = 0
@@ -151,7 +150,6 @@ class ComfyClient:
                 async with connect(
                     self.ws_url, max_size=None, open_timeout=10, ping_interval=20, ping_timeout=20
                 ) as ws:
-                    self._connected.set()
                     if self._first_connect is not None and not self._first_connect.done():
                         self._first_connect.set_result(None)
                     else:
@@ -165,7 +163,6 @@ class ComfyClient:
                     self._first_connect.set_exception(ComfyUnreachableError(self.base_url, str(exc) or reason))
                     self._reader = None
                     return
-            self._connected.clear()
             self._current_prompt = None
             self.reconnects += 1
             now = time.monotonic()

@@ -8,7 +8,6 @@ from typing import Any
 
 from tools.comfyui.template_graph import (
     KIND_TYPES,
-    MODEL_SUFFIXES,
     PARAM_KINDS,
     UPLOAD_FLAGS,
     is_number,
@@ -18,7 +17,7 @@ from tools.comfyui.template_graph import (
     node_ref,
 )
 from tools.comfyui.template_models import WorkflowTemplate
-from tools.errors import MODEL_FOLDERS
+from tools.errors import MODEL_FOLDERS, MODEL_SUFFIXES
 
 # ----------------------------------------------------------------------------- object_info checks
 

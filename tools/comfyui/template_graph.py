@@ -36,7 +36,6 @@ SAMPLER_VALUES: dict[str, tuple[str, ...]] = {
 SAMPLER_HELPERS = ("noise", "sigmas", "guider")
 LATENT_LINKS = ("latent_image", "samples", "latent")
 IMAGE_LOADERS = ("LoadImage", "LoadImageOutput")
-MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".gguf", ".pkl", ".yaml")
 UPLOAD_FLAGS = ("image_upload", "file_upload", "audio_upload", "video_upload")
 EXPORT_HINT = "in ComfyUI: Workflow → Export (API); older versions: enable dev mode, then 'Save (API Format)'"
 
