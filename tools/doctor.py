@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from tools.comfyui.rest import ComfyREST
 from tools.errors import AtelierError
@@ -91,16 +92,14 @@ async def check_postgres(database_url: str | None, data_dir: Path) -> ServiceChe
         return ServiceCheck("PostgreSQL", f"embedded: {where}", True, False, "embedded", details)
     shown = _redact(database_url)
     try:
-        import psycopg
-
         conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(database_url), timeout=5.0)
         async with conn:
             cursor = await conn.execute("SHOW server_version")
             row = await cursor.fetchone()
         return ServiceCheck("PostgreSQL", shown, True, True, str(row[0]) if row else "?")
-    except (OSError, TimeoutError, ImportError) as exc:
+    except (OSError, TimeoutError) as exc:
         return ServiceCheck("PostgreSQL", shown, False, True, hint=f"{exc}".strip() or type(exc).__name__)
-    except Exception as exc:  # psycopg.Error and friends: report, don't crash the doctor
+    except psycopg.Error as exc:
         return ServiceCheck("PostgreSQL", shown, False, True, hint=f"{type(exc).__name__}: {exc}".strip())
 
 
