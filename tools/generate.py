@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from tools.comfyui.client import ComfyClient, EventCallback
 from tools.comfyui.rest import ComfyREST
@@ -12,7 +13,7 @@ from tools.errors import ComfyUnreachableError, WorkflowError
 from tools.schemas import GeneratedImage, GenerationParams, GenerationResult, ImageRef
 from tools.settings import Settings
 
-__all__ = ["generate_image", "pick_server", "resolve_workflow"]
+__all__ = ["chosen_refs", "generate_image", "pick_server", "prepare_graph", "resolve_workflow"]
 
 
 def resolve_workflow(name_or_path: str | None, settings: Settings) -> WorkflowTemplate:
@@ -38,7 +39,19 @@ async def pick_server(urls: list[str], *, timeout: float = 5.0) -> str:
     raise ComfyUnreachableError(", ".join(urls), "; ".join(reasons))
 
 
-def _chosen_refs(images: list[tuple[str, ImageRef]]) -> list[tuple[str, ImageRef]]:
+async def prepare_graph(comfy: ComfyClient, template: WorkflowTemplate, params: GenerationParams) -> dict[str, Any]:
+    """Upload a local input image when there is one, then render the template's API graph."""
+    uploaded = None
+    if params.input_image is not None:
+        local = Path(params.input_image).expanduser()
+        if local.is_file():
+            uploaded = (await comfy.upload_image(local)).load_image_value
+        else:
+            uploaded = params.input_image  # a name already on the server's input folder
+    return render(template, params, uploaded_image=uploaded)
+
+
+def chosen_refs(images: list[tuple[str, ImageRef]]) -> list[tuple[str, ImageRef]]:
     """Saved outputs when the workflow has any, else its previews."""
     saved = [(node, ref) for node, ref in images if ref.type == "output"]
     return saved or images
@@ -71,18 +84,11 @@ async def generate_image(
         silence_seconds=settings.comfyui_silence_seconds,
         down_seconds=settings.comfyui_down_seconds,
     ) as comfy:
-        uploaded = None
-        if params.input_image is not None:
-            local = Path(params.input_image).expanduser()
-            if local.is_file():
-                uploaded = (await comfy.upload_image(local)).load_image_value
-            else:
-                uploaded = params.input_image  # a name already on the server's input folder
-        graph = render(template, params, uploaded_image=uploaded)
+        graph = await prepare_graph(comfy, template, params)
         outcome = await comfy.run(graph, prompt_id=prompt_id, ui_workflow=template.ui_workflow, on_event=on_event)
         images = [
             GeneratedImage(path=await comfy.save(ref, target), ref=ref, node_id=node)
-            for node, ref in _chosen_refs(outcome.images)
+            for node, ref in chosen_refs(outcome.images)
         ]
     return GenerationResult(
         prompt_id=outcome.prompt_id,

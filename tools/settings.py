@@ -57,6 +57,33 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(30.0, gt=0, validation_alias="ATELIER_HTTP_TIMEOUT_SECONDS")
     chat_host: str = Field("127.0.0.1", validation_alias="ATELIER_CHAT_HOST")
     chat_port: int = Field(7860, ge=1, le=65535, validation_alias="ATELIER_CHAT_PORT")
+    s3_bucket: str | None = Field(
+        None, validation_alias="ATELIER_S3_BUCKET",
+        description="Keep job outputs in this S3-compatible bucket (MinIO, AWS, …) instead of a local folder.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, validation_alias="ATELIER_S3_ENDPOINT_URL", description="e.g. http://minio:9000 (unset: AWS)."
+    )
+    s3_prefix: str = Field("atelier/", validation_alias="ATELIER_S3_PREFIX")
+    s3_region: str = Field("us-east-1", validation_alias="ATELIER_S3_REGION")
+    s3_access_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ATELIER_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+    )
+    s3_secret_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ATELIER_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")
+    )
+    s3_link_seconds: int = Field(
+        3600, ge=1, le=604800, validation_alias="ATELIER_S3_LINK_SECONDS",
+        description="How long a presigned output link stays valid.",
+    )
+    lease_seconds: float = Field(
+        30.0, ge=2, validation_alias="ATELIER_LEASE_SECONDS",
+        description="A worker that sends no heartbeat for this long loses its jobs to another worker.",
+    )
+    max_attempts: int = Field(
+        5, ge=1, validation_alias="ATELIER_MAX_ATTEMPTS",
+        description="Transient failures (unreachable ComfyUI, lost prompt) a job may have before it fails.",
+    )
 
     @field_validator("comfyui_urls", mode="before")
     @classmethod
@@ -68,7 +95,7 @@ class Settings(BaseSettings):
             raise ValueError("no URL given; give at least one URL, e.g. http://localhost:8188")
         return list(dict.fromkeys(urls))
 
-    @field_validator("ollama_url", "qdrant_url", mode="before")
+    @field_validator("ollama_url", "qdrant_url", "s3_endpoint_url", mode="before")
     @classmethod
     def _one_url(cls, value: Any) -> Any:
         """Validate a single service URL."""

@@ -1,0 +1,1 @@
+"""The durable job ledger on PostgreSQL: database, migrations, jobs, workers and outputs."""

@@ -1,0 +1,247 @@
+"""Run one claimed job on ComfyUI: attach to its prompt or submit it, follow it, store its images, record it.
+
+Recovery rules (a job's id is its ComfyUI prompt id):
+- The server of an earlier attempt is asked first (`/queue`, then `/history/{id}`): a prompt still there is
+  followed, not sent again. Only a ComfyUI that forgot it (a restart) gets it once more.
+- Output keys are fixed per job and image index, so an attempt that repeats the upload overwrites the same
+  object: one job, one set of outputs.
+- Every write to the ledger is fenced by the attempt number (see store.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools.comfyui.client import ComfyClient
+from tools.comfyui.events import ComfyEvent, NodeExecuting, NodeOutput, Queued, Started, StepProgress, Succeeded
+from tools.comfyui.templates import WorkflowTemplate
+from tools.errors import (
+    ComfyExecutionError,
+    ComfyHTTPError,
+    ComfyInterruptedError,
+    ComfyLostError,
+    ComfyNoOutputsError,
+    ComfyUnreachableError,
+    ComfyValidationError,
+    WorkflowError,
+)
+from tools.generate import chosen_refs, prepare_graph, resolve_workflow
+from tools.ledger.failpoints import Failpoints
+from tools.ledger.metrics import WorkerMetrics
+from tools.ledger.models import Job, JobOutput
+from tools.ledger.output_store import OutputStore, OutputStoreError, output_key
+from tools.ledger.store import Claim, JobLedger, LeaseLostError
+from tools.schemas import ImageRef
+from tools.settings import Settings
+
+__all__ = ["JobRunner", "backoff_seconds", "classify"]
+
+log = logging.getLogger(__name__)
+
+# Errors a retry cannot fix fail the job at once.
+PERMANENT = (ComfyValidationError, WorkflowError, ComfyNoOutputsError)
+# Errors worth another attempt later (the server may come back, the prompt was forgotten).
+TRANSIENT = (ComfyUnreachableError, ComfyLostError, OutputStoreError)
+# A lapsed lease more often than this means the job itself kills workers: stop trying.
+MAX_TAKEOVERS = 8
+
+
+def classify(exc: BaseException) -> str | None:
+    """'permanent', 'transient', or None for errors this module does not handle."""
+    if isinstance(exc, PERMANENT):
+        return "permanent"
+    if isinstance(exc, TRANSIENT):
+        return "transient"
+    if isinstance(exc, ComfyHTTPError):
+        return "transient" if exc.status >= 500 or exc.status == 429 else "permanent"
+    if isinstance(exc, ComfyExecutionError):
+        return "transient" if "OutOfMemory" in exc.exception_type else "permanent"
+    return None
+
+
+def backoff_seconds(failures: int, *, base: float = 1.0, cap: float = 60.0) -> float:
+    """Exponential backoff with full jitter: up to base·2^failures seconds, at most `cap`."""
+    return float(random.uniform(0.5, 1.0) * min(cap, base * 2 ** max(0, failures)))
+
+
+@dataclass
+class _Progress:
+    """What the event stream told us about one attempt."""
+
+    started_at: float | None = None
+    finished_at: float | None = None
+    marked_running: bool = False
+    mid_run_checked: bool = False
+
+
+class JobRunner:
+    """Carries one claimed job through ComfyUI to a recorded result."""
+
+    def __init__(
+        self,
+        ledger: JobLedger,
+        settings: Settings,
+        store: OutputStore,
+        *,
+        client_for: Callable[[str], Awaitable[ComfyClient]],
+        metrics: WorkerMetrics,
+        failpoints: Failpoints,
+    ) -> None:
+        self.ledger = ledger
+        self.settings = settings
+        self.store = store
+        self.client_for = client_for
+        self.metrics = metrics
+        self.failpoints = failpoints
+        self._templates: dict[str, WorkflowTemplate] = {}
+
+    def template(self, ref: str) -> WorkflowTemplate:
+        """A job's workflow, loaded once per worker."""
+        if ref not in self._templates:
+            self._templates[ref] = resolve_workflow(ref, self.settings)
+        return self._templates[ref]
+
+    async def run(self, claim: Claim, server: str) -> Job | None:
+        """Process a claimed job to its end; None when the lease was lost (another worker owns it now)."""
+        job = claim.job
+        started = time.monotonic()
+        try:
+            result = await self._attempt(claim, server)
+        except LeaseLostError as exc:
+            log.warning("%s", exc)
+            return None
+        except Exception as exc:
+            settled = await self._settle(job, exc)
+            if settled is None:
+                return None
+            result = settled
+        self.metrics.job_seconds.observe(time.monotonic() - started)
+        if result is not None:
+            self.metrics.finished.labels(result.status).inc()
+        return result
+
+    async def _settle(self, job: Job, exc: Exception) -> Job | None:
+        """Turn an error into a recorded failure, cancellation or retry."""
+        kind = classify(exc)
+        try:
+            if isinstance(exc, ComfyInterruptedError) and await self.ledger.is_cancel_requested(job):
+                return await self.ledger.record_cancelled(job)
+            if isinstance(exc, ComfyInterruptedError):
+                return await self.ledger.fail(job, f"{exc} (interrupted outside Atelier)", "interrupted")
+            if kind == "transient":
+                self.metrics.retries.inc()
+                delay = backoff_seconds(job.failures)
+                log.info("job %s: %s; retrying in %.1f s", job.id, exc, delay)
+                return await self.ledger.retry_later(job, str(exc), type(exc).__name__, delay_seconds=delay)
+            if kind is None:
+                log.exception("job %s: unexpected error", job.id, exc_info=exc)
+            return await self.ledger.fail(job, str(exc), type(exc).__name__)
+        except LeaseLostError as lost:
+            log.warning("%s", lost)
+            return None
+
+    async def _attempt(self, claim: Claim, server: str) -> Job:
+        """One attempt: recover or submit, follow, store, record."""
+        job = claim.job
+        if claim.recovered and job.attempts > MAX_TAKEOVERS:
+            return await self.ledger.fail(
+                job, f"its worker died {job.attempts - 1} times while running it; check the workers' logs",
+                "worker_crashes",
+            )
+        if job.attempts == 1:
+            self.metrics.queue_wait.observe(max(0.0, (job.claimed_at or job.created_at).timestamp()
+                                                - job.created_at.timestamp()))
+        target = job.server or server
+        comfy = await self.client_for(target)
+        if claim.previous_server and claim.previous_server != target:
+            found = await _locate_quietly(await self.client_for(claim.previous_server), job.prompt_id)
+            if found:
+                target, comfy = claim.previous_server, await self.client_for(claim.previous_server)
+                job = await self.ledger.set_server(job, target)
+        if job.cancel_requested:
+            await _cancel_quietly(comfy, job.prompt_id)
+            return await self.ledger.record_cancelled(job)
+        template = self.template(job.workflow)
+        graph = await prepare_graph(comfy, template, job.generation)
+        self.failpoints.hit("before_submit")
+        progress = _Progress()
+        job_ref = [job]
+
+        async def on_event(event: ComfyEvent) -> None:
+            await self._on_event(job_ref, event, progress, target)
+
+        outcome = await comfy.run(graph, prompt_id=job.prompt_id, ui_workflow=template.ui_workflow, on_event=on_event)
+        job = job_ref[0]
+        self.failpoints.hit("after_finish")
+        outputs = await self._store_outputs(comfy, job, chosen_refs(outcome.images))
+        self.failpoints.hit("after_store")
+        gpu = None
+        if progress.started_at is not None:
+            gpu = max(0.0, (progress.finished_at or time.monotonic()) - progress.started_at)
+            self.metrics.gpu_seconds.labels(target).inc(gpu)
+        done = await self.ledger.complete(job, outputs, gpu_seconds=gpu, actual_cost=self._cost(job, gpu))
+        return done
+
+    async def _on_event(self, job_ref: list[Job], event: ComfyEvent, progress: _Progress, server: str) -> None:
+        """Mark the job running when ComfyUI starts it; time the execution; honour the mid-run failpoint."""
+        if isinstance(event, Queued):
+            self.failpoints.hit("after_submit")
+        if isinstance(event, Started | NodeExecuting | StepProgress | NodeOutput) and not progress.marked_running:
+            progress.marked_running = True
+            progress.started_at = progress.started_at or time.monotonic()
+            job_ref[0] = await self.ledger.mark_running(job_ref[0], server=server)
+        if isinstance(event, StepProgress | NodeOutput) and not progress.mid_run_checked:
+            progress.mid_run_checked = True
+            self.failpoints.hit("mid_run")
+        if isinstance(event, Succeeded):
+            progress.finished_at = time.monotonic()
+
+    async def _store_outputs(self, comfy: ComfyClient, job: Job, refs: list[tuple[str, ImageRef]]) -> list[JobOutput]:
+        """Download each image from ComfyUI and put it in the output store under the job's fixed keys."""
+        outputs = []
+        for index, (node, ref) in enumerate(refs):
+            data = await comfy.download(ref)
+            suffix = Path(ref.filename).suffix or ".png"
+            key = output_key(job.prompt_id, index, suffix, when=job.created_at)
+            stored = await asyncio.to_thread(self.store.put, key, data, _content_type(suffix))
+            outputs.append(JobOutput(
+                uri=stored.uri, key=stored.key, size=stored.size, sha256=stored.sha256,
+                content_type=stored.content_type, node_id=node, comfy_filename=ref.filename,
+            ))
+        return outputs
+
+    def _cost(self, job: Job, gpu_seconds: float | None) -> float | None:
+        """Actual cost: the catalog's cost per image scaled by how long the GPU really worked."""
+        if job.estimated_cost is None:
+            return None
+        if gpu_seconds is None or not job.estimated_seconds:
+            return job.estimated_cost
+        return round(job.estimated_cost * gpu_seconds / job.estimated_seconds, 6)
+
+
+def _content_type(suffix: str) -> str:
+    """MIME type of an image file suffix."""
+    return {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
+            ".gif": "image/gif"}.get(suffix.lower(), "application/octet-stream")
+
+
+async def _locate_quietly(comfy: ComfyClient, prompt_id: str) -> bool:
+    """Whether that ComfyUI knows the prompt; False when it cannot be asked."""
+    try:
+        return await comfy.locate(prompt_id) is not None
+    except (ComfyUnreachableError, ComfyHTTPError):
+        return False
+
+
+async def _cancel_quietly(comfy: ComfyClient, prompt_id: str) -> None:
+    """Remove or interrupt a prompt; a server that is gone has nothing left to cancel."""
+    try:
+        await comfy.cancel(prompt_id)
+    except (ComfyUnreachableError, ComfyHTTPError) as exc:
+        log.info("cancel of %s: %s", prompt_id, exc)

@@ -1,0 +1,139 @@
+"""Versioned schema migrations: a `MIGRATIONS` list applied once each, safe when processes start together.
+
+Each migration runs in its own transaction under a transaction-level advisory lock, so two processes
+that start at the same moment apply it exactly once: the second waits for the lock, then sees the
+version recorded in `atelier_migrations` and skips it. Never edit a migration that has shipped; append
+a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+__all__ = ["MIGRATIONS", "Migration", "applied_versions", "apply_migrations"]
+
+# An arbitrary constant naming "Atelier's schema" for pg_advisory_xact_lock.
+_LOCK_KEY = 0x41_74_65_6C
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: a version number, a name for people, and the SQL to run."""
+
+    version: int
+    name: str
+    sql: str
+
+
+_JOBS = """
+CREATE TABLE jobs (
+    id              uuid PRIMARY KEY,
+    status          text NOT NULL DEFAULT 'queued'
+                    CHECK (status IN ('queued', 'submitted', 'running', 'succeeded', 'failed', 'cancelled')),
+    workflow        text NOT NULL,
+    params          jsonb NOT NULL,
+    priority        integer NOT NULL DEFAULT 0,
+    owner           text NOT NULL DEFAULT 'anonymous',
+    idempotency_key text UNIQUE,
+    cache_key       text NOT NULL,
+    use_cache       boolean NOT NULL DEFAULT true,
+    vram_gb         double precision NOT NULL DEFAULT 0,
+    estimated_seconds double precision,
+    estimated_cost  double precision,
+    actual_cost     double precision,
+    gpu_seconds     double precision,
+    attempts        integer NOT NULL DEFAULT 0,
+    failures        integer NOT NULL DEFAULT 0,
+    max_attempts    integer NOT NULL DEFAULT 5,
+    worker          text,
+    lease_expires_at timestamptz,
+    server          text,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    not_before      timestamptz NOT NULL DEFAULT now(),
+    outputs         jsonb NOT NULL DEFAULT '[]'::jsonb,
+    error           text,
+    error_kind      text,
+    cached_from     uuid REFERENCES jobs (id),
+    batch           text,
+    batch_row       integer,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    claimed_at      timestamptz,
+    submitted_at    timestamptz,
+    started_at      timestamptz,
+    finished_at     timestamptz,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX jobs_claim_queued ON jobs (priority DESC, created_at) WHERE status = 'queued';
+CREATE INDEX jobs_leased ON jobs (lease_expires_at) WHERE status IN ('submitted', 'running');
+CREATE INDEX jobs_cache ON jobs (cache_key) WHERE status = 'succeeded';
+CREATE INDEX jobs_status_created ON jobs (status, created_at DESC);
+CREATE INDEX jobs_owner_created ON jobs (owner, created_at DESC);
+CREATE INDEX jobs_batch ON jobs (batch, batch_row) WHERE batch IS NOT NULL;
+
+CREATE FUNCTION atelier_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status = 'queued' THEN
+        PERFORM pg_notify('atelier_jobs', NEW.id::text);
+    END IF;
+    IF NEW.cancel_requested AND (TG_OP = 'INSERT' OR NOT OLD.cancel_requested) THEN
+        PERFORM pg_notify('atelier_cancel', NEW.id::text);
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.status IS DISTINCT FROM OLD.status THEN
+        PERFORM pg_notify('atelier_status', NEW.id::text || ' ' || NEW.status);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER jobs_notify AFTER INSERT OR UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION atelier_jobs_notify();
+
+CREATE TABLE workers (
+    id          text PRIMARY KEY,
+    host        text NOT NULL,
+    pid         integer NOT NULL,
+    servers     text[] NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    last_seen   timestamptz NOT NULL DEFAULT now(),
+    stopped_at  timestamptz
+);
+"""
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "jobs, workers and their notifications", _JOBS),
+]
+
+
+def _ensure_table(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Create the bookkeeping table (idempotent, safe under concurrency thanks to the advisory lock)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS atelier_migrations ("
+        " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+
+
+def applied_versions(conn: psycopg.Connection[tuple[object, ...]]) -> list[int]:
+    """The migration versions recorded in this database (empty when none)."""
+    exists = conn.execute("SELECT to_regclass('atelier_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return []
+    return [int(str(row[0])) for row in conn.execute("SELECT version FROM atelier_migrations ORDER BY version")]
+
+
+def apply_migrations(conninfo: str, migrations: list[Migration] | None = None) -> list[int]:
+    """Bring the schema up to date; return the versions this call applied (none when already current)."""
+    steps = sorted(migrations if migrations is not None else MIGRATIONS, key=lambda m: m.version)
+    applied: list[int] = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for step in steps:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                _ensure_table(conn)
+                done = conn.execute("SELECT 1 FROM atelier_migrations WHERE version = %s", (step.version,))
+                if done.fetchone():
+                    continue
+                conn.execute(step.sql.encode())
+                conn.execute(
+                    "INSERT INTO atelier_migrations (version, name) VALUES (%s, %s)", (step.version, step.name)
+                )
+                applied.append(step.version)
+    return applied

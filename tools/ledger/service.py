@@ -1,0 +1,70 @@
+"""The ledger as front ends use it: open it from settings, submit requests, read, wait for and cancel jobs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Self
+
+from tools.comfyui.templates import WorkflowTemplate
+from tools.ledger.models import Job, JobRequest, SubmitOutcome
+from tools.ledger.output_store import OutputStore, build_output_store
+from tools.ledger.planning import plan_job
+from tools.ledger.store import JobLedger
+from tools.settings import Settings
+
+__all__ = ["LedgerService", "database_url"]
+
+
+def database_url(settings: Settings) -> str:
+    """DATABASE_URL when set; otherwise the embedded PostgreSQL in the data folder (started if needed)."""
+    from tools.ledger.database import resolve_database
+
+    return resolve_database(settings).url
+
+
+class LedgerService:
+    """Jobs for front ends (CLI, chat, API, agents): planning, the output store and the SQL in one place."""
+
+    def __init__(self, ledger: JobLedger, settings: Settings, store: OutputStore) -> None:
+        self.ledger = ledger
+        self.settings = settings
+        self.store = store
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, settings: Settings, *, conninfo: str | None = None, store: OutputStore | None = None
+    ) -> AsyncIterator[Self]:
+        """Connect (migrating the schema when needed) and close on exit."""
+        async with JobLedger.open(conninfo or database_url(settings)) as ledger:
+            yield cls(ledger, settings, store or build_output_store(settings))
+
+    async def submit(self, request: JobRequest, *, template: WorkflowTemplate | None = None) -> SubmitOutcome:
+        """Plan and record one job (WorkflowError for a bad workflow or values, before anything is stored)."""
+        planned = plan_job(request, self.settings, template)
+        return await self.ledger.submit(
+            request, planned, max_attempts=self.settings.max_attempts, output_exists=self.store.exists
+        )
+
+    async def get(self, job_id: str | uuid.UUID) -> Job:
+        """One job (JobNotFoundError when unknown)."""
+        return await self.ledger.get(job_id)
+
+    async def list_jobs(self, *, status: str | None = None, owner: str | None = None, batch: str | None = None,
+                   limit: int = 50) -> list[Job]:
+        """Newest jobs first, filtered."""
+        return await self.ledger.list_jobs(status=status, owner=owner, batch=batch, limit=limit)
+
+    async def cancel(self, job_id: str | uuid.UUID) -> Job:
+        """Cancel a job (queued: at once; submitted or running: its worker removes or interrupts it)."""
+        return await self.ledger.cancel(job_id)
+
+    async def wait(self, job_ids: Sequence[str | uuid.UUID], timeout: float | None = None) -> list[Job]:
+        """Wait until the jobs finish."""
+        return await self.ledger.wait(job_ids, timeout)
+
+    def link(self, uri: str) -> str:
+        """A path or presigned URL for one output."""
+        return self.store.link(uri)

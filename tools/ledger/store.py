@@ -1,0 +1,397 @@
+"""The job ledger's SQL: submit, read, cancel, claim under a lease, and fenced result recording.
+
+Fencing: every claim increments `attempts`; a worker records a result only with the attempt number it
+claimed (`WHERE id = … AND attempts = …`), so a worker whose lease lapsed and whose job was taken over
+can no longer write. `LeaseLostError` tells it so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Self
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from tools.errors import AtelierError
+from tools.ledger.migrations import apply_migrations
+from tools.ledger.models import TERMINAL_STATUSES, Job, JobOutput, JobRequest, SubmitOutcome
+from tools.ledger.planning import PlannedJob
+
+__all__ = ["Claim", "JobLedger", "JobNotFoundError", "LeaseLostError", "LedgerUnavailableError"]
+
+
+class JobNotFoundError(AtelierError):
+    """No job has this id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id}; list jobs with `atelier jobs`")
+        self.job_id = job_id
+
+
+class LeaseLostError(AtelierError):
+    """The worker's attempt is no longer the job's current one: another worker took it over."""
+
+    def __init__(self, job_id: str, attempt: int) -> None:
+        super().__init__(f"job {job_id}: attempt {attempt} lost its lease; another worker owns the job now")
+        self.job_id = job_id
+        self.attempt = attempt
+
+
+class LedgerUnavailableError(AtelierError):
+    """PostgreSQL could not be reached."""
+
+
+_FENCE = "id = %(id)s AND attempts = %(attempt)s AND status IN ('submitted', 'running')"
+
+_CLAIM = """
+WITH lapsed AS (
+    SELECT id FROM jobs
+    WHERE status IN ('submitted', 'running') AND lease_expires_at < now()
+      AND (server IS NULL OR server = %(server)s OR NOT (server = ANY(%(known)s)))
+    ORDER BY lease_expires_at LIMIT 1 FOR UPDATE SKIP LOCKED
+), waiting AS (
+    SELECT id FROM jobs
+    WHERE status = 'queued' AND not_before <= now() AND vram_gb <= %(vram)s
+    ORDER BY priority DESC, created_at LIMIT 1 FOR UPDATE SKIP LOCKED
+), candidate AS (
+    SELECT id, 0 AS pass FROM lapsed UNION ALL SELECT id, 1 AS pass FROM waiting ORDER BY pass LIMIT 1
+)
+UPDATE jobs AS j SET
+    status = CASE WHEN old.status = 'queued' THEN 'submitted' ELSE old.status END,
+    server = CASE WHEN old.status = 'queued' THEN %(server)s ELSE coalesce(old.server, %(server)s) END,
+    attempts = old.attempts + 1,
+    worker = %(worker)s,
+    lease_expires_at = now() + make_interval(secs => %(lease)s),
+    claimed_at = now(),
+    updated_at = now()
+FROM candidate JOIN jobs AS old ON old.id = candidate.id
+WHERE j.id = candidate.id
+RETURNING j.*, old.server AS previous_server, candidate.pass = 0 AS recovered
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed job, the server its previous attempt used (if any), and whether it was a lapsed lease."""
+
+    job: Job
+    previous_server: str | None
+    recovered: bool
+
+
+def _job(row: DictRow | None) -> Job | None:
+    """A row as a Job (None stays None)."""
+    return None if row is None else Job.model_validate(row)
+
+
+class JobLedger:
+    """Async access to the `jobs` table through a psycopg connection pool."""
+
+    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]], conninfo: str) -> None:
+        self.pool = pool
+        self.conninfo = conninfo
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, conninfo: str, *, min_size: int = 1, max_size: int = 8) -> AsyncIterator[Self]:
+        """Migrate the schema, open a pool, and close it on exit."""
+        try:
+            await asyncio.to_thread(apply_migrations, conninfo)
+        except psycopg.OperationalError as exc:
+            raise LedgerUnavailableError(
+                f"PostgreSQL is unreachable ({str(exc).strip().splitlines()[0]}); check DATABASE_URL, or unset "
+                "it to use the embedded database"
+            ) from exc
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
+            conninfo, min_size=min_size, max_size=max_size, open=False,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+        )
+        await pool.open(wait=True, timeout=30)
+        try:
+            yield cls(pool, conninfo)
+        finally:
+            await pool.close()
+
+    async def _one(self, query: str, params: dict[str, Any] | Sequence[Any]) -> Job | None:
+        """Run a statement returning at most one job row."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query.encode(), params)
+            return _job(await cur.fetchone())
+
+    # --- asking for work ------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        request: JobRequest,
+        planned: PlannedJob,
+        *,
+        max_attempts: int = 5,
+        output_exists: Callable[[str], bool] | None = None,
+    ) -> SubmitOutcome:
+        """Record a job (or return the one with the same idempotency key); answer from the cache when allowed."""
+        async with self.pool.connection() as conn, conn.transaction():
+            if request.idempotency_key is not None:
+                cur = await conn.execute("SELECT * FROM jobs WHERE idempotency_key = %s", (request.idempotency_key,))
+                existing = _job(await cur.fetchone())
+                if existing is not None:
+                    return SubmitOutcome(job=existing, created=False, cached=existing.cached_from is not None)
+            source = await self._cached_source(conn, planned.cache_key, output_exists) if request.use_cache else None
+            values: dict[str, Any] = {
+                "id": uuid.uuid4(), "workflow": planned.workflow, "params": Jsonb(planned.params),
+                "priority": request.priority, "owner": request.owner, "key": request.idempotency_key,
+                "cache_key": planned.cache_key, "use_cache": request.use_cache, "vram": planned.vram_gb,
+                "est_s": planned.estimated_seconds, "est_cost": planned.estimated_cost, "max": max_attempts,
+                "batch": request.batch, "row": request.batch_row,
+                "status": "succeeded" if source else "queued",
+                "outputs": Jsonb(source.model_dump(mode="json")["outputs"] if source else []),
+                "cached_from": source.id if source else None,
+            }
+            cur = await conn.execute(
+                b"""INSERT INTO jobs (id, status, workflow, params, priority, owner, idempotency_key, cache_key,
+                    use_cache, vram_gb, estimated_seconds, estimated_cost, max_attempts, batch, batch_row, outputs,
+                    cached_from, actual_cost, gpu_seconds, finished_at)
+                VALUES (%(id)s, %(status)s, %(workflow)s, %(params)s, %(priority)s, %(owner)s, %(key)s,
+                    %(cache_key)s, %(use_cache)s, %(vram)s, %(est_s)s, %(est_cost)s, %(max)s, %(batch)s, %(row)s,
+                    %(outputs)s, %(cached_from)s,
+                    CASE WHEN %(cached_from)s::uuid IS NULL THEN NULL ELSE 0 END,
+                    CASE WHEN %(cached_from)s::uuid IS NULL THEN NULL ELSE 0 END,
+                    CASE WHEN %(cached_from)s::uuid IS NULL THEN NULL ELSE now() END)
+                ON CONFLICT (idempotency_key) DO NOTHING
+                RETURNING *""",
+                values,
+            )
+            created = _job(await cur.fetchone())
+        if created is None:  # a concurrent submit with the same key won the race
+            assert request.idempotency_key is not None
+            again = await self._one("SELECT * FROM jobs WHERE idempotency_key = %s", (request.idempotency_key,))
+            assert again is not None
+            return SubmitOutcome(job=again, created=False, cached=again.cached_from is not None)
+        return SubmitOutcome(job=created, created=True, cached=source is not None)
+
+    async def _cached_source(
+        self,
+        conn: psycopg.AsyncConnection[DictRow],
+        key: str,
+        output_exists: Callable[[str], bool] | None,
+    ) -> Job | None:
+        """The latest success with this cache key whose outputs still exist."""
+        cur = await conn.execute(
+            "SELECT * FROM jobs WHERE cache_key = %s AND status = 'succeeded' AND outputs <> '[]'::jsonb "
+            "ORDER BY finished_at DESC LIMIT 5",
+            (key,),
+        )
+        for row in await cur.fetchall():
+            job = Job.model_validate(row)
+            check = output_exists or (lambda _uri: True)
+            found = await asyncio.gather(*(asyncio.to_thread(check, out.uri) for out in job.outputs))
+            if all(found):
+                return job
+        return None
+
+    # --- reading ---------------------------------------------------------------------------------------
+
+    async def get(self, job_id: str | uuid.UUID) -> Job:
+        """One job; JobNotFoundError when the id is unknown (or not a UUID)."""
+        try:
+            key = uuid.UUID(str(job_id))
+        except ValueError:
+            raise JobNotFoundError(str(job_id)) from None
+        job = await self._one("SELECT * FROM jobs WHERE id = %s", (key,))
+        if job is None:
+            raise JobNotFoundError(str(job_id))
+        return job
+
+    async def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        owner: str | None = None,
+        batch: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """The newest jobs first, optionally of one status, owner or batch."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT * FROM jobs WHERE (%(status)s::text IS NULL OR status = %(status)s) "
+                "AND (%(owner)s::text IS NULL OR owner = %(owner)s) "
+                "AND (%(batch)s::text IS NULL OR batch = %(batch)s) "
+                "ORDER BY created_at DESC, id LIMIT %(limit)s",
+                {"status": status, "owner": owner, "batch": batch, "limit": limit},
+            )
+            return [Job.model_validate(row) for row in await cur.fetchall()]
+
+    async def counts(self) -> dict[str, int]:
+        """How many jobs are in each status."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+            return {str(row["status"]): int(row["n"]) for row in await cur.fetchall()}
+
+    async def wait(self, job_ids: Sequence[str | uuid.UUID], timeout: float | None = None) -> list[Job]:
+        """Wait (LISTEN, no polling) until every job is finished; return them in the order given."""
+        wanted = {uuid.UUID(str(j)) for j in job_ids}
+        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as listen:
+            await listen.execute("LISTEN atelier_status")
+            loop = asyncio.get_running_loop()
+            deadline = None if timeout is None else loop.time() + timeout
+            while True:
+                jobs = {job.id: job for job in await self._many(list(wanted))}
+                pending = [j for j in wanted if j not in jobs or not jobs[j].done]
+                if not pending:
+                    return [jobs[uuid.UUID(str(j))] for j in job_ids]
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"{len(pending)} job(s) still unfinished after {timeout:g} s")
+                async with contextlib.aclosing(listen.notifies(timeout=min(remaining or 30.0, 30.0))) as notes:
+                    async for note in notes:
+                        job_id, _, status = note.payload.partition(" ")
+                        if status in TERMINAL_STATUSES and uuid.UUID(job_id) in wanted:
+                            break
+
+    async def _many(self, ids: list[uuid.UUID]) -> list[Job]:
+        """Jobs by id (missing ids are skipped)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT * FROM jobs WHERE id = ANY(%s)", (ids,))
+            return [Job.model_validate(row) for row in await cur.fetchall()]
+
+    # --- cancelling --------------------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str | uuid.UUID) -> Job:
+        """Cancel a job: a queued one at once; a submitted or running one is flagged for its worker."""
+        job = await self.get(job_id)
+        updated = await self._one(
+            """UPDATE jobs SET
+                status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+                finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END,
+                cancel_requested = status IN ('submitted', 'running') OR cancel_requested,
+                updated_at = now()
+            WHERE id = %s AND status NOT IN ('succeeded', 'failed', 'cancelled')
+            RETURNING *""",
+            (job.id,),
+        )
+        return updated or job
+
+    # --- workers -------------------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        worker: str,
+        *,
+        server: str,
+        vram_free_gb: float,
+        known_servers: Sequence[str],
+        lease_seconds: float,
+    ) -> Claim | None:
+        """Take the next job for `server` under a lease: a lapsed one first (recovery), else the best queued one."""
+        params = {
+            "worker": worker, "server": server, "vram": vram_free_gb,
+            "known": list(known_servers), "lease": lease_seconds,
+        }
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_CLAIM.encode(), params)
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        previous, recovered = row.pop("previous_server"), bool(row.pop("recovered"))
+        return Claim(job=Job.model_validate(row), previous_server=previous, recovered=recovered)
+
+    async def seconds_until_due(self, default: float) -> float:
+        """Seconds until a delayed job becomes claimable or a lease lapses (`default` when nothing is due)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT extract(epoch FROM least("
+                " (SELECT min(not_before) FROM jobs WHERE status = 'queued' AND not_before > now()),"
+                " (SELECT min(lease_expires_at) FROM jobs WHERE status IN ('submitted', 'running')"
+                " AND lease_expires_at > now())"
+                ") - now()) AS wait"
+            )
+            row = await cur.fetchone()
+        wait = row["wait"] if row else None
+        return default if wait is None else max(0.0, min(float(wait), default))
+
+    async def _fenced(self, sets: str, params: dict[str, Any]) -> Job:
+        """Apply an update only if the caller's attempt still owns the job; LeaseLostError otherwise."""
+        job = await self._one(f"UPDATE jobs SET {sets}, updated_at = now() WHERE {_FENCE} RETURNING *", params)
+        if job is None:
+            raise LeaseLostError(str(params["id"]), int(params["attempt"]))
+        return job
+
+    async def mark_running(self, job: Job, *, server: str) -> Job:
+        """ComfyUI started the prompt (or the worker attached to it on `server`)."""
+        return await self._fenced(
+            "status = 'running', server = %(server)s, submitted_at = coalesce(submitted_at, claimed_at), "
+            "started_at = coalesce(started_at, now())",
+            {"id": job.id, "attempt": job.attempts, "server": server},
+        )
+
+    async def set_server(self, job: Job, server: str) -> Job:
+        """Record which ComfyUI this attempt sends the prompt to, before sending it."""
+        return await self._fenced(
+            "server = %(server)s", {"id": job.id, "attempt": job.attempts, "server": server}
+        )
+
+    async def complete(
+        self, job: Job, outputs: Sequence[JobOutput], *, gpu_seconds: float | None, actual_cost: float | None
+    ) -> Job:
+        """Record success and its outputs, once: only the attempt that owns the job may."""
+        return await self._fenced(
+            "status = 'succeeded', outputs = %(outputs)s, gpu_seconds = %(gpu)s, actual_cost = %(cost)s, "
+            "error = NULL, error_kind = NULL, finished_at = now(), lease_expires_at = NULL, "
+            "submitted_at = coalesce(submitted_at, claimed_at), started_at = coalesce(started_at, claimed_at)",
+            {
+                "id": job.id, "attempt": job.attempts, "gpu": gpu_seconds, "cost": actual_cost,
+                "outputs": Jsonb([o.model_dump(mode="json") for o in outputs]),
+            },
+        )
+
+    async def fail(self, job: Job, error: str, kind: str) -> Job:
+        """Record a failure that no retry would fix."""
+        return await self._fenced(
+            "status = 'failed', error = %(error)s, error_kind = %(kind)s, finished_at = now(), "
+            "lease_expires_at = NULL",
+            {"id": job.id, "attempt": job.attempts, "error": error, "kind": kind},
+        )
+
+    async def retry_later(self, job: Job, error: str, kind: str, *, delay_seconds: float) -> Job:
+        """A transient failure: back to the queue after `delay_seconds`, or failed once out of attempts."""
+        return await self._fenced(
+            "failures = failures + 1, error = %(error)s, error_kind = %(kind)s, lease_expires_at = NULL, "
+            "status = CASE WHEN failures + 1 >= max_attempts THEN 'failed' ELSE 'queued' END, "
+            "finished_at = CASE WHEN failures + 1 >= max_attempts THEN now() ELSE NULL END, "
+            "not_before = now() + make_interval(secs => %(delay)s)",
+            {"id": job.id, "attempt": job.attempts, "error": error, "kind": kind, "delay": delay_seconds},
+        )
+
+    async def record_cancelled(self, job: Job) -> Job:
+        """The worker removed or interrupted the prompt after a cancel request."""
+        return await self._fenced(
+            "status = 'cancelled', finished_at = now(), lease_expires_at = NULL",
+            {"id": job.id, "attempt": job.attempts},
+        )
+
+    async def release(self, worker: str) -> int:
+        """Let other workers take this worker's jobs at once (a clean shutdown); how many were released."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE jobs SET lease_expires_at = now() - interval '1 millisecond', updated_at = now() "
+                "WHERE worker = %s AND status IN ('submitted', 'running')",
+                (worker,),
+            )
+            released = cur.rowcount
+            if released:
+                await conn.execute("SELECT pg_notify('atelier_jobs', 'released')")
+            return released
+
+    async def is_cancel_requested(self, job: Job) -> bool:
+        """Whether someone asked to cancel this job since it was claimed."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT cancel_requested FROM jobs WHERE id = %s", (job.id,))
+            row = await cur.fetchone()
+            return bool(row and row["cancel_requested"])

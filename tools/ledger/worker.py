@@ -1,0 +1,259 @@
+"""The worker: claims jobs for its ComfyUI servers and keeps each GPU busy.
+
+Per ComfyUI server the worker runs `slots` job loops (2 by default) sharing one client and socket: while
+one prompt executes, the next is already queued inside ComfyUI, so the GPU never waits for the worker to
+download, store and record. Idle loops sleep on PostgreSQL `LISTEN atelier_jobs` (new or re-queued jobs,
+released leases) with a timer for the next delayed job or lease lapse — never a polling loop. Cancel
+requests arrive the same way (`atelier_cancel`). Heartbeats run in their own thread (see heartbeat.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import psycopg
+
+from tools.comfyui.client import ComfyClient
+from tools.errors import ComfyHTTPError, ComfyUnreachableError
+from tools.ledger.failpoints import Failpoints
+from tools.ledger.heartbeat import Heartbeat, HeldJobs
+from tools.ledger.job_runner import JobRunner
+from tools.ledger.metrics import WorkerMetrics
+from tools.ledger.models import Job
+from tools.ledger.output_store import OutputStore
+from tools.ledger.store import JobLedger
+from tools.settings import Settings
+
+__all__ = ["Worker", "WorkerOptions"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerOptions:
+    """How a worker behaves; the defaults suit one GPU per ComfyUI server."""
+
+    servers: list[str] = field(default_factory=list)
+    slots_per_server: int = 2
+    lease_seconds: float = 30.0
+    idle_wake_seconds: float = 30.0
+    vram_cache_seconds: float = 2.0
+    worker_id: str = ""
+
+    def __post_init__(self) -> None:
+        """Give the worker a readable unique id: host:pid:random."""
+        if not self.worker_id:
+            self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        if self.slots_per_server < 1:
+            raise ValueError("slots_per_server must be at least 1")
+
+
+@dataclass
+class _ServerState:
+    """Health and free VRAM of one ComfyUI, as last seen."""
+
+    url: str
+    vram_free_gb: float = 0.0
+    checked_at: float = -1e9
+    healthy: bool = False
+    down_delay: float = 0.5
+
+
+class Worker:
+    """Runs jobs from the ledger on ComfyUI until `stop` is set; see the module docstring."""
+
+    def __init__(
+        self,
+        ledger: JobLedger,
+        settings: Settings,
+        store: OutputStore,
+        options: WorkerOptions | None = None,
+        *,
+        metrics: WorkerMetrics | None = None,
+        failpoints: Failpoints | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.settings = settings
+        self.store = store
+        self.options = options or WorkerOptions(lease_seconds=settings.lease_seconds)
+        if not self.options.servers:
+            self.options.servers = list(settings.comfyui_urls)
+        self.id = self.options.worker_id
+        self.metrics = metrics or WorkerMetrics()
+        self.held = HeldJobs()
+        self._clients: dict[str, ComfyClient] = {}
+        self._servers = {url: _ServerState(url) for url in self.options.servers}
+        self._wakers: list[asyncio.Event] = []
+        self._running: dict[uuid.UUID, tuple[Job, str]] = {}
+        self.runner = JobRunner(
+            ledger, settings, store, client_for=self.client_for, metrics=self.metrics,
+            failpoints=failpoints or Failpoints.from_env(),
+        )
+        self.processed = 0
+
+    async def client_for(self, url: str) -> ComfyClient:
+        """The worker's client for a ComfyUI (one socket per server, opened on first use)."""
+        client = self._clients.get(url)
+        if client is None:
+            client = self._clients[url] = ComfyClient(
+                url,
+                timeout=self.settings.http_timeout_seconds,
+                silence_seconds=self.settings.comfyui_silence_seconds,
+                down_seconds=self.settings.comfyui_down_seconds,
+            )
+        return client
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set; then release held jobs so other workers take them over at once."""
+        await self._register()
+        heartbeat = Heartbeat(
+            self.ledger.conninfo, self.id, self.held, self.options.lease_seconds,
+            on_beat=lambda _n: self.metrics.heartbeats.inc(),
+        )
+        heartbeat.start()
+        tasks = [asyncio.create_task(self._listen(stop), name="listen")]
+        for url in self.options.servers:
+            for slot in range(self.options.slots_per_server):
+                waker = asyncio.Event()
+                self._wakers.append(waker)
+                tasks.append(asyncio.create_task(self._slot(url, waker, stop), name=f"slot-{url}-{slot}"))
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            heartbeat.stop()
+            with contextlib.suppress(psycopg.Error):
+                released = await self.ledger.release(self.id)
+                if released:
+                    log.info("released %d job(s) for other workers", released)
+                await self._unregister()
+            for client in self._clients.values():
+                await client.aclose()
+
+    async def _register(self) -> None:
+        """Record this worker in the `workers` table."""
+        async with self.ledger.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO workers (id, host, pid, servers) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (id) DO UPDATE SET last_seen = now(), stopped_at = NULL",
+                (self.id, socket.gethostname(), os.getpid(), self.options.servers),
+            )
+
+    async def _unregister(self) -> None:
+        """Mark this worker stopped."""
+        async with self.ledger.pool.connection() as conn:
+            await conn.execute("UPDATE workers SET stopped_at = now() WHERE id = %s", (self.id,))
+
+    def _wake_all(self) -> None:
+        """Wake every idle slot to look for work."""
+        for waker in self._wakers:
+            waker.set()
+
+    # --- notifications -----------------------------------------------------------------------------------
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """LISTEN for new work and cancel requests; reconnect after a database error."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(self.ledger.conninfo, autocommit=True) as conn:
+                    await conn.execute("LISTEN atelier_jobs")
+                    await conn.execute("LISTEN atelier_cancel")
+                    delay = 0.5
+                    self._wake_all()  # anything queued while we were not listening
+                    async for note in conn.notifies():
+                        if note.channel == "atelier_cancel":
+                            await self._cancel(note.payload)
+                        else:
+                            self._wake_all()
+            except psycopg.Error as exc:
+                log.warning("LISTEN connection lost (%s); reconnecting", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _cancel(self, payload: str) -> None:
+        """Someone asked to cancel a job: if this worker runs it, remove or interrupt its prompt."""
+        with contextlib.suppress(ValueError):
+            job_id = uuid.UUID(payload)
+            running = self._running.get(job_id)
+            if running is None:
+                return
+            job, server = running
+            client = await self.client_for(server)
+            try:
+                await client.cancel(job.prompt_id)
+            except (ComfyUnreachableError, ComfyHTTPError) as exc:
+                log.warning("cancel of job %s on %s failed: %s", job_id, server, exc)
+
+    # --- claiming and running --------------------------------------------------------------------------
+
+    async def _check_server(self, state: _ServerState) -> bool:
+        """Refresh a server's free VRAM (cached briefly); False while it is unreachable."""
+        now = time.monotonic()
+        if state.healthy and now - state.checked_at < self.options.vram_cache_seconds:
+            return True
+        client = await self.client_for(state.url)
+        try:
+            stats = await client.system_stats()
+        except (ComfyUnreachableError, ComfyHTTPError) as exc:
+            if state.healthy:
+                log.warning("ComfyUI %s is unreachable: %s", state.url, exc)
+            state.healthy = False
+            return False
+        state.vram_free_gb, state.checked_at, state.healthy, state.down_delay = stats.vram_free_gb, now, True, 0.5
+        self.metrics.vram_free.labels(state.url).set(stats.vram_free_gb * 2**30)
+        return True
+
+    async def _slot(self, url: str, waker: asyncio.Event, stop: asyncio.Event) -> None:
+        """One job at a time for `url`: claim, run, repeat; sleep on notifications when there is nothing."""
+        state = self._servers[url]
+        while not stop.is_set():
+            if not await self._check_server(state):
+                await asyncio.sleep(state.down_delay)
+                state.down_delay = min(state.down_delay * 2, 10.0)
+                continue
+            waker.clear()
+            try:
+                claim = await self.ledger.claim(
+                    self.id, server=url, vram_free_gb=state.vram_free_gb,
+                    known_servers=self.options.servers, lease_seconds=self.options.lease_seconds,
+                )
+            except psycopg.Error as exc:
+                log.warning("claim failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+                continue
+            if claim is None:
+                timeout = await self._idle_timeout()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waker.wait(), timeout)
+                continue
+            job = claim.job
+            self.held.add(job.id, job.attempts)
+            self._running[job.id] = (job, job.server or url)
+            self.metrics.held.set(len(self._running))
+            try:
+                await self.runner.run(claim, url)
+                self.processed += 1
+            finally:
+                self._running.pop(job.id, None)
+                self.held.discard(job.id)
+                self.metrics.held.set(len(self._running))
+
+    async def _idle_timeout(self) -> float:
+        """How long an idle slot may sleep: until the next delayed job or lease lapse, at most the cap."""
+        try:
+            due = await self.ledger.seconds_until_due(self.options.idle_wake_seconds)
+        except psycopg.Error:
+            return 1.0
+        return max(0.05, due + 0.05)
