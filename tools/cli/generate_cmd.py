@@ -15,7 +15,7 @@ from tools.generate import resolve_workflow
 from tools.schemas import GenerationParams, parse_size
 from tools.settings import load_settings
 
-__all__ = ["StepBars", "generate"]
+__all__ = ["StepBars", "generate", "generation_params"]
 
 
 class StepBars:
@@ -52,7 +52,7 @@ class StepBars:
             self.progress.update(self.bars[key], completed=event.value, total=event.max, steps=steps)
 
 
-def _params(
+def generation_params(
     prompt: str, negative: str | None, seed: int | None, steps: int | None, size: str | None, image: Path | None
 ) -> GenerationParams:
     """Validate the command's options into GenerationParams, with errors that name the option."""
@@ -84,7 +84,7 @@ def generate(
 ) -> None:
     """Generate image(s) with a live progress bar, save the PNGs and print their paths."""
     settings = load_settings()
-    params = _params(prompt, negative, seed, steps, size, image)
+    params = generation_params(prompt, negative, seed, steps, size, image)
     template = resolve_workflow(workflow, settings)
     for note in template.inference_notes:
         typer.echo(f"inferred: {note}", err=True)

@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from tools.cli import generate_cmd, info_cmds
+from tools.cli import db_cmds, generate_cmd, info_cmds, job_cmds, worker_cmd
 from tools.errors import AtelierError
 
 __all__ = ["app", "main"]
@@ -22,6 +22,13 @@ app = typer.Typer(
 app.command("generate")(generate_cmd.generate)
 app.command("workflows")(info_cmds.workflows)
 app.command("doctor")(info_cmds.doctor)
+app.command("submit")(job_cmds.submit)
+app.command("jobs")(job_cmds.jobs)
+app.command("job")(job_cmds.job)
+app.command("cancel")(job_cmds.cancel)
+app.command("batch")(job_cmds.batch)
+app.command("worker")(worker_cmd.worker)
+app.add_typer(db_cmds.db_app, name="db")
 
 
 @app.callback()

@@ -65,6 +65,10 @@ class LedgerService:
         """Wait until the jobs finish."""
         return await self.ledger.wait(job_ids, timeout)
 
+    def watch(self, job_ids: Sequence[str | uuid.UUID], timeout: float | None = None) -> AsyncIterator[Job]:
+        """Yield each job as it finishes."""
+        return self.ledger.watch(job_ids, timeout)
+
     def link(self, uri: str) -> str:
         """A path or presigned URL for one output."""
         return self.store.link(uri)

@@ -234,26 +234,33 @@ class JobLedger:
             cur = await conn.execute("SELECT status, count(*) AS n FROM jobs GROUP BY status")
             return {str(row["status"]): int(row["n"]) for row in await cur.fetchall()}
 
-    async def wait(self, job_ids: Sequence[str | uuid.UUID], timeout: float | None = None) -> list[Job]:
-        """Wait (LISTEN, no polling) until every job is finished; return them in the order given."""
+    async def watch(self, job_ids: Sequence[str | uuid.UUID], timeout: float | None = None) -> AsyncIterator[Job]:
+        """Yield each job once it is finished (LISTEN, no polling); TimeoutError when `timeout` passes first."""
         wanted = {uuid.UUID(str(j)) for j in job_ids}
         async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as listen:
             await listen.execute("LISTEN atelier_status")
             loop = asyncio.get_running_loop()
             deadline = None if timeout is None else loop.time() + timeout
-            while True:
-                jobs = {job.id: job for job in await self._many(list(wanted))}
-                pending = [j for j in wanted if j not in jobs or not jobs[j].done]
-                if not pending:
-                    return [jobs[uuid.UUID(str(j))] for j in job_ids]
+            while wanted:
+                for job in await self._many(list(wanted)):
+                    if job.done:
+                        wanted.discard(job.id)
+                        yield job
+                if not wanted:
+                    return
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"{len(pending)} job(s) still unfinished after {timeout:g} s")
+                    raise TimeoutError(f"{len(wanted)} job(s) still unfinished after {timeout:g} s")
                 async with contextlib.aclosing(listen.notifies(timeout=min(remaining or 30.0, 30.0))) as notes:
                     async for note in notes:
                         job_id, _, status = note.payload.partition(" ")
                         if status in TERMINAL_STATUSES and uuid.UUID(job_id) in wanted:
                             break
+
+    async def wait(self, job_ids: Sequence[str | uuid.UUID], timeout: float | None = None) -> list[Job]:
+        """Wait until every job is finished; return them in the order given."""
+        finished = {job.id: job async for job in self.watch(job_ids, timeout)}
+        return [finished[uuid.UUID(str(j))] for j in job_ids]
 
     async def _many(self, ids: list[uuid.UUID]) -> list[Job]:
         """Jobs by id (missing ids are skipped)."""

@@ -1,0 +1,56 @@
+"""`atelier worker`: run jobs from the ledger on ComfyUI until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from tools.ledger.metrics import WorkerMetrics, serve_metrics
+from tools.ledger.service import LedgerService
+from tools.ledger.worker import Worker, WorkerOptions
+from tools.settings import load_settings
+
+__all__ = ["worker"]
+
+
+def worker(
+    comfy_url: list[str] = typer.Option(
+        [], "--comfy-url", help="ComfyUI server(s) to feed (repeat the option; default: COMFYUI_URLS)."
+    ),
+    slots: int = typer.Option(2, min=1, help="Prompts kept inside each ComfyUI at once (2: no idle GPU gap)."),
+    lease_seconds: float | None = typer.Option(None, min=2, help="Lease length (default: ATELIER_LEASE_SECONDS)."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port."),
+    metrics_host: str = typer.Option("127.0.0.1", help="Address for /metrics (0.0.0.0 to let others scrape it)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every job."),
+) -> None:
+    """Claim jobs and run them on ComfyUI; any number of workers may share one database."""
+    settings = load_settings()
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    options = WorkerOptions(servers=list(comfy_url) or list(settings.comfyui_urls), slots_per_server=slots,
+                            lease_seconds=lease_seconds or settings.lease_seconds)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with LedgerService.open(settings) as svc:
+            metrics = WorkerMetrics()
+            if metrics_port is not None:
+                serve_metrics(metrics, svc.ledger.conninfo, metrics_port, metrics_host)
+            work = Worker(svc.ledger, settings, svc.store, options, metrics=metrics)
+            Console(stderr=True).print(
+                f"worker {work.id} feeding {', '.join(options.servers)} ({slots} slot(s) each); "
+                f"outputs → {svc.store.describe()}; Ctrl-C to stop", highlight=False,
+            )
+            await work.run(stop)
+            Console(stderr=True).print(f"worker stopped after {work.processed} job(s)")
+
+    asyncio.run(run())
