@@ -417,7 +417,7 @@ def _start_embedded(pgdata: Path) -> str:
             if (pgdata / "PG_VERSION").exists():
                 with PostgresServer._lock:
                     _prune(pgdata)
-                    pass  # _remove_stale_postmaster(pgdata)
+                    _remove_stale_postmaster(pgdata)
             server = _SERVERS.get(pgdata)
             if server is None:
                 try:
