@@ -36,3 +36,31 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def embedded_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One embedded PostgreSQL for the whole run (started on first use, stopped at the end)."""
+    from tests.pg import embedded_server
+
+    with embedded_server(tmp_path_factory.mktemp("embedded-pg")) as url:
+        yield url
+
+
+@pytest.fixture(params=["machine", "embedded"])
+def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database on each kind of real PostgreSQL: the machine's server and the embedded wheel."""
+    from tests.pg import MACHINE_ADMIN_URL, fresh_database
+
+    admin = MACHINE_ADMIN_URL if request.param == "machine" else request.getfixturevalue("embedded_admin_url")
+    with fresh_database(admin) as url:
+        yield url
+
+
+@pytest.fixture
+def machine_pg_url() -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL only (for the heavier worker tests)."""
+    from tests.pg import MACHINE_ADMIN_URL, fresh_database
+
+    with fresh_database(MACHINE_ADMIN_URL) as url:
+        yield url
