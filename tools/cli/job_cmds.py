@@ -55,10 +55,11 @@ def _status(job: Job) -> str:
 
 def _table(jobs: list[Job]) -> Table:
     """A compact table of jobs."""
-    table = Table("id", "status", "workflow", "prompt", "owner", "tries", "created", "outputs")
+    table = Table("id", "status", "workflow", "prompt", "owner", "tries", "created", "outputs",
+                  caption="ids are shortened: `atelier job ID` takes any unique start of one")
     for item in jobs:
         table.add_row(
-            str(item.id), _status(item), item.workflow.rsplit("/", 1)[-1], str(item.params.get("prompt", ""))[:40],
+            str(item.id)[:8], _status(item), item.workflow.rsplit("/", 1)[-1], str(item.params.get("prompt", ""))[:40],
             item.owner, str(item.attempts), f"{item.created_at:%Y-%m-%d %H:%M:%S}", str(len(item.outputs)),
         )
     return table

@@ -31,8 +31,11 @@ __all__ = ["Claim", "JobLedger", "JobNotFoundError", "LeaseLostError", "LedgerUn
 class JobNotFoundError(AtelierError):
     """No job has this id."""
 
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"no job {job_id}; list jobs with `atelier jobs`")
+    def __init__(self, job_id: str, *, ambiguous: bool = False) -> None:
+        if ambiguous:
+            super().__init__(f"several jobs start with {job_id}; give more of the id (see `atelier jobs`)")
+        else:
+            super().__init__(f"no job {job_id}; list jobs with `atelier jobs`")
         self.job_id = job_id
 
 
@@ -199,15 +202,29 @@ class JobLedger:
     # --- reading ---------------------------------------------------------------------------------------
 
     async def get(self, job_id: str | uuid.UUID) -> Job:
-        """One job; JobNotFoundError when the id is unknown (or not a UUID)."""
+        """One job by id or by a unique id prefix (at least 4 characters); JobNotFoundError otherwise."""
+        text = str(job_id).strip().lower()
         try:
-            key = uuid.UUID(str(job_id))
+            key = uuid.UUID(text)
         except ValueError:
-            raise JobNotFoundError(str(job_id)) from None
+            return await self._by_prefix(text)
         job = await self._one("SELECT * FROM jobs WHERE id = %s", (key,))
         if job is None:
-            raise JobNotFoundError(str(job_id))
+            raise JobNotFoundError(text)
         return job
+
+    async def _by_prefix(self, prefix: str) -> Job:
+        """The one job whose id starts with `prefix` (as `atelier jobs` shows them)."""
+        if len(prefix) < 4 or any(c not in "0123456789abcdef-" for c in prefix):
+            raise JobNotFoundError(prefix)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT * FROM jobs WHERE id::text LIKE %s LIMIT 2", (prefix + "%",))
+            rows = await cur.fetchall()
+        if not rows:
+            raise JobNotFoundError(prefix)
+        if len(rows) > 1:
+            raise JobNotFoundError(prefix, ambiguous=True)
+        return Job.model_validate(rows[0])
 
     async def list_jobs(
         self,
