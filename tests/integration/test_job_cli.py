@@ -121,11 +121,11 @@ def test_a_jsonl_batch_runs_to_the_end_with_wait(cli_env: dict[str, str], tmp_pa
     sheet = tmp_path / "tiles.jsonl"
     sheet.write_text("\n".join([*lines[:2], "{not json", *lines[2:]]) + "\n")
     code, out, err = run(cli_env, "batch", str(sheet), "--wait", "--json")
-    assert "line 3: not valid JSON" in err
+    assert code == 1 and "line 3: not valid JSON" in err
     jobs = json_lines(out)
     assert len(jobs) == 5 and {j["status"] for j in jobs} == {"succeeded"}
     assert all(len(j["outputs"]) == 1 for j in jobs)  # type: ignore[arg-type]
-    code, _, err = run(cli_env, "batch", str(sheet))
+    _code, _, err = run(cli_env, "batch", str(sheet))
     assert "0 new job(s), 5 already in the ledger (5 finished)" in err
 
 
