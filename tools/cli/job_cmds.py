@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tools.cli.generate_cmd import generation_params
+from tools.comfyui.templates import WorkflowTemplate
 from tools.errors import AtelierError
 from tools.ledger.batch import read_batch
 from tools.ledger.models import Job, JobRequest
@@ -23,6 +24,7 @@ from tools.settings import load_settings
 __all__ = ["batch", "cancel", "job", "jobs", "submit"]
 
 T = TypeVar("T")
+BATCH_CHUNK = 200  # rows recorded per transaction
 STATUS_STYLE = {"queued": "cyan", "submitted": "blue", "running": "magenta", "succeeded": "green",
                 "failed": "red", "cancelled": "yellow"}
 
@@ -218,31 +220,33 @@ def batch(
         made: list[Job] = []
         new = existing = 0
         bad: list[str] = []
+        templates: dict[str, WorkflowTemplate] = {}
         with _progress(console) as bar:
             task = bar.add_task(f"submitting {file.name}", total=len(rows))
-            for row in rows:
-                if row.request is None:
-                    bad.append(f"line {row.line}: {row.error}")
-                else:
-                    try:
-                        outcome = await svc.submit(row.request)
-                    except AtelierError as exc:
-                        bad.append(f"line {row.line}: {exc}")
+            for start in range(0, len(rows), BATCH_CHUNK):
+                chunk = rows[start:start + BATCH_CHUNK]
+                bad.extend(f"line {row.line}: {row.error}" for row in chunk if row.request is None)
+                good = [row for row in chunk if row.request is not None]
+                results = await svc.submit_many([row.request for row in good if row.request], templates=templates)
+                for row, outcome in zip(good, results, strict=True):
+                    if isinstance(outcome, AtelierError):
+                        bad.append(f"line {row.line}: {outcome}")
                     else:
                         made.append(outcome.job)
                         new, existing = new + outcome.created, existing + (not outcome.created)
-                bar.advance(task)
+                bar.advance(task, len(chunk))
+        bad.sort(key=lambda text: int(text.split(":", 1)[0].removeprefix("line ")))
         for line in bad:
             console.print(f"[red]skipped[/] {line}", highlight=False)
         finished = sum(j.done for j in made)
         console.print(f"batch {batch_name}: {new} new job(s), {existing} already in the ledger "
                       f"({finished} finished), {len(bad)} bad row(s)", highlight=False)
-        result = made
+        final = made
         if wait and any(not j.done for j in made):
-            result = await _wait_with_bar(svc, made, "running")
+            final = await _wait_with_bar(svc, made, "running")
         if as_json:
-            _print_json(result)
-        if bad or any(j.status in ("failed", "cancelled") for j in result if j.done):
+            _print_json(final)
+        if bad or any(j.status in ("failed", "cancelled") for j in final if j.done):
             raise typer.Exit(1)
 
     _with_ledger(work)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +62,11 @@ class WorkflowTemplate(BaseModel):
     ui_workflow: dict[str, Any] | None = None
     source: Path | None = None
     inferred: bool = False
+
+    @functools.cached_property
+    def graph_digest(self) -> str:
+        """sha256 of the API graph (computed once; templates are not edited after loading)."""
+        return hashlib.sha256(json.dumps(self.graph, sort_keys=True).encode()).hexdigest()
     inference_notes: list[str] = Field(default_factory=list)
     unbound: dict[str, str] = Field(default_factory=dict, description="Parameter → why inference left it out.")
 

@@ -36,7 +36,7 @@ from tools.ledger.failpoints import Failpoints
 from tools.ledger.metrics import WorkerMetrics
 from tools.ledger.models import Job, JobOutput
 from tools.ledger.output_store import OutputStore, OutputStoreError, output_key
-from tools.ledger.store import Claim, JobLedger, LeaseLostError
+from tools.ledger.store import Claim, ClaimSpec, JobLedger, LeaseLostError
 from tools.schemas import ImageRef
 from tools.settings import Settings
 
@@ -107,24 +107,29 @@ class JobRunner:
             self._templates[ref] = resolve_workflow(ref, self.settings)
         return self._templates[ref]
 
-    async def run(self, claim: Claim, server: str) -> Job | None:
-        """Process a claimed job to its end; None when the lease was lost (another worker owns it now)."""
+    async def run(
+        self, claim: Claim, server: str, next_spec: ClaimSpec | None = None
+    ) -> tuple[Job | None, Claim | None]:
+        """Process a claimed job to its end: (its recorded state or None if the lease was lost, the next claim).
+
+        With `next_spec`, a success is recorded and the next job claimed in one round trip.
+        """
         job = claim.job
         started = time.monotonic()
+        handoff: list[Claim | None] = [None]
         try:
-            result = await self._attempt(claim, server)
+            result = await self._attempt(claim, server, next_spec, handoff)
         except LeaseLostError as exc:
             log.warning("%s", exc)
-            return None
+            return None, handoff[0]
         except Exception as exc:
             settled = await self._settle(job, exc)
             if settled is None:
-                return None
+                return None, handoff[0]
             result = settled
         self.metrics.job_seconds.observe(time.monotonic() - started)
-        if result is not None:
-            self.metrics.finished.labels(result.status).inc()
-        return result
+        self.metrics.finished.labels(result.status).inc()
+        return result, handoff[0]
 
     async def _settle(self, job: Job, exc: Exception) -> Job | None:
         """Turn an error into a recorded failure, cancellation or retry."""
@@ -146,7 +151,9 @@ class JobRunner:
             log.warning("%s", lost)
             return None
 
-    async def _attempt(self, claim: Claim, server: str) -> Job:
+    async def _attempt(
+        self, claim: Claim, server: str, next_spec: ClaimSpec | None, handoff: list[Claim | None]
+    ) -> Job:
         """One attempt: recover or submit, follow, store, record."""
         job = claim.job
         if claim.recovered and job.attempts > MAX_TAKEOVERS:
@@ -185,7 +192,14 @@ class JobRunner:
         if progress.started_at is not None:
             gpu = max(0.0, (progress.finished_at or time.monotonic()) - progress.started_at)
             self.metrics.gpu_seconds.labels(target).inc(gpu)
-        done = await self.ledger.complete(job, outputs, gpu_seconds=gpu, actual_cost=self._cost(job, gpu))
+        cost = self._cost(job, gpu)
+        if next_spec is None:
+            return await self.ledger.complete(job, outputs, gpu_seconds=gpu, actual_cost=cost)
+        done, handoff[0] = await self.ledger.complete_and_claim(
+            job, outputs, gpu_seconds=gpu, actual_cost=cost, spec=next_spec
+        )
+        if done is None:
+            raise LeaseLostError(job.prompt_id, job.attempts)
         return done
 
     async def _on_event(self, job_ref: list[Job], event: ComfyEvent, progress: _Progress, server: str) -> None:

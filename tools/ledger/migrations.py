@@ -56,6 +56,8 @@ CREATE TABLE jobs (
     error           text,
     error_kind      text,
     cached_from     uuid REFERENCES jobs (id),
+    previous_server text,
+    recovered       boolean NOT NULL DEFAULT false,
     batch           text,
     batch_row       integer,
     created_at      timestamptz NOT NULL DEFAULT now(),
@@ -68,24 +70,69 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_claim_queued ON jobs (priority DESC, created_at) WHERE status = 'queued';
 CREATE INDEX jobs_leased ON jobs (lease_expires_at) WHERE status IN ('submitted', 'running');
 CREATE INDEX jobs_cache ON jobs (cache_key) WHERE status = 'succeeded';
-CREATE INDEX jobs_status_created ON jobs (status, created_at DESC);
-CREATE INDEX jobs_owner_created ON jobs (owner, created_at DESC);
+-- Few indexes on purpose: every status change rewrites the row and adds an entry to each of them.
+CREATE INDEX jobs_created ON jobs (created_at DESC);
 CREATE INDEX jobs_batch ON jobs (batch, batch_row) WHERE batch IS NOT NULL;
 
 CREATE FUNCTION atelier_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- No payload: identical notifications of one transaction fold into one, so a batch wakes workers once.
     IF NEW.status = 'queued' THEN
-        PERFORM pg_notify('atelier_jobs', NEW.id::text);
+        PERFORM pg_notify('atelier_jobs', '');
     END IF;
     IF NEW.cancel_requested AND (TG_OP = 'INSERT' OR NOT OLD.cancel_requested) THEN
         PERFORM pg_notify('atelier_cancel', NEW.id::text);
     END IF;
-    IF TG_OP = 'INSERT' OR NEW.status IS DISTINCT FROM OLD.status THEN
+    IF NEW.status IN ('succeeded', 'failed', 'cancelled')
+       AND (TG_OP = 'INSERT' OR NEW.status IS DISTINCT FROM OLD.status) THEN
         PERFORM pg_notify('atelier_status', NEW.id::text || ' ' || NEW.status);
     END IF;
     RETURN NULL;
 END $$;
 CREATE TRIGGER jobs_notify AFTER INSERT OR UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION atelier_jobs_notify();
+
+-- A queue table churns: keep its statistics and dead rows in check sooner than the defaults would.
+ALTER TABLE jobs SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
+
+-- Claim the next job for a server under a lease: a lapsed lease first (its worker died), else the best
+-- queued job that fits the free VRAM. Sorting and bitmap scans are off inside the function so that the
+-- partial indexes give the order even when the table's statistics are stale (a batch just arrived);
+-- otherwise the planner may read every queued row for each claim.
+CREATE FUNCTION atelier_claim(p_worker text, p_server text, p_vram double precision, p_known text[],
+                              p_lease double precision)
+RETURNS SETOF jobs LANGUAGE plpgsql SET enable_sort = off SET enable_bitmapscan = off AS $$
+BEGIN
+RETURN QUERY
+WITH lapsed AS (
+    SELECT id FROM jobs
+    WHERE status IN ('submitted', 'running') AND lease_expires_at < now()
+      AND (server IS NULL OR server = p_server OR NOT (server = ANY(p_known)))
+    ORDER BY lease_expires_at LIMIT 1 FOR UPDATE SKIP LOCKED
+), waiting AS (
+    SELECT id FROM jobs
+    WHERE status = 'queued' AND not_before <= now() AND vram_gb <= p_vram
+    ORDER BY priority DESC, created_at LIMIT 1 FOR UPDATE SKIP LOCKED
+), candidate AS (
+    SELECT id, true AS recovered FROM lapsed
+    UNION ALL SELECT id, false FROM waiting
+    LIMIT 1
+), claimed AS (
+UPDATE jobs AS j SET
+    status = CASE WHEN old.status = 'queued' THEN 'submitted' ELSE old.status END,
+    server = CASE WHEN old.status = 'queued' THEN p_server ELSE coalesce(old.server, p_server) END,
+    previous_server = old.server,
+    recovered = candidate.recovered,
+    attempts = old.attempts + 1,
+    worker = p_worker,
+    lease_expires_at = now() + make_interval(secs => p_lease),
+    claimed_at = now(),
+    updated_at = now()
+FROM candidate JOIN jobs AS old ON old.id = candidate.id
+WHERE j.id = candidate.id
+RETURNING j.*
+)
+SELECT * FROM claimed;
+END $$;
 
 CREATE TABLE workers (
     id          text PRIMARY KEY,

@@ -75,6 +75,8 @@ class Job(BaseModel):
     error: str | None
     error_kind: str | None
     cached_from: uuid.UUID | None
+    previous_server: str | None = None
+    recovered: bool = False
     batch: str | None
     batch_row: int | None
     created_at: datetime

@@ -39,11 +39,10 @@ def _file_digest(path: str) -> str | None:
 
 def cache_key(template: WorkflowTemplate, params: dict[str, Any]) -> str:
     """Hash of the workflow's graph and every value sent to it (seed included): equal keys, equal images."""
-    graph_digest = hashlib.sha256(json.dumps(template.graph, sort_keys=True).encode()).hexdigest()
     values = {key: value for key, value in params.items() if value is not None}
     if isinstance(values.get("input_image"), str):
         values["input_image_sha256"] = _file_digest(values["input_image"])
-    blob = json.dumps({"workflow": template.name, "graph": graph_digest, "values": values}, sort_keys=True)
+    blob = json.dumps({"workflow": template.name, "graph": template.graph_digest, "values": values}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

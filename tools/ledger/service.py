@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 from typing import Self
 
 from tools.comfyui.templates import WorkflowTemplate
+from tools.errors import AtelierError
+from tools.generate import resolve_workflow
 from tools.ledger.models import Job, JobRequest, SubmitOutcome
 from tools.ledger.output_store import OutputStore, build_output_store
-from tools.ledger.planning import plan_job
+from tools.ledger.planning import PlannedJob, plan_job
 from tools.ledger.store import JobLedger
 from tools.settings import Settings
 
@@ -47,6 +49,31 @@ class LedgerService:
         return await self.ledger.submit(
             request, planned, max_attempts=self.settings.max_attempts, output_exists=self.store.exists
         )
+
+    async def submit_many(
+        self, requests: Sequence[JobRequest], *, templates: dict[str, WorkflowTemplate] | None = None
+    ) -> list[SubmitOutcome | AtelierError]:
+        """Plan and record many jobs at once (a batch file): per request its outcome, or the error that stopped it."""
+        cache = templates if templates is not None else {}
+        results: list[SubmitOutcome | AtelierError] = []
+        planned: list[tuple[int, JobRequest, PlannedJob]] = []
+        for index, request in enumerate(requests):
+            ref = request.workflow or self.settings.default_workflow
+            try:
+                if ref not in cache:
+                    cache[ref] = resolve_workflow(ref, self.settings)
+                planned.append((index, request, plan_job(request, self.settings, cache[ref])))
+            except AtelierError as exc:
+                results.append(exc)
+                continue
+            results.append(AtelierError("not recorded"))  # replaced below
+        outcomes = await self.ledger.submit_many(
+            [(request, plan) for _, request, plan in planned],
+            max_attempts=self.settings.max_attempts, output_exists=self.store.exists,
+        )
+        for (index, _, _), outcome in zip(planned, outcomes, strict=True):
+            results[index] = outcome
+        return results
 
     async def get(self, job_id: str | uuid.UUID) -> Job:
         """One job (JobNotFoundError when unknown)."""

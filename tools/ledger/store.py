@@ -25,7 +25,7 @@ from tools.ledger.migrations import apply_migrations
 from tools.ledger.models import TERMINAL_STATUSES, Job, JobOutput, JobRequest, SubmitOutcome
 from tools.ledger.planning import PlannedJob
 
-__all__ = ["Claim", "JobLedger", "JobNotFoundError", "LeaseLostError", "LedgerUnavailableError"]
+__all__ = ["Claim", "ClaimSpec", "JobLedger", "JobNotFoundError", "LeaseLostError", "LedgerUnavailableError"]
 
 
 class JobNotFoundError(AtelierError):
@@ -54,31 +54,7 @@ class LedgerUnavailableError(AtelierError):
 
 _FENCE = "id = %(id)s AND attempts = %(attempt)s AND status IN ('submitted', 'running')"
 
-_CLAIM = """
-WITH lapsed AS (
-    SELECT id FROM jobs
-    WHERE status IN ('submitted', 'running') AND lease_expires_at < now()
-      AND (server IS NULL OR server = %(server)s OR NOT (server = ANY(%(known)s)))
-    ORDER BY lease_expires_at LIMIT 1 FOR UPDATE SKIP LOCKED
-), waiting AS (
-    SELECT id FROM jobs
-    WHERE status = 'queued' AND not_before <= now() AND vram_gb <= %(vram)s
-    ORDER BY priority DESC, created_at LIMIT 1 FOR UPDATE SKIP LOCKED
-), candidate AS (
-    SELECT id, 0 AS pass FROM lapsed UNION ALL SELECT id, 1 AS pass FROM waiting ORDER BY pass LIMIT 1
-)
-UPDATE jobs AS j SET
-    status = CASE WHEN old.status = 'queued' THEN 'submitted' ELSE old.status END,
-    server = CASE WHEN old.status = 'queued' THEN %(server)s ELSE coalesce(old.server, %(server)s) END,
-    attempts = old.attempts + 1,
-    worker = %(worker)s,
-    lease_expires_at = now() + make_interval(secs => %(lease)s),
-    claimed_at = now(),
-    updated_at = now()
-FROM candidate JOIN jobs AS old ON old.id = candidate.id
-WHERE j.id = candidate.id
-RETURNING j.*, old.server AS previous_server, candidate.pass = 0 AS recovered
-"""
+_CLAIM = b"SELECT * FROM atelier_claim(%(worker)s, %(server)s, %(vram)s, %(known)s, %(lease)s)"
 
 
 @dataclass(frozen=True)
@@ -88,6 +64,66 @@ class Claim:
     job: Job
     previous_server: str | None
     recovered: bool
+
+
+_INSERT_COLUMNS = """INSERT INTO jobs (id, status, workflow, params, priority, owner, idempotency_key, cache_key,
+    use_cache, vram_gb, estimated_seconds, estimated_cost, max_attempts, batch, batch_row"""
+_INSERT_VALUES = """%(workflow)s, %(params)s, %(priority)s, %(owner)s, %(key)s, %(cache_key)s,
+    %(use_cache)s, %(vram)s, %(est_s)s, %(est_cost)s, %(max)s, %(batch)s, %(row)s"""
+# A new queued job, unless the cache may answer it (then nothing is inserted and the caller looks closer).
+_INSERT_UNLESS_CACHED = f"""{_INSERT_COLUMNS})
+SELECT %(id)s, 'queued', {_INSERT_VALUES}
+WHERE NOT (%(use_cache)s AND EXISTS (
+    SELECT 1 FROM jobs WHERE cache_key = %(cache_key)s AND status = 'succeeded' AND outputs <> '[]'::jsonb))
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING *""".encode()
+# A job answered from the cache (status succeeded, outputs copied), or queued when the cached files are gone.
+_INSERT_CACHED = f"""{_INSERT_COLUMNS}, outputs, cached_from, actual_cost, gpu_seconds, finished_at)
+SELECT %(id)s, %(status)s, {_INSERT_VALUES}, %(outputs)s, %(cached_from)s,
+    CASE WHEN %(cached_from)s::uuid IS NULL THEN NULL ELSE 0 END,
+    CASE WHEN %(cached_from)s::uuid IS NULL THEN NULL ELSE 0 END,
+    CASE WHEN %(cached_from)s::uuid IS NULL THEN NULL ELSE now() END
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING *""".encode()
+
+
+_COMPLETE_SET = (
+    "status = 'succeeded', outputs = %(outputs)s, gpu_seconds = %(gpu)s, actual_cost = %(cost)s, "
+    "error = NULL, error_kind = NULL, finished_at = now(), lease_expires_at = NULL, "
+    "submitted_at = coalesce(submitted_at, claimed_at), started_at = coalesce(started_at, claimed_at)"
+)
+
+
+def _complete_params(
+    job: Job, outputs: Sequence[JobOutput], gpu_seconds: float | None, actual_cost: float | None
+) -> dict[str, Any]:
+    """Parameters of the fenced success update."""
+    return {
+        "id": job.id, "attempt": job.attempts, "gpu": gpu_seconds, "cost": actual_cost,
+        "outputs": Jsonb([o.model_dump(mode="json") for o in outputs]),
+    }
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """Who claims, for which server, with how much free VRAM, and for how long."""
+
+    worker: str
+    server: str
+    vram_free_gb: float
+    known_servers: tuple[str, ...]
+    lease_seconds: float
+
+    def params(self) -> dict[str, Any]:
+        """The claim function's arguments."""
+        return {"worker": self.worker, "server": self.server, "vram": self.vram_free_gb,
+                "known": list(self.known_servers), "lease": self.lease_seconds}
+
+
+def _claim(row: DictRow | None) -> Claim | None:
+    """A claimed row as a Claim (None when nothing was claimable)."""
+    job = _job(row)
+    return None if job is None else Claim(job=job, previous_server=job.previous_server, recovered=job.recovered)
 
 
 def _job(row: DictRow | None) -> Job | None:
@@ -139,45 +175,85 @@ class JobLedger:
         max_attempts: int = 5,
         output_exists: Callable[[str], bool] | None = None,
     ) -> SubmitOutcome:
-        """Record a job (or return the one with the same idempotency key); answer from the cache when allowed."""
-        async with self.pool.connection() as conn, conn.transaction():
-            if request.idempotency_key is not None:
-                cur = await conn.execute("SELECT * FROM jobs WHERE idempotency_key = %s", (request.idempotency_key,))
-                existing = _job(await cur.fetchone())
-                if existing is not None:
-                    return SubmitOutcome(job=existing, created=False, cached=existing.cached_from is not None)
-            source = await self._cached_source(conn, planned.cache_key, output_exists) if request.use_cache else None
-            values: dict[str, Any] = {
-                "id": uuid.uuid4(), "workflow": planned.workflow, "params": Jsonb(planned.params),
-                "priority": request.priority, "owner": request.owner, "key": request.idempotency_key,
-                "cache_key": planned.cache_key, "use_cache": request.use_cache, "vram": planned.vram_gb,
-                "est_s": planned.estimated_seconds, "est_cost": planned.estimated_cost, "max": max_attempts,
-                "batch": request.batch, "row": request.batch_row,
-                "status": "succeeded" if source else "queued",
-                "outputs": Jsonb(source.model_dump(mode="json")["outputs"] if source else []),
-                "cached_from": source.id if source else None,
-            }
-            cur = await conn.execute(
-                b"""INSERT INTO jobs (id, status, workflow, params, priority, owner, idempotency_key, cache_key,
-                    use_cache, vram_gb, estimated_seconds, estimated_cost, max_attempts, batch, batch_row, outputs,
-                    cached_from, actual_cost, gpu_seconds, finished_at)
-                VALUES (%(id)s, %(status)s, %(workflow)s, %(params)s, %(priority)s, %(owner)s, %(key)s,
-                    %(cache_key)s, %(use_cache)s, %(vram)s, %(est_s)s, %(est_cost)s, %(max)s, %(batch)s, %(row)s,
-                    %(outputs)s, %(cached_from)s,
-                    CASE WHEN %(cached_from)s::uuid IS NULL THEN NULL ELSE 0 END,
-                    CASE WHEN %(cached_from)s::uuid IS NULL THEN NULL ELSE 0 END,
-                    CASE WHEN %(cached_from)s::uuid IS NULL THEN NULL ELSE now() END)
-                ON CONFLICT (idempotency_key) DO NOTHING
-                RETURNING *""",
-                values,
-            )
+        """Record a job (or return the one with the same idempotency key); answer from the cache when allowed.
+
+        The common case — a new key (or none) and no earlier identical success — is one INSERT. Only when that
+        inserts nothing does it look further: the job already recorded under the key, or a cached answer
+        whose files still exist.
+        """
+        values = self._values(request, planned, max_attempts)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_INSERT_UNLESS_CACHED, values)
             created = _job(await cur.fetchone())
-        if created is None:  # a concurrent submit with the same key won the race
-            assert request.idempotency_key is not None
-            again = await self._one("SELECT * FROM jobs WHERE idempotency_key = %s", (request.idempotency_key,))
-            assert again is not None
-            return SubmitOutcome(job=again, created=False, cached=again.cached_from is not None)
-        return SubmitOutcome(job=created, created=True, cached=source is not None)
+            if created is not None:
+                return SubmitOutcome(job=created, created=True, cached=False)
+            existing = await self._by_key(conn, request.idempotency_key)
+            if existing is not None:
+                return existing
+            source = await self._cached_source(conn, planned.cache_key, output_exists)
+            cached = {
+                "status": "succeeded" if source else "queued", "cached_from": source.id if source else None,
+                "outputs": Jsonb(source.model_dump(mode="json")["outputs"] if source else []),
+            }
+            cur = await conn.execute(_INSERT_CACHED, values | cached)
+            created = _job(await cur.fetchone())
+            if created is not None:
+                return SubmitOutcome(job=created, created=True, cached=source is not None)
+            again = await self._by_key(conn, request.idempotency_key)  # a concurrent submit with the key won
+        assert again is not None, "an insert that conflicted must have a row under its idempotency key"
+        return again
+
+    async def submit_many(
+        self,
+        items: Sequence[tuple[JobRequest, PlannedJob]],
+        *,
+        max_attempts: int = 5,
+        output_exists: Callable[[str], bool] | None = None,
+    ) -> list[SubmitOutcome]:
+        """Record many jobs in one transaction (one round trip for the common case); same rules as `submit`.
+
+        Rows the first pass does not insert (a key already used, a possible cache answer) go through `submit`
+        one by one. Workers are woken once for the whole batch.
+        """
+        rows = [self._values(request, planned, max_attempts) for request, planned in items]
+        created: dict[uuid.UUID, Job] = {}
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(_INSERT_UNLESS_CACHED, rows, returning=True)
+            while True:
+                job = _job(await cur.fetchone())
+                if job is not None:
+                    created[job.id] = job
+                if not cur.nextset():
+                    break
+        outcomes = []
+        for (request, planned), row in zip(items, rows, strict=True):
+            job = created.get(row["id"])
+            if job is not None:
+                outcomes.append(SubmitOutcome(job=job, created=True, cached=False))
+            else:
+                outcomes.append(await self.submit(request, planned, max_attempts=max_attempts,
+                                                  output_exists=output_exists))
+        return outcomes
+
+    @staticmethod
+    def _values(request: JobRequest, planned: PlannedJob, max_attempts: int) -> dict[str, Any]:
+        """The INSERT parameters of one job."""
+        return {
+            "id": uuid.uuid4(), "workflow": planned.workflow, "params": Jsonb(planned.params),
+            "priority": request.priority, "owner": request.owner, "key": request.idempotency_key,
+            "cache_key": planned.cache_key, "use_cache": request.use_cache, "vram": planned.vram_gb,
+            "est_s": planned.estimated_seconds, "est_cost": planned.estimated_cost, "max": max_attempts,
+            "batch": request.batch, "row": request.batch_row,
+        }
+
+    @staticmethod
+    async def _by_key(conn: psycopg.AsyncConnection[DictRow], key: str | None) -> SubmitOutcome | None:
+        """The job already recorded under an idempotency key, as a not-created outcome."""
+        if key is None:
+            return None
+        cur = await conn.execute("SELECT * FROM jobs WHERE idempotency_key = %s", (key,))
+        job = _job(await cur.fetchone())
+        return None if job is None else SubmitOutcome(job=job, created=False, cached=job.cached_from is not None)
 
     async def _cached_source(
         self,
@@ -314,17 +390,10 @@ class JobLedger:
         lease_seconds: float,
     ) -> Claim | None:
         """Take the next job for `server` under a lease: a lapsed one first (recovery), else the best queued one."""
-        params = {
-            "worker": worker, "server": server, "vram": vram_free_gb,
-            "known": list(known_servers), "lease": lease_seconds,
-        }
+        spec = ClaimSpec(worker, server, vram_free_gb, tuple(known_servers), lease_seconds)
         async with self.pool.connection() as conn:
-            cur = await conn.execute(_CLAIM.encode(), params)
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        previous, recovered = row.pop("previous_server"), bool(row.pop("recovered"))
-        return Claim(job=Job.model_validate(row), previous_server=previous, recovered=recovered)
+            cur = await conn.execute(_CLAIM, spec.params())
+            return _claim(await cur.fetchone())
 
     async def seconds_until_due(self, default: float) -> float:
         """Seconds until a delayed job becomes claimable or a lease lapses (`default` when nothing is due)."""
@@ -365,15 +434,26 @@ class JobLedger:
         self, job: Job, outputs: Sequence[JobOutput], *, gpu_seconds: float | None, actual_cost: float | None
     ) -> Job:
         """Record success and its outputs, once: only the attempt that owns the job may."""
-        return await self._fenced(
-            "status = 'succeeded', outputs = %(outputs)s, gpu_seconds = %(gpu)s, actual_cost = %(cost)s, "
-            "error = NULL, error_kind = NULL, finished_at = now(), lease_expires_at = NULL, "
-            "submitted_at = coalesce(submitted_at, claimed_at), started_at = coalesce(started_at, claimed_at)",
-            {
-                "id": job.id, "attempt": job.attempts, "gpu": gpu_seconds, "cost": actual_cost,
-                "outputs": Jsonb([o.model_dump(mode="json") for o in outputs]),
-            },
-        )
+        return await self._fenced(_COMPLETE_SET, _complete_params(job, outputs, gpu_seconds, actual_cost))
+
+    async def complete_and_claim(
+        self,
+        job: Job,
+        outputs: Sequence[JobOutput],
+        *,
+        gpu_seconds: float | None,
+        actual_cost: float | None,
+        spec: ClaimSpec,
+    ) -> tuple[Job | None, Claim | None]:
+        """Record success and claim the next job in one round trip (pipelined); None for a lost lease."""
+        async with self.pool.connection() as conn:
+            async with conn.pipeline():
+                done = await conn.execute(
+                    f"UPDATE jobs SET {_COMPLETE_SET}, updated_at = now() WHERE {_FENCE} RETURNING *".encode(),
+                    _complete_params(job, outputs, gpu_seconds, actual_cost),
+                )
+                claimed = await conn.execute(_CLAIM, spec.params())
+            return _job(await done.fetchone()), _claim(await claimed.fetchone())
 
     async def fail(self, job: Job, error: str, kind: str) -> Job:
         """Record a failure that no retry would fix."""
@@ -410,8 +490,18 @@ class JobLedger:
             )
             released = cur.rowcount
             if released:
-                await conn.execute("SELECT pg_notify('atelier_jobs', 'released')")
+                await conn.execute("SELECT pg_notify('atelier_jobs', '')")
             return released
+
+    async def release_one(self, job: Job) -> None:
+        """Give back a claimed job this worker will not run (it is stopping); another worker takes it now."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE jobs SET lease_expires_at = now() - interval '1 millisecond', updated_at = now() "
+                "WHERE id = %s AND attempts = %s",
+                (job.id, job.attempts),
+            )
+            await conn.execute("SELECT pg_notify('atelier_jobs', '')")
 
     async def is_cancel_requested(self, job: Job) -> bool:
         """Whether someone asked to cancel this job since it was claimed."""

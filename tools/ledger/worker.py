@@ -28,7 +28,7 @@ from tools.ledger.job_runner import JobRunner
 from tools.ledger.metrics import WorkerMetrics
 from tools.ledger.models import Job
 from tools.ledger.output_store import OutputStore
-from tools.ledger.store import JobLedger
+from tools.ledger.store import Claim, ClaimSpec, JobLedger
 from tools.settings import Settings
 
 __all__ = ["Worker", "WorkerOptions"]
@@ -215,40 +215,56 @@ class Worker:
         self.metrics.vram_free.labels(state.url).set(stats.vram_free_gb * 2**30)
         return True
 
+    def _spec(self, state: _ServerState) -> ClaimSpec:
+        """This worker's claim for one server, with its last known free VRAM."""
+        return ClaimSpec(self.id, state.url, state.vram_free_gb, tuple(self.options.servers),
+                         self.options.lease_seconds)
+
     async def _slot(self, url: str, waker: asyncio.Event, stop: asyncio.Event) -> None:
         """One job at a time for `url`: claim, run, repeat; sleep on notifications when there is nothing."""
         state = self._servers[url]
+        claim: Claim | None = None
         while not stop.is_set():
-            if not await self._check_server(state):
-                await asyncio.sleep(state.down_delay)
-                state.down_delay = min(state.down_delay * 2, 10.0)
-                continue
-            waker.clear()
-            try:
-                claim = await self.ledger.claim(
-                    self.id, server=url, vram_free_gb=state.vram_free_gb,
-                    known_servers=self.options.servers, lease_seconds=self.options.lease_seconds,
-                )
-            except psycopg.Error as exc:
-                log.warning("claim failed (%s); retrying", exc)
-                await asyncio.sleep(1.0)
-                continue
             if claim is None:
-                timeout = await self._idle_timeout()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waker.wait(), timeout)
-                continue
-            job = claim.job
-            self.held.add(job.id, job.attempts)
-            self._running[job.id] = (job, job.server or url)
+                if not await self._check_server(state):
+                    await asyncio.sleep(state.down_delay)
+                    state.down_delay = min(state.down_delay * 2, 10.0)
+                    continue
+                waker.clear()
+                try:
+                    claim = await self.ledger.claim(
+                        self.id, server=url, vram_free_gb=state.vram_free_gb,
+                        known_servers=self.options.servers, lease_seconds=self.options.lease_seconds,
+                    )
+                except psycopg.Error as exc:
+                    log.warning("claim failed (%s); retrying", exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                if claim is None:
+                    timeout = await self._idle_timeout()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(waker.wait(), timeout)
+                    continue
+            claim = await self._run_claimed(claim, url, state, stop)
+
+    async def _run_claimed(self, claim: Claim, url: str, state: _ServerState, stop: asyncio.Event) -> Claim | None:
+        """Run one claimed job; return the next job claimed together with its result (if any)."""
+        job = claim.job
+        self.held.add(job.id, job.attempts)
+        self._running[job.id] = (job, job.server or url)
+        self.metrics.held.set(len(self._running))
+        next_spec = None if stop.is_set() or not state.healthy else self._spec(state)
+        try:
+            _result, following = await self.runner.run(claim, url, next_spec)
+            self.processed += 1
+        finally:
+            self._running.pop(job.id, None)
+            self.held.discard(job.id)
             self.metrics.held.set(len(self._running))
-            try:
-                await self.runner.run(claim, url)
-                self.processed += 1
-            finally:
-                self._running.pop(job.id, None)
-                self.held.discard(job.id)
-                self.metrics.held.set(len(self._running))
+        if following is not None and stop.is_set():
+            await self.ledger.release_one(following.job)
+            return None
+        return following
 
     async def _idle_timeout(self) -> float:
         """How long an idle slot may sleep: until the next delayed job or lease lapse, at most the cap."""

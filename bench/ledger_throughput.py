@@ -1,0 +1,234 @@
+"""Ledger throughput: submit + claim + complete jobs/s with 4 worker processes, beside procrastinate.
+
+Both queues run on the same local PostgreSQL, each in a fresh database, in the same run:
+- Atelier: one submitter process (8 concurrent submits through LedgerService: planning, cache lookup,
+  insert) while 4 worker processes claim (FOR UPDATE SKIP LOCKED, lease, attempt++) and complete
+  (fenced update with an output list). Idle workers sleep on LISTEN.
+- procrastinate (an established Postgres job queue): the same number of jobs deferred by 8 concurrent
+  `defer_async` calls while 4 worker processes (`run_worker_async`, LISTEN/NOTIFY on) run a task that
+  does nothing.
+No ComfyUI: this measures the queue. Throughput = jobs / (first submit → last job recorded done).
+Needs the bench extra: pip install -e '.[bench]'.
+Run: .venv/bin/python bench/ledger_throughput.py [--jobs 5000] [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.pg import fresh_database
+from tools.ledger.migrations import apply_migrations
+
+WORKERS = 4
+BATCH = 200
+SUBMITTERS = 8
+SERVER = "http://bench:8188"
+
+
+# --- Atelier ---------------------------------------------------------------------------------------------
+
+
+async def _atelier_worker(conninfo: str, total: int, ready: mp.Event, done: Any) -> None:  # type: ignore[valid-type]
+    """Claim and complete until every job is done; sleep on LISTEN when there is nothing to claim."""
+    from tools.ledger.store import ClaimSpec, JobLedger
+
+    async with JobLedger.open(conninfo, min_size=1, max_size=2) as ledger, \
+            await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listen:
+        await listen.execute("LISTEN atelier_jobs")
+        ready.set()  # type: ignore[attr-defined]
+        spec = ClaimSpec(f"bench-{mp.current_process().pid}", SERVER, 100.0, (SERVER,), 30.0)
+        claim = None
+        while True:
+            if claim is None:
+                claim = await ledger.claim(spec.worker, server=SERVER, vram_free_gb=spec.vram_free_gb,
+                                           known_servers=spec.known_servers, lease_seconds=spec.lease_seconds)
+            if claim is not None:  # record it and take the next in one round trip, as the worker does
+                _done, claim = await ledger.complete_and_claim(claim.job, [], gpu_seconds=0.0, actual_cost=0.0,
+                                                               spec=spec)
+                with done.get_lock():
+                    done.value += 1
+                continue
+            if done.value >= total:
+                return
+            async for _note in listen.notifies(timeout=0.05, stop_after=1):
+                pass
+
+
+def _run_atelier_worker(conninfo: str, total: int, ready: mp.Event, done: Any) -> None:  # type: ignore[valid-type]
+    """Process entry point."""
+    asyncio.run(_atelier_worker(conninfo, total, ready, done))
+
+
+async def _atelier_submit(conninfo: str, total: int, data_dir: Path, batch: int) -> None:
+    """Submit `total` distinct jobs from SUBMITTERS concurrent tasks, one by one or `batch` per transaction."""
+    from tools.generate import resolve_workflow
+    from tools.ledger.models import JobRequest
+    from tools.ledger.output_store import LocalOutputStore
+    from tools.ledger.service import LedgerService
+    from tools.schemas import GenerationParams
+    from tools.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir, comfyui_urls=SERVER)
+    template = resolve_workflow("txt2img", settings)
+    async with LedgerService.open(settings, conninfo=conninfo, store=LocalOutputStore(data_dir)) as svc:
+        await svc.ledger.pool.resize(min_size=SUBMITTERS, max_size=SUBMITTERS)
+
+        async def submitter(start: int) -> None:
+            mine = [JobRequest(params=GenerationParams(prompt=f"bench {i}", seed=i))
+                    for i in range(start, total, SUBMITTERS)]
+            if batch <= 1:
+                for request in mine:
+                    await svc.submit(request, template=template)
+                return
+            for first in range(0, len(mine), batch):
+                await svc.submit_many(mine[first:first + batch], templates={"txt2img": template})
+
+        await asyncio.gather(*(submitter(s) for s in range(SUBMITTERS)))
+
+
+def bench_atelier(admin_url: str, total: int, data_dir: Path, batch: int = 1) -> float:
+    """Jobs per second for Atelier's ledger."""
+    with fresh_database(admin_url, "bench_atelier") as conninfo:
+        apply_migrations(conninfo)
+        ctx = mp.get_context("spawn")
+        ready = [ctx.Event() for _ in range(WORKERS)]
+        done = ctx.Value("i", 0)
+        procs = [ctx.Process(target=_run_atelier_worker, args=(conninfo, total, r, done)) for r in ready]
+        for proc in procs:
+            proc.start()
+        for event in ready:
+            event.wait(60)
+        started = time.perf_counter()
+        asyncio.run(_atelier_submit(conninfo, total, data_dir, batch))
+        for proc in procs:
+            proc.join()
+        elapsed = time.perf_counter() - started
+        with psycopg.connect(conninfo) as conn:
+            query = "SELECT count(*) FILTER (WHERE status = 'succeeded'), max(attempts) FROM jobs"
+            row = conn.execute(query).fetchone()
+        assert row is not None and row[0] == total and row[1] == 1, f"atelier: {row}"
+    return total / elapsed
+
+
+# --- procrastinate ---------------------------------------------------------------------------------------
+
+
+def _procrastinate_app(conninfo: str):  # type: ignore[no-untyped-def]
+    """A procrastinate App with one task that does nothing."""
+    import procrastinate
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=4))
+
+    @app.task(name="noop")
+    async def noop(i: int) -> None:
+        """The benchmark's empty task."""
+
+    return app, noop
+
+
+async def _procrastinate_worker(conninfo: str, total: int, ready: mp.Event) -> None:  # type: ignore[valid-type]
+    """Run a worker until every job has succeeded."""
+    app, _noop = _procrastinate_app(conninfo)
+    async with app.open_async():
+        task = asyncio.create_task(app.run_worker_async(concurrency=1, install_signal_handlers=False,
+                                                        delete_jobs="never"))
+        ready.set()  # type: ignore[attr-defined]
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+            while True:
+                cur = await conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'")
+                row = await cur.fetchone()
+                if row and row[0] >= total:
+                    break
+                await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _run_procrastinate_worker(conninfo: str, total: int, ready: mp.Event) -> None:  # type: ignore[valid-type]
+    """Process entry point."""
+    asyncio.run(_procrastinate_worker(conninfo, total, ready))
+
+
+async def _procrastinate_submit(conninfo: str, total: int, batch: int) -> None:
+    """Defer `total` jobs from SUBMITTERS concurrent tasks, one by one or `batch` per call."""
+    app, noop = _procrastinate_app(conninfo)
+    async with app.open_async():
+
+        async def submitter(start: int) -> None:
+            mine = list(range(start, total, SUBMITTERS))
+            if batch <= 1:
+                for i in mine:
+                    await noop.defer_async(i=i)
+                return
+            for first in range(0, len(mine), batch):
+                await noop.batch_defer_async(*({"i": i} for i in mine[first:first + batch]))
+
+        await asyncio.gather(*(submitter(s) for s in range(SUBMITTERS)))
+
+
+async def _procrastinate_schema(conninfo: str) -> None:
+    """Install procrastinate's schema."""
+    app, _noop = _procrastinate_app(conninfo)
+    async with app.open_async():
+        await app.schema_manager.apply_schema_async()
+
+
+def bench_procrastinate(admin_url: str, total: int, batch: int = 1) -> float:
+    """Jobs per second for procrastinate."""
+    with fresh_database(admin_url, "bench_procrastinate") as conninfo:
+        asyncio.run(_procrastinate_schema(conninfo))
+        ctx = mp.get_context("spawn")
+        ready = [ctx.Event() for _ in range(WORKERS)]
+        procs = [ctx.Process(target=_run_procrastinate_worker, args=(conninfo, total, r)) for r in ready]
+        for proc in procs:
+            proc.start()
+        for event in ready:
+            event.wait(60)
+        time.sleep(0.5)  # let the workers reach their LISTEN
+        started = time.perf_counter()
+        asyncio.run(_procrastinate_submit(conninfo, total, batch))
+        for proc in procs:
+            proc.join()
+        elapsed = time.perf_counter() - started
+    return total / elapsed
+
+
+def main() -> None:
+    """Run both and print the figures and the ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        single = bench_atelier(args.admin_url, args.jobs, Path(tmp))
+        batched = bench_atelier(args.admin_url, args.jobs, Path(tmp), batch=BATCH)
+    nan = float("nan")
+    theirs = bench_procrastinate(args.admin_url, args.jobs) if not args.skip_baseline else nan
+    theirs_batched = bench_procrastinate(args.admin_url, args.jobs, batch=BATCH) if not args.skip_baseline else nan
+    print(f"jobs: {args.jobs}, worker processes: {WORKERS}, submitting tasks: {SUBMITTERS}")
+    print(f"atelier, one submit per job       : {single:7.0f} jobs/s (submit + claim + complete)")
+    print(f"atelier, {BATCH} jobs per transaction: {batched:7.0f} jobs/s (`atelier batch` path)")
+    print(f"procrastinate, one defer per job  : {theirs:7.0f} jobs/s (defer + fetch + finish)")
+    print(f"procrastinate, {BATCH} per batch_defer: {theirs_batched:7.0f} jobs/s")
+    print(f"ratio vs procrastinate            : {single / theirs:7.2f}x one by one, "
+          f"{batched / theirs_batched:.2f}x batched")
+    print("target: >= 1000 jobs/s and ahead of procrastinate")
+
+
+if __name__ == "__main__":
+    main()
