@@ -75,6 +75,7 @@ class FakeComfyUI:
         self.silent_until = 0.0
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
+        self._spans: list[tuple[str, float, float]] = []
         self._paused = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -289,11 +290,14 @@ class FakeComfyUI:
             await self._queue_updated()
             with self._counts_lock:
                 self._counts[item.prompt_id] += 1
+            began = time.monotonic()
             try:
                 await self.executor.execute(item.prompt, item.prompt_id, item.extra_data, item.outputs)
             except Exception:  # a bug in the fake itself: say so loudly, keep serving
                 traceback.print_exc()
                 self.executor.success = False
+            with self._counts_lock:
+                self._spans.append((item.prompt_id, began, time.monotonic()))
             executor = self.executor
             self.prompts.done(task_id, executor.success, executor.status_messages, executor.history_result)
             await self._queue_updated()
@@ -362,6 +366,8 @@ class FakeComfyUI:
                 params.update(body if isinstance(body, dict) else {})
         if action == "execution_counts":
             return web.json_response(dict(self.execution_counts))
+        if action == "execution_spans":
+            return web.json_response([list(span) for span in self.execution_spans])
         if action == "state":
             return web.json_response({"paused": self._paused, "silent": self._silent(), "devices": self.devices,
                                       "models": self.catalog.models, "output_dir": str(self.root)})
@@ -578,6 +584,12 @@ class FakeComfyUI:
             self.catalog.set_models(models)
 
         self._call(apply)
+
+    @property
+    def execution_spans(self) -> list[tuple[str, float, float]]:
+        """(prompt_id, start, end) of every execution, on this process's monotonic clock (survives restarts)."""
+        with self._counts_lock:
+            return list(self._spans)
 
     @property
     def execution_counts(self) -> Counter[str]:
