@@ -25,8 +25,7 @@ import httpx
 import psycopg
 from rich.progress import Progress
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.conftest import INSTALLED_MODELS
 from tests.fakes.comfyui_server import FakeComfyUI
@@ -37,6 +36,7 @@ from tools.ledger.service import LedgerService
 from tools.schemas import GenerationParams
 from tools.settings import load_settings
 
+ROOT = Path(__file__).resolve().parents[1]
 STEPS, STEP_SECONDS = 10, 0.02  # 200 ms of sampling per job
 
 
