@@ -148,7 +148,7 @@ class ComfyClient:
         while True:
             try:
                 async with connect(
-                    self.ws_url, max_size=None, open_timeout=10, ping_interval=20, ping_timeout=20
+                    self.ws_url, max_size=None, open_timeout=10, ping_interval=20, ping_timeout=20, close_timeout=1
                 ) as ws:
                     if self._first_connect is not None and not self._first_connect.done():
                         self._first_connect.set_result(None)
