@@ -87,8 +87,16 @@ async def check_qdrant(url: str | None, api_key: str | None, data_dir: Path, *, 
 async def check_postgres(database_url: str | None, data_dir: Path) -> ServiceCheck:
     """Connect to DATABASE_URL and read the server version, or describe the embedded default."""
     if database_url is None:
+        from tools.ledger.database import embedded_status
+        from tools.settings import load_settings
+
         where = data_dir / "postgres"
-        details = ["no DATABASE_URL: embedded server, started on first use"]
+        state = await asyncio.to_thread(embedded_status, load_settings(data_dir=data_dir))
+        if state.running:
+            details = [f"no DATABASE_URL: embedded server running (pid {state.server_pid}), "
+                       f"{len(state.user_pids)} Atelier process(es) using it"]
+        else:
+            details = ["no DATABASE_URL: embedded server, started on first use"]
         return ServiceCheck("PostgreSQL", f"embedded: {where}", True, False, "embedded", details)
     shown = _redact(database_url)
     try:

@@ -255,3 +255,25 @@ async def test_list_filters_by_status_and_owner(svc: LedgerService) -> None:
     assert [j.params["prompt"] for j in await svc.list_jobs(owner="ana")] == ["c", "a"]
     assert [j.params["prompt"] for j in await svc.list_jobs(status="cancelled")] == ["c"]
     assert (await svc.ledger.counts()) == {"queued": 2, "cancelled": 1}
+
+
+async def test_submit_many_records_a_batch_in_one_go_with_the_single_submit_rules(svc: LedgerService) -> None:
+    first = (await svc.submit(request("cached one", idempotency_key="k-0"))).job
+    got = await claim(svc)
+    assert got is not None
+    await svc.ledger.complete(got.job, [fake_output(svc, first.id)], gpu_seconds=1.0, actual_cost=0.01)
+    batch = [
+        request("cached one", idempotency_key="k-0"),  # key already used: the same job
+        request("cached one", idempotency_key="k-1"),  # new key, identical success: from the cache
+        request("fresh", idempotency_key="k-2"),
+        request("fresh", idempotency_key="k-2"),  # the same key twice in one batch: one job
+        JobRequest(params=GenerationParams(prompt="bad"), workflow="no-such-workflow"),
+    ]
+    results = await svc.submit_many(batch)
+    kept, cached, fresh, twin, bad = results
+    assert not isinstance(kept, Exception) and kept.job.id == first.id and not kept.created
+    assert not isinstance(cached, Exception) and cached.cached and cached.job.cached_from == first.id
+    assert not isinstance(fresh, Exception) and fresh.created and fresh.job.status == "queued"
+    assert not isinstance(twin, Exception) and twin.job.id == fresh.job.id and not twin.created
+    assert isinstance(bad, Exception) and "no-such-workflow" in str(bad)
+    assert len(await svc.list_jobs()) == 3

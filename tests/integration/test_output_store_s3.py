@@ -243,3 +243,36 @@ def test_build_output_store_from_settings_talks_to_the_server(
     assert "X-Amz-Expires=90" in link
     assert httpx.get(link, timeout=5, trust_env=False).content == PNG
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.asyncio
+async def test_a_worker_puts_job_images_in_the_bucket_with_working_links(
+    endpoint: str, bucket: str, machine_pg_url: str, tmp_path: Path, fake_comfy: Any
+) -> None:
+    """End to end: ledger job → worker → ComfyUI (fake) → S3 (moto) → presigned link a browser can open."""
+    import asyncio
+
+    from tools.ledger.models import JobRequest
+    from tools.ledger.service import LedgerService
+    from tools.ledger.worker import Worker, WorkerOptions
+    from tools.schemas import GenerationParams
+
+    settings = load_settings(data_dir=tmp_path, comfyui_urls=fake_comfy.url, s3_bucket=bucket,
+                             s3_endpoint_url=endpoint, s3_access_key=ACCESS, s3_secret_key=SECRET)
+    async with LedgerService.open(settings, conninfo=machine_pg_url) as svc:
+        assert isinstance(svc.store, S3OutputStore)
+        job = (await svc.submit(JobRequest(params=GenerationParams(prompt="s3 fox", seed=2, steps=2)))).job
+        stop = asyncio.Event()
+        worker = Worker(svc.ledger, settings, svc.store, WorkerOptions(lease_seconds=3))
+        task = asyncio.create_task(worker.run(stop))
+        (done,) = await svc.wait([job.id], timeout=30)
+        stop.set()
+        await task
+        assert done.status == "succeeded" and len(done.outputs) == 1
+        output = done.outputs[0]
+        assert output.uri.startswith(f"s3://{bucket}/atelier/jobs/") and output.uri.endswith(".png")
+        link = svc.link(output.uri)
+    async with httpx.AsyncClient() as http:
+        fetched = await http.get(link)
+    assert fetched.status_code == 200 and fetched.content.startswith(b"\x89PNG")
+    assert hashlib.sha256(fetched.content).hexdigest() == output.sha256
