@@ -220,3 +220,25 @@ async def test_metrics_are_served_for_prometheus(svc: LedgerService) -> None:
     heartbeats = next(line for line in text.splitlines() if line.startswith("atelier_worker_heartbeats_total"))
     assert float(heartbeats.split()[-1]) >= 1
     assert "atelier_cache_hits_total 0.0" in text
+
+
+async def test_cancel_interrupts_a_running_prompt(tmp_path: Path, machine_pg_url: str) -> None:
+    with FakeComfyUI(step_seconds=0.2, models=INSTALLED_MODELS, output_dir=tmp_path / "slow") as slow:
+        settings = make_settings(tmp_path, slow.url)
+        async with LedgerService.open(settings, conninfo=machine_pg_url,
+                                      store=LocalOutputStore(tmp_path / "out")) as svc:
+            job = (await svc.submit(JobRequest(params=GenerationParams(prompt="long", seed=1, steps=200)))).job
+            async with running_worker(svc):
+                for _ in range(200):
+                    if (await svc.get(job.id)).status == "running":
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    pytest.fail("the job never started running")
+                flagged = await svc.cancel(job.id)
+                assert flagged.cancel_requested and flagged.status == "running"
+                (done,) = await svc.wait([job.id], timeout=20)
+        recorded = slow.history[job.prompt_id]["status"]
+        assert recorded["status_str"] == "error"  # ComfyUI recorded the interruption
+        assert slow.execution_counts[job.prompt_id] == 1
+    assert done.status == "cancelled" and done.outputs == []
