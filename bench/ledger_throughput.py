@@ -124,17 +124,16 @@ def bench_atelier(admin_url: str, total: int, data_dir: Path, batch: int = 1) ->
 # --- procrastinate ---------------------------------------------------------------------------------------
 
 
-def _procrastinate_app(conninfo: str):  # type: ignore[no-untyped-def]
-    """A procrastinate App with one task that does nothing."""
+async def _noop(i: int) -> None:
+    """The benchmark's empty task."""
+
+
+def _procrastinate_app(conninfo: str) -> tuple[Any, Any]:
+    """A procrastinate App with one task that does nothing (typed loosely: procrastinate is a bench-only extra)."""
     import procrastinate
 
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=4))
-
-    @app.task(name="noop")
-    async def noop(i: int) -> None:
-        """The benchmark's empty task."""
-
-    return app, noop
+    app: Any = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=4))
+    return app, app.task(name="noop")(_noop)
 
 
 async def _procrastinate_worker(conninfo: str, total: int, ready: mp.Event) -> None:  # type: ignore[valid-type]
