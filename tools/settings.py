@@ -76,6 +76,18 @@ class Settings(BaseSettings):
         3600, ge=1, le=604800, validation_alias="ATELIER_S3_LINK_SECONDS",
         description="How long a presigned output link stays valid.",
     )
+    embed_model: str | None = Field(
+        None, validation_alias="ATELIER_EMBED_MODEL",
+        description="Ollama embedding model for the memory (unset: the packaged all-MiniLM-L6-v2, offline).",
+    )
+    vision_model: str | None = Field(
+        None, validation_alias="ATELIER_VISION_MODEL",
+        description="Ollama vision model that captions images for the memory (unset: the prompt stands in).",
+    )
+    reuse_threshold: float = Field(
+        0.9, gt=0, le=1, validation_alias="ATELIER_REUSE_THRESHOLD",
+        description="A request at least this similar to an existing image is offered that image first.",
+    )
     lease_seconds: float = Field(
         30.0, ge=2, validation_alias="ATELIER_LEASE_SECONDS",
         description="A worker that sends no heartbeat for this long loses its jobs to another worker.",

@@ -145,8 +145,17 @@ CREATE TABLE workers (
 );
 """
 
+_MEMORY = """
+ALTER TABLE jobs ADD COLUMN rating smallint CHECK (rating BETWEEN 1 AND 5);
+ALTER TABLE jobs ADD COLUMN thumb smallint CHECK (thumb IN (-1, 1));
+ALTER TABLE jobs ADD COLUMN tags text[] NOT NULL DEFAULT '{}';
+ALTER TABLE jobs ADD COLUMN memory_indexed_at timestamptz;
+CREATE INDEX jobs_to_index ON jobs (finished_at) WHERE status = 'succeeded' AND memory_indexed_at IS NULL;
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, workers and their notifications", _JOBS),
+    Migration(2, "ratings, tags and memory indexing of jobs", _MEMORY),
 ]
 
 

@@ -77,6 +77,10 @@ class Job(BaseModel):
     cached_from: uuid.UUID | None
     previous_server: str | None = None
     recovered: bool = False
+    rating: int | None = None
+    thumb: int | None = None
+    tags: list[str] = Field(default_factory=list)
+    memory_indexed_at: datetime | None = None
     batch: str | None
     batch_row: int | None
     created_at: datetime

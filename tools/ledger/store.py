@@ -503,6 +503,34 @@ class JobLedger:
             )
             await conn.execute("SELECT pg_notify('atelier_jobs', '')")
 
+    async def unindexed(self, limit: int = 64) -> list[Job]:
+        """Succeeded jobs the memory has not indexed yet, oldest first."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT * FROM jobs WHERE status = 'succeeded' AND memory_indexed_at IS NULL "
+                "ORDER BY finished_at LIMIT %s",
+                (limit,),
+            )
+            return [Job.model_validate(row) for row in await cur.fetchall()]
+
+    async def mark_indexed(self, job_ids: Sequence[uuid.UUID]) -> None:
+        """Record that the memory holds these jobs' images."""
+        async with self.pool.connection() as conn:
+            await conn.execute("UPDATE jobs SET memory_indexed_at = now() WHERE id = ANY(%s)", (list(job_ids),))
+
+    async def rate(self, job_id: str | uuid.UUID, owner: str, *, rating: int | None, thumb: int | None) -> Job:
+        """Store a 1–5 rating and/or a thumb (+1/-1) on one of `owner`'s jobs."""
+        job = await self.get(job_id)
+        if job.owner != owner:
+            raise JobNotFoundError(str(job_id))  # someone else's job: as if it did not exist
+        updated = await self._one(
+            "UPDATE jobs SET rating = coalesce(%s, rating), thumb = coalesce(%s, thumb), updated_at = now() "
+            "WHERE id = %s RETURNING *",
+            (rating, thumb, job.id),
+        )
+        assert updated is not None
+        return updated
+
     async def is_cancel_requested(self, job: Job) -> bool:
         """Whether someone asked to cancel this job since it was claimed."""
         async with self.pool.connection() as conn:

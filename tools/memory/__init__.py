@@ -1,0 +1,1 @@
+"""Memory: documents and every image made, in Qdrant, for retrieval, reuse and style."""

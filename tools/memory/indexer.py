@@ -1,0 +1,89 @@
+"""Catch the memory up with the ledger: every succeeded job's images, indexed by the process owning the memory.
+
+Workers never touch the memory (local Qdrant allows one process); whichever process owns it (the chat,
+the API server, or `atelier memory index --follow`) indexes what the ledger says succeeded, on start and
+whenever a job succeeds (LISTEN atelier_status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import psycopg
+
+from tools.errors import AtelierError
+from tools.ledger.models import Job
+from tools.ledger.output_store import OutputStore
+from tools.ledger.store import JobLedger
+from tools.memory.images import caption_image, colour_layout, records_for_job
+from tools.memory.store import PIXEL_DIM, MemoryStore
+from tools.settings import Settings
+
+__all__ = ["MemoryIndexer"]
+
+log = logging.getLogger(__name__)
+
+
+class MemoryIndexer:
+    """Indexes succeeded jobs into the memory, once each."""
+
+    def __init__(self, ledger: JobLedger, memory: MemoryStore, outputs: OutputStore, settings: Settings) -> None:
+        self.ledger = ledger
+        self.memory = memory
+        self.outputs = outputs
+        self.settings = settings
+
+    def _prepare(self, job: Job) -> tuple[list[str | None], list[list[float]]]:
+        """Captions and colour layouts of a job's outputs (a missing file indexes with a neutral layout)."""
+        captions: list[str | None] = []
+        layouts: list[list[float]] = []
+        for output in job.outputs:
+            try:
+                data = self.outputs.read(output.uri)
+            except AtelierError as exc:
+                log.warning("job %s: %s; indexed without its pixels", job.id, exc)
+                captions.append(None)
+                layouts.append([1.0 / PIXEL_DIM**0.5] * PIXEL_DIM)
+                continue
+            captions.append(caption_image(self.settings, data))
+            layouts.append(colour_layout(data))
+        return captions, layouts
+
+    def index_jobs(self, jobs: list[Job]) -> int:
+        """Index these jobs' images now (blocking); how many images were stored."""
+        stored = 0
+        for job in jobs:
+            captions, layouts = self._prepare(job)
+            stored += self.memory.add_images(records_for_job(job, captions), layouts)
+        return stored
+
+    async def catch_up(self) -> int:
+        """Index every succeeded job not indexed yet; how many images were stored."""
+        total = 0
+        while True:
+            jobs = await self.ledger.unindexed()
+            if not jobs:
+                return total
+            total += await asyncio.to_thread(self.index_jobs, jobs)
+            await self.ledger.mark_indexed([j.id for j in jobs])
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        """Catch up, then again each time a job succeeds, until `stop` is set."""
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(self.ledger.conninfo, autocommit=True) as listen:
+                    await listen.execute("LISTEN atelier_status")
+                    await self.catch_up()
+                    while not stop.is_set():
+                        async with contextlib.aclosing(listen.notifies(timeout=1.0)) as notes:
+                            async for note in notes:
+                                if note.payload.endswith(" succeeded"):
+                                    break
+                            else:
+                                continue
+                        await self.catch_up()
+            except psycopg.Error as exc:
+                log.warning("memory indexer lost the database (%s); retrying", exc)
+                await asyncio.sleep(1.0)
