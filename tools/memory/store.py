@@ -58,8 +58,11 @@ class MemoryStore:
         self.location = location
 
     @classmethod
-    def open(cls, settings: Settings, embedder: Embedder | None = None) -> MemoryStore:
-        """QDRANT_URL when set, else local mode in the data folder; collections created or checked."""
+    def open(cls, settings: Settings, embedder: Embedder | None = None, *, verify_model: bool = True) -> MemoryStore:
+        """QDRANT_URL when set, else local mode in the data folder; collections created and their model checked.
+
+        `verify_model=False` skips the model check: only `reindex` should, since it repairs a mismatch.
+        """
         embedder = embedder or build_embedder(settings)
         if settings.qdrant_url:
             key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
@@ -80,7 +83,12 @@ class MemoryStore:
                 ) from None
             location = f"local {folder}"
         store = cls(client, embedder, location)
-        store.ensure_collections()
+        if verify_model:
+            try:
+                store.ensure_collections()
+            except BaseException:
+                store.close()
+                raise
         return store
 
     def close(self) -> None:

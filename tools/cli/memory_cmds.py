@@ -1,0 +1,218 @@
+"""`atelier ingest`, `atelier rate` and `atelier memory …`: documents and images in the Qdrant memory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tools.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from tools.memory.records import ImageHit
+    from tools.memory.tools import MemoryContext
+
+# The memory's modules (Qdrant, LangChain) take a second or more to import: commands import them when run,
+# so that `atelier worker` and the other commands start fast.
+
+__all__ = ["ingest", "memory_app", "rate"]
+
+memory_app = typer.Typer(help="Search, index and maintain the memory of documents and images.", no_args_is_help=True)
+
+
+@asynccontextmanager
+async def _context(settings: Settings, *, ledger: bool) -> AsyncIterator[MemoryContext]:
+    """The memory (and the ledger when needed), closed on exit."""
+    from tools.ledger.service import LedgerService
+    from tools.memory.store import MemoryStore
+    from tools.memory.tools import MemoryContext
+
+    memory = MemoryStore.open(settings)
+    try:
+        if not ledger:
+            yield MemoryContext(memory, settings)
+            return
+        async with LedgerService.open(settings) as svc:
+            yield MemoryContext(memory, settings, svc.ledger)
+    finally:
+        memory.close()
+
+
+def _image_table(hits: list[ImageHit]) -> Table:
+    """Images found, best first."""
+    table = Table("score", "job", "prompt", "workflow", "rating", "where")
+    for hit in hits:
+        image = hit.image
+        stars = "★" * (image.rating or 0) + (" 👍" if image.thumb == 1 else " 👎" if image.thumb == -1 else "")
+        table.add_row(f"{hit.score:.3f}", image.job_id[:8], image.prompt[:50], image.workflow, stars, image.uri)
+    return table
+
+
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="Markdown, text or PDF files, or folders of them."),
+    owner: str = typer.Option("shared", help="Whose documents these are ('shared': everyone's)."),
+) -> None:
+    """Chunk and embed documents into the memory; re-ingesting unchanged files adds nothing."""
+    from tools.memory.documents import chunk_file, find_documents
+    from tools.memory.store import MemoryStore
+
+    settings = load_settings()
+    files = find_documents(paths)
+    memory = MemoryStore.open(settings)
+    added = chunks = 0
+    try:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True)) as bar:
+            task = bar.add_task("ingesting", total=len(files))
+            for path in files:
+                bar.update(task, description=f"ingesting {path.name}")
+                pieces = chunk_file(path, owner)
+                chunks += len(pieces)
+                added += memory.add_documents(pieces)
+                bar.advance(task)
+    finally:
+        memory.close()
+    typer.echo(f"{len(files)} file(s), {chunks} chunk(s): {added} new, {chunks - added} already in the memory")
+
+
+def rate(
+    job_id: str = typer.Argument(..., help="The job whose image you rate."),
+    stars: int | None = typer.Option(None, min=1, max=5, help="1 to 5 stars."),
+    up: bool = typer.Option(False, "--up", help="Thumbs up."),
+    down: bool = typer.Option(False, "--down", help="Thumbs down."),
+    owner: str = typer.Option("cli", help="Whose image it is."),
+) -> None:
+    """Rate an image: stored in the ledger and in the memory, and used for your style profile."""
+    from tools.memory.tools import RateImageArgs, rate_image
+
+    thumb = "up" if up else "down" if down else None
+    try:
+        args = RateImageArgs(job_id=job_id, owner=owner, stars=stars, thumb=thumb)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc).splitlines()[-1]) from None
+
+    async def work() -> None:
+        async with _context(load_settings(), ledger=True) as ctx:
+            result = await rate_image(ctx, args)
+        typer.echo(f"{result.job_id}: stars {result.stars or '-'}, thumb {result.thumb or '-'}")
+
+    asyncio.run(work())
+
+
+@memory_app.command("search")
+def search(
+    query: str = typer.Argument(..., help="What you are looking for."),
+    images: bool = typer.Option(False, "--images", help="Search images instead of documents."),
+    owner: str = typer.Option("cli", help="Whose memory (plus shared items)."),
+    k: int = typer.Option(5, min=1, max=100, help="How many results."),
+    workflow: str | None = typer.Option(None, help="Images: only this workflow."),
+    min_rating: int | None = typer.Option(None, min=1, max=5, help="Images: only rated at least this."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per result."),
+) -> None:
+    """Search documents (with sources) or images (with scores)."""
+    from tools.memory.tools import SearchDocumentsArgs, SearchImagesArgs, search_documents, search_images
+
+    async def work() -> None:
+        async with _context(load_settings(), ledger=False) as ctx:
+            if images:
+                hits = await search_images(ctx, SearchImagesArgs(query=query, owner=owner, k=k, workflow=workflow,
+                                                                 min_rating=min_rating))
+                if as_json:
+                    for hit in hits:
+                        typer.echo(hit.model_dump_json())
+                else:
+                    Console().print(_image_table(hits))
+                return
+            found = await search_documents(ctx, SearchDocumentsArgs(query=query, owner=owner, k=k))
+            for doc in found:
+                if as_json:
+                    typer.echo(doc.model_dump_json())
+                else:
+                    Console().print(f"[bold]{doc.score:.3f}[/] {doc.citation()}\n  {doc.text[:300]}", highlight=False)
+
+    asyncio.run(work())
+
+
+@memory_app.command("similar")
+def similar(
+    target: str = typer.Argument(..., help="A job id in the memory, or an image file."),
+    by: str = typer.Option("meaning", help="meaning (caption/prompt) or look (colours and layout)."),
+    owner: str = typer.Option("cli", help="Whose memory (plus shared items)."),
+    k: int = typer.Option(8, min=1, max=100),
+) -> None:
+    """Images like a given one."""
+    from tools.memory.tools import SimilarImagesArgs, similar_images
+
+    is_file = Path(target).expanduser().is_file()
+    args = SimilarImagesArgs(owner=owner, k=k, by="look" if by == "look" else "meaning",
+                             job_id=None if is_file else target, image_path=target if is_file else None)
+
+    async def work() -> None:
+        async with _context(load_settings(), ledger=False) as ctx:
+            Console().print(_image_table(await similar_images(ctx, args)))
+
+    asyncio.run(work())
+
+
+@memory_app.command("style")
+def style(owner: str = typer.Option("cli", help="Whose taste."), limit: int = typer.Option(10, min=1)) -> None:
+    """Your best-rated modifiers, workflows and prompts."""
+    from tools.memory.tools import StyleProfileArgs, style_profile
+
+    async def work() -> None:
+        async with _context(load_settings(), ledger=False) as ctx:
+            profile = await style_profile(ctx, StyleProfileArgs(owner=owner, limit=limit))
+        typer.echo(json.dumps(profile.model_dump(), indent=2, ensure_ascii=False))
+
+    asyncio.run(work())
+
+
+@memory_app.command("index")
+def index(follow: bool = typer.Option(False, "--follow", help="Keep indexing as jobs succeed (Ctrl-C stops).")) -> None:
+    """Index the images of succeeded jobs not in the memory yet (this process owns the memory meanwhile)."""
+    from tools.ledger.service import LedgerService
+    from tools.memory.indexer import MemoryIndexer
+    from tools.memory.store import MemoryStore
+
+    async def work() -> None:
+        settings = load_settings()
+        memory = MemoryStore.open(settings)
+        try:
+            async with LedgerService.open(settings) as svc:
+                indexer = MemoryIndexer(svc.ledger, memory, svc.store, settings)
+                if not follow:
+                    typer.echo(f"{await indexer.catch_up()} image(s) indexed")
+                    return
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(signum, stop.set)
+                Console(stderr=True).print(f"indexing into {memory.location}; Ctrl-C to stop", highlight=False)
+                await indexer.follow(stop)
+        finally:
+            memory.close()
+
+    asyncio.run(work())
+
+
+@memory_app.command("reindex")
+def reindex() -> None:
+    """Re-embed every collection with the configured model (after changing ATELIER_EMBED_MODEL)."""
+    from tools.memory.store import DOCUMENTS, IMAGES, MemoryStore
+
+    memory = MemoryStore.open(load_settings(), verify_model=False)
+    try:
+        counts = memory.reindex()
+    finally:
+        memory.close()
+    typer.echo(f"re-embedded {counts.get(DOCUMENTS, 0)} document chunk(s) and {counts.get(IMAGES, 0)} image(s) "
+               f"with {memory.embedder.name}")
