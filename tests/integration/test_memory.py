@@ -322,3 +322,31 @@ def _tiny_pdf(text: str) -> bytes:
     out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
     out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
     return bytes(out)
+
+
+@pytest.mark.asyncio
+async def test_submit_with_reuse_offers_the_existing_image_instead_of_generating(
+    ledger_svc: LedgerService, settings: Settings, minilm: MiniLMEmbedder, machine_pg_url: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from tools.cli.main import app
+
+    fox = await finished_job(ledger_svc, "a red fox in the snow, watercolor", "ana", _png((200, 40, 30)))
+    store = MemoryStore.open(settings, minilm)
+    await MemoryIndexer(ledger_svc.ledger, store, ledger_svc.store, settings).catch_up()
+    store.close()
+    env = {"DATABASE_URL": machine_pg_url, "ATELIER_DATA_DIR": str(settings.data_dir), "COMFYUI_URLS": SERVER}
+    import asyncio
+
+    runner = CliRunner()
+    offered = await asyncio.to_thread(
+        runner.invoke, app, ["submit", "a red fox in snow, watercolor", "--reuse", "--owner", "ana"], env=env
+    )
+    assert offered.exit_code == 0, offered.output
+    assert offered.stdout.strip() == str(fox.id) and "run without --reuse to generate anyway" in offered.stderr
+    assert len(await ledger_svc.list_jobs()) == 1, "no job was queued"
+    fresh = await asyncio.to_thread(runner.invoke, app, ["submit", "a blue whale", "--reuse", "--owner", "ana"],
+                                    env=env)
+    assert fresh.exit_code == 0 and fresh.stdout.strip() != str(fox.id)
+    assert len(await ledger_svc.list_jobs()) == 2

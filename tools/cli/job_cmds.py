@@ -122,10 +122,15 @@ def submit(
     key: str | None = typer.Option(None, "--key", help="Idempotency key: the same key twice returns the same job."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Run on the GPU even if an identical job succeeded."),
     wait: bool = typer.Option(False, "--wait", help="Wait for the job to finish and print its outputs."),
+    reuse: bool = typer.Option(
+        False, "--reuse", help="First look in the memory: if an image close enough exists, offer it (no GPU)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the job as JSON."),
 ) -> None:
     """Queue one generation as a job and print its id (it runs on whichever worker is free)."""
     params = generation_params(prompt, negative, seed, steps, size, image)
+    if reuse and _offer_existing(prompt, owner):
+        return
     request = JobRequest(params=params, workflow=workflow, priority=priority, owner=owner,
                          idempotency_key=key, use_cache=not no_cache)
 
@@ -148,6 +153,31 @@ def submit(
             raise typer.Exit(1)
 
     _with_ledger(work)
+
+
+def _offer_existing(prompt: str, owner: str) -> bool:
+    """With --reuse: print an existing close-enough image and return True; False to go on and generate."""
+    from tools.memory.store import MemoryLockedError, MemoryStore
+    from tools.memory.tools import MemoryContext, ReuseArgs, suggest_reuse
+
+    settings = load_settings()
+    console = Console(stderr=True)
+    try:
+        memory = MemoryStore.open(settings)
+    except MemoryLockedError as exc:
+        console.print(f"[yellow]no reuse check:[/] {exc}", highlight=False)
+        return False
+    try:
+        found = asyncio.run(suggest_reuse(MemoryContext(memory, settings), ReuseArgs(prompt=prompt, owner=owner)))
+    finally:
+        memory.close()
+    if found is None:
+        return False
+    image = found.hit.image
+    typer.echo(image.job_id)
+    console.print(f"an earlier image is {found.hit.score:.2f} similar (threshold {found.threshold:.2f}): "
+                  f"{image.uri} — prompt {image.prompt!r}; run without --reuse to generate anyway", highlight=False)
+    return True
 
 
 def jobs(
