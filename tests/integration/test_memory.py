@@ -350,3 +350,16 @@ async def test_submit_with_reuse_offers_the_existing_image_instead_of_generating
                                     env=env)
     assert fresh.exit_code == 0 and fresh.stdout.strip() != str(fox.id)
     assert len(await ledger_svc.list_jobs()) == 2
+
+
+def test_re_ingesting_an_edited_file_replaces_only_what_changed(memory: MemoryStore, tmp_path: Path) -> None:
+    doc = tmp_path / "notes.md"
+    doc.write_text("# Notes\n\nThe studio opens at nine.\n\n" + "Keep the lens caps on. " * 60)
+    source = str(doc.resolve())
+    added, removed = memory.replace_source(source, "ana", chunk_file(doc, "ana"))
+    assert added > 0 and removed == 0
+    before = memory.count(DOCUMENTS)
+    doc.write_text(doc.read_text().replace("opens at nine", "opens at ten"))
+    added, removed = memory.replace_source(source, "ana", chunk_file(doc, "ana"))
+    assert added == removed == 1 and memory.count(DOCUMENTS) == before
+    assert "ten" in memory.search_documents("when does the studio open?", "ana", k=1)[0].text

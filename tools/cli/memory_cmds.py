@@ -68,7 +68,7 @@ def ingest(
     settings = load_settings()
     files = find_documents(paths)
     memory = MemoryStore.open(settings)
-    added = chunks = 0
+    added = removed = chunks = 0
     try:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=Console(stderr=True)) as bar:
@@ -77,11 +77,13 @@ def ingest(
                 bar.update(task, description=f"ingesting {path.name}")
                 pieces = chunk_file(path, owner)
                 chunks += len(pieces)
-                added += memory.add_documents(pieces)
+                new, gone = memory.replace_source(str(path.expanduser().resolve()), owner, pieces)
+                added, removed = added + new, removed + gone
                 bar.advance(task)
     finally:
         memory.close()
-    typer.echo(f"{len(files)} file(s), {chunks} chunk(s): {added} new, {chunks - added} already in the memory")
+    typer.echo(f"{len(files)} file(s), {chunks} chunk(s): {added} new, {chunks - added} already in the memory, "
+               f"{removed} outdated removed")
 
 
 def rate(

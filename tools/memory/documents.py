@@ -74,6 +74,7 @@ def chunk_file(path: Path, owner: str) -> list[DocumentChunk]:
     else:
         splitter = RecursiveCharacterTextSplitter(chunk_size=CHUNK_SIZE, chunk_overlap=CHUNK_OVERLAP)
     chunks: list[DocumentChunk] = []
+    seen: set[str] = set()
     title: str | None = None
     source = str(path.expanduser().resolve())
     for page, text in _pages(path):
@@ -82,6 +83,9 @@ def chunk_file(path: Path, owner: str) -> list[DocumentChunk]:
             if not piece.strip():
                 continue
             digest = hashlib.sha256(f"{source}\n{piece}".encode()).hexdigest()
+            if digest in seen:  # the same passage twice in one file is stored once
+                continue
+            seen.add(digest)
             chunks.append(DocumentChunk(text=piece, owner=owner, source=source, title=title, chunk=len(chunks),
                                         content_hash=digest, page=page))
     return chunks

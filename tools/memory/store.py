@@ -169,6 +169,25 @@ class MemoryStore:
         self.client.upsert(DOCUMENTS, points)
         return len(fresh)
 
+    def replace_source(self, source: str, owner: str, chunks: Sequence[DocumentChunk]) -> tuple[int, int]:
+        """Make the stored chunks of one file (for one owner) exactly `chunks`: (added, removed)."""
+        keep = {c.point_id for c in chunks}
+        only = models.Filter(must=[
+            models.FieldCondition(key="metadata.source", match=models.MatchValue(value=source)),
+            models.FieldCondition(key="metadata.owner", match=models.MatchValue(value=owner)),
+        ])
+        stale: list[Any] = []
+        offset: Any = None
+        while True:
+            points, offset = self.client.scroll(DOCUMENTS, scroll_filter=only, limit=256, offset=offset,
+                                                with_payload=False)
+            stale.extend(p.id for p in points if str(p.id) not in keep)
+            if offset is None:
+                break
+        if stale:
+            self.client.delete(DOCUMENTS, points_selector=models.PointIdsList(points=stale))
+        return self.add_documents(chunks), len(stale)
+
     def search_documents(self, query: str, owner: str, k: int = 5) -> list[DocumentHit]:
         """The chunks most related to `query` that `owner` may see."""
         vector = self.embedder.embed([query])[0]
