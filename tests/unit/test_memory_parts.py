@@ -78,7 +78,7 @@ def test_captions_come_from_the_vision_model_or_not_at_all() -> None:
     settings = load_settings(vision_model="llava")
     assert caption_image(settings, _png((255, 0, 0)), transport=httpx.MockTransport(chat)) == "A red square."
     message = seen[0]["messages"][0]  # type: ignore[index]
-    assert seen[0]["model"] == "llava" and message["images"]  # type: ignore[index]
+    assert seen[0]["model"] == "llava" and message["images"]
     assert caption_image(load_settings(), _png((255, 0, 0))) is None
 
     def broken(request: httpx.Request) -> httpx.Response:
