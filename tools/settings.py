@@ -76,6 +76,18 @@ class Settings(BaseSettings):
         3600, ge=1, le=604800, validation_alias="ATELIER_S3_LINK_SECONDS",
         description="How long a presigned output link stays valid.",
     )
+    chat_model: str = Field("llama3.2", validation_alias="ATELIER_CHAT_MODEL",
+                            description="Ollama chat model the agents think with.")
+    approval_cost: float = Field(
+        0.05, ge=0, validation_alias="ATELIER_APPROVAL_COST",
+        description="A plan estimated to cost more than this waits for a person's approval.",
+    )
+    approval_gpu_seconds: float = Field(
+        120.0, ge=0, validation_alias="ATELIER_APPROVAL_GPU_SECONDS",
+        description="A plan estimated to need more GPU time than this waits for approval.",
+    )
+    max_hops: int = Field(8, ge=2, le=50, validation_alias="ATELIER_MAX_HOPS",
+                          description="Agent hops per request before the supervisor stops a loop.")
     embed_model: str | None = Field(
         None, validation_alias="ATELIER_EMBED_MODEL",
         description="Ollama embedding model for the memory (unset: the packaged all-MiniLM-L6-v2, offline).",

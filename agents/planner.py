@@ -1,0 +1,32 @@
+"""Planner: breaks a request into image briefs (a product showcase: hero, lifestyle, detail, thumbnail)."""
+
+from __future__ import annotations
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, SystemMessage
+from pydantic import BaseModel, Field
+
+from agents.llm import Meter, call_structured
+from agents.prompts import PLANNER_SYSTEM
+
+__all__ = ["Brief", "Plan", "plan_request"]
+
+
+class Brief(BaseModel):
+    """One image to make: what it is for, what it shows, and how."""
+
+    purpose: str = Field(..., description="hero, lifestyle, detail, thumbnail, illustration, …")
+    subject: str = Field(..., min_length=1, description="What is in the picture.")
+    notes: str = Field("", description="Light, setting, composition.")
+
+
+class Plan(BaseModel):
+    """The planner's answer."""
+
+    briefs: list[Brief] = Field(..., min_length=1, max_length=12)
+
+
+async def plan_request(llm: BaseChatModel, request: str, meter: Meter) -> Plan:
+    """One structured call: the briefs for a request."""
+    messages = [SystemMessage(PLANNER_SYSTEM), HumanMessage(request)]
+    return await call_structured(llm, Plan, messages, meter)

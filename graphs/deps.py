@@ -1,0 +1,69 @@
+"""What the supervisor's agents act through: settings, the chat model, the ledger, the memory, live VRAM."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from langchain_core.language_models import BaseChatModel
+
+from agents.llm import build_chat_model
+from tools.errors import AtelierError
+from tools.ledger.service import LedgerService
+from tools.memory.store import MemoryStore
+from tools.settings import Settings
+
+__all__ = ["SupervisorDeps", "comfy_vram_free"]
+
+
+async def comfy_vram_free(settings: Settings) -> float | None:
+    """The most free VRAM any configured ComfyUI reports (GB); None when none answers."""
+    from tools.comfyui.rest import ComfyREST
+
+    best: float | None = None
+    for url in settings.comfyui_urls:
+        rest = ComfyREST(url, timeout=3.0)
+        try:
+            stats = await rest.system_stats()
+            best = max(best or 0.0, stats.vram_free_gb)
+        except AtelierError:
+            continue
+        finally:
+            await rest.aclose()
+    return best
+
+
+@dataclass
+class SupervisorDeps:
+    """Everything the graph touches, injected (tests pass fakes; the default opens services on first use)."""
+
+    settings: Settings
+    llm: BaseChatModel | None = None
+    ledger: LedgerService | None = None
+    memory: MemoryStore | None = None
+    vram_probe: Callable[[], Awaitable[float | None]] | None = None
+    open_services: bool = False
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
+
+    def chat_model(self) -> BaseChatModel:
+        """The agents' chat model (ChatOllama from settings unless one was injected)."""
+        if self.llm is None:
+            self.llm = build_chat_model(self.settings)
+        return self.llm
+
+    async def get_ledger(self) -> LedgerService | None:
+        """The job ledger; opened on first use when `open_services` (the default graph), else as injected."""
+        if self.ledger is None and self.open_services:
+            self.ledger = await self._stack.enter_async_context(LedgerService.open(self.settings))
+        return self.ledger
+
+    async def vram_free_gb(self) -> float | None:
+        """Free VRAM right now (from /system_stats)."""
+        if self.vram_probe is not None:
+            return await self.vram_probe()
+        return await comfy_vram_free(self.settings)
+
+    async def aclose(self) -> None:
+        """Close what was opened on first use."""
+        await self._stack.aclose()

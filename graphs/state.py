@@ -1,0 +1,41 @@
+"""The supervisor's typed state: the conversation, the routing trail and what each hop cost."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Literal, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+__all__ = ["INTENTS", "Hop", "Intent", "SupervisorState"]
+
+Intent = Literal["answer", "generate", "illustrate", "retrieve", "plan", "cost"]
+INTENTS: tuple[str, ...] = ("answer", "generate", "illustrate", "retrieve", "plan", "cost")
+
+
+class Hop(TypedDict):
+    """One agent step: who acted, how many LLM calls and tokens it spent, and how long it took."""
+
+    agent: str
+    llm_calls: int
+    prompt_tokens: int
+    output_tokens: int
+    seconds: float
+
+
+class SupervisorState(TypedDict, total=False):
+    """Per-thread data; `messages` and `hops` accumulate, the rest is replaced by each node."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    owner: str
+    mode: Literal["auto", "text", "image"]
+    intent: Intent
+    routed_by: Literal["rules", "llm"]
+    briefs: list[dict[str, Any]]
+    estimate: dict[str, Any]
+    decision: dict[str, Any]
+    jobs: list[str]
+    trail: list[str]
+    hops: Annotated[list[Hop], operator.add]
+    stopped: str

@@ -1,0 +1,287 @@
+"""The supervisor graph: route each request (rules first), run the agents for its intent, approve, submit.
+
+Per intent, the supervisor runs a fixed pipeline of agents and checks a hop budget and repeats on every
+step, so agents can never ping-pong:
+    answer      → answer                      (exactly one LLM call)
+    retrieve    → retrieve                    (one LLM call over cited passages)
+    cost        → cost                        (no LLM call: the catalog and live VRAM)
+    generate    → design → approve → submit   (no LLM call)
+    illustrate  → answer → design → approve → submit
+    plan        → plan → design → approve → submit
+Only a request the rules find ambiguous costs one extra structured-output call to classify it.
+`approve` pauses with `interrupt()` when the estimate exceeds the settings' cost or GPU-time threshold;
+`Command(resume={"action": "approve" | "reject" | "edit", "prompts": [...]})` continues. Jobs go to the
+ledger under keys made of the thread, the turn's message and the image index: a resumed or repeated
+run never queues an image twice.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import interrupt
+from pydantic import BaseModel
+
+from agents.cost_router import choose_route
+from agents.llm import LLMUnavailableError, Meter, call_llm, call_structured
+from agents.planner import Brief, plan_request
+from agents.prompts import ANSWER_SYSTEM, INTENT_SYSTEM
+from agents.rag_retriever import answer_from_documents
+from agents.visual_designer import Design, design_image
+from graphs.deps import SupervisorDeps
+from graphs.routing import classify
+from graphs.state import Intent, SupervisorState
+from tools.errors import AtelierError
+from tools.memory.style import StyleProfile, build_profile
+from tools.settings import load_settings
+
+__all__ = ["PIPELINES", "IntentChoice", "build_supervisor", "graph"]
+
+PIPELINES: dict[str, list[str]] = {
+    "answer": ["answer"],
+    "retrieve": ["retrieve"],
+    "cost": ["cost"],
+    "generate": ["design", "approve", "submit"],
+    "illustrate": ["answer", "design", "approve", "submit"],
+    "plan": ["plan", "design", "approve", "submit"],
+}
+_LEADING = re.compile(r"^\s*(please\s+)?(generate|render|draw|paint|sketch|make|create|give me|show me|illustrate|"
+                      r"visuali[sz]e)\s+(me\s+)?(an?\s+)?((image|picture|photo|illustration)\s+(of\s+)?)?", re.I)
+
+
+class IntentChoice(BaseModel):
+    """The LLM's classification of an ambiguous request."""
+
+    intent: Literal["answer", "generate", "illustrate", "retrieve", "plan", "cost"]
+
+
+def _last_human(state: SupervisorState) -> HumanMessage:
+    """The message that started this turn."""
+    for message in reversed(state.get("messages", [])):
+        if isinstance(message, HumanMessage):
+            return message
+    raise AtelierError("the conversation has no user message to act on")
+
+
+def _text(message: BaseMessage) -> str:
+    """A message's text content."""
+    return message.content if isinstance(message.content, str) else str(message.content)
+
+
+def _done(state: SupervisorState, agent: str, meter: Meter, **update: Any) -> dict[str, Any]:
+    """A node's update: its hop, the trail extended, plus whatever it changed."""
+    return {"trail": [*state.get("trail", []), agent], "hops": [meter.hop()], **update}
+
+
+def _failure(state: SupervisorState, agent: str, meter: Meter, exc: AtelierError) -> dict[str, Any]:
+    """End the turn with a message that names the problem and the fix (never a crash)."""
+    return _done(state, agent, meter, messages=[AIMessage(f"I could not finish that: {exc}")], stopped=str(exc))
+
+
+def build_supervisor(*, deps: SupervisorDeps) -> StateGraph[SupervisorState]:
+    """The uncompiled supervisor graph (the caller picks the checkpointer)."""
+    settings = deps.settings
+
+    async def begin(state: SupervisorState) -> dict[str, Any]:
+        """A new turn: forget the previous turn's routing and designs."""
+        return {"intent": None, "routed_by": None, "trail": [], "briefs": [], "estimate": {}, "decision": {},
+                "jobs": [], "stopped": None}
+
+    def supervise(state: SupervisorState) -> str:
+        """The next agent for this turn's intent, or the end; stops loops and over-long turns."""
+        if state.get("stopped"):
+            return END
+        intent = state.get("intent")
+        if intent is None:
+            return "classify"
+        trail = state.get("trail", [])
+        if len(trail) >= settings.max_hops or (len(trail) >= 3 and len(set(trail[-3:])) == 1):
+            return "halt"
+        for step in PIPELINES[intent]:
+            if step not in trail:
+                return step
+        return END
+
+    async def halt(state: SupervisorState) -> dict[str, Any]:
+        """End a turn that went round in circles, saying so."""
+        trail = " → ".join(state.get("trail", []))
+        message = f"I stopped after {len(state.get('trail', []))} steps without finishing ({trail}); please rephrase."
+        return {"messages": [AIMessage(message)], "stopped": "hop budget"}
+
+    async def classify_node(state: SupervisorState) -> dict[str, Any]:
+        """Rules first; one structured LLM call only when they find the request ambiguous."""
+        meter = Meter("classify")
+        text = _text(_last_human(state))
+        intent: Intent | None = classify(text)
+        routed_by = "rules"
+        if state.get("mode") == "image" and intent == "answer":
+            intent = "illustrate"
+        if intent is None:
+            try:
+                choice = await call_structured(deps.chat_model(), IntentChoice,
+                                               [SystemMessage(INTENT_SYSTEM), HumanMessage(text)], meter)
+            except LLMUnavailableError as exc:
+                return _failure(state, "classify", meter, exc)
+            intent, routed_by = choice.intent, "llm"
+        if intent == "answer" and state.get("mode", "auto") == "auto" and _wants_picture(text):
+            intent = "illustrate"
+        return {"intent": intent, "routed_by": routed_by, "hops": [meter.hop()]}
+
+    async def answer(state: SupervisorState) -> dict[str, Any]:
+        """Answer in words: one LLM call over the conversation."""
+        meter = Meter("answer")
+        system = ANSWER_SYSTEM + (" An image is being made for this answer." if state.get("intent") == "illustrate"
+                                  else "")
+        try:
+            reply = await call_llm(deps.chat_model(), [SystemMessage(system), *state.get("messages", [])], meter)
+        except LLMUnavailableError as exc:
+            return _failure(state, "answer", meter, exc)
+        return _done(state, "answer", meter, messages=[reply])
+
+    async def retrieve(state: SupervisorState) -> dict[str, Any]:
+        """Answer from the owner's documents with citations."""
+        meter = Meter("retrieve")
+        try:
+            reply, _hits = await answer_from_documents(deps.chat_model(), deps.memory, _text(_last_human(state)),
+                                                       state.get("owner", "anonymous"), meter)
+        except LLMUnavailableError as exc:
+            return _failure(state, "retrieve", meter, exc)
+        return _done(state, "retrieve", meter, messages=[reply])
+
+    async def cost(state: SupervisorState) -> dict[str, Any]:
+        """Which workflow, how long and how much: from the catalog and live VRAM, no LLM call."""
+        meter = Meter("cost")
+        text = _text(_last_human(state)).lower()
+        count = int(match.group(1)) if (match := re.search(r"\b(\d{1,4})\b", text)) else 1
+        purpose = next((p for p in ("hero", "lifestyle", "detail", "thumbnail") if p in text), None)
+        urgency = "immediate" if any(w in text for w in ("fast", "quick", "now", "urgent")) else "standard"
+        try:
+            route = choose_route(purpose, urgency=urgency, vram_free_gb=await deps.vram_free_gb())
+        except AtelierError as exc:
+            return _failure(state, "cost", meter, exc)
+        reply = (f"For {count} image(s) I would use {route.reason}. Estimate: ~{route.seconds * count:g} s of GPU "
+                 f"time and {route.cost * count:.4f} in cost.")
+        return _done(state, "cost", meter, messages=[AIMessage(reply)],
+                     estimate={"images": count, "seconds": route.seconds * count, "cost": route.cost * count})
+
+    async def plan(state: SupervisorState) -> dict[str, Any]:
+        """The planner's briefs (one structured LLM call)."""
+        meter = Meter("plan")
+        try:
+            result = await plan_request(deps.chat_model(), _text(_last_human(state)), meter)
+        except LLMUnavailableError as exc:
+            return _failure(state, "plan", meter, exc)
+        return _done(state, "plan", meter, briefs=[b.model_dump() for b in result.briefs])
+
+    async def design(state: SupervisorState) -> dict[str, Any]:
+        """Briefs → prompts and values, each routed to a workflow by purpose and live VRAM (no LLM call)."""
+        meter = Meter("design")
+        briefs = [Brief.model_validate(b) for b in state.get("briefs", [])] or [_brief_from(state)]
+        try:
+            vram = await deps.vram_free_gb()
+            style = _style(deps, state.get("owner", "anonymous"))
+            designs = [design_image(b, choose_route(b.purpose, vram_free_gb=vram), style) for b in briefs]
+        except AtelierError as exc:
+            return _failure(state, "design", meter, exc)
+        estimate = {"images": len(designs), "seconds": sum(d.route.seconds for d in designs),
+                    "cost": round(sum(d.route.cost for d in designs), 6)}
+        return _done(state, "design", meter, briefs=[d.model_dump(mode="json") for d in designs], estimate=estimate)
+
+    async def approve(state: SupervisorState) -> dict[str, Any]:
+        """Pause for a person when the estimate is above the thresholds; apply their decision."""
+        meter = Meter("approve")
+        estimate = state.get("estimate", {})
+        needs = (estimate.get("cost", 0) > settings.approval_cost
+                 or estimate.get("seconds", 0) > settings.approval_gpu_seconds)
+        if not needs:
+            return _done(state, "approve", meter, decision={"action": "approve", "by": "threshold"})
+        designs = [Design.model_validate(d) for d in state.get("briefs", [])]
+        answer = interrupt({
+            "question": "Generate these images?", "estimate": estimate,
+            "images": [{"purpose": d.brief.purpose, "workflow": d.route.workflow, "prompt": d.params.prompt}
+                       for d in designs],
+            "options": ["approve", "edit", "reject"],
+        })
+        decision = answer if isinstance(answer, dict) else {"action": str(answer)}
+        update: dict[str, Any] = {"decision": decision}
+        if decision.get("action") == "edit" and isinstance(decision.get("prompts"), list):
+            for d, prompt in zip(designs, decision["prompts"], strict=False):
+                d.params = d.params.model_copy(update={"prompt": str(prompt)})
+            update["briefs"] = [d.model_dump(mode="json") for d in designs]
+        if decision.get("action") == "reject":
+            update["messages"] = [AIMessage("Understood: nothing was generated.")]
+            update["stopped"] = "rejected"
+        return _done(state, "approve", meter, **update)
+
+    async def submit(state: SupervisorState, config: RunnableConfig) -> dict[str, Any]:
+        """Queue the approved images in the ledger, once each (idempotency keys)."""
+        meter = Meter("submit")
+        designs = [Design.model_validate(d) for d in state.get("briefs", [])]
+        ledger = await deps.get_ledger()
+        if ledger is None:
+            summary = "; ".join(d.params.prompt for d in designs)
+            return _done(state, "submit", meter, messages=[AIMessage(f"(No job ledger configured.) I would make: "
+                                                                     f"{summary}")])
+        thread = str((config.get("configurable") or {}).get("thread_id", "no-thread"))
+        turn = _last_human(state).id or "turn"
+        owner = state.get("owner", "anonymous")
+        requests = [d.job_request(owner, f"chat:{thread}:{turn}:{i}") for i, d in enumerate(designs)]
+        results = await ledger.submit_many(requests)
+        jobs = [str(r.job.id) for r in results if not isinstance(r, AtelierError)]
+        errors = [str(r) for r in results if isinstance(r, AtelierError)]
+        lines = [f"- {d.brief.purpose}: {d.route.workflow} (job {job[:8]})" for d, job in zip(designs, jobs,
+                                                                                             strict=False)]
+        text = f"Queued {len(jobs)} image(s):\n" + "\n".join(lines)
+        if errors:
+            text += "\nNot queued: " + "; ".join(errors)
+        return _done(state, "submit", meter, messages=[AIMessage(text)], jobs=jobs)
+
+    builder: StateGraph[SupervisorState] = StateGraph(SupervisorState)
+    for name, node in (("begin", begin), ("classify", classify_node), ("answer", answer), ("retrieve", retrieve),
+                       ("cost", cost), ("plan", plan), ("design", design), ("approve", approve),
+                       ("submit", submit), ("halt", halt)):
+        builder.add_node(name, node)
+    builder.add_edge(START, "begin")
+    targets = ["classify", "answer", "retrieve", "cost", "plan", "design", "approve", "submit", "halt", END]
+    builder.add_conditional_edges("begin", supervise, targets)
+    for name in targets[:-2]:
+        builder.add_conditional_edges(name, supervise, targets)
+    builder.add_edge("halt", END)
+    return builder
+
+
+_PICTURE = re.compile(r"\b(look like|looks like|what does|picture|scene|view of)\b", re.I)
+
+
+def _wants_picture(text: str) -> bool:
+    """In auto mode: would this answer benefit from a picture (a described scene, how something looks)?"""
+    return bool(_PICTURE.search(text))
+
+
+def _brief_from(state: SupervisorState) -> Brief:
+    """A single brief from the request itself (generate / illustrate): the subject without the command words."""
+    text = _text(_last_human(state)).strip().rstrip("?.!")
+    subject = _LEADING.sub("", text).strip() or text
+    purpose = next((p for p in ("hero", "lifestyle", "detail", "thumbnail") if p in text.lower()), "illustration")
+    return Brief(purpose=purpose, subject=subject)
+
+
+def _style(deps: SupervisorDeps, owner: str) -> StyleProfile | None:
+    """The owner's style profile from the memory (None without a memory)."""
+    if deps.memory is None:
+        return None
+    return build_profile(owner, deps.memory.owned_images(owner))
+
+
+def _default_graph() -> CompiledStateGraph[SupervisorState, Any, SupervisorState, SupervisorState]:
+    """The graph `langgraph.json` serves: services opened on first use, the server's checkpointer."""
+    deps = SupervisorDeps(settings=load_settings(), open_services=True)
+    return build_supervisor(deps=deps).compile(name="supervisor")
+
+
+graph = _default_graph()

@@ -1,0 +1,59 @@
+"""A scripted chat model for graph tests: replies in order, records every call, supports structured output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable, RunnableLambda
+from pydantic import BaseModel, Field, PrivateAttr
+
+
+class ScriptedChatModel(BaseChatModel):
+    """Answers each call with the next scripted reply (text, or a dict for structured output)."""
+
+    replies: list[str | dict[str, Any]] = Field(default_factory=list)
+    _calls: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        """LangChain's type tag."""
+        return "scripted"
+
+    @property
+    def calls(self) -> list[list[BaseMessage]]:
+        """The messages of every call so far."""
+        return self._calls
+
+    def _next(self, messages: Sequence[BaseMessage]) -> AIMessage:
+        """Pop the next reply as an AIMessage with token usage."""
+        self._calls.append(list(messages))
+        if not self.replies:
+            raise AssertionError(f"unexpected LLM call #{len(self._calls)}: {messages[-1].content!r}")
+        reply = self.replies.pop(0)
+        content = json.dumps(reply) if isinstance(reply, dict) else reply
+        prompt_tokens = sum(len(str(m.content).split()) for m in messages)
+        return AIMessage(content=content, usage_metadata={"input_tokens": prompt_tokens,
+                                                          "output_tokens": len(content.split()),
+                                                          "total_tokens": prompt_tokens + len(content.split())})
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        """One scripted reply."""
+        return ChatResult(generations=[ChatGeneration(message=self._next(messages))])
+
+    def with_structured_output(self, schema: Any, *, include_raw: bool = False, **kwargs: Any) -> Runnable[Any, Any]:
+        """Parse the next scripted reply (a dict) into `schema`."""
+
+        def run(messages: Any) -> Any:
+            raw = self._next(messages if isinstance(messages, list) else messages.to_messages())
+            parsed = schema.model_validate(json.loads(str(raw.content))) if isinstance(schema, type) and issubclass(
+                schema, BaseModel) else json.loads(str(raw.content))
+            return {"raw": raw, "parsed": parsed, "parsing_error": None} if include_raw else parsed
+
+        return RunnableLambda(run)

@@ -1,0 +1,178 @@
+"""The supervisor graph with a scripted chat model: whole message sequences per intent, approval, errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from graphs.deps import SupervisorDeps
+from graphs.routing import classify
+from graphs.supervisor import build_supervisor
+from tests.fakes.chat_model import ScriptedChatModel
+from tools.ledger.output_store import LocalOutputStore
+from tools.ledger.service import LedgerService
+from tools.settings import Settings, load_settings
+
+pytestmark = pytest.mark.asyncio
+
+SHOWCASE = {"briefs": [
+    {"purpose": "hero", "subject": "a copper espresso cup", "notes": "dark walnut table"},
+    {"purpose": "lifestyle", "subject": "a copper espresso cup in a cafe", "notes": "morning light"},
+    {"purpose": "detail", "subject": "the rim of a copper espresso cup", "notes": ""},
+    {"purpose": "thumbnail", "subject": "a copper espresso cup", "notes": ""},
+]}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Thresholds low enough that a four-image plan needs approval but one image does not."""
+    return load_settings(data_dir=tmp_path / "d", comfyui_urls="http://127.0.0.1:9", approval_cost=0.02,
+                         approval_gpu_seconds=60)
+
+
+@pytest_asyncio.fixture
+async def ledger(machine_pg_url: str, settings: Settings) -> AsyncIterator[LedgerService]:
+    """A ledger on a fresh database."""
+    async with LedgerService.open(settings, conninfo=machine_pg_url,
+                                  store=LocalOutputStore(settings.data_dir / "out")) as svc:
+        yield svc
+
+
+def make_graph(settings: Settings, llm: ScriptedChatModel, ledger: LedgerService | None = None) -> Any:
+    """The compiled supervisor with an in-memory checkpointer and 24 GB of free VRAM."""
+
+    async def vram() -> float:
+        return 24.0
+
+    deps = SupervisorDeps(settings=settings, llm=llm, ledger=ledger, vram_probe=vram)
+    return build_supervisor(deps=deps).compile(checkpointer=InMemorySaver())
+
+
+def config(thread: str) -> dict[str, Any]:
+    """A run config for one thread."""
+    return {"configurable": {"thread_id": thread}}
+
+
+def kinds(messages: list[Any]) -> list[str]:
+    """human/ai per message."""
+    return ["human" if isinstance(m, HumanMessage) else "ai" for m in messages]
+
+
+async def test_rules_route_clear_intents_and_leave_ties_to_the_llm() -> None:
+    assert classify("What is the capital of France?") == "answer"
+    assert classify("Generate a red fox in the snow") == "generate"
+    assert classify("show me what a cyberpunk cafe looks like") == "illustrate"
+    assert classify("Plan a product showcase for our mug: hero, lifestyle, detail and thumbnail") == "plan"
+    assert classify("according to our brand guide, what background do we use?") == "retrieve"
+    assert classify("how much would 20 images cost?") == "cost"
+    assert classify("draw how much it would cost") is None
+
+
+async def test_a_plain_question_costs_exactly_one_llm_call(settings: Settings) -> None:
+    llm = ScriptedChatModel(replies=["Paris."])
+    graph = make_graph(settings, llm)
+    out = await graph.ainvoke({"messages": [HumanMessage("What is the capital of France?")]}, config("q"))
+    assert kinds(out["messages"]) == ["human", "ai"] and out["messages"][-1].content == "Paris."
+    assert len(llm.calls) == 1 and out["intent"] == "answer" and out["routed_by"] == "rules"
+    assert sum(h["llm_calls"] for h in out["hops"]) == 1
+    assert [h["agent"] for h in out["hops"]] == ["classify", "answer"]
+    assert out["hops"][1]["prompt_tokens"] > 0
+
+
+async def test_an_ambiguous_request_spends_one_classification_call(settings: Settings) -> None:
+    llm = ScriptedChatModel(replies=[{"intent": "cost"}])
+    graph = make_graph(settings, llm)
+    out = await graph.ainvoke({"messages": [HumanMessage("draw how much it would cost")]}, config("amb"))
+    assert out["routed_by"] == "llm" and out["intent"] == "cost" and len(llm.calls) == 1
+    assert "txt2img" in out["messages"][-1].content
+
+
+async def test_generate_queues_one_job_without_any_llm_call(settings: Settings, ledger: LedgerService) -> None:
+    llm = ScriptedChatModel(replies=[])
+    graph = make_graph(settings, llm, ledger)
+    out = await graph.ainvoke({"messages": [HumanMessage("Generate a red fox in the snow")], "owner": "ana"},
+                              config("gen"))
+    assert kinds(out["messages"]) == ["human", "ai"] and llm.calls == []
+    assert out["messages"][-1].content.startswith("Queued 1 image(s)")
+    (job,) = await ledger.list_jobs()
+    assert job.owner == "ana" and job.params["prompt"].startswith("red fox in the snow")
+    assert job.workflow == "txt2img" and str(job.id) in out["jobs"]
+
+
+async def test_illustrate_answers_first_then_queues_the_picture(settings: Settings, ledger: LedgerService) -> None:
+    llm = ScriptedChatModel(replies=["A cyberpunk cafe glows with neon signs."])
+    graph = make_graph(settings, llm, ledger)
+    out = await graph.ainvoke({"messages": [HumanMessage("show me what a cyberpunk cafe looks like")]}, config("il"))
+    assert kinds(out["messages"]) == ["human", "ai", "ai"]
+    assert out["messages"][1].content.startswith("A cyberpunk cafe") and "Queued 1" in out["messages"][2].content
+    assert "An image is being made" in str(llm.calls[0][0].content)
+    assert len(await ledger.list_jobs()) == 1
+
+
+async def test_a_costly_plan_waits_for_approval_and_generates_each_image_once(
+    settings: Settings, ledger: LedgerService
+) -> None:
+    llm = ScriptedChatModel(replies=[SHOWCASE])
+    graph = make_graph(settings, llm, ledger)
+    ask = {"messages": [HumanMessage("Plan a product showcase for our copper espresso cup")], "owner": "ana"}
+    paused = await graph.ainvoke(ask, config("plan"))
+    pending = paused["__interrupt__"][0].value
+    assert pending["estimate"]["images"] == 4 and pending["estimate"]["cost"] > settings.approval_cost
+    assert [i["purpose"] for i in pending["images"]] == ["hero", "lifestyle", "detail", "thumbnail"]
+    assert pending["images"][0]["workflow"] == "txt2img-hq" and await ledger.list_jobs() == []
+    done = await graph.ainvoke(Command(resume={"action": "approve"}), config("plan"))
+    assert kinds(done["messages"]) == ["human", "ai"] and "Queued 4 image(s)" in done["messages"][-1].content
+    again = await graph.ainvoke(Command(resume={"action": "approve"}), config("plan"))  # a duplicate resume
+    assert again["jobs"] == done["jobs"]
+    assert len(await ledger.list_jobs()) == 4 and len(llm.calls) == 1
+
+
+async def test_a_rejected_plan_generates_nothing_and_an_edit_changes_the_prompts(
+    settings: Settings, ledger: LedgerService
+) -> None:
+    llm = ScriptedChatModel(replies=[SHOWCASE, SHOWCASE])
+    graph = make_graph(settings, llm, ledger)
+    ask = {"messages": [HumanMessage("Plan a product showcase for our copper espresso cup")]}
+    await graph.ainvoke(ask, config("no"))
+    rejected = await graph.ainvoke(Command(resume={"action": "reject"}), config("no"))
+    assert rejected["messages"][-1].content == "Understood: nothing was generated."
+    assert await ledger.list_jobs() == []
+    await graph.ainvoke(ask, config("edit"))
+    prompts = ["cup A", "cup B", "cup C", "cup D"]
+    await graph.ainvoke(Command(resume={"action": "edit", "prompts": prompts}), config("edit"))
+    assert sorted(j.params["prompt"] for j in await ledger.list_jobs()) == prompts
+
+
+async def test_ollama_down_is_a_message_naming_the_fix(settings: Settings) -> None:
+    from langchain_ollama import ChatOllama
+
+    llm = ChatOllama(model="llama3.2", base_url="http://127.0.0.1:9")
+    deps = SupervisorDeps(settings=settings, llm=llm)
+    graph = build_supervisor(deps=deps).compile()
+    out = await graph.ainvoke({"messages": [HumanMessage("What is the capital of France?")]})
+    reply = out["messages"][-1]
+    assert isinstance(reply, AIMessage) and "unreachable" in reply.content and "ollama serve" in reply.content
+
+
+async def test_a_cost_question_is_answered_from_the_catalog(settings: Settings) -> None:
+    llm = ScriptedChatModel(replies=[])
+    out = await make_graph(settings, llm).ainvoke(
+        {"messages": [HumanMessage("How much would 10 hero images cost?")]}, config("c"))
+    assert llm.calls == [] and "txt2img-hq" in out["messages"][-1].content
+    assert out["estimate"]["images"] == 10 and out["estimate"]["cost"] == pytest.approx(0.125)
+
+
+async def test_each_turn_is_routed_afresh_in_one_thread(settings: Settings) -> None:
+    llm = ScriptedChatModel(replies=["Paris.", "Berlin."])
+    graph = make_graph(settings, llm)
+    await graph.ainvoke({"messages": [HumanMessage("Capital of France?")]}, config("t"))
+    out = await graph.ainvoke({"messages": [HumanMessage("And of Germany?")]}, config("t"))
+    assert kinds(out["messages"]) == ["human", "ai", "human", "ai"] and out["messages"][-1].content == "Berlin."
+    assert out["trail"] == ["answer"]
