@@ -176,3 +176,47 @@ async def test_each_turn_is_routed_afresh_in_one_thread(settings: Settings) -> N
     out = await graph.ainvoke({"messages": [HumanMessage("And of Germany?")]}, config("t"))
     assert kinds(out["messages"]) == ["human", "ai", "human", "ai"] and out["messages"][-1].content == "Berlin."
     assert out["trail"] == ["answer"]
+
+
+@pytest.mark.parametrize("backend", ["machine", "embedded"])
+async def test_a_paused_plan_survives_its_process_and_is_generated_once(
+    backend: str, machine_pg_url: str, tmp_path: Path
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"ATELIER_DATA_DIR": str(tmp_path / "d"), "COMFYUI_URLS": "http://127.0.0.1:9"}
+    if backend == "machine":
+        env["DATABASE_URL"] = machine_pg_url
+    command = [sys.executable, "-m", "tests.integration.supervisor_proc"]
+    first = subprocess.Popen([*command, "pause", "t-1"], cwd=root, env=env, stdout=subprocess.PIPE, text=True)
+    assert first.stdout is not None
+    line = first.stdout.readline()
+    assert line.startswith("PAUSED"), line
+    first.kill()  # the process dies while the approval is pending
+    first.wait(10)
+    outcomes = []
+    for _ in range(2):  # approve, then approve again (a double click, a retried request)
+        resumed = subprocess.run([*command, "resume", "t-1"], cwd=root, env=env, capture_output=True, text=True,
+                                 timeout=120)
+        assert resumed.returncode == 0, resumed.stderr
+        outcomes.append(json.loads(resumed.stdout.strip().splitlines()[-1]))
+    assert outcomes[0]["llm_calls"] == 0, "the plan came from the checkpoint, not from a new LLM call"
+    assert len(outcomes[0]["jobs"]) == 4 and outcomes[1]["jobs"] == outcomes[0]["jobs"]
+    assert "Queued 4 image(s)" in outcomes[0]["reply"]
+    if backend == "embedded":
+        from tools.ledger.database import stop_embedded
+
+        settings = load_settings(data_dir=tmp_path / "d")
+        from tools.ledger.service import database_url
+
+        async with LedgerService.open(settings, conninfo=database_url(settings)) as svc:
+            assert len(await svc.list_jobs()) == 4
+        stop_embedded(settings, force=True)
+        return
+    async with LedgerService.open(load_settings(data_dir=tmp_path / "d"), conninfo=machine_pg_url) as svc:
+        assert len(await svc.list_jobs()) == 4

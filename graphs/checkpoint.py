@@ -1,0 +1,33 @@
+"""Durable conversations: the LangGraph checkpointer in the same PostgreSQL as the ledger.
+
+`postgres_checkpointer(settings)` yields an AsyncPostgresSaver on DATABASE_URL (or the embedded server),
+with its tables created. `checkpointer()` is the factory `langgraph.json` names, so `langgraph dev` and the
+LangGraph server keep threads, paused approvals and their jobs across restarts too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+from tools.ledger.service import database_url
+from tools.settings import Settings, load_settings
+
+__all__ = ["checkpointer", "postgres_checkpointer"]
+
+
+@asynccontextmanager
+async def postgres_checkpointer(settings: Settings, conninfo: str | None = None) -> AsyncIterator[AsyncPostgresSaver]:
+    """A ready AsyncPostgresSaver on the ledger's database (tables created on first use)."""
+    async with AsyncPostgresSaver.from_conn_string(conninfo or database_url(settings)) as saver:
+        await saver.setup()
+        yield saver
+
+
+@asynccontextmanager
+async def checkpointer() -> AsyncIterator[AsyncPostgresSaver]:
+    """The factory for `langgraph.json` ("checkpointer": {"path": "./graphs/checkpoint.py:checkpointer"})."""
+    async with postgres_checkpointer(load_settings()) as saver:
+        yield saver
