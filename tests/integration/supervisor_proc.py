@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Any
 
 from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 
 from graphs.checkpoint import postgres_checkpointer
 from graphs.deps import SupervisorDeps
+from graphs.state import SupervisorState
 from graphs.supervisor import build_supervisor
 from tests.fakes.chat_model import ScriptedChatModel
 from tools.ledger.service import LedgerService
@@ -36,9 +39,10 @@ async def main(action: str, thread: str) -> None:
     async with LedgerService.open(settings) as ledger, postgres_checkpointer(settings) as saver:
         deps = SupervisorDeps(settings=settings, llm=llm, ledger=ledger, vram_probe=vram)
         graph = build_supervisor(deps=deps).compile(checkpointer=saver)
-        config = {"configurable": {"thread_id": thread}}
+        config: RunnableConfig = {"configurable": {"thread_id": thread}}
         if action == "pause":
-            out = await graph.ainvoke({"messages": [HumanMessage("Plan a product showcase for our cup")]}, config)
+            state: SupervisorState = {"messages": [HumanMessage("Plan a product showcase for our cup")]}
+            out: Any = await graph.ainvoke(state, config)
             print("PAUSED", json.dumps(out["__interrupt__"][0].value["estimate"]), flush=True)
             await asyncio.sleep(3600)  # the test kills this process here
         else:
