@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
@@ -21,7 +23,7 @@ def format_passages(hits: list[DocumentHit]) -> str:
 async def answer_from_documents(llm: BaseChatModel, memory: MemoryStore | None, question: str, owner: str,
                                 meter: Meter, k: int = 4) -> tuple[AIMessage, list[DocumentHit]]:
     """One LLM call over the best passages; without a memory or passages, say so without calling the model."""
-    hits = memory.search_documents(question, owner, k) if memory is not None else []
+    hits = await asyncio.to_thread(memory.search_documents, question, owner, k) if memory is not None else []
     if not hits:
         return AIMessage("I found nothing about that in your documents (ingest them with `atelier ingest`)."), []
     reply = await call_llm(llm, [SystemMessage(RAG_SYSTEM.format(passages=format_passages(hits))),

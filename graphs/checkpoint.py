@@ -7,6 +7,7 @@ LangGraph server keep threads, paused approvals and their jobs across restarts t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,7 +22,8 @@ __all__ = ["checkpointer", "postgres_checkpointer"]
 @asynccontextmanager
 async def postgres_checkpointer(settings: Settings, conninfo: str | None = None) -> AsyncIterator[AsyncPostgresSaver]:
     """A ready AsyncPostgresSaver on the ledger's database (tables created on first use)."""
-    async with AsyncPostgresSaver.from_conn_string(conninfo or database_url(settings)) as saver:
+    url: str = conninfo if conninfo else await asyncio.to_thread(database_url, settings)  # may start embedded PG
+    async with AsyncPostgresSaver.from_conn_string(url) as saver:
         await saver.setup()
         yield saver
 

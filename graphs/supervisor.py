@@ -17,6 +17,7 @@ run never queues an image twice.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, Literal
 
@@ -161,7 +162,8 @@ def build_supervisor(*, deps: SupervisorDeps) -> StateGraph[SupervisorState]:
         purpose = next((p for p in ("hero", "lifestyle", "detail", "thumbnail") if p in text), None)
         urgency = "immediate" if any(w in text for w in ("fast", "quick", "now", "urgent")) else "standard"
         try:
-            route = choose_route(purpose, urgency=urgency, vram_free_gb=await deps.vram_free_gb())
+            vram = await deps.vram_free_gb()
+            route = await asyncio.to_thread(choose_route, purpose, urgency=urgency, vram_free_gb=vram)
         except AtelierError as exc:
             return _failure(state, "cost", meter, exc)
         reply = (f"For {count} image(s) I would use {route.reason}. Estimate: ~{route.seconds * count:g} s of GPU "
@@ -184,8 +186,9 @@ def build_supervisor(*, deps: SupervisorDeps) -> StateGraph[SupervisorState]:
         briefs = [Brief.model_validate(b) for b in state.get("briefs", [])] or [_brief_from(state)]
         try:
             vram = await deps.vram_free_gb()
-            style = _style(deps, state.get("owner", "anonymous"))
-            designs = [design_image(b, choose_route(b.purpose, vram_free_gb=vram), style) for b in briefs]
+            style = await asyncio.to_thread(_style, deps, state.get("owner", "anonymous"))
+            routes = [await asyncio.to_thread(choose_route, b.purpose, vram_free_gb=vram) for b in briefs]
+            designs = [design_image(b, route, style) for b, route in zip(briefs, routes, strict=True)]
         except AtelierError as exc:
             return _failure(state, "design", meter, exc)
         estimate = {"images": len(designs), "seconds": sum(d.route.seconds for d in designs),

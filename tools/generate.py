@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,9 @@ async def prepare_graph(comfy: ComfyClient, template: WorkflowTemplate, params: 
     uploaded = None
     if params.input_image is not None:
         local = Path(params.input_image).expanduser()
-        if local.is_file():
-            uploaded = (await comfy.upload_image(local)).load_image_value
+        if await asyncio.to_thread(local.is_file):
+            data = await asyncio.to_thread(local.read_bytes)
+            uploaded = (await comfy.upload_image(data, name=local.name)).load_image_value
         else:
             uploaded = params.input_image  # a name already on the server's input folder
     return render(template, params, uploaded_image=uploaded)
@@ -69,7 +71,10 @@ async def generate_image(
 ) -> GenerationResult:
     """Render the workflow with `params`, run it on ComfyUI, save its images and say where they are."""
     started = time.perf_counter()
-    template = workflow if isinstance(workflow, WorkflowTemplate) else resolve_workflow(workflow, settings)
+    if isinstance(workflow, WorkflowTemplate):
+        template = workflow
+    else:  # reads files: off the event loop (servers such as langgraph's reject blocking calls there)
+        template = await asyncio.to_thread(resolve_workflow, workflow, settings)
     if "seed" in template.bindings and params.seed is None:
         params = params.model_copy(update={"seed": random_seed()})
     if params.input_image is not None and "input_image" not in template.bindings:

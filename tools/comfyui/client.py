@@ -364,7 +364,7 @@ class ComfyClient:
     async def save(self, ref: ImageRef, out_dir: Path) -> Path:
         """Download an output image into `out_dir`, never overwriting a different file."""
         data = await self.download(ref)
-        return write_unique(out_dir, Path(ref.filename).name, data)
+        return await asyncio.to_thread(write_unique, out_dir, Path(ref.filename).name, data)
 
     async def upload_image(self, image: Path | bytes, *, name: str | None = None) -> UploadedImage:
         """Upload an input image for LoadImage nodes."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -40,12 +41,16 @@ class LedgerService:
         cls, settings: Settings, *, conninfo: str | None = None, store: OutputStore | None = None
     ) -> AsyncIterator[Self]:
         """Connect (migrating the schema when needed) and close on exit."""
-        async with JobLedger.open(conninfo or database_url(settings)) as ledger:
-            yield cls(ledger, settings, store or build_output_store(settings))
+        # Resolving the database may start the embedded server, and plans read workflow files: both block,
+        # so they run in threads (the LangGraph server rejects blocking calls on its event loop).
+        url: str = conninfo if conninfo else await asyncio.to_thread(database_url, settings)
+        outputs: OutputStore = store if store is not None else await asyncio.to_thread(build_output_store, settings)
+        async with JobLedger.open(url) as ledger:
+            yield cls(ledger, settings, outputs)
 
     async def submit(self, request: JobRequest, *, template: WorkflowTemplate | None = None) -> SubmitOutcome:
         """Plan and record one job (WorkflowError for a bad workflow or values, before anything is stored)."""
-        planned = plan_job(request, self.settings, template)
+        planned = await asyncio.to_thread(plan_job, request, self.settings, template)
         return await self.ledger.submit(
             request, planned, max_attempts=self.settings.max_attempts, output_exists=self.store.exists
         )
@@ -54,6 +59,19 @@ class LedgerService:
         self, requests: Sequence[JobRequest], *, templates: dict[str, WorkflowTemplate] | None = None
     ) -> list[SubmitOutcome | AtelierError]:
         """Plan and record many jobs at once (a batch file): per request its outcome, or the error that stopped it."""
+        results, planned = await asyncio.to_thread(self._plan_all, requests, templates)
+        outcomes = await self.ledger.submit_many(
+            [(request, plan) for _, request, plan in planned],
+            max_attempts=self.settings.max_attempts, output_exists=self.store.exists,
+        )
+        for (index, _, _), outcome in zip(planned, outcomes, strict=True):
+            results[index] = outcome
+        return results
+
+    def _plan_all(
+        self, requests: Sequence[JobRequest], templates: dict[str, WorkflowTemplate] | None
+    ) -> tuple[list[SubmitOutcome | AtelierError], list[tuple[int, JobRequest, PlannedJob]]]:
+        """Plan every request (reading each workflow once); errors stand in for the requests that fail."""
         cache = templates if templates is not None else {}
         results: list[SubmitOutcome | AtelierError] = []
         planned: list[tuple[int, JobRequest, PlannedJob]] = []
@@ -66,14 +84,8 @@ class LedgerService:
             except AtelierError as exc:
                 results.append(exc)
                 continue
-            results.append(AtelierError("not recorded"))  # replaced below
-        outcomes = await self.ledger.submit_many(
-            [(request, plan) for _, request, plan in planned],
-            max_attempts=self.settings.max_attempts, output_exists=self.store.exists,
-        )
-        for (index, _, _), outcome in zip(planned, outcomes, strict=True):
-            results[index] = outcome
-        return results
+            results.append(AtelierError("not recorded"))  # replaced by the outcome once recorded
+        return results, planned
 
     async def get(self, job_id: str | uuid.UUID) -> Job:
         """One job (JobNotFoundError when unknown)."""

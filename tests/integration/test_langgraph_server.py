@@ -1,0 +1,92 @@
+"""`langgraph dev` serves the graphs of langgraph.json; runs through langgraph_sdk reach the ledger and ComfyUI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tests.fakes.comfyui_server import FakeComfyUI
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(180)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server(machine_pg_url: str, tmp_path: Path, fake_comfy: FakeComfyUI) -> Iterator[str]:
+    """`langgraph dev` on a free port (no reload, no browser, offline), with our checkpointer and settings."""
+    port = free_port()
+    env = os.environ | {
+        "DATABASE_URL": machine_pg_url, "ATELIER_DATA_DIR": str(tmp_path / "data"), "COMFYUI_URLS": fake_comfy.url,
+        "LANGGRAPH_NO_VERSION_CHECK": "true", "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+    }
+    log = (tmp_path / "langgraph.log").open("wb")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "langgraph"), "dev", "--port", str(port),
+                             "--no-browser", "--no-reload"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"langgraph dev exited: {(tmp_path / 'langgraph.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/ok", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("langgraph dev did not answer on its port (did it pick another one?)")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_the_server_runs_the_supervisor_and_keeps_threads_in_postgres(server: str, machine_pg_url: str) -> None:
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=server)
+    assert {a["graph_id"] for a in client.assistants.search()} >= {"supervisor", "generate"}
+    thread = client.threads.create()
+    first = client.runs.wait(thread["thread_id"], "supervisor", input={
+        "messages": [{"role": "user", "content": "Generate a red fox in the snow"}], "owner": "sdk"})
+    assert isinstance(first, dict) and first["messages"][-1]["content"].startswith("Queued 1 image(s)")
+    second = client.runs.wait(thread["thread_id"], "supervisor", input={
+        "messages": [{"role": "user", "content": "How much would 3 hero images cost?"}]})
+    assert isinstance(second, dict) and "txt2img-hq" in second["messages"][-1]["content"]
+    assert [m["type"] for m in second["messages"]] == ["human", "ai", "human", "ai"]
+    with psycopg.connect(machine_pg_url) as conn:
+        jobs = conn.execute("SELECT owner, workflow FROM jobs").fetchall()
+        checkpoints = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = %s",
+                                   (thread["thread_id"],)).fetchone()
+    assert jobs == [("sdk", "txt2img")]
+    assert checkpoints is not None and checkpoints[0] > 0, "the thread lives in our PostgreSQL"
+
+
+def test_the_server_runs_the_generate_graph_against_comfyui(server: str) -> None:
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=server)
+    result = client.runs.wait(None, "generate", input={"params": {"prompt": "a kite", "seed": 3, "steps": 2}})
+    assert isinstance(result, dict)
+    images = result["result"]["images"]
+    assert len(images) == 1 and Path(images[0]["path"]).read_bytes().startswith(b"\x89PNG")
