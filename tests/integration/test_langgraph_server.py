@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -67,11 +68,11 @@ def test_the_server_runs_the_supervisor_and_keeps_threads_in_postgres(server: st
     client = get_sync_client(url=server)
     assert {a["graph_id"] for a in client.assistants.search()} >= {"supervisor", "generate"}
     thread = client.threads.create()
-    first = client.runs.wait(thread["thread_id"], "supervisor", input={
-        "messages": [{"role": "user", "content": "Generate a red fox in the snow"}], "owner": "sdk"})
+    ask: Any = {"messages": [{"role": "user", "content": "Generate a red fox in the snow"}], "owner": "sdk"}
+    first = client.runs.wait(thread["thread_id"], "supervisor", input=ask)
     assert isinstance(first, dict) and first["messages"][-1]["content"].startswith("Queued 1 image(s)")
-    second = client.runs.wait(thread["thread_id"], "supervisor", input={
-        "messages": [{"role": "user", "content": "How much would 3 hero images cost?"}]})
+    cost: Any = {"messages": [{"role": "user", "content": "How much would 3 hero images cost?"}]}
+    second = client.runs.wait(thread["thread_id"], "supervisor", input=cost)
     assert isinstance(second, dict) and "txt2img-hq" in second["messages"][-1]["content"]
     assert [m["type"] for m in second["messages"]] == ["human", "ai", "human", "ai"]
     with psycopg.connect(machine_pg_url) as conn:
