@@ -220,3 +220,17 @@ async def test_a_paused_plan_survives_its_process_and_is_generated_once(
         return
     async with LedgerService.open(load_settings(data_dir=tmp_path / "d"), conninfo=machine_pg_url) as svc:
         assert len(await svc.list_jobs()) == 4
+
+
+async def test_an_illustrated_answer_streams_before_the_image_is_queued(settings: Settings,
+                                                                         ledger: LedgerService) -> None:
+    llm = ScriptedChatModel(replies=["A lighthouse stands on a cliff at dusk."])
+    graph = make_graph(settings, llm, ledger)
+    order: list[str] = []
+    ask = {"messages": [HumanMessage("show me what a lighthouse at dusk looks like")]}
+    async for mode, data in graph.astream(ask, config("stream"), stream_mode=["messages", "updates"]):
+        if mode == "messages" and data[1].get("langgraph_node") == "answer":
+            order.append("answer text")
+        elif mode == "updates" and "submit" in data:
+            order.append("image queued")
+    assert order.index("answer text") < order.index("image queued")
