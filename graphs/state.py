@@ -31,7 +31,7 @@ class SupervisorState(TypedDict, total=False):
     owner: str
     mode: Literal["auto", "text", "image"]
     intent: Intent
-    routed_by: Literal["rules", "llm"]
+    routed_by: Literal["rules", "llm", "fixed"]
     briefs: list[dict[str, Any]]
     estimate: dict[str, Any]
     decision: dict[str, Any]

@@ -84,14 +84,17 @@ def _failure(state: SupervisorState, agent: str, meter: Meter, exc: AtelierError
     return _done(state, agent, meter, messages=[AIMessage(f"I could not finish that: {exc}")], stopped=str(exc))
 
 
-def build_supervisor(*, deps: SupervisorDeps) -> StateGraph[SupervisorState]:
-    """The uncompiled supervisor graph (the caller picks the checkpointer)."""
+def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None) -> StateGraph[SupervisorState]:
+    """The uncompiled supervisor graph (the caller picks the checkpointer).
+
+    `fixed_intent` skips routing: every turn runs that intent's pipeline (the showcase graph uses "plan").
+    """
     settings = deps.settings
 
     async def begin(state: SupervisorState) -> dict[str, Any]:
         """A new turn: forget the previous turn's routing and designs."""
-        return {"intent": None, "routed_by": None, "trail": [], "briefs": [], "estimate": {}, "decision": {},
-                "jobs": [], "stopped": None}
+        return {"intent": fixed_intent, "routed_by": "fixed" if fixed_intent else None, "trail": [], "briefs": [],
+                "estimate": {}, "decision": {}, "jobs": [], "stopped": None}
 
     def supervise(state: SupervisorState) -> str:
         """The next agent for this turn's intent, or the end; stops loops and over-long turns."""

@@ -66,7 +66,7 @@ def test_the_server_runs_the_supervisor_and_keeps_threads_in_postgres(server: st
     from langgraph_sdk import get_sync_client
 
     client = get_sync_client(url=server)
-    assert {a["graph_id"] for a in client.assistants.search()} >= {"supervisor", "generate"}
+    assert {a["graph_id"] for a in client.assistants.search()} >= {"supervisor", "showcase", "generate"}
     thread = client.threads.create()
     ask: Any = {"messages": [{"role": "user", "content": "Generate a red fox in the snow"}], "owner": "sdk"}
     first = client.runs.wait(thread["thread_id"], "supervisor", input=ask)

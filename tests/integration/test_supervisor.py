@@ -234,3 +234,18 @@ async def test_an_illustrated_answer_streams_before_the_image_is_queued(settings
         elif mode == "updates" and "submit" in data:
             order.append("image queued")
     assert order.index("answer text") < order.index("image queued")
+
+
+async def test_the_showcase_graph_plans_without_routing(settings: Settings, ledger: LedgerService) -> None:
+    from graphs.showcase import build_showcase
+
+    async def vram() -> float:
+        return 24.0
+
+    llm = ScriptedChatModel(replies=[SHOWCASE])
+    deps = SupervisorDeps(settings=settings, llm=llm, ledger=ledger, vram_probe=vram)
+    graph: Any = build_showcase(deps=deps).compile(checkpointer=InMemorySaver())
+    paused = await graph.ainvoke({"messages": [HumanMessage("our copper espresso cup")]}, config("show"))
+    assert paused["routed_by"] == "fixed" and paused["__interrupt__"][0].value["estimate"]["images"] == 4
+    done = await graph.ainvoke(Command(resume={"action": "approve"}), config("show"))
+    assert len(done["jobs"]) == 4 and len(llm.calls) == 1
