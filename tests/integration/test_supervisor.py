@@ -249,3 +249,31 @@ async def test_the_showcase_graph_plans_without_routing(settings: Settings, ledg
     assert paused["routed_by"] == "fixed" and paused["__interrupt__"][0].value["estimate"]["images"] == 4
     done = await graph.ainvoke(Command(resume={"action": "approve"}), config("show"))
     assert len(done["jobs"]) == 4 and len(llm.calls) == 1
+
+
+async def test_retrieve_answers_from_the_owners_documents_with_sources(settings: Settings) -> None:
+    from tools.memory.documents import chunk_file, find_documents
+    from tools.memory.store import MemoryStore
+
+    memory = MemoryStore.open(settings)
+    try:
+        corpus = Path(__file__).resolve().parents[1] / "data" / "corpus"
+        for path in find_documents([corpus]):
+            memory.add_documents(chunk_file(path, "ana"))
+        llm = ScriptedChatModel(replies=["Dark walnut, never white [1]."])
+
+        async def vram() -> float:
+            return 24.0
+
+        deps = SupervisorDeps(settings=settings, llm=llm, memory=memory, vram_probe=vram)
+        graph: Any = build_supervisor(deps=deps).compile()
+        ask = "according to our brand guide, what background do we use for the cups?"
+        out = await graph.ainvoke({"messages": [HumanMessage(ask)], "owner": "ana"})
+        reply = out["messages"][-1].content
+        assert kinds(out["messages"]) == ["human", "ai"] and len(llm.calls) == 1
+        assert reply.startswith("Dark walnut") and "Sources:" in reply and "brand-guide.md" in reply
+        assert "[1] Lumen Coffee brand guide" in str(llm.calls[0][0].content), "the passages went to the model"
+        other = await graph.ainvoke({"messages": [HumanMessage(ask)], "owner": "bea"})
+        assert "found nothing" in other["messages"][-1].content and len(llm.calls) == 1, "bea sees none of ana's"
+    finally:
+        memory.close()
