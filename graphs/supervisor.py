@@ -148,11 +148,20 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         return _done(state, "answer", meter, messages=[reply])
 
     async def retrieve(state: SupervisorState) -> dict[str, Any]:
-        """Answer from the owner's documents with citations."""
+        """Earlier images when the request asks for images (no LLM call); else an answer from the documents."""
         meter = Meter("retrieve")
+        text = _text(_last_human(state))
+        owner = state.get("owner", "anonymous")
+        if _IMAGES.search(text) and deps.memory is not None:
+            hits = await asyncio.to_thread(deps.memory.search_images, text, owner, 5)
+            if not hits:
+                reply = AIMessage("I found no earlier image like that; ask me to generate one.")
+            else:
+                lines = [f"- {h.image.prompt} ({h.score:.2f}, job {h.image.job_id[:8]}): {h.image.uri}" for h in hits]
+                reply = AIMessage("Earlier images you could reuse:\n" + "\n".join(lines))
+            return _done(state, "retrieve", meter, messages=[reply])
         try:
-            reply, _hits = await answer_from_documents(deps.chat_model(), deps.memory, _text(_last_human(state)),
-                                                       state.get("owner", "anonymous"), meter)
+            reply, _hits = await answer_from_documents(deps.chat_model(), deps.memory, text, owner, meter)
         except LLMUnavailableError as exc:
             return _failure(state, "retrieve", meter, exc)
         return _done(state, "retrieve", meter, messages=[reply])
@@ -164,9 +173,11 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         count = int(match.group(1)) if (match := re.search(r"\b(\d{1,4})\b", text)) else 1
         purpose = next((p for p in ("hero", "lifestyle", "detail", "thumbnail") if p in text), None)
         urgency = "immediate" if any(w in text for w in ("fast", "quick", "now", "urgent")) else "standard"
+        budget_match = _BUDGET.search(text)
+        budget = float(budget_match.group(1)) / count if budget_match else None
         try:
             vram = await deps.vram_free_gb()
-            route = await asyncio.to_thread(choose_route, purpose, urgency=urgency, vram_free_gb=vram)
+            route = await asyncio.to_thread(choose_route, purpose, urgency=urgency, vram_free_gb=vram, budget=budget)
         except AtelierError as exc:
             return _failure(state, "cost", meter, exc)
         reply = (f"For {count} image(s) I would use {route.reason}. Estimate: ~{route.seconds * count:g} s of GPU "
@@ -261,6 +272,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
     return builder
 
 
+_IMAGES = re.compile(r"\b(images?|pictures?|photos?)\b", re.I)
+_BUDGET = re.compile(r"(?:budget (?:of )?|under |below |at most |max(?:imum)? )\$?(\d+(?:\.\d+)?)")
 _PICTURE = re.compile(r"\b(look like|looks like|what does|picture|scene|view of)\b", re.I)
 
 

@@ -277,3 +277,38 @@ async def test_retrieve_answers_from_the_owners_documents_with_sources(settings:
         assert "found nothing" in other["messages"][-1].content and len(llm.calls) == 1, "bea sees none of ana's"
     finally:
         memory.close()
+
+
+async def test_a_budget_in_a_cost_question_picks_a_cheaper_workflow(settings: Settings) -> None:
+    llm = ScriptedChatModel(replies=[])
+    out = await make_graph(settings, llm).ainvoke(
+        {"messages": [HumanMessage("How much would 10 hero images cost with a budget of 0.02?")]}, config("b"))
+    reply = out["messages"][-1].content
+    assert "txt2img-turbo" in reply and "within a budget" in reply and llm.calls == []
+
+
+async def test_asking_for_earlier_images_lists_reusable_ones_without_an_llm_call(settings: Settings) -> None:
+    from tools.memory.records import ImageRecord
+    from tools.memory.store import PIXEL_DIM, MemoryStore
+
+    memory = MemoryStore.open(settings)
+    try:
+        flat = [1.0 / PIXEL_DIM**0.5] * PIXEL_DIM
+        records = [ImageRecord(job_id=f"00000000-0000-4000-8000-00000000000{i}", owner="ana", prompt=prompt,
+                               workflow="txt2img", uri=f"file:///out/{i}.png", created_at="2026-11-25T00:00:00+00:00")
+                   for i, prompt in enumerate(["a red fox in the snow", "a lighthouse at dusk"])]
+        memory.add_images(records, [flat, flat])
+        llm = ScriptedChatModel(replies=[])
+
+        async def vram() -> float:
+            return 24.0
+
+        graph: Any = build_supervisor(deps=SupervisorDeps(settings=settings, llm=llm, memory=memory,
+                                                           vram_probe=vram)).compile()
+        out = await graph.ainvoke({"messages": [HumanMessage("find earlier images of foxes")], "owner": "ana"})
+        reply = out["messages"][-1].content
+        assert out["intent"] == "retrieve" and llm.calls == []
+        assert reply.startswith("Earlier images you could reuse") and reply.index("fox") < reply.index("lighthouse")
+        assert "file:///out/0.png" in reply
+    finally:
+        memory.close()
