@@ -80,6 +80,8 @@ def test_the_server_runs_the_supervisor_and_keeps_threads_in_postgres(server: st
         checkpoints = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = %s",
                                    (thread["thread_id"],)).fetchone()
     assert jobs == [("sdk", "txt2img")]
+    mounted = httpx.get(f"{server}/jobs", params={"owner": "sdk"}, timeout=10)  # the job API on the same server
+    assert mounted.status_code == 200 and [j["owner"] for j in mounted.json()] == ["sdk"]
     assert checkpoints is not None and checkpoints[0] > 0, "the thread lives in our PostgreSQL"
 
 
