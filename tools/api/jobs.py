@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from tools.api.events import add_event_routes
 from tools.catalog import list_templates
 from tools.errors import AtelierError, WorkflowError
 from tools.ledger.models import Job, JobRequest, JobStatus
@@ -98,7 +99,7 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
     api = FastAPI(title="Atelier jobs", version="1", lifespan=lifespan,
                   description="Generate images through Atelier's job ledger (ComfyUI workers behind it).")
 
-    def ledger(request: Request) -> LedgerService:
+    def ledger(request: Request | WebSocket) -> LedgerService:
         """The ledger of this app."""
         svc: LedgerService = request.app.state.ledger
         return svc
@@ -181,6 +182,7 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
         """Job counts by status (reading them proves the database answers)."""
         return {"status": "ok", "jobs": await ledger(request).ledger.counts()}
 
+    add_event_routes(api, ledger)
     return api
 
 

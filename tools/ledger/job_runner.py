@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools.comfyui.client import ComfyClient
-from tools.comfyui.events import ComfyEvent, NodeExecuting, NodeOutput, Queued, Started, StepProgress, Succeeded
+from tools.comfyui.events import (
+    ComfyEvent,
+    NodeExecuting,
+    NodeOutput,
+    Preview,
+    Queued,
+    Started,
+    StepProgress,
+    Succeeded,
+)
 from tools.comfyui.templates import WorkflowTemplate
 from tools.errors import (
     ComfyExecutionError,
@@ -32,6 +41,7 @@ from tools.errors import (
     WorkflowError,
 )
 from tools.generate import chosen_refs, prepare_graph, resolve_workflow
+from tools.ledger.events import EventPublisher, JobEvents
 from tools.ledger.failpoints import Failpoints
 from tools.ledger.metrics import WorkerMetrics
 from tools.ledger.models import Job, JobOutput
@@ -78,6 +88,7 @@ class _Progress:
     finished_at: float | None = None
     marked_running: bool = False
     mid_run_checked: bool = False
+    publisher: EventPublisher | None = None
 
 
 class JobRunner:
@@ -99,6 +110,7 @@ class JobRunner:
         self.client_for = client_for
         self.metrics = metrics
         self.failpoints = failpoints
+        self.events = JobEvents(ledger.pool, ledger.conninfo)
         self._templates: dict[str, WorkflowTemplate] = {}
 
     def template(self, ref: str) -> WorkflowTemplate:
@@ -143,6 +155,8 @@ class JobRunner:
                 self.metrics.retries.inc()
                 delay = backoff_seconds(job.failures)
                 log.info("job %s: %s; retrying in %.1f s", job.id, exc, delay)
+                await EventPublisher(self.events, job).emit(
+                    "retrying", {"error": str(exc), "in_seconds": round(delay, 1)})
                 return await self.ledger.retry_later(job, str(exc), type(exc).__name__, delay_seconds=delay)
             if kind is None:
                 log.exception("job %s: unexpected error", job.id, exc_info=exc)
@@ -177,13 +191,18 @@ class JobRunner:
         template = self.template(job.workflow)
         graph = await prepare_graph(comfy, template, job.generation)
         self.failpoints.hit("before_submit")
-        progress = _Progress()
+        publisher = EventPublisher(self.events, job)
+        progress = _Progress(publisher=publisher)
         job_ref = [job]
 
         async def on_event(event: ComfyEvent) -> None:
             await self._on_event(job_ref, event, progress, target)
 
-        outcome = await comfy.run(graph, prompt_id=job.prompt_id, ui_workflow=template.ui_workflow, on_event=on_event)
+        try:
+            outcome = await comfy.run(graph, prompt_id=job.prompt_id, ui_workflow=template.ui_workflow,
+                                      on_event=on_event)
+        finally:
+            await publisher.finish()
         job = job_ref[0]
         self.failpoints.hit("after_finish")
         outputs = await self._store_outputs(comfy, job, chosen_refs(outcome.images))
@@ -203,13 +222,21 @@ class JobRunner:
         return done
 
     async def _on_event(self, job_ref: list[Job], event: ComfyEvent, progress: _Progress, server: str) -> None:
-        """Mark the job running when ComfyUI starts it; time the execution; honour the mid-run failpoint."""
+        """Mark the job running when ComfyUI starts it; time it; publish progress; honour the mid-run failpoint."""
+        publisher = progress.publisher
+        assert publisher is not None
         if isinstance(event, Queued):
             self.failpoints.hit("after_submit")
+            await publisher.emit("submitted", {"server": server, "number": event.number})
+        if isinstance(event, StepProgress) and event.max:
+            await publisher.progress(event.value, event.max, event.node)
+        if isinstance(event, Preview):
+            await publisher.preview(event.data, _content_type("." + event.image_format.lower()))
         if isinstance(event, Started | NodeExecuting | StepProgress | NodeOutput) and not progress.marked_running:
             progress.marked_running = True
             progress.started_at = progress.started_at or time.monotonic()
             job_ref[0] = await self.ledger.mark_running(job_ref[0], server=server)
+            await publisher.emit("started", {"server": server})
         if isinstance(event, StepProgress | NodeOutput) and not progress.mid_run_checked:
             progress.mid_run_checked = True
             self.failpoints.hit("mid_run")

@@ -153,9 +153,41 @@ ALTER TABLE jobs ADD COLUMN memory_indexed_at timestamptz;
 CREATE INDEX jobs_to_index ON jobs (finished_at) WHERE status = 'succeeded' AND memory_indexed_at IS NULL;
 """
 
+_EVENTS = """
+CREATE TABLE job_events (
+    seq         bigserial PRIMARY KEY,
+    job_id      uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt     integer NOT NULL,
+    kind        text NOT NULL,
+    data        jsonb NOT NULL DEFAULT '{}'::jsonb,
+    preview     bytea,
+    preview_type text,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX job_events_by_job ON job_events (job_id, seq);
+
+CREATE FUNCTION atelier_job_event_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('atelier_events', NEW.job_id::text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER job_events_notify AFTER INSERT ON job_events
+    FOR EACH ROW EXECUTE FUNCTION atelier_job_event_notify();
+
+CREATE TABLE chat_threads (
+    id          text PRIMARY KEY,
+    owner       text NOT NULL,
+    title       text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX chat_threads_by_owner ON chat_threads (owner, updated_at DESC);
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, workers and their notifications", _JOBS),
     Migration(2, "ratings, tags and memory indexing of jobs", _MEMORY),
+    Migration(3, "job progress events and chat threads", _EVENTS),
 ]
 
 

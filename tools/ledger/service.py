@@ -11,6 +11,7 @@ from typing import Self
 from tools.comfyui.templates import WorkflowTemplate
 from tools.errors import AtelierError
 from tools.generate import resolve_workflow
+from tools.ledger.events import JobEvents
 from tools.ledger.models import Job, JobRequest, SubmitOutcome
 from tools.ledger.output_store import OutputStore, build_output_store
 from tools.ledger.planning import PlannedJob, plan_job
@@ -34,6 +35,7 @@ class LedgerService:
         self.ledger = ledger
         self.settings = settings
         self.store = store
+        self.events = JobEvents(ledger.pool, ledger.conninfo)
 
     @classmethod
     @asynccontextmanager

@@ -1,0 +1,218 @@
+"""Job progress events: workers publish them to PostgreSQL; the API and the chat replay and follow them.
+
+Each event is a row of `job_events` (a global `seq`, so one cursor covers many jobs) and a NOTIFY on
+`atelier_events`; a reader that reconnects with the last `seq` it saw gets exactly the events after it.
+Only the newest preview frame of a job is kept (older ones are deleted as a new one arrives, the last one
+when the job ends), so previews never pile up. The end of a job is not an event row: `follow` reads it from
+the job itself and yields a final event of kind "done", "failed" or "cancelled".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from tools.ledger.models import Job
+
+__all__ = ["EventPublisher", "JobEvent", "JobEvents"]
+
+log = logging.getLogger(__name__)
+
+_INSERT = """
+INSERT INTO job_events (job_id, attempt, kind, data, preview, preview_type)
+VALUES (%(job)s, %(attempt)s, %(kind)s, %(data)s, %(preview)s, %(preview_type)s)
+RETURNING seq
+"""
+_DROP_OLDER_PREVIEWS = "DELETE FROM job_events WHERE job_id = %s AND kind = 'preview' AND seq < %s"
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One thing that happened to a job; `seq` is None for the final event (read from the job row)."""
+
+    job_id: str
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+    seq: int | None = None
+    attempt: int = 0
+    preview: bytes | None = None
+    preview_type: str | None = None
+    created_at: datetime | None = None
+    job: Job | None = None
+
+    @property
+    def final(self) -> bool:
+        """Whether this is the job's last event (done, failed or cancelled)."""
+        return self.job is not None
+
+    def as_json(self) -> dict[str, Any]:
+        """The event as a JSON-ready dict (without the preview bytes)."""
+        body: dict[str, Any] = {"type": self.kind, "job": self.job_id, "seq": self.seq, "attempt": self.attempt,
+                                **self.data}
+        if self.created_at is not None:
+            body["at"] = self.created_at.isoformat()
+        return body
+
+
+def _event(row: DictRow) -> JobEvent:
+    """A `job_events` row as an event."""
+    return JobEvent(job_id=str(row["job_id"]), kind=str(row["kind"]), data=dict(row["data"] or {}),
+                    seq=int(row["seq"]), attempt=int(row["attempt"]),
+                    preview=bytes(row["preview"]) if row["preview"] is not None else None,
+                    preview_type=row["preview_type"], created_at=row["created_at"])
+
+
+def final_event(job: Job) -> JobEvent:
+    """The last event of a finished job, from its row."""
+    kind = "done" if job.status == "succeeded" else str(job.status)
+    data: dict[str, Any] = {"status": job.status, "images": len(job.outputs)}
+    if job.error:
+        data["error"] = job.error
+    return JobEvent(job_id=str(job.id), kind=kind, data=data, attempt=job.attempts, job=job,
+                    created_at=job.finished_at)
+
+
+class JobEvents:
+    """Publish, read and follow job events through the ledger's pool (LISTEN on its own connection)."""
+
+    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]], conninfo: str) -> None:
+        self.pool = pool
+        self.conninfo = conninfo
+
+    async def publish(self, job_id: str | uuid.UUID, attempt: int, kind: str, data: dict[str, Any] | None = None,
+                      *, preview: bytes | None = None, preview_type: str | None = None) -> int:
+        """Record one event (a preview replaces the job's earlier preview); returns its seq."""
+        params = {"job": uuid.UUID(str(job_id)), "attempt": attempt, "kind": kind,
+                  "data": Jsonb(data or {}), "preview": preview, "preview_type": preview_type}
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_INSERT, params)
+            row = await cur.fetchone()
+            assert row is not None
+            seq = int(row["seq"])
+            if kind == "preview":
+                await conn.execute(_DROP_OLDER_PREVIEWS, (params["job"], seq))
+        return seq
+
+    async def drop_previews(self, job_id: str | uuid.UUID) -> None:
+        """Forget a finished job's preview frames (its images replace them)."""
+        async with self.pool.connection() as conn:
+            await conn.execute("DELETE FROM job_events WHERE job_id = %s AND kind = 'preview'",
+                               (uuid.UUID(str(job_id)),))
+
+    async def read(self, job_ids: Sequence[str | uuid.UUID], after: int = 0) -> list[JobEvent]:
+        """The stored events of these jobs after `after`, oldest first."""
+        ids = [uuid.UUID(str(j)) for j in job_ids]
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT * FROM job_events WHERE job_id = ANY(%s) AND seq > %s ORDER BY seq", (ids, after))
+            return [_event(row) for row in await cur.fetchall()]
+
+    async def preview(self, job_id: str | uuid.UUID, seq: int) -> JobEvent | None:
+        """One stored preview event (None once it was replaced or the job ended)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT * FROM job_events WHERE job_id = %s AND seq = %s AND kind = 'preview'",
+                                     (uuid.UUID(str(job_id)), seq))
+            row = await cur.fetchone()
+        return None if row is None else _event(row)
+
+    async def _jobs(self, ids: list[uuid.UUID]) -> list[Job]:
+        """The current rows of these jobs."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT * FROM jobs WHERE id = ANY(%s)", (ids,))
+            return [Job.model_validate(row) for row in await cur.fetchall()]
+
+    async def follow(self, job_ids: Sequence[str | uuid.UUID], after: int = 0,
+                     *, recheck_seconds: float = 30.0) -> AsyncIterator[JobEvent]:
+        """Every event of these jobs after `after` as it happens, then each job's final event; ends when all end.
+
+        No polling: it sleeps on LISTEN atelier_events/atelier_status and rereads only when woken (or every
+        `recheck_seconds`, in case a notification was lost with a connection).
+        """
+        wanted = {uuid.UUID(str(j)) for j in job_ids}
+        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as listen:
+            await listen.execute("LISTEN atelier_events")
+            await listen.execute("LISTEN atelier_status")
+            while wanted:
+                for event in await self.read(list(wanted), after):
+                    after = max(after, event.seq or after)
+                    yield event
+                finished = [job for job in await self._jobs(list(wanted)) if job.done]
+                if finished:
+                    for event in await self.read([job.id for job in finished], after):
+                        after = max(after, event.seq or after)
+                        yield event
+                    for job in finished:
+                        wanted.discard(job.id)
+                        yield final_event(job)
+                    continue
+                await _woken(listen, {str(j) for j in wanted}, recheck_seconds)
+
+
+async def _woken(listen: psycopg.AsyncConnection[Any], ids: set[str], timeout: float) -> None:
+    """Wait for a notification about one of these jobs (or the timeout)."""
+    async with contextlib.aclosing(listen.notifies(timeout=timeout)) as notes:
+        async for note in notes:
+            if note.payload.split(" ", 1)[0] in ids:
+                return
+
+
+class EventPublisher:
+    """A job attempt's event source for the worker: throttles progress and previews; never fails the job."""
+
+    def __init__(self, events: JobEvents | None, job: Job, *, progress_every: float = 0.2,
+                 preview_every: float = 0.5) -> None:
+        self.events = events
+        self.job_id = str(job.id)
+        self.attempt = job.attempts
+        self.progress_every = progress_every
+        self.preview_every = preview_every
+        self._last: dict[str, float] = {}
+
+    def _due(self, kind: str, every: float, *, force: bool = False) -> bool:
+        """Whether enough time passed since the last event of this kind."""
+        now = time.monotonic()
+        if not force and now - self._last.get(kind, -1e9) < every:
+            return False
+        self._last[kind] = now
+        return True
+
+    async def emit(self, kind: str, data: dict[str, Any] | None = None, *, preview: bytes | None = None,
+                   preview_type: str | None = None) -> None:
+        """Publish one event; a database hiccup is logged, not raised (progress is not worth a job)."""
+        if self.events is None:
+            return
+        try:
+            await self.events.publish(self.job_id, self.attempt, kind, data, preview=preview,
+                                      preview_type=preview_type)
+        except (psycopg.Error, OSError) as exc:
+            log.warning("job %s: progress event not recorded: %s", self.job_id, exc)
+
+    async def progress(self, step: int, total: int, node: str | None) -> None:
+        """A sampler step (throttled; the first and last step always go out)."""
+        if self._due("progress", self.progress_every, force=step in (1, total)):
+            await self.emit("progress", {"step": step, "max": total, "node": node})
+
+    async def preview(self, image: bytes, image_type: str) -> None:
+        """A live preview frame (throttled)."""
+        if self._due("preview", self.preview_every):
+            await self.emit("preview", {"bytes": len(image)}, preview=image, preview_type=image_type)
+
+    async def finish(self) -> None:
+        """The attempt ended: drop the preview frames."""
+        if self.events is None:
+            return
+        try:
+            await self.events.drop_previews(self.job_id)
+        except (psycopg.Error, OSError) as exc:
+            log.warning("job %s: previews not dropped: %s", self.job_id, exc)
