@@ -1,7 +1,9 @@
-"""Atelier's Gradio page: generate images on ComfyUI with live progress, and see every service's health.
+"""Atelier's Gradio chat: answers that stream, images that appear in the conversation as ComfyUI makes them.
 
-The full chat (answers that illustrate themselves) arrives with the supervisor graph; until then
-this page is the working front end over the same tool layer the CLI uses.
+`python app.py` serves, on ATELIER_CHAT_HOST:ATELIER_CHAT_PORT, the chat (supervisor graph, threads in the
+Postgres checkpointer), a gallery searching the image memory, the person's job queue, the services' health,
+and the job API under /api. By default the same process runs a ledger worker (feeding every COMFYUI_URLS
+server) and the memory indexer, so one command gives a working studio on embedded PostgreSQL and Qdrant.
 """
 
 from __future__ import annotations
@@ -15,21 +17,82 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import logging  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import AsyncIterator  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gradio as gr  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+from langchain_core.language_models import BaseChatModel  # noqa: E402
 
+from agents.cost_router import QUALITIES  # noqa: E402
+from graphs.chat_session import (  # noqa: E402
+    Approval,
+    ChatOptions,
+    ChatServices,
+    ImagesQueued,
+    Reply,
+    Token,
+    run_turn,
+    thread_history,
+)
+from tools.api.jobs import build_job_api  # noqa: E402
 from tools.catalog import list_templates  # noqa: E402
-from tools.comfyui.events import ComfyEvent, NodeExecuting, StepProgress  # noqa: E402
 from tools.doctor import ServiceCheck, run_doctor  # noqa: E402
 from tools.errors import AtelierError  # noqa: E402
-from tools.generate import generate_image  # noqa: E402
-from tools.schemas import GenerationParams, parse_size  # noqa: E402
+from tools.ledger.events import JobEvent  # noqa: E402
+from tools.ledger.models import Job, JobRequest  # noqa: E402
+from tools.ledger.worker import Worker  # noqa: E402
+from tools.memory.indexer import MemoryIndexer  # noqa: E402
+from tools.memory.tools import MemoryContext, RateImageArgs, rate_image  # noqa: E402
 from tools.settings import Settings, load_settings  # noqa: E402
 
-__all__ = ["build_app", "doctor_rows", "main"]
+__all__ = ["ChatRuntime", "build_page", "build_server", "doctor_rows", "main", "progress_bar", "service_banner"]
+
+log = logging.getLogger("atelier.chat")
 
 DOCTOR_COLUMNS = ["service", "status", "url", "version", "details"]
+QUEUE_COLUMNS = ["job", "status", "workflow", "prompt", "created", "error"]
+STARS = ("★1", "★2", "★3", "★4", "★5")
+FEEDBACK = ("Like", "Dislike", *STARS)
+START_HINTS = {
+    "ComfyUI": "start ComfyUI (`python main.py --listen 127.0.0.1 --port 8188` in its folder) or set COMFYUI_URLS; "
+               "images wait in the queue until it is up",
+    "Ollama": "start it with `ollama serve` and pull the chat model (`ollama pull {model}`), or set OLLAMA_URL; "
+              "answers need it, images do not",
+}
+
+
+@dataclass
+class ChatRuntime:
+    """The services the page acts through, opened when the server starts (a problem is kept to show, not raised)."""
+
+    settings: Settings
+    owner: str = "local"
+    services: ChatServices | None = None
+    problem: str | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def get(self) -> ChatServices:
+        """The open services; a clear error for the page when they could not be opened."""
+        await self.ready.wait()
+        if self.services is None:
+            raise gr.Error(f"Atelier could not start its services: {self.problem}")
+        return self.services
+
+    def cache_dir(self) -> Path:
+        """Where previews and images from non-local stores are kept for the page."""
+        path = self.settings.data_dir / "chat-cache"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+# --- pure rendering helpers ----------------------------------------------------------------------------------
 
 
 def doctor_rows(checks: list[ServiceCheck]) -> list[list[str]]:
@@ -39,86 +102,444 @@ def doctor_rows(checks: list[ServiceCheck]) -> list[list[str]]:
     ]
 
 
-def _workflow_choices(settings: Settings) -> list[tuple[str, str]]:
-    """(label, name) pairs for the workflow dropdown, from the catalog."""
-    listing = list_templates([settings.workflows_dir] if settings.workflows_dir else [])
-    choices = []
-    for template in listing.templates:
+def service_banner(checks: list[ServiceCheck], settings: Settings, extra: list[str] | None = None) -> str:
+    """Markdown naming each service that is down and how to start it (empty when all is well)."""
+    lines = []
+    for check in checks:
+        if check.ok or check.service not in START_HINTS:
+            continue
+        how = START_HINTS[check.service].format(model=settings.chat_model)
+        lines.append(f"**{check.service} is not reachable** at `{check.url}`: {how}.")
+    lines.extend(f"**Warning:** {problem}" for problem in extra or [])
+    return "\n\n".join(lines)
+
+
+def progress_bar(step: int, total: int, width: int = 20) -> str:
+    """A text progress bar: `▰▰▰▱▱▱ step 3/6`."""
+    filled = round(width * step / total) if total else 0
+    return "▰" * filled + "▱" * (width - filled) + f" step {step}/{total}"
+
+
+def _label(job: Job) -> str:
+    """A job's short name in the chat: the start of its prompt, workflow and id."""
+    prompt = str(job.params.get("prompt", ""))
+    subject = prompt if len(prompt) <= 48 else prompt[:47].rsplit(" ", 1)[0] + "…"
+    return f"“{subject}” ({job.workflow.rsplit('/', 1)[-1]} · job {str(job.id)[:8]})"
+
+
+def status_line(job: Job, event: JobEvent | None = None) -> str:
+    """What to say about a job now, from its latest event (or its row)."""
+    if event is not None and not event.final:
+        data = event.data
+        if event.kind == "progress":
+            return f"Rendering {_label(job)} {progress_bar(int(data['step']), int(data['max']))}"
+        if event.kind == "started":
+            return f"Rendering {_label(job)}: started on ComfyUI"
+        if event.kind == "submitted":
+            return f"Waiting in ComfyUI's queue: {_label(job)}"
+        if event.kind == "retrying":
+            return f"Retrying {_label(job)}: {data.get('error')}; next try in {data.get('in_seconds')} s"
+    final = event.job if event is not None and event.job is not None else job
+    if final.status == "succeeded":
+        seconds = f" · {final.gpu_seconds:.1f} s" if final.gpu_seconds else ""
+        cached = " · from an identical earlier image" if final.cached_from else ""
+        return f"Done: {_label(final)} · seed {final.params.get('seed')}{seconds}{cached}. Rate it below (thumbs or ★)."
+    if final.status == "failed":
+        return f"Failed: {_label(final)}: {final.error}"
+    if final.status == "cancelled":
+        return f"Cancelled: {_label(final)}"
+    return f"Queued: {_label(final)}, waiting for a worker"
+
+
+def _image_message(text: str, image: Path | None) -> dict[str, Any]:
+    """An assistant message with a line of text and, when there is one, an image."""
+    content: list[Any] = [text]
+    if image is not None:
+        content.append({"path": str(image)})
+    return {"role": "assistant", "content": content}
+
+
+# --- the page --------------------------------------------------------------------------------------------------
+
+
+def _workflow_choices() -> list[tuple[str, str]]:
+    """(label, name) pairs for the workflow option; "" is automatic."""
+    choices = [("automatic (by purpose, VRAM and cost)", "")]
+    for template in list_templates().templates:
         entry = template.catalog
-        label = f"{template.name} — {entry.purpose}" if entry else template.name
-        choices.append((label, template.name))
+        if entry is not None and entry.task == "txt2img":
+            choices.append((f"{template.name} — {entry.quality}", template.name))
     return choices
 
 
-def build_app(settings: Settings) -> gr.Blocks:
-    """Build the page for these settings (no connection is opened until a button asks for one)."""
+async def _image_file(runtime: ChatRuntime, job: Job, index: int = 0) -> Path | None:
+    """A local file of a job's image the page can show (copied from a remote store when needed)."""
+    if index >= len(job.outputs):
+        return None
+    output = job.outputs[index]
+    if output.uri.startswith("file://"):
+        return Path(output.uri.removeprefix("file://"))
+    target = runtime.cache_dir() / f"{job.id}-{index}{Path(output.key).suffix or '.png'}"
+    if not target.exists():
+        services = await runtime.get()
+        data = await asyncio.to_thread(services.ledger.store.read, output.uri)
+        await asyncio.to_thread(target.write_bytes, data)
+    return target
 
-    async def refresh_doctor() -> list[list[str]]:
-        return doctor_rows(await run_doctor(settings))
 
-    async def generate(
-        prompt: str, workflow: str, seed: float | None, size: str, progress: gr.Progress = gr.Progress()
-    ) -> tuple[list[str], str]:
+def _preview_file(runtime: ChatRuntime, event: JobEvent) -> Path | None:
+    """Write a preview frame where the page can show it (replacing the job's previous one)."""
+    if event.preview is None:
+        return None
+    suffix = ".png" if event.preview_type == "image/png" else ".jpg"
+    for old in runtime.cache_dir().glob(f"{event.job_id}-preview-*"):
+        old.unlink(missing_ok=True)
+    path = runtime.cache_dir() / f"{event.job_id}-preview-{event.seq}{suffix}"
+    path.write_bytes(event.preview)
+    return path
+
+
+def build_page(runtime: ChatRuntime) -> gr.Blocks:
+    """The Blocks page on a runtime (its services are opened by the server, see `build_server`)."""
+    settings = runtime.settings
+
+    async def banner() -> str:
+        checks = await run_doctor(settings)
+        extra = []
+        if runtime.ready.is_set() and runtime.services is None:
+            extra.append(f"Atelier's services did not start: {runtime.problem}")
+        if runtime.services is not None and runtime.services.memory_problem:
+            extra.append(f"Image memory unavailable (gallery and style learning are off): "
+                         f"{runtime.services.memory_problem}")
+        return service_banner(checks, settings, extra)
+
+    async def thread_choices() -> Any:
+        services = await runtime.get()
+        threads = await services.threads.recent(runtime.owner)
+        return gr.update(choices=[(t.title, t.id) for t in threads])
+
+    async def follow(history: list[dict[str, Any]], jobs_map: dict[str, str], jobs: list[Job],
+                     events: AsyncIterator[JobEvent]) -> AsyncIterator[tuple[list[dict[str, Any]], dict[str, str]]]:
+        """Draw each job's progress into its message until every job ends."""
+        slots: dict[str, int] = {}
+        by_id = {str(job.id): job for job in jobs}
+        for job in jobs:
+            history.append(_image_message(status_line(job), None))
+            slots[str(job.id)] = len(history) - 1
+            jobs_map[str(len(history) - 1)] = str(job.id)
+        yield history, jobs_map
+        async for event in events:
+            if event.job_id not in by_id:
+                continue
+            job, index = by_id[event.job_id], slots[event.job_id]
+            if event.kind == "preview":
+                preview = await asyncio.to_thread(_preview_file, runtime, event)
+                text = history[index]["content"][0]
+                history[index] = _image_message(text, preview)
+            elif event.final and event.job is not None:
+                by_id[event.job_id] = event.job
+                image = await _image_file(runtime, event.job)
+                history[index] = _image_message(status_line(event.job, event), image)
+            else:
+                current = history[index]["content"]
+                keep = Path(current[1]["path"]) if len(current) > 1 else None
+                history[index] = _image_message(status_line(job, event), keep)
+            yield history, jobs_map
+
+    async def turn(history: list[dict[str, Any]], jobs_map: dict[str, str], thread: str, options: ChatOptions,
+                   *, message: str | None = None, resume: dict[str, Any] | None = None) -> AsyncIterator[Any]:
+        """Stream one turn into the chat: (history, jobs map, approval box, approval text)."""
+        services = await runtime.get()
+        hidden = gr.update(visible=False)
+        streaming: dict[str, int] = {}
+        queued: list[Job] = []
+        async for event in run_turn(services, thread, runtime.owner, message=message, resume=resume,
+                                    options=options, follow_jobs=False):
+            if isinstance(event, Token):
+                if event.node not in streaming:
+                    history.append({"role": "assistant", "content": ""})
+                    streaming[event.node] = len(history) - 1
+                history[streaming[event.node]]["content"] += event.text
+            elif isinstance(event, Reply):
+                if event.node in streaming:
+                    history[streaming.pop(event.node)]["content"] = event.text
+                else:
+                    history.append({"role": "assistant", "content": event.text})
+            elif isinstance(event, Approval):
+                yield history, jobs_map, gr.update(visible=True), approval_text(event)
+                return
+            elif isinstance(event, ImagesQueued):
+                queued = event.jobs
+                continue
+            yield history, jobs_map, hidden, ""
+        if queued:
+            async for drawn, mapped in follow(history, jobs_map, queued,
+                                              services.ledger.events.follow([j.id for j in queued])):
+                yield drawn, mapped, hidden, ""
+        else:
+            yield history, jobs_map, hidden, ""
+
+    def options_of(workflow: str, quality: str, illustrate: str) -> ChatOptions:
+        return ChatOptions(workflow=workflow or None, quality=None if quality == "auto" else quality,
+                           illustrate=illustrate)  # type: ignore[arg-type]
+
+    async def send(text: str, history: list[dict[str, Any]], jobs_map: dict[str, str], thread: str,
+                   workflow: str, quality: str, illustrate: str) -> AsyncIterator[Any]:
+        if not text.strip():
+            raise gr.Error("Type a message first.")
+        history = [*history, {"role": "user", "content": text}]
+        yield "", history, jobs_map, gr.update(visible=False), ""
+        async for drawn, mapped, box, question in turn(history, jobs_map, thread,
+                                                       options_of(workflow, quality, illustrate), message=text):
+            yield "", drawn, mapped, box, question
+
+    def decide(action: str) -> Any:
+        async def resume(history: list[dict[str, Any]], jobs_map: dict[str, str], thread: str, workflow: str,
+                         quality: str, illustrate: str) -> AsyncIterator[Any]:
+            history = [*history, {"role": "user", "content": "Approved." if action == "approve" else "Rejected."}]
+            yield history, jobs_map, gr.update(visible=False), ""
+            async for update in turn(history, jobs_map, thread, options_of(workflow, quality, illustrate),
+                                     resume={"action": action}):
+                yield update
+        return resume
+
+    async def open_thread(thread: str) -> AsyncIterator[Any]:
+        services = await runtime.get()
+        items, pending = await thread_history(services, thread)
+        history: list[dict[str, Any]] = []
+        jobs_map: dict[str, str] = {}
+        running: list[Job] = []
+        for item in items:
+            if item.job is None:
+                history.append({"role": item.role, "content": item.text})
+                continue
+            history.append(_image_message(status_line(item.job), await _image_file(runtime, item.job)))
+            jobs_map[str(len(history) - 1)] = str(item.job.id)
+            if not item.job.done:
+                running.append(item.job)
+        box = gr.update(visible=pending is not None)
+        text = approval_text(pending) if pending is not None else ""
+        yield thread, history, jobs_map, box, text
+        if running:
+            for job in running:  # redraw them at the end, where follow() puts them, and keep them moving
+                history = [h for i, h in enumerate(history) if jobs_map.get(str(i)) != str(job.id)]
+            jobs_map = {k: v for k, v in jobs_map.items() if v not in {str(j.id) for j in running}}
+            async for drawn, mapped in follow(history, jobs_map, running,
+                                              services.ledger.events.follow([j.id for j in running])):
+                yield thread, drawn, mapped, box, text
+
+    def new_thread() -> tuple[str, list[Any], dict[str, str], Any, str, Any]:
+        return str(uuid.uuid4()), [], {}, gr.update(visible=False), "", gr.update(value=None)
+
+    async def feedback(jobs_map: dict[str, str], data: gr.LikeData) -> str:
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        job_id = jobs_map.get(str(index))
+        if job_id is None:
+            gr.Info("Ratings are for images: use the thumbs or ★ under a picture.")
+            return ""
+        services = await runtime.get()
+        liked = data.liked
+        stars = int(liked[-1]) if isinstance(liked, str) and liked in STARS else None
+        thumb = None if stars is not None else ("up" if liked is True else "down")
+        args = RateImageArgs(job_id=job_id, owner=runtime.owner, stars=stars, thumb=thumb)
         try:
-            width, height = parse_size(size) if size.strip() else (None, None)
-            params = GenerationParams(
-                prompt=prompt, seed=int(seed) if seed is not None else None, width=width, height=height
-            )
-        except ValueError as exc:
-            raise gr.Error(str(exc).splitlines()[-1]) from None
-
-        def on_event(event: ComfyEvent) -> None:
-            if isinstance(event, StepProgress) and event.max:
-                progress((event.value, event.max), desc=f"step {event.value}/{event.max}")
-            elif isinstance(event, NodeExecuting):
-                progress(None, desc=f"running node {event.node}")
-
-        try:
-            result = await generate_image(params, settings=settings, workflow=workflow, on_event=on_event)
+            if services.memory is not None:
+                result = await rate_image(MemoryContext(services.memory, settings, services.ledger.ledger), args)
+                stars_now, thumb_now = result.stars, result.thumb
+            else:
+                job = await services.ledger.ledger.rate(job_id, runtime.owner, rating=stars,
+                                                       thumb=None if thumb is None else (1 if thumb == "up" else -1))
+                stars_now, thumb_now = job.rating, job.thumb
         except AtelierError as exc:
             raise gr.Error(str(exc)) from None
-        caption = f"{result.workflow} · seed {result.seed} · {result.seconds:.1f} s · prompt {result.prompt_id}"
-        return [str(image.path) for image in result.images], caption
+        said = f"★{stars_now}" if stars_now else ""
+        said += (" thumbs up" if thumb_now == 1 else " thumbs down" if thumb_now == -1 else "")
+        return f"Rated job {job_id[:8]}: {said.strip()} — the style memory learns from it."
 
-    choices = _workflow_choices(settings)
+    async def gallery(query: str) -> tuple[list[tuple[str, str]], str]:
+        services = await runtime.get()
+        if services.memory is None:
+            return [], f"The image memory is unavailable: {services.memory_problem}"
+        memory = services.memory
+        if query.strip():
+            hits = await asyncio.to_thread(memory.search_images, query, runtime.owner, 24)
+            records = [hit.image for hit in hits]
+        else:
+            records = await asyncio.to_thread(lambda: list(memory.owned_images(runtime.owner))[:24])
+        items = []
+        for record in records:
+            job = await services.ledger.get(record.job_id)
+            path = await _image_file(runtime, job, record.output_index)
+            if path is not None:
+                marks = [f"★{record.rating}"] if record.rating else []
+                marks += ["thumbs up"] if record.thumb == 1 else ["thumbs down"] if record.thumb == -1 else []
+                items.append((str(path), " · ".join([*marks, record.prompt[:80]])))
+        note = f"{len(items)} image(s)" + (f" for “{query}”" if query.strip() else " (most recent)")
+        return items, note
+
+    async def queue_rows() -> list[list[str]]:
+        services = await runtime.get()
+        jobs = await services.ledger.list_jobs(owner=runtime.owner, limit=100)
+        return [[str(j.id), j.status, j.workflow.rsplit("/", 1)[-1], str(j.params.get("prompt", ""))[:80],
+                 j.created_at.strftime("%Y-%m-%d %H:%M:%S"), j.error or ""] for j in jobs]
+
+    async def cancel_job(job_id: str) -> tuple[list[list[str]], str]:
+        services = await runtime.get()
+        try:
+            job = await services.ledger.cancel(job_id.strip())
+        except AtelierError as exc:
+            raise gr.Error(str(exc)) from None
+        return await queue_rows(), f"Job {str(job.id)[:8]}: {job.status}" + (
+            " (its worker stops it)" if job.cancel_requested and not job.done else "")
+
+    async def retry_job(job_id: str) -> tuple[list[list[str]], str]:
+        services = await runtime.get()
+        try:
+            old = await services.ledger.get(job_id.strip())
+            outcome = await services.ledger.submit(JobRequest(
+                params=old.generation, workflow=old.workflow, owner=runtime.owner, priority=old.priority,
+                use_cache=False))
+        except AtelierError as exc:
+            raise gr.Error(str(exc)) from None
+        return await queue_rows(), f"Job {str(old.id)[:8]} queued again as {str(outcome.job.id)[:8]}"
+
+    async def doctor_table() -> list[list[str]]:
+        return doctor_rows(await run_doctor(settings))
+
     with gr.Blocks(title="Atelier") as page:
-        gr.Markdown("# Atelier\nImages from your own ComfyUI, and the health of every service behind them.")
-        with gr.Tab("Generate"):
+        thread = gr.State(lambda: str(uuid.uuid4()))
+        jobs_map = gr.State(dict)
+        gr.Markdown("# Atelier\nAsk, plan, and make images on your own ComfyUI and Ollama.")
+        notice = gr.Markdown(elem_id="service-banner")
+        with gr.Tab("Chat"), gr.Row():
+            with gr.Column(scale=4):
+                chat = gr.Chatbot(label="Atelier", height=560, feedback_options=FEEDBACK, elem_id="chat",
+                                  buttons=["copy"], group_consecutive_messages=False)
+                with gr.Column(visible=False, elem_id="approval") as approval_box:
+                    approval = gr.Markdown()
+                    with gr.Row():
+                        approve = gr.Button("Approve", variant="primary")
+                        reject = gr.Button("Reject", variant="stop")
+                with gr.Row():
+                    message = gr.Textbox(label="Message", placeholder="Ask, or: draw a lighthouse at dusk",
+                                         scale=5, autofocus=True, elem_id="message")
+                    send_button = gr.Button("Send", variant="primary", scale=1)
+                rated = gr.Markdown(elem_id="rating-note")
+            with gr.Column(scale=1):
+                threads = gr.Dropdown(label="Conversations", choices=[], value=None, interactive=True)
+                new = gr.Button("New conversation")
+                workflow = gr.Dropdown(label="Workflow", choices=_workflow_choices(), value="")
+                quality = gr.Radio(["auto", *QUALITIES], value="auto", label="Quality")
+                illustrate = gr.Radio(["auto", "always", "never"], value="auto", label="Illustrate answers")
+        with gr.Tab("Gallery"):
             with gr.Row():
-                prompt = gr.Textbox(label="Prompt", placeholder="a red fox in snow, watercolor", scale=4)
-                button = gr.Button("Generate", variant="primary", scale=1)
+                query = gr.Textbox(label="Search your images", placeholder="lighthouse at dusk", scale=5)
+                search = gr.Button("Search", scale=1)
+            found = gr.Markdown()
+            pictures = gr.Gallery(label="Images", columns=4, height="auto", elem_id="gallery")
+        with gr.Tab("Queue"):
+            queue_table = gr.Dataframe(headers=QUEUE_COLUMNS, interactive=False, wrap=True, label="Your jobs")
             with gr.Row():
-                workflow = gr.Dropdown(choices=choices, value=settings.default_workflow, label="Workflow")
-                seed = gr.Number(label="Seed (empty = random)", precision=0, value=None)
-                size = gr.Textbox(label="Size (WxH, empty = workflow default)", value="")
-            gallery = gr.Gallery(label="Images", columns=2, height="auto")
-            caption = gr.Markdown()
-            button.click(generate, inputs=[prompt, workflow, seed, size], outputs=[gallery, caption])
-            prompt.submit(generate, inputs=[prompt, workflow, seed, size], outputs=[gallery, caption])
+                job_id = gr.Textbox(label="Job id (or its start)", scale=3)
+                cancel = gr.Button("Cancel job")
+                retry = gr.Button("Retry job")
+                refresh = gr.Button("Refresh")
+            queue_note = gr.Markdown()
         with gr.Tab("Services"):
-            table = gr.Dataframe(
-                headers=DOCTOR_COLUMNS, label="atelier doctor", interactive=False, wrap=True,
-                column_widths=["10%", "7%", "28%", "10%", "45%"],
-            )
+            table = gr.Dataframe(headers=DOCTOR_COLUMNS, label="atelier doctor", interactive=False, wrap=True)
             again = gr.Button("Check again")
-            again.click(refresh_doctor, outputs=table)
-        page.load(refresh_doctor, outputs=table)
+
+        options = [workflow, quality, illustrate]
+        chat_out = [message, chat, jobs_map, approval_box, approval]
+        for trigger in (message.submit, send_button.click):
+            trigger(send, [message, chat, jobs_map, thread, *options], chat_out, concurrency_limit=None).then(
+                thread_choices, None, threads)
+        for button, action in ((approve, "approve"), (reject, "reject")):
+            button.click(decide(action), [chat, jobs_map, thread, *options], [chat, jobs_map, approval_box, approval],
+                         concurrency_limit=None)
+        threads.input(open_thread, [threads], [thread, chat, jobs_map, approval_box, approval],
+                      concurrency_limit=None)
+        new.click(new_thread, None, [thread, chat, jobs_map, approval_box, approval, threads])
+        chat.like(feedback, [jobs_map], [rated])
+        search.click(gallery, [query], [pictures, found])
+        query.submit(gallery, [query], [pictures, found])
+        refresh.click(queue_rows, None, queue_table)
+        cancel.click(cancel_job, [job_id], [queue_table, queue_note])
+        retry.click(retry_job, [job_id], [queue_table, queue_note])
+        again.click(doctor_table, None, table)
+        page.load(banner, None, notice)
+        page.load(thread_choices, None, threads)
+        page.load(queue_rows, None, queue_table)
+        page.load(doctor_table, None, table)
     result: gr.Blocks = page
     return result
 
 
-def main(**launch: Any) -> None:
-    """Start the page on ATELIER_CHAT_HOST:ATELIER_CHAT_PORT with the embedded defaults."""
+def approval_text(approval: Approval) -> str:
+    """The approval question in Markdown: estimate and each image."""
+    estimate = approval.estimate
+    lines = [f"**{approval.question}** {estimate.get('images', len(approval.images))} image(s), "
+             f"~{float(estimate.get('seconds', 0)):g} s of GPU, cost {float(estimate.get('cost', 0)):.4f}"]
+    lines += [f"- {i.get('purpose')}: {i.get('workflow')} — {i.get('prompt')}" for i in approval.images]
+    return "\n".join(lines)
+
+
+# --- the server --------------------------------------------------------------------------------------------------
+
+
+def build_server(settings: Settings, *, llm: BaseChatModel | None = None, conninfo: str | None = None,
+                 worker: bool = True, owner: str = "local") -> FastAPI:
+    """The chat page at /, the job API at /api; services (and a worker and the indexer) opened at start-up."""
+    runtime = ChatRuntime(settings, owner=owner)
+    jobs_api = build_job_api(settings, service=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                services = await stack.enter_async_context(ChatServices.open(settings, llm=llm, conninfo=conninfo))
+            except AtelierError as exc:
+                runtime.problem = str(exc)
+                log.error("chat services did not start: %s", exc)
+            else:
+                runtime.services = services
+                jobs_api.state.ledger = services.ledger
+                if worker:
+                    tasks.append(asyncio.create_task(
+                        Worker(services.ledger.ledger, settings, services.ledger.store).run(stop), name="worker"))
+                if services.memory is not None:
+                    indexer = MemoryIndexer(services.ledger.ledger, services.memory, services.ledger.store, settings)
+                    tasks.append(asyncio.create_task(indexer.follow(stop), name="memory-indexer"))
+            runtime.ready.set()
+            try:
+                yield
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    server = FastAPI(title="Atelier", lifespan=lifespan)
+    server.state.runtime = runtime
+    server.mount("/api", jobs_api)
+    page = build_page(runtime)
+    allowed = [str(settings.outputs), str(settings.data_dir / "chat-cache")]
+    result: FastAPI = gr.mount_gradio_app(server, page, path="/", allowed_paths=allowed,
+                                          footer_links=["gradio"])
+    return result
+
+
+def main() -> None:
+    """Serve the chat on ATELIER_CHAT_HOST:ATELIER_CHAT_PORT with the embedded defaults."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     settings.outputs.mkdir(parents=True, exist_ok=True)
-    page = build_app(settings)
-    page.queue().launch(
-        server_name=settings.chat_host,
-        server_port=settings.chat_port,
-        allowed_paths=[str(settings.outputs)],
-        footer_links=["gradio"],
-        **launch,
-    )
+    worker = os.environ.get("ATELIER_CHAT_WORKER", "true").lower() not in {"0", "false", "no"}
+    print(f"Atelier chat on http://{settings.chat_host}:{settings.chat_port}/ (job API under /api)", flush=True)
+    uvicorn.run(build_server(settings, worker=worker), host=settings.chat_host, port=settings.chat_port,
+                log_level="warning")
 
 
 if __name__ == "__main__":

@@ -33,11 +33,12 @@ from agents.llm import LLMUnavailableError, Meter, call_llm, call_structured
 from agents.planner import Brief, plan_request
 from agents.prompts import ANSWER_SYSTEM, INTENT_SYSTEM
 from agents.rag_retriever import answer_from_documents
-from agents.visual_designer import Design, design_image
+from agents.visual_designer import PURPOSE_LOOK, Design, design_image
 from graphs.deps import SupervisorDeps
 from graphs.routing import classify
 from graphs.state import Intent, SupervisorState
 from tools.errors import AtelierError
+from tools.ledger.threads import chat_job_key
 from tools.memory.style import StyleProfile, build_profile
 from tools.settings import load_settings
 
@@ -134,6 +135,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
             intent, routed_by = choice.intent, "llm"
         if intent == "answer" and state.get("mode", "auto") == "auto" and _wants_picture(text):
             intent = "illustrate"
+        if state.get("mode") == "text" and intent == "illustrate":
+            intent = "answer"  # "never illustrate": words only (an explicit "generate" still makes an image)
         return {"intent": intent, "routed_by": routed_by, "hops": [meter.hop()]}
 
     async def answer(state: SupervisorState) -> dict[str, Any]:
@@ -171,7 +174,7 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         meter = Meter("cost")
         text = _text(_last_human(state)).lower()
         count = int(match.group(1)) if (match := re.search(r"\b(\d{1,4})\b", text)) else 1
-        purpose = next((p for p in ("hero", "lifestyle", "detail", "thumbnail") if p in text), None)
+        purpose = next((p for p in _PURPOSES if p in text), None)
         urgency = "immediate" if any(w in text for w in ("fast", "quick", "now", "urgent")) else "standard"
         budget_match = _BUDGET.search(text)
         budget = float(budget_match.group(1)) / count if budget_match else None
@@ -194,14 +197,20 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
             return _failure(state, "plan", meter, exc)
         return _done(state, "plan", meter, briefs=[b.model_dump() for b in result.briefs])
 
-    async def design(state: SupervisorState) -> dict[str, Any]:
-        """Briefs → prompts and values, each routed to a workflow by purpose and live VRAM (no LLM call)."""
+    async def design(state: SupervisorState, config: RunnableConfig) -> dict[str, Any]:
+        """Briefs → prompts and values, each routed to a workflow by purpose and live VRAM (no LLM call).
+
+        Per-run options (`configurable`): `workflow` forces one workflow, `quality` a catalog tier.
+        """
         meter = Meter("design")
+        options = config.get("configurable") or {}
         briefs = [Brief.model_validate(b) for b in state.get("briefs", [])] or [_brief_from(state)]
         try:
             vram = await deps.vram_free_gb()
             style = await asyncio.to_thread(_style, deps, state.get("owner", "anonymous"))
-            routes = [await asyncio.to_thread(choose_route, b.purpose, vram_free_gb=vram) for b in briefs]
+            routes = [await asyncio.to_thread(choose_route, b.purpose, vram_free_gb=vram,
+                                              workflow=options.get("workflow") or None,
+                                              quality=options.get("quality") or None) for b in briefs]
             designs = [design_image(b, route, style) for b, route in zip(briefs, routes, strict=True)]
         except AtelierError as exc:
             return _failure(state, "design", meter, exc)
@@ -247,7 +256,7 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         thread = str((config.get("configurable") or {}).get("thread_id", "no-thread"))
         turn = _last_human(state).id or "turn"
         owner = state.get("owner", "anonymous")
-        requests = [d.job_request(owner, f"chat:{thread}:{turn}:{i}") for i, d in enumerate(designs)]
+        requests = [d.job_request(owner, chat_job_key(thread, turn, i)) for i, d in enumerate(designs)]
         results = await ledger.submit_many(requests)
         jobs = [str(r.job.id) for r in results if not isinstance(r, AtelierError)]
         errors = [str(r) for r in results if isinstance(r, AtelierError)]
@@ -272,6 +281,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
     return builder
 
 
+# The purposes a request can name (the designer's looks; "illustration" is the default, not a keyword).
+_PURPOSES = tuple(p for p in PURPOSE_LOOK if p != "illustration")
 _IMAGES = re.compile(r"\b(images?|pictures?|photos?)\b", re.I)
 _BUDGET = re.compile(r"(?:budget (?:of )?|under |below |at most |max(?:imum)? )\$?(\d+(?:\.\d+)?)")
 _PICTURE = re.compile(r"\b(look like|looks like|what does|picture|scene|view of)\b", re.I)
@@ -286,7 +297,7 @@ def _brief_from(state: SupervisorState) -> Brief:
     """A single brief from the request itself (generate / illustrate): the subject without the command words."""
     text = _text(_last_human(state)).strip().rstrip("?.!")
     subject = _LEADING.sub("", text).strip() or text
-    purpose = next((p for p in ("hero", "lifestyle", "detail", "thumbnail") if p in text.lower()), "illustration")
+    purpose = next((p for p in _PURPOSES if p in text.lower()), "illustration")
     return Brief(purpose=purpose, subject=subject)
 
 

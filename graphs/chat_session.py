@@ -1,0 +1,230 @@
+"""A chat turn on the supervisor graph as a stream of typed events any front end can render.
+
+`ChatServices.open(settings)` opens what the chat needs (ledger, Postgres checkpointer, memory, the compiled
+supervisor); `run_turn` streams one turn — answer tokens, finished messages, an approval question when the
+graph pauses, the images it queued and their progress until each is done — and `thread_history` rebuilds a
+saved conversation with its images. No UI code here: the Gradio page (app.py) only draws these events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+
+from graphs.checkpoint import postgres_checkpointer
+from graphs.deps import SupervisorDeps
+from graphs.state import SupervisorState
+from graphs.supervisor import build_supervisor
+from tools.errors import AtelierError
+from tools.ledger.events import JobEvent
+from tools.ledger.models import Job
+from tools.ledger.service import LedgerService
+from tools.ledger.threads import ThreadDirectory
+from tools.memory.store import MemoryStore
+from tools.settings import Settings
+
+__all__ = [
+    "Approval", "ChatOptions", "ChatServices", "HistoryItem", "ImagesQueued", "JobProgress", "Reply", "Token",
+    "TurnEvent", "run_turn", "thread_history",
+]
+
+log = logging.getLogger(__name__)
+
+# Nodes whose LLM output is the answer a person reads (the classifier's JSON is not).
+STREAMED_NODES = frozenset({"answer", "retrieve"})
+Illustrate = Literal["auto", "always", "never"]
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """Per-run choices from the page: a workflow or quality tier for images, and when to illustrate."""
+
+    workflow: str | None = None
+    quality: str | None = None
+    illustrate: Illustrate = "auto"
+
+    def mode(self) -> Literal["auto", "text", "image"]:
+        """The graph's `mode` for this choice of illustrating."""
+        return {"auto": "auto", "always": "image", "never": "text"}[self.illustrate]  # type: ignore[return-value]
+
+    def configurable(self, thread_id: str) -> RunnableConfig:
+        """The run's config: the thread plus the options the designer reads."""
+        return {"configurable": {"thread_id": thread_id, "workflow": self.workflow, "quality": self.quality}}
+
+
+@dataclass(frozen=True)
+class Token:
+    """A piece of the answer being written by `node`."""
+
+    node: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A finished assistant message from `node` (replaces what `node` streamed)."""
+
+    node: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Approval:
+    """The graph paused: these images cost more than the thresholds; approve, edit or reject."""
+
+    question: str
+    estimate: dict[str, Any]
+    images: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ImagesQueued:
+    """The turn queued these jobs (in order)."""
+
+    jobs: list[Job]
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """Something happened to a queued job (progress, preview, retry, or its end with the job row)."""
+
+    event: JobEvent
+
+
+TurnEvent = Token | Reply | Approval | ImagesQueued | JobProgress
+Graph = CompiledStateGraph[SupervisorState, Any, SupervisorState, SupervisorState]
+
+
+@dataclass
+class ChatServices:
+    """What a chat page acts through; open with `ChatServices.open`."""
+
+    settings: Settings
+    ledger: LedgerService
+    threads: ThreadDirectory
+    graph: Graph
+    deps: SupervisorDeps
+    memory: MemoryStore | None = None
+    memory_problem: str | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, settings: Settings, *, llm: BaseChatModel | None = None, conninfo: str | None = None,
+                   with_memory: bool = True) -> AsyncIterator[ChatServices]:
+        """Open the ledger, checkpointer and memory; compile the supervisor on them; close all on exit."""
+        async with contextlib.AsyncExitStack() as stack:
+            ledger = await stack.enter_async_context(LedgerService.open(settings, conninfo=conninfo))
+            saver = await stack.enter_async_context(postgres_checkpointer(settings, ledger.ledger.conninfo))
+            memory, problem = (await _open_memory(settings)) if with_memory else (None, "memory disabled")
+            if memory is not None:
+                stack.callback(memory.close)
+            deps = SupervisorDeps(settings=settings, llm=llm, ledger=ledger, memory=memory)
+            graph: Graph = build_supervisor(deps=deps).compile(checkpointer=saver, name="supervisor")
+            yield cls(settings=settings, ledger=ledger, threads=ThreadDirectory(ledger.ledger.pool), graph=graph,
+                      deps=deps, memory=memory, memory_problem=problem)
+
+
+async def _open_memory(settings: Settings) -> tuple[MemoryStore | None, str | None]:
+    """The memory, or None and why (another process holds the local Qdrant folder, a model mismatch …)."""
+    try:
+        return await asyncio.to_thread(MemoryStore.open, settings), None
+    except AtelierError as exc:
+        log.warning("chat runs without the memory: %s", exc)
+        return None, str(exc)
+
+
+def _text(message: BaseMessage) -> str:
+    """A message's text content."""
+    return message.content if isinstance(message.content, str) else str(message.content)
+
+
+async def run_turn(services: ChatServices, thread_id: str, owner: str, *, message: str | None = None,
+                   resume: dict[str, Any] | None = None, options: ChatOptions | None = None,
+                   follow_jobs: bool = True) -> AsyncIterator[TurnEvent]:
+    """One turn (a new `message`, or `resume` after an approval): stream it, then follow the images it queued."""
+    options = options or ChatOptions()
+    config = options.configurable(thread_id)
+    payload: Any
+    if message is not None:
+        await services.threads.touch(thread_id, owner, message)
+        payload = {"messages": [HumanMessage(message, id=str(uuid.uuid4()))], "owner": owner, "mode": options.mode()}
+    else:
+        payload = Command(resume=resume or {"action": "approve"})
+    job_ids: list[str] = []
+    async for item in services.graph.astream(payload, config, stream_mode=["messages", "updates"]):
+        mode, chunk = cast(tuple[str, Any], item)
+        if mode == "messages":
+            piece, meta = chunk
+            node = str(meta.get("langgraph_node", ""))
+            if isinstance(piece, AIMessageChunk) and node in STREAMED_NODES and piece.content:
+                yield Token(node, _text(piece))
+            continue
+        for node, update in chunk.items():
+            if node == "__interrupt__":
+                value = update[0].value if update else {}
+                yield Approval(str(value.get("question", "Go ahead?")), dict(value.get("estimate", {})),
+                               list(value.get("images", [])))
+                return
+            if not isinstance(update, dict):
+                continue
+            for reply in update.get("messages", []):
+                if isinstance(reply, AIMessage):
+                    yield Reply(node, _text(reply))
+            job_ids.extend(update.get("jobs") or [])
+    if not job_ids:
+        return
+    jobs = {str(job.id): job for job in await _jobs(services, job_ids)}
+    yield ImagesQueued([jobs[j] for j in job_ids if j in jobs])
+    if follow_jobs:
+        async for event in services.ledger.events.follow(job_ids):
+            yield JobProgress(event)
+
+
+async def _jobs(services: ChatServices, job_ids: list[str]) -> list[Job]:
+    """Job rows by id."""
+    return [await services.ledger.get(j) for j in job_ids]
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    """One entry of a saved conversation: a message (`role`, `text`) or an image job of the turn before it."""
+
+    role: Literal["user", "assistant"]
+    text: str = ""
+    job: Job | None = None
+
+
+async def thread_history(services: ChatServices, thread_id: str) -> tuple[list[HistoryItem], Approval | None]:
+    """A saved conversation in order, each turn's images after its messages; plus a pending approval, if any."""
+    snapshot = await services.graph.aget_state({"configurable": {"thread_id": thread_id}})
+    messages: list[BaseMessage] = list(snapshot.values.get("messages", [])) if snapshot.values else []
+    jobs_by_turn = await services.threads.jobs(thread_id)
+    items: list[HistoryItem] = []
+    turn: str | None = None
+    for message in messages:
+        if isinstance(message, HumanMessage):
+            items.extend(HistoryItem("assistant", job=job) for job in jobs_by_turn.get(turn or "", []))
+            turn = message.id
+            items.append(HistoryItem("user", _text(message)))
+        elif isinstance(message, AIMessage) and _text(message):
+            items.append(HistoryItem("assistant", _text(message)))
+    items.extend(HistoryItem("assistant", job=job) for job in jobs_by_turn.get(turn or "", []))
+    pending = None
+    for task in snapshot.tasks or ():
+        for intr in task.interrupts:
+            value = intr.value if isinstance(intr.value, dict) else {}
+            pending = Approval(str(value.get("question", "Go ahead?")), dict(value.get("estimate", {})),
+                               list(value.get("images", [])))
+    return items, pending

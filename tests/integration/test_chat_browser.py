@@ -1,0 +1,183 @@
+"""The chat in headless Chromium, on the real server with the fake ComfyUI and fake Ollama on loopback.
+
+Ask a plain question and read the streamed answer; ask for a picture and watch its progress, then the image;
+approve a costly plan; rate an image and find it in the gallery; see the clear message when ComfyUI is down.
+Screenshots of each state go to tests/artifacts/ (not committed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from tests.fakes.comfyui_server import FakeComfyUI
+from tests.fakes.ollama_server import FakeOllama
+from tools.settings import Settings, load_settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(os.environ.get("ATELIER_SCREENSHOTS", Path(__file__).resolve().parents[1] / "artifacts"))
+LAUNCH_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+if not CHROMIUM.exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must install Debian's chromium (see .ci/run)")
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerThread:
+    """app.build_server under uvicorn in a thread, on a loopback port."""
+
+    def __init__(self, settings: Settings, conninfo: str) -> None:
+        import app
+
+        self.port = _free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app.build_server(settings, conninfo=conninfo), host="127.0.0.1",
+                                                    port=self.port, log_level="warning",
+                                                    timeout_graceful_shutdown=3))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        for _ in range(600):
+            if self.server.started:
+                return f"http://127.0.0.1:{self.port}/"
+            self.thread.join(0.05)
+        raise RuntimeError("the chat server did not start in 30 s")
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the chat server did not stop within 30 s"
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[FakeOllama]:
+    """A fake Ollama that streams its answers a word at a time."""
+    with FakeOllama(chunk_delay=0.01) as fake:
+        yield fake
+
+
+def _settings(tmp_path: Path, comfy_url: str, ollama_url: str, pg_url: str) -> Settings:
+    return load_settings(data_dir=tmp_path / "data", comfyui_urls=comfy_url, ollama_url=ollama_url,
+                         database_url=pg_url, approval_cost=0.02, approval_gpu_seconds=60)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium through Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _say(page: Any, text: str) -> None:
+    box = page.locator("#message textarea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def test_chat_answers_illustrates_asks_approval_and_rates(
+    browser: Any, fake_comfy: FakeComfyUI, fake_ollama: FakeOllama, machine_pg_url: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    fake_comfy.step_seconds = 0.25
+    fake_ollama.script("llama3.2", [
+        "Sage green suits a calm kitchen: it pairs with wood and brass.",
+        json.dumps({"briefs": [
+            {"purpose": "hero", "subject": "a ceramic teapot on linen"},
+            {"purpose": "lifestyle", "subject": "the teapot on a breakfast table"},
+            {"purpose": "detail", "subject": "the teapot's glaze"},
+            {"purpose": "thumbnail", "subject": "the teapot"},
+        ]}),
+    ])
+    settings = _settings(tmp_path, fake_comfy.url, fake_ollama.url, machine_pg_url)
+    with ServerThread(settings, machine_pg_url) as url:
+        page = browser.new_page(viewport={"width": 1366, "height": 1000})
+        page.goto(url)
+        chat = page.locator("#chat")
+
+        _say(page, "Which colours go well with a sage green kitchen?")
+        expect(chat.get_by_text("Sage green suits a calm kitchen", exact=False)).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(SHOTS / "chat-1-answer.png"), full_page=True)
+
+        _say(page, "draw a lighthouse at dusk")
+        expect(chat.get_by_text("step", exact=False).first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(SHOTS / "chat-2-progress.png"), full_page=True)
+        expect(chat.get_by_text("Done:", exact=False).first).to_be_visible(timeout=60_000)
+        image = chat.locator("img").last
+        expect(image).to_be_visible(timeout=10_000)
+        assert image.evaluate("img => img.naturalWidth") > 0
+        page.screenshot(path=str(SHOTS / "chat-3-image.png"), full_page=True)
+
+        _say(page, "Plan a product shoot for our teapot: hero, lifestyle, detail and thumbnail images")
+        approval = page.locator("#approval")
+        expect(approval.get_by_text("Generate these images?", exact=False)).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(SHOTS / "chat-4-approval.png"), full_page=True)
+        approval.get_by_role("button", name="Approve").click()
+        expect(chat.get_by_text("Rendering", exact=False).first).to_be_visible(timeout=30_000)
+        expect(chat.get_by_text("Done:", exact=False)).to_have_count(5, timeout=120_000)
+        page.screenshot(path=str(SHOTS / "chat-5-approved.png"), full_page=True)
+
+        # Rate the lighthouse 5 stars from the chat, then find it in the gallery.
+        lighthouse = chat.get_by_test_id("bot").filter(has_text="Done:").filter(has_text="lighthouse")
+        buttons = lighthouse.locator("xpath=ancestor::div[contains(@class, 'message-row')][1]"
+                                     "/following-sibling::div[contains(@class, 'message-buttons')][1]")
+        buttons.hover()
+        _rate(buttons, "★5")
+        expect(page.locator("#rating-note").get_by_text("★5", exact=False)).to_be_visible(timeout=15_000)
+        page.get_by_role("tab", name="Gallery").click()
+        page.get_by_label("Search your images").fill("lighthouse at dusk")
+        page.get_by_role("button", name="Search").click()
+        gallery = page.locator("#gallery")
+        expect(gallery.get_by_role("button", name="Thumbnail 1 of")).to_contain_text("lighthouse at dusk",
+                                                                                     timeout=30_000)
+        expect(gallery.get_by_text("★5", exact=False)).to_have_count(1)
+        page.screenshot(path=str(SHOTS / "chat-6-gallery.png"), full_page=True)
+        page.close()
+
+
+def _rate(buttons: Any, option: str) -> None:
+    """Under a message: open the feedback flag menu and pick an option (★n), or click 'Like'/'Dislike'."""
+    if option in {"Like", "Dislike"}:
+        buttons.get_by_label(option, exact=True).click()
+        return
+    buttons.get_by_label("Feedback", exact=True).click()
+    buttons.get_by_role("button", name=option, exact=True).click()
+
+
+def test_comfyui_down_is_said_in_the_page(
+    browser: Any, fake_ollama: FakeOllama, closed_port_url: str, machine_pg_url: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    settings = _settings(tmp_path, closed_port_url, fake_ollama.url, machine_pg_url)
+    with ServerThread(settings, machine_pg_url) as url:
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(url)
+        banner = page.locator("#service-banner")
+        expect(banner.get_by_text("ComfyUI is not reachable", exact=False)).to_be_visible(timeout=30_000)
+        expect(banner.get_by_text("COMFYUI_URLS", exact=False)).to_be_visible()
+        page.screenshot(path=str(SHOTS / "chat-comfyui-down.png"), full_page=True)
+        page.close()
