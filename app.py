@@ -451,26 +451,29 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
 
         options = [workflow, quality, illustrate]
         chat_out = [message, chat, jobs_map, approval_box, approval]
-        for trigger in (message.submit, send_button.click):
-            trigger(send, [message, chat, jobs_map, thread, *options], chat_out, concurrency_limit=None).then(
-                thread_choices, None, threads)
+        hidden: dict[str, Any] = {"api_visibility": "private"}
+        message.submit(send, [message, chat, jobs_map, thread, *options], chat_out, concurrency_limit=None,
+                       api_name="chat").then(thread_choices, None, threads, **hidden)
+        send_button.click(send, [message, chat, jobs_map, thread, *options], chat_out, concurrency_limit=None,
+                          **hidden).then(thread_choices, None, threads, **hidden)
         for button, action in ((approve, "approve"), (reject, "reject")):
             button.click(decide(action), [chat, jobs_map, thread, *options], [chat, jobs_map, approval_box, approval],
-                         concurrency_limit=None)
+                         concurrency_limit=None, api_name=action)
         threads.input(open_thread, [threads], [thread, chat, jobs_map, approval_box, approval],
-                      concurrency_limit=None)
-        new.click(new_thread, None, [thread, chat, jobs_map, approval_box, approval, threads])
-        chat.like(feedback, [jobs_map], [rated])
-        search.click(gallery, [query], [pictures, found])
-        query.submit(gallery, [query], [pictures, found])
-        refresh.click(queue_rows, None, queue_table)
-        cancel.click(cancel_job, [job_id], [queue_table, queue_note])
-        retry.click(retry_job, [job_id], [queue_table, queue_note])
-        again.click(doctor_table, None, table)
-        page.load(banner, None, notice)
-        page.load(thread_choices, None, threads)
-        page.load(queue_rows, None, queue_table)
-        page.load(doctor_table, None, table)
+                      concurrency_limit=None, api_name="open_conversation")
+        new.click(new_thread, None, [thread, chat, jobs_map, approval_box, approval, threads],
+                  api_name="new_conversation")
+        chat.like(feedback, [jobs_map], [rated], api_name="rate")
+        search.click(gallery, [query], [pictures, found], api_name="search_images")
+        query.submit(gallery, [query], [pictures, found], **hidden)
+        refresh.click(queue_rows, None, queue_table, api_name="jobs")
+        cancel.click(cancel_job, [job_id], [queue_table, queue_note], api_name="cancel_job")
+        retry.click(retry_job, [job_id], [queue_table, queue_note], api_name="retry_job")
+        again.click(doctor_table, None, table, api_name="services")
+        page.load(banner, None, notice, api_name="service_banner")
+        page.load(thread_choices, None, threads, **hidden)
+        page.load(queue_rows, None, queue_table, **hidden)
+        page.load(doctor_table, None, table, **hidden)
     result: gr.Blocks = page
     return result
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.comfyui_server import FakeComfyUI
+from tests.fakes.ollama_server import FakeOllama
 
 # What the shipped templates load (see workflows/*.meta.json "models").
 INSTALLED_MODELS: dict[str, list[str]] = {
@@ -24,6 +25,13 @@ INSTALLED_MODELS: dict[str, list[str]] = {
 def fake_comfy(tmp_path: Path) -> Iterator[FakeComfyUI]:
     """A fresh fake ComfyUI per test, with its own output folder."""
     with FakeComfyUI(step_seconds=0.002, models=INSTALLED_MODELS, output_dir=tmp_path / "comfyui") as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[FakeOllama]:
+    """A fake Ollama on a loopback port that streams its answers a word at a time."""
+    with FakeOllama(chunk_delay=0.01) as fake:
         yield fake
 
 

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
+from tests.chat_server import ServerThread, chat_settings
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.fakes.ollama_server import FakeOllama
-from tools.settings import Settings, load_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(os.environ.get("ATELIER_SCREENSHOTS", Path(__file__).resolve().parents[1] / "artifacts"))
@@ -32,51 +29,6 @@ if not CHROMIUM.exists():
     if os.environ.get("CI"):
         raise RuntimeError("CI must install Debian's chromium (see .ci/run)")
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class ServerThread:
-    """app.build_server under uvicorn in a thread, on a loopback port."""
-
-    def __init__(self, settings: Settings, conninfo: str) -> None:
-        import app
-
-        self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app.build_server(settings, conninfo=conninfo), host="127.0.0.1",
-                                                    port=self.port, log_level="warning",
-                                                    timeout_graceful_shutdown=3))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        for _ in range(600):
-            if self.server.started:
-                return f"http://127.0.0.1:{self.port}/"
-            self.thread.join(0.05)
-        raise RuntimeError("the chat server did not start in 30 s")
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "the chat server did not stop within 30 s"
-
-
-@pytest.fixture
-def fake_ollama() -> Iterator[FakeOllama]:
-    """A fake Ollama that streams its answers a word at a time."""
-    with FakeOllama(chunk_delay=0.01) as fake:
-        yield fake
-
-
-def _settings(tmp_path: Path, comfy_url: str, ollama_url: str, pg_url: str) -> Settings:
-    return load_settings(data_dir=tmp_path / "data", comfyui_urls=comfy_url, ollama_url=ollama_url,
-                         database_url=pg_url, approval_cost=0.02, approval_gpu_seconds=60)
 
 
 @pytest.fixture
@@ -112,7 +64,7 @@ def test_chat_answers_illustrates_asks_approval_and_rates(
             {"purpose": "thumbnail", "subject": "the teapot"},
         ]}),
     ])
-    settings = _settings(tmp_path, fake_comfy.url, fake_ollama.url, machine_pg_url)
+    settings = chat_settings(tmp_path, fake_comfy.url, fake_ollama.url, machine_pg_url)
     with ServerThread(settings, machine_pg_url) as url:
         page = browser.new_page(viewport={"width": 1366, "height": 1000})
         page.goto(url)
@@ -172,7 +124,7 @@ def test_comfyui_down_is_said_in_the_page(
 ) -> None:
     from playwright.sync_api import expect
 
-    settings = _settings(tmp_path, closed_port_url, fake_ollama.url, machine_pg_url)
+    settings = chat_settings(tmp_path, closed_port_url, fake_ollama.url, machine_pg_url)
     with ServerThread(settings, machine_pg_url) as url:
         page = browser.new_page(viewport={"width": 1366, "height": 900})
         page.goto(url)

@@ -1,0 +1,53 @@
+"""The chat server (app.build_server) under uvicorn in a thread on a loopback port, for browser and client tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+import uvicorn
+
+from tools.settings import Settings, load_settings
+
+__all__ = ["ServerThread", "chat_settings", "free_port"]
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def chat_settings(tmp_path: Path, comfy_url: str, ollama_url: str, pg_url: str) -> Settings:
+    """Settings for a test chat: the fakes, a fresh database, thresholds that make a 4-image plan ask first."""
+    return load_settings(data_dir=tmp_path / "data", comfyui_urls=comfy_url, ollama_url=ollama_url,
+                         database_url=pg_url, approval_cost=0.02, approval_gpu_seconds=60)
+
+
+class ServerThread:
+    """`with ServerThread(settings, conninfo) as url:` serves the chat until the block ends."""
+
+    def __init__(self, settings: Settings, conninfo: str, *, worker: bool = True) -> None:
+        import app
+
+        self.port = free_port()
+        config = uvicorn.Config(app.build_server(settings, conninfo=conninfo, worker=worker), host="127.0.0.1",
+                                port=self.port, log_level="warning", timeout_graceful_shutdown=3)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name="chat-server")
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        for _ in range(600):
+            if self.server.started:
+                return f"http://127.0.0.1:{self.port}/"
+            self.thread.join(0.05)
+        raise RuntimeError("the chat server did not start in 30 s")
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the chat server did not stop within 30 s"

@@ -1,0 +1,81 @@
+"""The chat's Gradio API through gradio_client: named endpoints, a streamed answer, an image, approval, the queue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chat_server import ServerThread, chat_settings
+from tests.fakes.comfyui_server import FakeComfyUI
+from tests.fakes.ollama_server import FakeOllama
+
+pytestmark = pytest.mark.slow
+
+
+def _text(message: dict[str, Any]) -> str:
+    """The text parts of a chat message as gradio_client returns it."""
+    content = message["content"]
+    parts = content if isinstance(content, list) else [content]
+    return " ".join(p if isinstance(p, str) else p.get("text", "") if isinstance(p, dict) else "" for p in parts)
+
+
+def _files(message: dict[str, Any]) -> list[str]:
+    """Local paths of the files (images) gradio_client downloaded for a message."""
+    content = message["content"]
+    parts = content if isinstance(content, list) else [content]
+    found = []
+    for part in parts:
+        if isinstance(part, dict) and part.get("type") == "file":
+            file = part["file"]
+            found.append(str(file["path"] if isinstance(file, dict) else file))
+    return found
+
+
+def test_the_chat_through_gradio_client(
+    fake_comfy: FakeComfyUI, fake_ollama: FakeOllama, machine_pg_url: str, tmp_path: Path
+) -> None:
+    from gradio_client import Client
+
+    fake_ollama.script("llama3.2", [
+        "Terracotta and cream sit well beside sage green.",
+        json.dumps({"briefs": [{"purpose": p, "subject": f"a linen lamp, {p}"}
+                               for p in ("hero", "lifestyle", "detail", "thumbnail")]}),
+    ])
+    settings = chat_settings(tmp_path, fake_comfy.url, fake_ollama.url, machine_pg_url)
+    with ServerThread(settings, machine_pg_url) as url:
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+        assert {"/chat", "/approve", "/reject", "/search_images", "/jobs", "/cancel_job", "/retry_job",
+                "/open_conversation", "/rate"} <= named
+
+        job = client.submit("Which colours go well with a sage green kitchen?", [], "", "auto", "auto",
+                            api_name="/chat")
+        final = job.result(timeout=60)
+        history = final[1]
+        assert [m["role"] for m in history] == ["user", "assistant"]
+        assert _text(history[1]) == "Terracotta and cream sit well beside sage green."
+        streamed = [_text(update[1][-1]) for update in job.outputs() if len(update[1]) == 2]
+        assert len(set(streamed)) > 2, "the answer arrives in pieces, not at once"
+
+        # The conversation lives on the server (the client's session keeps its thread): send only new turns.
+        job = client.submit("draw a paper boat on a pond", [], "", "auto", "auto", api_name="/chat")
+        history = job.result(timeout=90)[1]
+        picture = history[-1]
+        assert _text(picture).startswith("Done:") and "paper boat on a pond" in _text(picture)
+        files = _files(picture)
+        assert files and Path(files[0]).read_bytes().startswith(b"\x89PNG")
+
+        paused = client.predict("Plan a launch: hero, lifestyle, detail and thumbnail images of a linen lamp",
+                                [], "", "auto", "auto", api_name="/chat")
+        assert "Generate these images?" in paused[-1]
+        approved = client.predict(paused[1], "", "auto", "auto", api_name="/approve")
+        done = [m for m in approved[0] if _text(m).startswith("Done:")]
+        assert len(done) == 4
+
+        rows = client.predict(api_name="/jobs")
+        assert len(rows["data"]) == 5 and {row[1] for row in rows["data"]} == {"succeeded"}
+        again = client.predict(rows["data"][0][0], api_name="/retry_job")
+        assert "queued again" in again[1]
