@@ -163,7 +163,10 @@ async def run_turn(services: ChatServices, thread_id: str, owner: str, *, messag
     else:
         payload = Command(resume=resume or {"action": "approve"})
     job_ids: list[str] = []
-    async for item in services.graph.astream(payload, config, stream_mode=["messages", "updates"]):
+    # durability="sync": each step is in PostgreSQL before the next starts, so a restart (or a page closed right
+    # after a pause) never loses the pending approval or the turn.
+    async for item in services.graph.astream(payload, config, stream_mode=["messages", "updates"],
+                                             durability="sync"):
         mode, chunk = cast(tuple[str, Any], item)
         if mode == "messages":
             piece, meta = chunk
@@ -222,9 +225,12 @@ async def thread_history(services: ChatServices, thread_id: str) -> tuple[list[H
             items.append(HistoryItem("assistant", _text(message)))
     items.extend(HistoryItem("assistant", job=job) for job in jobs_by_turn.get(turn or "", []))
     pending = None
-    for task in snapshot.tasks or ():
-        for intr in task.interrupts:
-            value = intr.value if isinstance(intr.value, dict) else {}
-            pending = Approval(str(value.get("question", "Go ahead?")), dict(value.get("estimate", {})),
-                               list(value.get("images", [])))
+    if "approve" in (snapshot.next or ()):
+        values = snapshot.values or {}
+        asked = next((i.value for t in snapshot.tasks or () for i in t.interrupts if isinstance(i.value, dict)), {})
+        images = asked.get("images") or [
+            {"purpose": d["brief"]["purpose"], "workflow": d["route"]["workflow"], "prompt": d["params"]["prompt"]}
+            for d in values.get("briefs", [])]
+        pending = Approval(str(asked.get("question", "Generate these images?")),
+                           dict(asked.get("estimate") or values.get("estimate", {})), list(images))
     return items, pending
