@@ -539,9 +539,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     settings.outputs.mkdir(parents=True, exist_ok=True)
-    worker = os.environ.get("ATELIER_CHAT_WORKER", "true").lower() not in {"0", "false", "no"}
     print(f"Atelier chat on http://{settings.chat_host}:{settings.chat_port}/ (job API under /api)", flush=True)
-    uvicorn.run(build_server(settings, worker=worker), host=settings.chat_host, port=settings.chat_port,
+    uvicorn.run(build_server(settings, worker=settings.chat_worker), host=settings.chat_host, port=settings.chat_port,
                 log_level="warning")
 
 

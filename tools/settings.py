@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(30.0, gt=0, validation_alias="ATELIER_HTTP_TIMEOUT_SECONDS")
     chat_host: str = Field("127.0.0.1", validation_alias="ATELIER_CHAT_HOST")
     chat_port: int = Field(7860, ge=1, le=65535, validation_alias="ATELIER_CHAT_PORT")
+    chat_worker: bool = Field(True, validation_alias="ATELIER_CHAT_WORKER",
+                              description="Run a ledger worker and the memory indexer inside the chat process.")
     s3_bucket: str | None = Field(
         None, validation_alias="ATELIER_S3_BUCKET",
         description="Keep job outputs in this S3-compatible bucket (MinIO, AWS, …) instead of a local folder.",
