@@ -110,3 +110,22 @@ async def test_workflows_health_and_openapi(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/images/{n}", "/batches", "/workflows", "/health"} <= set(
         spec["paths"])
+
+
+async def test_callers_name_workflows_and_inputs_never_server_files(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    workflow_path = await client.post("/jobs", json={"params": {"prompt": "x"}, "workflow": "/etc/passwd.json"})
+    assert workflow_path.status_code == 422 and "file path" in workflow_path.json()["detail"]
+    image_path = await client.post("/jobs", json={"params": {"prompt": "x", "input_image": "/etc/hostname"},
+                                                  "workflow": "img2img"})
+    assert image_path.status_code == 422 and "is a path" in image_path.json()["detail"]
+    missing = await client.post("/jobs", json={"params": {"prompt": "x", "input_image": "cat.png"},
+                                               "workflow": "img2img"})
+    assert missing.status_code == 422 and "copy it there first" in missing.json()["detail"]
+    inputs = settings.data_dir / "inputs"
+    inputs.mkdir(parents=True)
+    (inputs / "cat.png").write_bytes(Path(__file__).read_bytes()[:64])
+    made = await client.post("/jobs", json={"params": {"prompt": "x", "input_image": "cat.png"},
+                                            "workflow": "img2img"})
+    assert made.status_code == 201 and made.json()["params"]["input_image"] == str(inputs / "cat.png")

@@ -11,16 +11,20 @@ import base64
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, HTTPException, Path, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 
 from tools.errors import AtelierError
 from tools.ledger.events import JobEvent
 from tools.ledger.service import LedgerService
 
-__all__ = ["NOT_FOUND_CLOSE", "add_event_routes"]
+__all__ = ["INT64_MAX", "JOB_ID_PATTERN", "NOT_FOUND_CLOSE", "add_event_routes"]
 
 NOT_FOUND_CLOSE = 4404
+# A job id as the API takes it: the full UUID, or (as `atelier jobs` shows them) a unique prefix of 4+ hex digits.
+JOB_ID_PATTERN = r"^[0-9a-fA-F][0-9a-fA-F-]{3,35}$"
+# Event sequence numbers are PostgreSQL `bigint`s.
+INT64_MAX = 2**63 - 1
 PreviewMode = Literal["base64", "link", "none"]
 
 
@@ -44,13 +48,15 @@ def _message(event: JobEvent, base: str, previews: PreviewMode) -> dict[str, Any
     return body
 
 
-def add_event_routes(api: FastAPI, ledger: Callable[[Any], LedgerService]) -> None:
-    """Add the events socket and the preview route to the job API (`ledger(request_or_socket)` finds the ledger)."""
+def add_event_routes(
+    api: FastAPI, ledger: Callable[[Any], LedgerService], errors: Callable[..., dict[int | str, dict[str, Any]]]
+) -> None:
+    """Add the events socket and the preview route; `ledger(request)` finds the ledger, `errors(*codes)` documents."""
 
     @api.websocket("/jobs/{job_id}/events")
     async def events(
         socket: WebSocket, job_id: str,
-        after: Annotated[int, Query(ge=0, description="Last seq already seen (reconnect).")] = 0,
+        after: Annotated[int, Query(ge=0, le=INT64_MAX, description="Last seq already seen (reconnect).")] = 0,
         previews: Annotated[PreviewMode, Query()] = "base64",
     ) -> None:
         """Replay the job's events after `after`, follow it live, send the final event and close."""
@@ -73,9 +79,15 @@ def add_event_routes(api: FastAPI, ledger: Callable[[Any], LedgerService]) -> No
             return
         await socket.close()
 
-    @api.get("/jobs/{job_id}/previews/{seq}", summary="A live preview frame of a running job",
-             responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "Replaced or job ended"}})
-    async def preview(job_id: str, seq: int, request: Request) -> Response:
+    @api.get("/jobs/{job_id}/previews/{seq}", summary="A live preview frame of a running job", response_class=Response,
+             responses={200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+                              "description": "The frame (JPEG unless ComfyUI sent another format)"},
+                        **errors(404, 422)})
+    async def preview(
+        job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN, description="The job's UUID or a unique prefix of it.")],
+        seq: Annotated[int, Path(ge=0, le=INT64_MAX, description="The `seq` of a `preview` event.")],
+        request: Request,
+    ) -> Response:
         """The preview bytes (only the newest frame of a running job is kept)."""
         svc = ledger(request)
         job = await svc.get(job_id)

@@ -8,17 +8,21 @@ Atelier itself (`GET /jobs/{id}/images/{n}`), never as a link into a ComfyUI the
 # No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime, and the
 # LangGraph server imports this file under another module name, where string annotations cannot resolve.
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import PurePath
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query, Request, WebSocket
+from fastapi import FastAPI, HTTPException, Path, Query, Request, WebSocket
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from tools.api.events import add_event_routes
-from tools.catalog import list_templates
+from tools.api.events import JOB_ID_PATTERN, add_event_routes
+from tools.catalog import CatalogEntry, list_templates
 from tools.errors import AtelierError, WorkflowError
 from tools.ledger.models import Job, JobRequest, JobStatus
 from tools.ledger.output_store import OutputStoreError
@@ -27,29 +31,138 @@ from tools.ledger.store import JobNotFoundError
 from tools.schemas import GenerationParams
 from tools.settings import Settings, load_settings
 
-__all__ = ["BatchBody", "JobBody", "JobView", "app", "build_job_api"]
+__all__ = ["JOB_ID_PATTERN", "ApiError", "BatchBody", "BatchEntryError", "BatchView", "ErrorResponse", "HealthView",
+           "JobBody", "JobView", "ValidationIssue", "WorkflowView", "app", "build_job_api", "error_responses"]
+
+JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, examples=["3f2a9c1e-7b4d-4e8f-9a6b-2c1d0e9f8a7b", "3f2a9c1e"],
+                            description="The job's UUID, or a unique prefix of it (at least 4 hex digits).")]
+# The range of PostgreSQL `integer`, the priority column's type.
+INT32 = (-(2**31), 2**31 - 1)
+
+
+class ValidationIssue(BaseModel):
+    """One problem with a request, as FastAPI reports request validation failures."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class ApiError(BaseModel):
+    """Every error answer: `detail` is a message naming the fix, or (a malformed request) a list of issues."""
+
+    detail: str | list[ValidationIssue]
+
+
+_ERROR_TEXT = {
+    400: "The body is not readable JSON, or the request cannot be carried out (the message says why)",
+    404: "No such job (or image, or preview frame)",
+    410: "The job's image is no longer in the output store",
+    422: "The request is malformed, or names an unknown workflow or values it does not accept",
+}
+
+
+# OpenAPI links from a created job to what a client does next (documentation, and schemathesis' stateful runs).
+_JOB_LINKS = {
+    "GetJob": {"operationRef": "#/paths/~1jobs~1{job_id}/get", "parameters": {"job_id": "$response.body#/id"},
+               "description": "Poll the job until its status is succeeded, failed or cancelled."},
+    "CancelJob": {"operationRef": "#/paths/~1jobs~1{job_id}/delete", "parameters": {"job_id": "$response.body#/id"},
+                  "description": "Cancel the job."},
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for these error codes, all with the `ApiError` body."""
+    return {code: {"model": ApiError, "description": _ERROR_TEXT[code]} for code in codes}
+
+
+class ErrorResponse(JSONResponse):
+    """An error body that always renders: non-ASCII is escaped, so a lone surrogate echoed from a request is too."""
+
+    def render(self, content: Any) -> bytes:
+        """Compact ASCII JSON."""
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def _check_storable(value: Any, where: str) -> None:
+    """Reject text PostgreSQL cannot store, anywhere in `value`: NUL characters and lone surrogates (not UTF-8)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where} contains a NUL character; remove it")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where} is not valid UTF-8 text (a lone surrogate); send real characters") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, where)
+            _check_storable(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            _check_storable(item, where)
 
 
 class JobBody(BaseModel):
     """POST /jobs: what to generate, and how the job is handled."""
 
     params: GenerationParams
-    workflow: str | None = Field(None, description="Workflow name (default: ATELIER_DEFAULT_WORKFLOW).")
-    priority: int = 0
-    owner: str = Field("api", min_length=1)
+    workflow: str | None = Field(None, description="A name from GET /workflows (default: ATELIER_DEFAULT_WORKFLOW).")
+    priority: int = Field(0, ge=INT32[0], le=INT32[1], description="Higher runs first.")
+    owner: str = Field("api", min_length=1, description="Who asked (filter GET /jobs by it).")
     idempotency_key: str | None = Field(None, min_length=1, description="The same key twice returns the same job.")
     use_cache: bool = True
 
-    def request(self) -> JobRequest:
-        """As a ledger request."""
-        return JobRequest(params=self.params, workflow=self.workflow, priority=self.priority, owner=self.owner,
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params_storable(cls, value: Any) -> Any:
+        """The values go into a jsonb column: no NUL characters or lone surrogates in them."""
+        _check_storable(value, "params")
+        return value
+
+    @field_validator("workflow", "owner", "idempotency_key")
+    @classmethod
+    def _text_storable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """These go into text columns and file lookups: no NUL characters or lone surrogates."""
+        _check_storable(value, str(info.field_name))
+        return value
+
+    def request(self, settings: Settings) -> JobRequest:
+        """As a ledger request, confined to what a remote caller may name (see `_confine`)."""
+        params = _confine(self.params, self.workflow, settings)
+        return JobRequest(params=params, workflow=self.workflow, priority=self.priority, owner=self.owner,
                           idempotency_key=self.idempotency_key, use_cache=self.use_cache)
+
+
+def _confine(params: GenerationParams, workflow: str | None, settings: Settings) -> GenerationParams:
+    """A caller names workflows and input images, never server files: paths are refused, inputs come from
+    `$ATELIER_DATA_DIR/inputs/` (a WorkflowError, 422, says so)."""
+    if workflow and ("/" in workflow or "\\" in workflow or workflow.endswith(".json")):
+        raise WorkflowError(f"workflow {workflow!r} is a file path; the job API takes names from GET /workflows "
+                            "(put your own workflows in ATELIER_WORKFLOWS_DIR on the server)")
+    if params.input_image is None:
+        return params
+    name = params.input_image
+    inputs = settings.data_dir / "inputs"
+    if name != PurePath(name).name or name in {".", ".."}:
+        raise WorkflowError(f"input_image {name!r} is a path; give the name of a file in {inputs} on the server")
+    if not (inputs / name).is_file():
+        raise WorkflowError(f"input_image {name!r} is not in {inputs}; copy it there first")
+    return params.model_copy(update={"input_image": str(inputs / name)})
 
 
 class BatchBody(BaseModel):
     """POST /batches: many jobs at once (one transaction)."""
 
     jobs: list[JobBody] = Field(..., min_length=1, max_length=1000)
+
+
+class BatchEntryError(BaseModel):
+    """One entry of a batch that was not queued, by its index in `jobs`."""
+
+    index: int
+    detail: str
 
 
 class JobView(BaseModel):
@@ -83,6 +196,29 @@ class JobView(BaseModel):
         )
 
 
+class BatchView(BaseModel):
+    """POST /batches: the queued jobs, and the entries that were refused."""
+
+    batch: str = Field(..., description="An id for this call (the jobs are independent of each other).")
+    jobs: list[JobView]
+    errors: list[BatchEntryError]
+
+
+class WorkflowView(BaseModel):
+    """One workflow of the catalog: its name, the values it accepts and its catalog entry."""
+
+    name: str
+    accepts: list[str]
+    catalog: CatalogEntry | None
+
+
+class HealthView(BaseModel):
+    """GET /health: the API is up and its database answered."""
+
+    status: str = Field(..., examples=["ok"])
+    jobs: dict[str, int] = Field(..., description="How many jobs are in each status.")
+
+
 def build_job_api(settings: Settings, *, service: LedgerService | None = None) -> FastAPI:
     """The job API; opens the ledger at start-up unless a service is given (tests)."""
 
@@ -112,38 +248,47 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
     async def atelier_error(request: Request, exc: AtelierError) -> JSONResponse:
         """Our errors as 4xx with the message that names the fix."""
         status = 404 if isinstance(exc, JobNotFoundError) else 422 if isinstance(exc, WorkflowError) else 400
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        return ErrorResponse({"detail": str(exc)}, status_code=status)
 
-    @api.post("/jobs", status_code=201, response_model=JobView, summary="Queue one image job")
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422 body, rendered so that any input it echoes back (even a lone surrogate) can be sent."""
+        return ErrorResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+
+    @api.post("/jobs", status_code=201, response_model=JobView, summary="Queue one image job",
+              responses={201: {"links": _JOB_LINKS}, **error_responses(400, 422)})
     async def submit(body: JobBody, request: Request) -> JobView:
         """Record the job (or return the one with the same idempotency key)."""
-        outcome = await ledger(request).submit(body.request())
+        outcome = await ledger(request).submit(body.request(settings))
         return JobView.of(outcome.job, base(request))
 
-    @api.get("/jobs/{job_id}", response_model=JobView, summary="One job")
-    async def get_job(job_id: str, request: Request) -> JobView:
+    @api.get("/jobs/{job_id}", response_model=JobView, summary="One job", responses=error_responses(404, 422))
+    async def get_job(job_id: JobId, request: Request) -> JobView:
         """Status, timings, cost and image links."""
         return JobView.of(await ledger(request).get(job_id), base(request))
 
-    @api.get("/jobs", response_model=list[JobView], summary="Jobs, newest first")
+    @api.get("/jobs", response_model=list[JobView], summary="Jobs, newest first", responses=error_responses(422))
     async def list_jobs(
         request: Request,
         status: Annotated[JobStatus | None, Query()] = None,
-        owner: Annotated[str | None, Query()] = None,
+        owner: Annotated[str | None, Query(pattern=r"^[^\x00]*$")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> list[JobView]:
         """Filter by status and owner."""
         jobs = await ledger(request).list_jobs(status=status, owner=owner, limit=limit)
         return [JobView.of(job, base(request)) for job in jobs]
 
-    @api.delete("/jobs/{job_id}", response_model=JobView, summary="Cancel a job")
-    async def cancel(job_id: str, request: Request) -> JobView:
+    @api.delete("/jobs/{job_id}", response_model=JobView, summary="Cancel a job", responses=error_responses(404, 422))
+    async def cancel(job_id: JobId, request: Request) -> JobView:
         """Queued: cancelled at once; submitted or running: its worker removes or interrupts it."""
         return JobView.of(await ledger(request).cancel(job_id), base(request))
 
-    @api.get("/jobs/{job_id}/images/{n}", summary="An image of a finished job",
-             responses={200: {"content": {"image/png": {}}}})
-    async def image(job_id: str, n: int, request: Request) -> Response:
+    @api.get("/jobs/{job_id}/images/{n}", summary="An image of a finished job", response_class=Response,
+             responses={200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+                              "description": "The image (PNG unless the workflow saves another format)"},
+                        **error_responses(404, 410, 422)})
+    async def image(job_id: JobId, n: Annotated[int, Path(ge=0, description="Index in the job's `images`.")],
+                    request: Request) -> Response:
         """The bytes, from Atelier's output store."""
         svc = ledger(request)
         job = await svc.get(job_id)
@@ -157,32 +302,40 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
             raise HTTPException(410, str(exc)) from exc
         return Response(data, media_type=output.content_type)
 
-    @api.post("/batches", status_code=201, summary="Queue many jobs at once")
-    async def batch(body: BatchBody, request: Request) -> dict[str, Any]:
+    @api.post("/batches", status_code=201, response_model=BatchView, summary="Queue many jobs at once",
+              responses=error_responses(400, 422))
+    async def batch(body: BatchBody, request: Request) -> BatchView:
         """One job per entry; a bad entry is reported by index and the others still go in."""
-        results = await ledger(request).submit_many([j.request() for j in body.jobs])
+        svc = ledger(request)
+        prepared: list[JobRequest | AtelierError] = []
+        for entry in body.jobs:
+            try:
+                prepared.append(entry.request(settings))
+            except AtelierError as exc:
+                prepared.append(exc)
+        submitted = iter(await svc.submit_many([p for p in prepared if isinstance(p, JobRequest)]))
+        results = [next(submitted) if isinstance(p, JobRequest) else p for p in prepared]
         jobs, errors = [], []
         for index, result in enumerate(results):
             if isinstance(result, AtelierError):
-                errors.append({"index": index, "detail": str(result)})
+                errors.append(BatchEntryError(index=index, detail=str(result)))
             else:
-                jobs.append(JobView.of(result.job, base(request)).model_dump())
-        return {"batch": str(uuid.uuid4()), "jobs": jobs, "errors": errors}
+                jobs.append(JobView.of(result.job, base(request)))
+        return BatchView(batch=str(uuid.uuid4()), jobs=jobs, errors=errors)
 
-    @api.get("/workflows", summary="The workflow catalog")
-    async def workflows() -> list[dict[str, Any]]:
+    @api.get("/workflows", response_model=list[WorkflowView], summary="The workflow catalog")
+    async def workflows() -> list[WorkflowView]:
         """Every workflow with its catalog entry and the values it accepts."""
         dirs = [settings.workflows_dir] if settings.workflows_dir else []
         listing = await asyncio.to_thread(list_templates, dirs)
-        return [{"name": t.name, "accepts": sorted(t.bindings),
-                 "catalog": t.catalog.model_dump() if t.catalog else None} for t in listing.templates]
+        return [WorkflowView(name=t.name, accepts=sorted(t.bindings), catalog=t.catalog) for t in listing.templates]
 
-    @api.get("/health", summary="Is the API up and its database reachable?")
-    async def health(request: Request) -> dict[str, Any]:
+    @api.get("/health", response_model=HealthView, summary="Is the API up and its database reachable?")
+    async def health(request: Request) -> HealthView:
         """Job counts by status (reading them proves the database answers)."""
-        return {"status": "ok", "jobs": await ledger(request).ledger.counts()}
+        return HealthView(status="ok", jobs=await ledger(request).ledger.counts())
 
-    add_event_routes(api, ledger)
+    add_event_routes(api, ledger, error_responses)
     return api
 
 

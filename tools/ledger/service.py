@@ -62,6 +62,8 @@ class LedgerService:
     ) -> list[SubmitOutcome | AtelierError]:
         """Plan and record many jobs at once (a batch file): per request its outcome, or the error that stopped it."""
         results, planned = await asyncio.to_thread(self._plan_all, requests, templates)
+        if not planned:  # every request was refused at planning: nothing to record
+            return results
         outcomes = await self.ledger.submit_many(
             [(request, plan) for _, request, plan in planned],
             max_attempts=self.settings.max_attempts, output_exists=self.store.exists,
