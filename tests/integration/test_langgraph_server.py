@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -82,6 +83,12 @@ def test_the_server_runs_the_supervisor_and_keeps_threads_in_postgres(server: st
     assert jobs == [("sdk", "txt2img")]
     mounted = httpx.get(f"{server}/jobs", params={"owner": "sdk"}, timeout=10)  # the job API on the same server
     assert mounted.status_code == 200 and [j["owner"] for j in mounted.json()] == ["sdk"]
+    from websockets.sync.client import connect
+
+    events_url = server.replace("http://", "ws://") + f"/jobs/{mounted.json()[0]['id']}/events?previews=none"
+    with connect(events_url, open_timeout=10) as socket:  # the events socket is served there too
+        first = json.loads(socket.recv(timeout=10))
+    assert first["type"] == "status" and first["status"] == "queued"
     assert checkpoints is not None and checkpoints[0] > 0, "the thread lives in our PostgreSQL"
 
 
