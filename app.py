@@ -305,6 +305,8 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
 
     async def open_thread(thread: str) -> AsyncIterator[Any]:
         services = await runtime.get()
+        if await services.threads.get(thread, runtime.owner) is None:
+            raise gr.Error(f"no conversation {thread!r} of yours; pick one from the list")
         items, pending = await thread_history(services, thread)
         history: list[dict[str, Any]] = []
         jobs_map: dict[str, str] = {}
@@ -426,7 +428,8 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
                     send_button = gr.Button("Send", variant="primary", scale=1)
                 rated = gr.Markdown(elem_id="rating-note")
             with gr.Column(scale=1):
-                threads = gr.Dropdown(label="Conversations", choices=[], value=None, interactive=True)
+                threads = gr.Dropdown(label="Conversations", choices=[], value=None, interactive=True,
+                                      allow_custom_value=True)
                 new = gr.Button("New conversation")
                 workflow = gr.Dropdown(label="Workflow", choices=_workflow_choices(), value="")
                 quality = gr.Radio(["auto", *QUALITIES], value="auto", label="Quality")

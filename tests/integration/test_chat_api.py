@@ -79,3 +79,31 @@ def test_the_chat_through_gradio_client(
         assert len(rows["data"]) == 5 and {row[1] for row in rows["data"]} == {"succeeded"}
         again = client.predict(rows["data"][0][0], api_name="/retry_job")
         assert "queued again" in again[1]
+        client.close()
+
+
+def test_a_conversation_comes_back_after_a_restart(
+    fake_comfy: FakeComfyUI, fake_ollama: FakeOllama, machine_pg_url: str, tmp_path: Path
+) -> None:
+    import psycopg
+    from gradio_client import Client
+
+    fake_ollama.script("llama3.2", ["Linen and oak."])
+    settings = chat_settings(tmp_path, fake_comfy.url, fake_ollama.url, machine_pg_url)
+    with ServerThread(settings, machine_pg_url) as url:
+        client = Client(url, verbose=False, download_files=str(tmp_path / "first"))
+        client.predict("Which materials suit a quiet bedroom?", [], "", "auto", "auto", api_name="/chat")
+        client.predict("draw a linen lamp", [], "", "auto", "auto", api_name="/chat")
+        client.close()
+    with psycopg.connect(machine_pg_url) as conn:
+        row = conn.execute("SELECT id, title FROM chat_threads").fetchone()
+    assert row is not None and row[1] == "Which materials suit a quiet bedroom?"
+
+    with ServerThread(settings, machine_pg_url) as url:  # a new process's worth of services on the same database
+        client = Client(url, verbose=False, download_files=str(tmp_path / "second"))
+        history = client.predict(row[0], api_name="/open_conversation")[0]  # (chat, approval text)
+        client.close()
+    texts = [_text(m) for m in history]
+    assert texts[:2] == ["Which materials suit a quiet bedroom?", "Linen and oak."]
+    assert texts[-1].startswith("Done:") and "linen lamp" in texts[-1]
+    assert Path(_files(history[-1])[0]).read_bytes().startswith(b"\x89PNG")
