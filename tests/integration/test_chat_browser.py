@@ -119,17 +119,21 @@ def _rate(buttons: Any, option: str) -> None:
     buttons.get_by_role("button", name=option, exact=True).click()
 
 
-def test_comfyui_down_is_said_in_the_page(
-    browser: Any, fake_ollama: FakeOllama, closed_port_url: str, machine_pg_url: str, tmp_path: Path
+def test_services_down_are_said_in_the_page(
+    browser: Any, closed_port_url: str, machine_pg_url: str, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
-    settings = chat_settings(tmp_path, closed_port_url, fake_ollama.url, machine_pg_url)
+    settings = chat_settings(tmp_path, closed_port_url, closed_port_url, machine_pg_url)  # nothing listens there
     with ServerThread(settings, machine_pg_url) as url:
         page = browser.new_page(viewport={"width": 1366, "height": 900})
         page.goto(url)
         banner = page.locator("#service-banner")
         expect(banner.get_by_text("ComfyUI is not reachable", exact=False)).to_be_visible(timeout=30_000)
         expect(banner.get_by_text("COMFYUI_URLS", exact=False)).to_be_visible()
-        page.screenshot(path=str(SHOTS / "chat-comfyui-down.png"), full_page=True)
+        expect(banner.get_by_text("Ollama is not reachable", exact=False)).to_be_visible()
+        expect(banner.get_by_text("ollama serve", exact=False)).to_be_visible()
+        _say(page, "Which colours go well with a sage green kitchen?")
+        expect(page.locator("#chat").get_by_text("ollama serve", exact=False)).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(SHOTS / "chat-services-down.png"), full_page=True)
         page.close()
