@@ -192,11 +192,16 @@ def _preview_file(runtime: ChatRuntime, event: JobEvent) -> Path | None:
     if event.preview is None:
         return None
     suffix = ".png" if event.preview_type == "image/png" else ".jpg"
-    for old in runtime.cache_dir().glob(f"{event.job_id}-preview-*"):
-        old.unlink(missing_ok=True)
+    _drop_previews(runtime, event.job_id)
     path = runtime.cache_dir() / f"{event.job_id}-preview-{event.seq}{suffix}"
     path.write_bytes(event.preview)
     return path
+
+
+def _drop_previews(runtime: ChatRuntime, job_id: str) -> None:
+    """Delete the preview frames kept for a job (a new frame, or its final image, replaces them)."""
+    for old in runtime.cache_dir().glob(f"{job_id}-preview-*"):
+        old.unlink(missing_ok=True)
 
 
 def build_page(runtime: ChatRuntime) -> gr.Blocks:
@@ -238,6 +243,7 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
                 history[index] = _image_message(text, preview)
             elif event.final and event.job is not None:
                 by_id[event.job_id] = event.job
+                await asyncio.to_thread(_drop_previews, runtime, event.job_id)
                 image = await _image_file(runtime, event.job)
                 history[index] = _image_message(status_line(event.job, event), image)
             else:
