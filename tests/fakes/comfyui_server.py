@@ -21,8 +21,9 @@ import traceback
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import WSMsgType, web
 from PIL import Image
@@ -32,8 +33,7 @@ from tests.fakes.comfyui_execution import Executor
 from tests.fakes.comfyui_files import FOLDER_TYPES, upload, view
 from tests.fakes.comfyui_queue import PromptQueue, QueueItem
 from tests.fakes.comfyui_validation import validate_prompt
-
-T = TypeVar("T")
+from tests.fakes.loopback_runner import Control, LoopbackServer, after_answer, dispatch_control
 
 
 def _get(data: Any, key: str, default: Any) -> Any:
@@ -41,12 +41,15 @@ def _get(data: Any, key: str, default: Any) -> Any:
     return data[key] if key in data else default  # noqa: SIM401 - also for JSON lists and strings
 
 
-class FakeComfyUI:
+class FakeComfyUI(LoopbackServer):
     """The fake server. `with FakeComfyUI() as fake:` serves on `fake.url` from its own thread and event loop.
 
     Files go to `<output_dir>/output`, `<output_dir>/input` and `<output_dir>/temp` (a temporary folder by
-    default). `models` maps a models/ folder to its installed file names (None: DEFAULT_MODELS, {}: nothing).
+    default; the files stay after stop()). `models` maps a models/ folder to its installed file names
+    (None: DEFAULT_MODELS, {}: nothing).
     """
+
+    thread_name = "fake-comfyui"
 
     def __init__(
         self,
@@ -59,7 +62,7 @@ class FakeComfyUI:
         previews: bool = True,
         validate_v3_combos: bool = False,
     ) -> None:
-        self.port = port
+        super().__init__(port)
         self.step_seconds = step_seconds
         self.previews = previews
         self.validate_v3_combos = validate_v3_combos
@@ -77,11 +80,7 @@ class FakeComfyUI:
         self._counts_lock = threading.Lock()
         self._spans: list[tuple[str, float, float]] = []
         self._paused = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._comeback: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._handlers_done: dict[int, asyncio.Event] = {}
         self._reset_process()
@@ -358,35 +357,22 @@ class FakeComfyUI:
 
     async def control(self, request: web.Request) -> web.Response:
         """/__fake__/{action}: the Python controls over HTTP (parameters in the query or a JSON body)."""
-        action = request.match_info["action"]
-        params: dict[str, Any] = dict(request.query)
-        if request.can_read_body:
-            with contextlib.suppress(ValueError):
-                body = await request.json()
-                params.update(body if isinstance(body, dict) else {})
-        if action == "execution_counts":
-            return web.json_response(dict(self.execution_counts))
-        if action == "execution_spans":
-            return web.json_response([list(span) for span in self.execution_spans])
-        if action == "state":
-            return web.json_response({"paused": self._paused, "silent": self._silent(), "devices": self.devices,
-                                      "models": self.catalog.models, "output_dir": str(self.root)})
-        if action == "drop_sockets":
-            await self._drop_sockets()
-        elif action == "go_silent":
-            self.go_silent(float(params.get("seconds", 5.0)))
-        elif action == "restart":  # after this answer has gone out
-            down = float(params.get("down_seconds", 0.0))
-            asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self._restart(down)))
-        elif action in ("pause", "resume"):
-            self._set_paused(action == "pause")
-        elif action == "set_vram":
-            self._set_vram(int(params["free"]), int(params["total"]))
-        elif action == "set_models":
-            self.catalog.set_models(params.get("models", params))
-        else:
-            return web.Response(status=404, text=f"unknown control {action!r}")
-        return web.json_response({"ok": True})
+        queries: dict[str, Control] = {
+            "execution_counts": lambda _: dict(self.execution_counts),
+            "execution_spans": lambda _: [list(span) for span in self.execution_spans],
+            "state": lambda _: {"paused": self._paused, "silent": self._silent(), "devices": self.devices,
+                                "models": self.catalog.models, "output_dir": str(self.root)},
+        }
+        actions: dict[str, Control] = {
+            "drop_sockets": lambda _: self._drop_sockets(),
+            "go_silent": lambda p: self.go_silent(float(p.get("seconds", 5.0))),
+            "restart": lambda p: after_answer(partial(self._restart, float(p.get("down_seconds", 0.0)))),
+            "pause": lambda _: self._set_paused(True),
+            "resume": lambda _: self._set_paused(False),
+            "set_vram": lambda p: self._set_vram(int(p["free"]), int(p["total"])),
+            "set_models": lambda p: self.catalog.set_models(p.get("models", p)),
+        }
+        return await dispatch_control(request, queries=queries, actions=actions)
 
     def _set_paused(self, paused: bool) -> None:
         self._paused = paused
@@ -434,26 +420,22 @@ class FakeComfyUI:
         return app
 
     async def _come_up(self) -> None:
+        """Listen, then start the prompt worker."""
+        if self._runner is not None:
+            return
         self._wake = asyncio.Event()
-        self._runner = web.AppRunner(self._app(), handle_signals=False, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        await site.start()
-        if self.port == 0:
-            server: Any = site._server
-            self.port = int(server.sockets[0].getsockname()[1])
+        await super()._come_up()
         self._worker = asyncio.get_running_loop().create_task(self._work())
 
     async def _go_down(self) -> None:
+        """Stop the prompt worker, abort the WebSockets, then close the port."""
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
         await self._drop_sockets()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await super()._go_down()
 
     async def _restart(self, down_seconds: float) -> None:
         if self._comeback is not None:
@@ -470,76 +452,10 @@ class FakeComfyUI:
 
         self._comeback = asyncio.get_running_loop().create_task(come_back())
 
-    def _call(self, make: Callable[[], Awaitable[T]]) -> T:
-        """Run a coroutine on the server's loop from any other thread and wait for it."""
-        if self._loop is None:
-            raise RuntimeError("the fake ComfyUI is not running; call start() first")
-
-        async def run() -> T:
-            return await make()
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=30)
-
-    @property
-    def url(self) -> str:
-        """http://127.0.0.1:PORT."""
-        return f"http://127.0.0.1:{self.port}"
-
     @property
     def ws_url(self) -> str:
         """ws://127.0.0.1:PORT/ws (add ?clientId=…)."""
         return f"ws://127.0.0.1:{self.port}/ws"
-
-    def start(self) -> FakeComfyUI:
-        """Start serving from a background thread; returns once the port listens."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = self._loop = asyncio.new_event_loop()
-            try:
-                loop.run_until_complete(self._come_up())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                self._loop = None
-                return
-            ready.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name=f"fake-comfyui-{self.port}", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if failure:
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and end the thread (files stay on disk)."""
-        loop = self._loop
-        if loop is None:
-            return
-
-        async def shutdown() -> None:
-            if self._comeback is not None:
-                self._comeback.cancel()
-            await self._go_down()
-
-        self._call(shutdown)
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
-        self._loop = None
-
-    def __enter__(self) -> FakeComfyUI:
-        """Start on entry."""
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        """Stop on exit."""
-        self.stop()
 
     # --- controls, callable from any thread ---------------------------------------------------------------------
 
@@ -630,14 +546,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-dir", type=Path, default=None, help="where output/, input/ and temp/ live")
     args = parser.parse_args(argv)
     fake = FakeComfyUI(args.port, step_seconds=args.step_seconds, models=args.models, output_dir=args.output_dir)
-    fake.start()
-    print(f"fake ComfyUI listening on {fake.url} (files in {fake.root}); Ctrl-C stops it", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+    fake.serve_forever(lambda fake: f"fake ComfyUI listening on {fake.url} (files in {fake.root}); Ctrl-C stops it")
 
 
 if __name__ == "__main__":

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import json
-import threading
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from aiohttp import web
 
 from tests.fakes import ollama_wire as wire
+from tests.fakes.loopback_runner import Control, after_answer, dispatch_control
 from tests.fakes.ollama_content import (
     Reply,
     count_tokens,
@@ -276,34 +276,22 @@ class FakeOllama(BackgroundServer):
 
     async def control(self, request: web.Request) -> web.Response:
         """/__fake__/{action}: the Python controls over HTTP (parameters in the query or a JSON body)."""
-        action = request.match_info["action"]
-        params: dict[str, Any] = dict(request.query)
-        if request.can_read_body:
-            with contextlib.suppress(ValueError):
-                body = await request.json()
-                params.update(body if isinstance(body, dict) else {})
-        if action == "requests":
-            return json_response([list(r) for r in self.requests])
-        if action == "state":
-            return json_response({**self.state.snapshot(), "down": self.down})
-        if action == "script":
-            self.script(str(params["model"]), list(params.get("replies", [])))
-        elif action == "clear_scripts":
-            self.clear_scripts()
-        elif action == "clear_requests":
-            self.clear_requests()
-        elif action == "set_models":
-            self.state.set_models([model_from_json(m) for m in params.get("models", [])])  # on the loop already
-        elif action == "set_queue_limit":
-            self.set_queue_limit(int(params["limit"]))
-        elif action in ("pause", "resume"):
-            self.state.set_paused(action == "pause")
-        elif action == "go_down":  # after this answer has gone out
-            seconds = float(params["seconds"]) if "seconds" in params else None
-            asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self._go_down_for(seconds)))
-        else:
-            return web.Response(status=404, text=f"unknown control {action!r}")
-        return json_response({"ok": True})
+        queries: dict[str, Control] = {
+            "requests": lambda _: [list(r) for r in self.requests],
+            "state": lambda _: {**self.state.snapshot(), "down": self.down},
+        }
+        actions: dict[str, Control] = {
+            "script": lambda p: self.script(str(p["model"]), list(p.get("replies", []))),
+            "clear_scripts": lambda _: self.clear_scripts(),
+            "clear_requests": lambda _: self.clear_requests(),
+            "set_models": lambda p: self.state.set_models([model_from_json(m) for m in p.get("models", [])]),  # on loop
+            "set_queue_limit": lambda p: self.set_queue_limit(int(p["limit"])),
+            "pause": lambda _: self.state.set_paused(True),
+            "resume": lambda _: self.state.set_paused(False),
+            "go_down": lambda p: after_answer(
+                partial(self._go_down_for, float(p["seconds"]) if "seconds" in p else None)),
+        }
+        return await dispatch_control(request, queries=queries, actions=actions, respond=json_response)
 
     def _app(self) -> web.Application:
         """The routes, behind a middleware that records requests and turns ApiError into Ollama's error body."""
@@ -407,14 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-delay", type=float, default=0.02, help="seconds between streamed lines")
     args = parser.parse_args(argv)
     fake = FakeOllama(args.port, models=args.models, chunk_delay=args.chunk_delay)
-    fake.start()
-    print(f"fake Ollama listening on {fake.url}; Ctrl-C stops it", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+    fake.serve_forever(lambda fake: f"fake Ollama listening on {fake.url}; Ctrl-C stops it")
 
 
 if __name__ == "__main__":

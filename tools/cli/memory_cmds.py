@@ -18,6 +18,7 @@ from rich.table import Table
 from tools.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from tools.ledger.output_store import OutputStore
     from tools.memory.records import ImageHit
     from tools.memory.tools import MemoryContext
 
@@ -30,8 +31,9 @@ memory_app = typer.Typer(help="Search, index and maintain the memory of document
 
 
 @asynccontextmanager
-async def _context(settings: Settings, *, ledger: bool) -> AsyncIterator[MemoryContext]:
-    """The memory (and the ledger when needed), closed on exit."""
+async def _context(settings: Settings, *, ledger: bool,
+                   outputs: OutputStore | None = None) -> AsyncIterator[MemoryContext]:
+    """The memory (and the ledger when needed, with `outputs` or the configured output store), closed on exit."""
     from tools.ledger.service import LedgerService
     from tools.memory.store import MemoryStore
     from tools.memory.tools import MemoryContext
@@ -41,7 +43,7 @@ async def _context(settings: Settings, *, ledger: bool) -> AsyncIterator[MemoryC
         if not ledger:
             yield MemoryContext(memory, settings)
             return
-        async with LedgerService.open(settings) as svc:
+        async with LedgerService.open(settings, store=outputs) as svc:
             yield MemoryContext(memory, settings, svc.ledger)
     finally:
         memory.close()
@@ -181,27 +183,24 @@ def style(owner: str = typer.Option("cli", help="Whose taste."), limit: int = ty
 @memory_app.command("index")
 def index(follow: bool = typer.Option(False, "--follow", help="Keep indexing as jobs succeed (Ctrl-C stops).")) -> None:
     """Index the images of succeeded jobs not in the memory yet (this process owns the memory meanwhile)."""
-    from tools.ledger.service import LedgerService
+    from tools.ledger.output_store import build_output_store
     from tools.memory.indexer import MemoryIndexer
-    from tools.memory.store import MemoryStore
 
     async def work() -> None:
         settings = load_settings()
-        memory = MemoryStore.open(settings)
-        try:
-            async with LedgerService.open(settings) as svc:
-                indexer = MemoryIndexer(svc.ledger, memory, svc.store, settings)
-                if not follow:
-                    typer.echo(f"{await indexer.catch_up()} image(s) indexed")
-                    return
-                stop = asyncio.Event()
-                loop = asyncio.get_running_loop()
-                for signum in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(signum, stop.set)
-                Console(stderr=True).print(f"indexing into {memory.location}; Ctrl-C to stop", highlight=False)
-                await indexer.follow(stop)
-        finally:
-            memory.close()
+        outputs = await asyncio.to_thread(build_output_store, settings)
+        async with _context(settings, ledger=True, outputs=outputs) as ctx:
+            assert ctx.ledger is not None
+            indexer = MemoryIndexer(ctx.ledger, ctx.memory, outputs, settings)
+            if not follow:
+                typer.echo(f"{await indexer.catch_up()} image(s) indexed")
+                return
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            Console(stderr=True).print(f"indexing into {ctx.memory.location}; Ctrl-C to stop", highlight=False)
+            await indexer.follow(stop)
 
     asyncio.run(work())
 

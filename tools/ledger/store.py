@@ -480,28 +480,26 @@ class JobLedger:
             {"id": job.id, "attempt": job.attempts},
         )
 
-    async def release(self, worker: str) -> int:
-        """Let other workers take this worker's jobs at once (a clean shutdown); how many were released."""
+    async def release(self, worker: str, job: Job | None = None) -> int:
+        """Let other workers take `worker`'s held jobs at once, or only `job` (this attempt); how many were released.
+
+        All of them at a clean shutdown; one job when a stopping worker claimed it but will not run it.
+        """
+        where = "worker = %s AND status IN ('submitted', 'running')"
+        params: tuple[Any, ...] = (worker,)
+        if job is not None:
+            where += " AND id = %s AND attempts = %s"
+            params += (job.id, job.attempts)
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "UPDATE jobs SET lease_expires_at = now() - interval '1 millisecond', updated_at = now() "
-                "WHERE worker = %s AND status IN ('submitted', 'running')",
-                (worker,),
+                f"WHERE {where}",
+                params,
             )
             released = cur.rowcount
             if released:
                 await conn.execute("SELECT pg_notify('atelier_jobs', '')")
             return released
-
-    async def release_one(self, job: Job) -> None:
-        """Give back a claimed job this worker will not run (it is stopping); another worker takes it now."""
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE jobs SET lease_expires_at = now() - interval '1 millisecond', updated_at = now() "
-                "WHERE id = %s AND attempts = %s",
-                (job.id, job.attempts),
-            )
-            await conn.execute("SELECT pg_notify('atelier_jobs', '')")
 
     async def unindexed(self, limit: int = 64) -> list[Job]:
         """Succeeded jobs the memory has not indexed yet, oldest first."""

@@ -262,7 +262,7 @@ class Worker:
             self.held.discard(job.id)
             self.metrics.held.set(len(self._running))
         if following is not None and stop.is_set():
-            await self.ledger.release_one(following.job)
+            await self.ledger.release(self.id, following.job)
             return None
         return following
 
