@@ -5,12 +5,13 @@ from __future__ import annotations
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from tools.settings import Settings, load_settings
 
-__all__ = ["ServerThread", "chat_settings", "free_port"]
+__all__ = ["ServerThread", "chat_settings", "free_port", "message_files", "message_text"]
 
 
 def free_port() -> int:
@@ -51,3 +52,23 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(30)
         assert not self.thread.is_alive(), "the chat server did not stop within 30 s"
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """The text parts of a chat message as gradio_client returns it."""
+    content = message.get("content")
+    parts = content if isinstance(content, list) else [content]
+    return " ".join(p if isinstance(p, str) else str(p.get("text", "")) if isinstance(p, dict) else ""
+                    for p in parts if p is not None)
+
+
+def message_files(message: dict[str, Any]) -> list[str]:
+    """Local paths of the files (images) gradio_client downloaded for a message."""
+    content = message.get("content")
+    parts = content if isinstance(content, list) else [content]
+    found = []
+    for part in parts:
+        if isinstance(part, dict) and part.get("type") == "file":
+            file = part["file"]
+            found.append(str(file["path"] if isinstance(file, dict) else file))
+    return found

@@ -4,34 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.chat_server import ServerThread, chat_settings
+from tests.chat_server import ServerThread, chat_settings, message_files, message_text
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.fakes.ollama_server import FakeOllama
 
 pytestmark = pytest.mark.slow
-
-
-def _text(message: dict[str, Any]) -> str:
-    """The text parts of a chat message as gradio_client returns it."""
-    content = message["content"]
-    parts = content if isinstance(content, list) else [content]
-    return " ".join(p if isinstance(p, str) else p.get("text", "") if isinstance(p, dict) else "" for p in parts)
-
-
-def _files(message: dict[str, Any]) -> list[str]:
-    """Local paths of the files (images) gradio_client downloaded for a message."""
-    content = message["content"]
-    parts = content if isinstance(content, list) else [content]
-    found = []
-    for part in parts:
-        if isinstance(part, dict) and part.get("type") == "file":
-            file = part["file"]
-            found.append(str(file["path"] if isinstance(file, dict) else file))
-    return found
 
 
 def test_the_chat_through_gradio_client(
@@ -56,23 +36,23 @@ def test_the_chat_through_gradio_client(
         final = job.result(timeout=60)
         history = final[1]
         assert [m["role"] for m in history] == ["user", "assistant"]
-        assert _text(history[1]) == "Terracotta and cream sit well beside sage green."
-        streamed = [_text(update[1][-1]) for update in job.outputs() if len(update[1]) == 2]
+        assert message_text(history[1]) == "Terracotta and cream sit well beside sage green."
+        streamed = [message_text(update[1][-1]) for update in job.outputs() if len(update[1]) == 2]
         assert len(set(streamed)) > 2, "the answer arrives in pieces, not at once"
 
         # The conversation lives on the server (the client's session keeps its thread): send only new turns.
         job = client.submit("draw a paper boat on a pond", [], "", "auto", "auto", api_name="/chat")
         history = job.result(timeout=90)[1]
         picture = history[-1]
-        assert _text(picture).startswith("Done:") and "paper boat on a pond" in _text(picture)
-        files = _files(picture)
+        assert message_text(picture).startswith("Done:") and "paper boat on a pond" in message_text(picture)
+        files = message_files(picture)
         assert files and Path(files[0]).read_bytes().startswith(b"\x89PNG")
 
         paused = client.predict("Plan a launch: hero, lifestyle, detail and thumbnail images of a linen lamp",
                                 [], "", "auto", "auto", api_name="/chat")
         assert "Generate these images?" in paused[-1]
         approved = client.predict(paused[1], "", "auto", "auto", api_name="/approve")
-        done = [m for m in approved[0] if _text(m).startswith("Done:")]
+        done = [m for m in approved[0] if message_text(m).startswith("Done:")]
         assert len(done) == 4
 
         rows = client.predict(api_name="/jobs")
@@ -103,7 +83,7 @@ def test_a_conversation_comes_back_after_a_restart(
         client = Client(url, verbose=False, download_files=str(tmp_path / "second"))
         history = client.predict(row[0], api_name="/open_conversation")[0]  # (chat, approval text)
         client.close()
-    texts = [_text(m) for m in history]
+    texts = [message_text(m) for m in history]
     assert texts[:2] == ["Which materials suit a quiet bedroom?", "Linen and oak."]
     assert texts[-1].startswith("Done:") and "linen lamp" in texts[-1]
-    assert Path(_files(history[-1])[0]).read_bytes().startswith(b"\x89PNG")
+    assert Path(message_files(history[-1])[0]).read_bytes().startswith(b"\x89PNG")

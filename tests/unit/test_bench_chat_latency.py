@@ -1,0 +1,108 @@
+"""The pure helpers of bench/chat_latency.py: percentiles, overhead, requests and gradio_client updates."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.chat_latency import (
+    QUESTION,
+    Stats,
+    answer_started,
+    draw_requests,
+    floor_prompt,
+    image_shown,
+    overhead,
+    percentile,
+    subject_of,
+)
+from graphs.routing import classify
+
+
+def test_percentile_interpolates_like_numpy() -> None:
+    samples = [4.0, 1.0, 3.0, 2.0]
+    assert percentile(samples, 50) == 2.5
+    assert percentile(samples, 0) == 1.0 and percentile(samples, 100) == 4.0
+    assert math.isclose(percentile(samples, 95), 3.85)
+    assert percentile([7.0], 95) == 7.0
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_stats_and_overhead_use_the_medians() -> None:
+    floor, atelier = Stats.of([0.010, 0.020, 0.030]), Stats.of([0.040, 0.050, 0.300])
+    assert floor.n == 3 and math.isclose(floor.mean, 0.020) and math.isclose(floor.p50, 0.020)
+    ratio, extra_ms = overhead(atelier, floor)
+    assert math.isclose(ratio, 2.5) and math.isclose(extra_ms, 30.0)
+    assert overhead(atelier, Stats(1, 0.0, 0.0, 0.0))[0] == math.inf
+
+
+def test_requests_route_as_the_bench_expects_and_never_repeat() -> None:
+    assert classify(QUESTION) == "answer"
+    requests = draw_requests(250)
+    assert len(set(requests)) == 250
+    assert all(classify(r) == "generate" for r in requests)
+    assert draw_requests(3, start=5) == requests[5:8]
+    assert subject_of("draw a paper boat on a pond") == "paper boat on a pond"
+
+
+def test_floor_prompt_swaps_the_subject_only() -> None:
+    job = "paper boat on a pond, illustration, coherent style"
+    assert floor_prompt(job, "paper boat on a pond", "red fox in a wheat field") == \
+        "red fox in a wheat field, illustration, coherent style"
+    with pytest.raises(ValueError):
+        floor_prompt(job, "red fox", "tin robot")
+
+
+def test_updates_are_read_like_gradio_client_returns_them() -> None:
+    user = {"role": "user", "content": [{"type": "text", "text": QUESTION}]}
+    assert not answer_started(("", [user], None, ""))
+    assert not answer_started(("", [user, {"role": "assistant", "content": ""}], None, ""))
+    assert answer_started(("", [user, {"role": "assistant", "content": [{"type": "text", "text": "Terra"}]}], None,
+                           ""))
+    queued = {"role": "assistant", "content": [{"type": "text", "text": "Rendering “a boat” ▰▱ step 1/20"}]}
+    done_text = {"role": "assistant", "content": [{"type": "text", "text": "Done: “a boat”"}]}
+    done = {"role": "assistant", "content": [{"type": "text", "text": "Done: “a boat”"},
+                                             {"type": "file", "file": {"path": "/tmp/x.png"}}]}
+    assert not image_shown(("", [user, queued], None, ""))
+    assert not image_shown(("", [user, done_text], None, ""))
+    assert image_shown(("", [user, done], None, ""))
+    assert not image_shown(None)
+
+
+def test_the_server_log_splits_at_the_forced_shutdown() -> None:
+    from bench.chat_latency import split_server_log
+
+    assert split_server_log("") == ("", "")
+    assert split_server_log("WARNING x\n") == ("WARNING x\n", "")
+    log = ("WARNING x\nERROR:    Cancel 1 running task(s), timeout graceful shutdown exceeded\n"
+           "ERROR:    Exception in ASGI application\nTraceback …\n")
+    assert split_server_log(log) == ("WARNING x\n",
+                                     "ERROR:    Cancel 1 running task(s), timeout graceful shutdown exceeded")
+
+
+def test_the_page_wire_updates_apply_gradio_diffs_and_find_image_urls() -> None:
+    from bench.chat_latency import apply_update, done_image_urls
+
+    user = {"role": "user", "content": [{"type": "text", "text": "draw a boat"}]}
+    first = ["", [user], None, {"visible": False, "__type__": "update"}, ""]
+    outputs = apply_update(None, first)
+    assert not answer_started(outputs)
+    queued = {"role": "assistant", "content": [{"type": "text", "text": "Queued: a boat"}]}
+    outputs = apply_update(outputs, [[], [["add", [1], queued]], [], [], []])
+    file = {"type": "file", "file": {"path": "/tmp/p.png", "url": "http://127.0.0.1:1/gradio_api/file=/tmp/p.png"}}
+    outputs = apply_update(outputs, [[], [["add", [1, "content", 1], file]], [], [], []])
+    assert answer_started(outputs) and not image_shown(outputs) and done_image_urls(outputs) == []
+    outputs = apply_update(outputs, [[], [["replace", [1, "content", 0, "text"], "Done: a boat"]], [], [], []])
+    assert image_shown(outputs)
+    assert done_image_urls(outputs) == ["http://127.0.0.1:1/gradio_api/file=/tmp/p.png"]
+    assert first[1] == [user], "the first message's values are not changed in place"
+
+
+def test_the_summary_line_names_both_chat_paths() -> None:
+    from bench.chat_latency import summary_line
+
+    line = summary_line("first token p50", Stats.of([0.02]), Stats.of([0.1]), Stats.of([0.05]))
+    assert line == ("first token p50: floor 20.0 ms; chat via gradio_client 100.0 ms, overhead 5.00x (+80.0 ms); "
+                    "as the page does 50.0 ms, 2.50x (+30.0 ms)")
