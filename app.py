@@ -39,6 +39,7 @@ from graphs.chat_session import (  # noqa: E402
     Reply,
     Token,
     run_turn,
+    studio,
     thread_history,
 )
 from tools.api.jobs import build_job_api  # noqa: E402
@@ -47,8 +48,6 @@ from tools.doctor import ServiceCheck, run_doctor  # noqa: E402
 from tools.errors import AtelierError  # noqa: E402
 from tools.ledger.events import JobEvent  # noqa: E402
 from tools.ledger.models import Job, JobRequest  # noqa: E402
-from tools.ledger.worker import Worker  # noqa: E402
-from tools.memory.indexer import MemoryIndexer  # noqa: E402
 from tools.memory.tools import MemoryContext, RateImageArgs, rate_image  # noqa: E402
 from tools.settings import Settings, load_settings  # noqa: E402
 
@@ -507,29 +506,18 @@ def build_server(settings: Settings, *, llm: BaseChatModel | None = None, connin
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        stop = asyncio.Event()
-        tasks: list[asyncio.Task[None]] = []
         async with contextlib.AsyncExitStack() as stack:
             try:
-                services = await stack.enter_async_context(ChatServices.open(settings, llm=llm, conninfo=conninfo))
+                services = await stack.enter_async_context(studio(settings, llm=llm, conninfo=conninfo,
+                                                                  worker=worker))
             except AtelierError as exc:
                 runtime.problem = str(exc)
                 log.error("chat services did not start: %s", exc)
             else:
                 runtime.services = services
                 jobs_api.state.ledger = services.ledger
-                if worker:
-                    tasks.append(asyncio.create_task(
-                        Worker(services.ledger.ledger, settings, services.ledger.store).run(stop), name="worker"))
-                if services.memory is not None:
-                    indexer = MemoryIndexer(services.ledger.ledger, services.memory, services.ledger.store, settings)
-                    tasks.append(asyncio.create_task(indexer.follow(stop), name="memory-indexer"))
             runtime.ready.set()
-            try:
-                yield
-            finally:
-                stop.set()
-                await asyncio.gather(*tasks, return_exceptions=True)
+            yield
 
     server = FastAPI(title="Atelier", lifespan=lifespan)
     server.state.runtime = runtime

@@ -33,10 +33,23 @@ from tools.ledger.service import LedgerService
 from tools.ledger.threads import ThreadDirectory
 from tools.memory.store import MemoryStore
 from tools.settings import Settings
+from tools.toolkit import AskArgs, AskResult, ToolContext
 
 __all__ = [
-    "Approval", "ChatOptions", "ChatServices", "HistoryItem", "ImagesQueued", "JobProgress", "Reply", "Token",
-    "TurnEvent", "run_turn", "thread_history",
+    "Approval",
+    "ChatOptions",
+    "ChatServices",
+    "HistoryItem",
+    "ImagesQueued",
+    "JobProgress",
+    "Reply",
+    "Token",
+    "TurnEvent",
+    "ask_supervisor",
+    "run_turn",
+    "studio",
+    "thread_history",
+    "tool_context",
 ]
 
 log = logging.getLogger(__name__)
@@ -134,6 +147,39 @@ class ChatServices:
             graph: Graph = build_supervisor(deps=deps).compile(checkpointer=saver, name="supervisor")
             yield cls(settings=settings, ledger=ledger, threads=ThreadDirectory(ledger.ledger.pool), graph=graph,
                       deps=deps, memory=memory, memory_problem=problem)
+
+
+@contextlib.asynccontextmanager
+async def studio(settings: Settings, *, llm: BaseChatModel | None = None, conninfo: str | None = None,
+                 worker: bool = True, with_memory: bool = True) -> AsyncIterator[ChatServices]:
+    """ChatServices plus, while the block runs, a ledger worker (unless `worker=False`) and the memory indexer."""
+    from tools.ledger.worker import Worker
+    from tools.memory.indexer import MemoryIndexer
+
+    stop = asyncio.Event()
+    async with ChatServices.open(settings, llm=llm, conninfo=conninfo, with_memory=with_memory) as services:
+        ledger = services.ledger
+        tasks = []
+        if worker:
+            tasks.append(asyncio.create_task(Worker(ledger.ledger, settings, ledger.store).run(stop), name="worker"))
+        if services.memory is not None:
+            indexer = MemoryIndexer(ledger.ledger, services.memory, ledger.store, settings)
+            tasks.append(asyncio.create_task(indexer.follow(stop), name="memory-indexer"))
+        try:
+            yield services
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def tool_context(services: ChatServices, owner: str) -> ToolContext:
+    """The toolkit's context on these services, for `owner` (ask_atelier runs this supervisor)."""
+
+    async def ask(args: AskArgs, who: str) -> AskResult:
+        return await ask_supervisor(services, args, who)
+
+    return ToolContext(settings=services.settings, ledger=services.ledger, owner=owner, memory=services.memory,
+                       ask=ask)
 
 
 async def _open_memory(settings: Settings) -> tuple[MemoryStore | None, str | None]:
@@ -234,3 +280,30 @@ async def thread_history(services: ChatServices, thread_id: str) -> tuple[list[H
         pending = Approval(str(asked.get("question", "Generate these images?")),
                            dict(asked.get("estimate") or values.get("estimate", {})), list(images))
     return items, pending
+
+
+async def ask_supervisor(services: ChatServices, args: AskArgs, owner: str) -> AskResult:
+    """The `ask_atelier` tool: one turn (or an approval answer) in a thread, its replies and queued job ids."""
+    thread = args.thread_id or f"{owner}-{uuid.uuid4()}"
+    known = await services.threads.get(thread, owner)
+    if args.thread_id and known is None:
+        raise AtelierError(f"no conversation {args.thread_id!r} of yours; leave thread_id empty to start one")
+    replies: list[str] = []
+    jobs: list[str] = []
+    pending: Approval | None = None
+    resume = {"action": args.decision} if args.decision else None
+    turn = run_turn(services, thread, owner, message=None if resume else args.message, resume=resume,
+                    follow_jobs=False)
+    async for event in turn:
+        if isinstance(event, Reply):
+            replies.append(event.text)
+        elif isinstance(event, ImagesQueued):
+            jobs.extend(str(job.id) for job in event.jobs)
+        elif isinstance(event, Approval):
+            pending = event
+    if pending is not None:
+        replies.append(f"{pending.question} {pending.estimate.get('images', len(pending.images))} image(s), "
+                       f"~{float(pending.estimate.get('seconds', 0)):g} s of GPU, cost "
+                       f"{float(pending.estimate.get('cost', 0)):.4f}. Call again with decision approve or reject.")
+    return AskResult(thread_id=thread, reply="\n\n".join(replies), jobs=jobs, needs_approval=pending is not None,
+                     approval=None if pending is None else {"estimate": pending.estimate, "images": pending.images})

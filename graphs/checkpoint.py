@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import psycopg
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 from tools.ledger.service import database_url
@@ -24,7 +25,10 @@ async def postgres_checkpointer(settings: Settings, conninfo: str | None = None)
     """A ready AsyncPostgresSaver on the ledger's database (tables created on first use)."""
     url: str = conninfo if conninfo else await asyncio.to_thread(database_url, settings)  # may start embedded PG
     async with AsyncPostgresSaver.from_conn_string(url) as saver:
-        await saver.setup()
+        # setup() is not safe when two processes start at once (both insert migration 1): take turns.
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as lock:
+            await lock.execute("SELECT pg_advisory_lock(hashtext('atelier:checkpointer-setup'))")
+            await saver.setup()
         yield saver
 
 

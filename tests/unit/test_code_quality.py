@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["tools", "tools.comfyui", "tools.cli", "tools.ledger", "tools.memory", "tools.api", "agents", "graphs",
-            "workflows"]
+PACKAGES = ["tools", "tools.comfyui", "tools.cli", "tools.ledger", "tools.memory", "tools.api", "tools.adapters",
+            "agents", "graphs", "workflows"]
 
 
 def _run(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,40 @@
+"""`atelier mcp`: serve Atelier's tools to MCP clients (Claude Code, Claude Desktop, VS Code) over stdio or HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+import typer
+
+__all__ = ["mcp"]
+
+
+def mcp(
+    http: bool = typer.Option(False, "--http", help="Serve streamable HTTP on HOST:PORT/mcp instead of stdio."),
+    host: str = typer.Option("127.0.0.1", help="Address for --http (0.0.0.0 for other machines)."),
+    port: int = typer.Option(8766, min=1, max=65535, help="Port for --http."),
+    owner: str = typer.Option("mcp", help="Whose jobs, images and documents the tools see."),
+    worker: bool = typer.Option(True, "--worker/--no-worker",
+                                help="Also run a ledger worker here (off when your workers run elsewhere)."),
+) -> None:
+    """Tools: generate_image, submit_job, job_status, list_workflows, search_images, search_documents, ask_atelier."""
+    import asyncio
+
+    from graphs.chat_session import studio, tool_context
+    from tools.adapters.mcp_server import serve_mcp
+    from tools.settings import load_settings
+    from tools.toolkit import ToolContext
+
+    # stdout is the protocol under stdio: every log line goes to stderr.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+
+    @contextlib.asynccontextmanager
+    async def open_context() -> AsyncIterator[ToolContext]:
+        async with studio(settings, worker=worker) as services:
+            yield tool_context(services, owner)
+
+    asyncio.run(serve_mcp(open_context, http=http, host=host, port=port))

@@ -1,0 +1,381 @@
+"""Atelier's tools for other agent frameworks, as plain typed functions: one pydantic args model each.
+
+Every front end (LangChain, MCP, CrewAI, AutoGen) wraps exactly these `ToolSpec`s, so they share names,
+descriptions and argument schemas. Who calls is not an argument: the `ToolContext` carries the owner, so an
+agent cannot read another person's jobs or memory by naming them. Long work reports progress through a
+callback (MCP turns it into progress notifications; the others ignore it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from tools.catalog import list_templates
+from tools.errors import AtelierError
+from tools.ledger.events import JobEvent
+from tools.ledger.models import Job, JobRequest
+from tools.ledger.service import LedgerService
+from tools.memory.records import DocumentHit, ImageHit
+from tools.memory.store import MemoryStore
+from tools.schemas import GenerationParams
+from tools.settings import Settings
+
+__all__ = [
+    "TOOLS", "AskArgs", "AskResult", "GenerateImageArgs", "ImageFile", "JobInfo", "JobStatusArgs",
+    "ListWorkflowsArgs", "Progress", "SearchDocumentsArgs", "SearchImagesArgs", "SubmitJobArgs", "ToolContext",
+    "ToolSpec", "WorkflowInfo", "as_json", "as_text", "image_paths", "job_info", "run_tool",
+]
+
+Progress = Callable[[float, float | None, str], Awaitable[None]]
+Asker = Callable[["AskArgs", str], Awaitable["AskResult"]]
+# How often a waiting tool reports that it is still waiting (MCP clients drop a call silent for ~60 s).
+KEEPALIVE_SECONDS = 10.0
+
+
+async def _no_progress(_done: float, _total: float | None, _message: str) -> None:
+    """Progress goes nowhere (frameworks without progress)."""
+
+
+@dataclass
+class ToolContext:
+    """What the tools act on: settings, the ledger, the memory (optional), who calls, and the supervisor."""
+
+    settings: Settings
+    ledger: LedgerService
+    owner: str
+    memory: MemoryStore | None = None
+    ask: Asker | None = None
+
+
+# --- arguments and results -------------------------------------------------------------------------------------
+
+
+class GenerateImageArgs(BaseModel):
+    """Make an image on the studio's ComfyUI and wait for it (or only queue it)."""
+
+    prompt: str = Field(..., min_length=1, description="What the image shows.")
+    negative: str | None = Field(None, description="What to keep out of the image.")
+    workflow: str | None = Field(None, description="A workflow name from list_workflows (default: the studio's).")
+    seed: int | None = Field(None, ge=0, description="Fix the seed to repeat an image; empty for a random one.")
+    width: int | None = Field(None, ge=64, le=4096, description="Width in pixels (default: the workflow's).")
+    height: int | None = Field(None, ge=64, le=4096, description="Height in pixels (default: the workflow's).")
+    steps: int | None = Field(None, ge=1, le=200, description="Sampler steps (default: the workflow's).")
+    wait: bool = Field(True, description="Wait for the image; false returns the job id at once (see job_status).")
+    timeout_seconds: float = Field(900, gt=0, le=3600,
+                                   description="Stop waiting after this long; the job goes on (see job_status).")
+
+
+class SubmitJobArgs(BaseModel):
+    """Queue an image job in the studio's ledger and return its id at once."""
+
+    prompt: str = Field(..., min_length=1, description="What the image shows.")
+    negative: str | None = Field(None, description="What to keep out of the image.")
+    workflow: str | None = Field(None, description="A workflow name from list_workflows (default: the studio's).")
+    seed: int | None = Field(None, ge=0, description="Fix the seed to repeat an image; empty for a random one.")
+    width: int | None = Field(None, ge=64, le=4096, description="Width in pixels (default: the workflow's).")
+    height: int | None = Field(None, ge=64, le=4096, description="Height in pixels (default: the workflow's).")
+    priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200,
+                                        description="Submitting the same key again returns the same job.")
+
+
+class JobStatusArgs(BaseModel):
+    """How a job is doing: status, error, and its images when done."""
+
+    job_id: str = Field(..., min_length=4, description="The job id (or a unique start of it).")
+
+
+class ListWorkflowsArgs(BaseModel):
+    """The studio's workflows: what each is for, its quality, time, cost and VRAM."""
+
+
+class SearchImagesArgs(BaseModel):
+    """Find earlier images by what they show (yours and shared ones)."""
+
+    query: str = Field(..., min_length=1, description="What the image should show.")
+    k: int = Field(8, ge=1, le=50, description="How many images.")
+    workflow: str | None = Field(None, description="Only images made by this workflow.")
+    min_rating: int | None = Field(None, ge=1, le=5, description="Only images rated at least this.")
+
+
+class SearchDocumentsArgs(BaseModel):
+    """Find passages in the ingested documents (yours and shared ones), with their sources."""
+
+    query: str = Field(..., min_length=1, description="The question or topic.")
+    k: int = Field(5, ge=1, le=50, description="How many passages.")
+
+
+class AskArgs(BaseModel):
+    """Ask Atelier's supervisor (planner, designer, retriever, cost router) in a conversation."""
+
+    message: str = Field("", description="What to ask; empty when only answering an approval.")
+    thread_id: str | None = Field(None, min_length=1, max_length=200,
+                                  description="Continue this conversation; empty starts a new one.")
+    decision: Literal["approve", "reject"] | None = Field(
+        None, description="Answer the conversation's pending approval (a costly plan) instead of asking.")
+
+
+class ImageFile(BaseModel):
+    """One image of a finished job."""
+
+    path: str | None = Field(None, description="File path on the studio's machine (local output store).")
+    url: str | None = Field(None, description="A link (S3-compatible output store).")
+    content_type: str
+
+
+class JobInfo(BaseModel):
+    """A job as tools report it."""
+
+    job_id: str
+    status: str
+    workflow: str
+    prompt: str
+    seed: int | None = None
+    error: str | None = None
+    images: list[ImageFile] = Field(default_factory=list)
+    cached: bool = False
+    gpu_seconds: float | None = None
+    message: str = ""
+
+
+class WorkflowInfo(BaseModel):
+    """One workflow of the catalog."""
+
+    name: str
+    purpose: str | None = None
+    task: str | None = None
+    quality: str | None = None
+    typical_seconds: float | None = None
+    cost_per_image: float | None = None
+    vram_gb: float | None = None
+    accepts: list[str] = Field(default_factory=list)
+
+
+class AskResult(BaseModel):
+    """The supervisor's answer in a conversation."""
+
+    thread_id: str
+    reply: str
+    jobs: list[str] = Field(default_factory=list)
+    needs_approval: bool = False
+    approval: dict[str, Any] | None = None
+
+
+# --- the functions ---------------------------------------------------------------------------------------------
+
+
+def job_info(ctx: ToolContext, job: Job, message: str = "") -> JobInfo:
+    """A ledger job as a tool result (image files or links from the output store)."""
+    images = []
+    for output in job.outputs:
+        local = output.uri.startswith("file://")
+        images.append(ImageFile(path=output.uri.removeprefix("file://") if local else None,
+                                url=None if local else ctx.ledger.link(output.uri), content_type=output.content_type))
+    return JobInfo(job_id=str(job.id), status=job.status, workflow=job.workflow.rsplit("/", 1)[-1],
+                   prompt=str(job.params.get("prompt", "")), seed=job.params.get("seed"), error=job.error,
+                   images=images, cached=job.cached_from is not None, gpu_seconds=job.gpu_seconds, message=message)
+
+
+def _request(ctx: ToolContext, args: GenerateImageArgs | SubmitJobArgs, *, priority: int = 0,
+             key: str | None = None) -> JobRequest:
+    """The ledger request for image arguments (workflow names only: a tool never reads server paths)."""
+    if args.workflow and ("/" in args.workflow or "\\" in args.workflow or args.workflow.endswith(".json")):
+        raise AtelierError(f"workflow {args.workflow!r} is a file path; use a name from list_workflows")
+    params = GenerationParams(prompt=args.prompt, negative=args.negative, seed=args.seed, width=args.width,
+                              height=args.height, steps=getattr(args, "steps", None))
+    return JobRequest(params=params, workflow=args.workflow, owner=ctx.owner, priority=priority,
+                      idempotency_key=key)
+
+
+async def _events(ctx: ToolContext, job: Job) -> AsyncGenerator[JobEvent | None, None]:
+    """The job's events, with None every KEEPALIVE_SECONDS of silence (so callers can say they still wait)."""
+    queue: asyncio.Queue[JobEvent | BaseException | None] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for event in ctx.ledger.events.follow([job.id]):
+                await queue.put(event)
+        except BaseException as exc:  # handed to the reader, which re-raises it
+            await queue.put(exc)
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield None
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if item is not None and item.final:
+                return
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def generate_image(ctx: ToolContext, args: GenerateImageArgs, progress: Progress = _no_progress) -> JobInfo:
+    """Queue the image in the ledger, follow it with progress, and return it (or its id when not waiting)."""
+    outcome = await ctx.ledger.submit(_request(ctx, args))
+    job = outcome.job
+    if job.done or not args.wait:
+        note = "answered from an identical earlier image" if outcome.cached else (
+            "" if job.done else "queued; ask job_status for it later")
+        return job_info(ctx, job, note)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.timeout_seconds
+    await progress(0, None, f"queued as job {job.id}")
+    steps: tuple[float, float | None] = (0, None)
+    async with contextlib.aclosing(_events(ctx, job)) as events:
+        async for event in events:
+            if loop.time() > deadline:
+                now = await ctx.ledger.get(job.id)
+                return job_info(ctx, now, f"still {now.status} after {args.timeout_seconds:g} s; it goes on: ask "
+                                          "job_status for it later")
+            if event is None:
+                await progress(*steps, f"job {str(job.id)[:8]} still waiting for the GPU")
+            elif event.final and event.job is not None:
+                return job_info(ctx, event.job)
+            elif event.kind == "progress":
+                steps = (float(event.data["step"]), float(event.data["max"]))
+                await progress(*steps, f"step {event.data['step']}/{event.data['max']}")
+            elif event.kind in {"submitted", "started", "retrying"}:
+                await progress(*steps, _said(event))
+    return job_info(ctx, await ctx.ledger.get(job.id))
+
+
+def _said(event: JobEvent) -> str:
+    """A progress message for a non-step event."""
+    if event.kind == "retrying":
+        return f"retrying: {event.data.get('error')}"
+    return {"submitted": "waiting in ComfyUI's queue", "started": "ComfyUI started it"}[event.kind]
+
+
+async def submit_job(ctx: ToolContext, args: SubmitJobArgs, progress: Progress = _no_progress) -> JobInfo:
+    """Record the job; the same idempotency key returns the same job."""
+    outcome = await ctx.ledger.submit(_request(ctx, args, priority=args.priority, key=args.idempotency_key))
+    return job_info(ctx, outcome.job, "answered from an identical earlier image" if outcome.cached else "")
+
+
+async def job_status(ctx: ToolContext, args: JobStatusArgs, progress: Progress = _no_progress) -> JobInfo:
+    """One of the caller's jobs (another owner's is reported as not found)."""
+    job = await ctx.ledger.get(args.job_id)
+    if job.owner != ctx.owner:
+        raise AtelierError(f"no job {args.job_id!r} of yours; submit_job and generate_image return your job ids")
+    return job_info(ctx, job)
+
+
+async def list_workflows(ctx: ToolContext, args: ListWorkflowsArgs,
+                         progress: Progress = _no_progress) -> list[WorkflowInfo]:
+    """The catalog (shipped workflows plus ATELIER_WORKFLOWS_DIR)."""
+    dirs = [ctx.settings.workflows_dir] if ctx.settings.workflows_dir else []
+    listing = await asyncio.to_thread(list_templates, dirs)
+    found = []
+    for template in listing.templates:
+        entry = template.catalog
+        found.append(WorkflowInfo(
+            name=template.name, accepts=sorted(template.bindings),
+            **({} if entry is None else {"purpose": entry.purpose, "task": entry.task, "quality": entry.quality,
+                                         "typical_seconds": entry.typical_seconds,
+                                         "cost_per_image": entry.cost_per_image, "vram_gb": entry.vram_gb})))
+    return found
+
+
+def _memory(ctx: ToolContext) -> MemoryStore:
+    """The memory, or a clear error when this process runs without it."""
+    if ctx.memory is None:
+        raise AtelierError("the memory is not open in this process (another process may hold the local Qdrant "
+                           "folder); set QDRANT_URL to share a Qdrant server")
+    return ctx.memory
+
+
+async def search_images(ctx: ToolContext, args: SearchImagesArgs,
+                        progress: Progress = _no_progress) -> list[ImageHit]:
+    """The caller's (and shared) earlier images closest to the query."""
+    memory = _memory(ctx)
+    return await asyncio.to_thread(memory.search_images, args.query, ctx.owner, args.k, workflow=args.workflow,
+                                   min_rating=args.min_rating)
+
+
+async def search_documents(ctx: ToolContext, args: SearchDocumentsArgs,
+                           progress: Progress = _no_progress) -> list[DocumentHit]:
+    """Passages from the caller's (and shared) documents, with sources."""
+    memory = _memory(ctx)
+    return await asyncio.to_thread(memory.search_documents, args.query, ctx.owner, args.k)
+
+
+async def ask_atelier(ctx: ToolContext, args: AskArgs, progress: Progress = _no_progress) -> AskResult:
+    """One turn of the supervisor graph (the process supplies it as `ctx.ask`)."""
+    if ctx.ask is None:
+        raise AtelierError("ask_atelier needs the supervisor; this process was started without it")
+    if not args.message.strip() and args.decision is None:
+        raise AtelierError("give a message, or a decision (approve/reject) for a pending approval")
+    return await ctx.ask(args, ctx.owner)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """One tool: its name, what it does (the description every framework shows), arguments and function."""
+
+    name: str
+    description: str
+    args: type[BaseModel]
+    run: Callable[[ToolContext, Any, Progress], Awaitable[Any]]
+
+
+def _spec(name: str, args: type[BaseModel], run: Callable[[ToolContext, Any, Progress], Awaitable[Any]],
+          extra: str = "") -> ToolSpec:
+    """A spec whose description is the args model's docstring (+ extra)."""
+    return ToolSpec(name, " ".join(((args.__doc__ or "").strip() + " " + extra).split()), args, run)
+
+
+TOOLS: tuple[ToolSpec, ...] = (
+    _spec("generate_image", GenerateImageArgs, generate_image,
+          "Returns the image (file path or link) with its seed and job id; reports progress while it runs."),
+    _spec("submit_job", SubmitJobArgs, submit_job, "Use for many images or when you will check back later."),
+    _spec("job_status", JobStatusArgs, job_status),
+    _spec("list_workflows", ListWorkflowsArgs, list_workflows),
+    _spec("search_images", SearchImagesArgs, search_images),
+    _spec("search_documents", SearchDocumentsArgs, search_documents),
+    _spec("ask_atelier", AskArgs, ask_atelier,
+          "Returns the reply, the conversation's thread_id and any image jobs it queued."),
+)
+
+
+async def run_tool(spec: ToolSpec, ctx: ToolContext, arguments: dict[str, Any],
+                   progress: Progress = _no_progress) -> Any:
+    """Validate `arguments` against the spec's model and run it (pydantic's ValidationError names the field)."""
+    return await spec.run(ctx, spec.args.model_validate(arguments), progress)
+
+
+def image_paths(result: Any) -> list[Path]:
+    """Local image files in a tool result (for front ends that show images)."""
+    if isinstance(result, JobInfo):
+        return [Path(image.path) for image in result.images if image.path]
+    return []
+
+
+def as_json(result: Any) -> Any:
+    """A tool result as JSON-ready data (models dumped, lists of them too)."""
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    if isinstance(result, list):
+        return [as_json(item) for item in result]
+    return result
+
+
+def as_text(result: Any) -> str:
+    """A tool result as the JSON text an LLM reads."""
+    import json
+
+    return json.dumps(as_json(result), ensure_ascii=False)
