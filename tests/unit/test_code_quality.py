@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["tools", "tools.comfyui", "tools.cli", "tools.ledger", "tools.memory", "tools.api", "tools.adapters",
-            "agents", "graphs", "workflows"]
+            "agents", "graphs", "workflows", "atelier"]
 
 
 def _run(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -25,7 +25,8 @@ def test_ruff_clean() -> None:
 
 
 def test_mypy_clean() -> None:
-    result = _run(sys.executable, "-m", "mypy", "tools", "agents", "graphs", "workflows", "app.py", "bench", "tests")
+    result = _run(sys.executable, "-m", "mypy", "tools", "agents", "graphs", "workflows", "app.py", "bench", "tests",
+                  "atelier", "examples")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
