@@ -1,0 +1,45 @@
+"""Every front end shows the same tools: names, descriptions and argument schemas equal the toolkit's specs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools.toolkit import TOOLS, ToolContext
+
+
+def schema(raw: dict[str, Any]) -> dict[str, Any]:
+    """An argument schema without its top-level title and description (frameworks name their models)."""
+    return {k: v for k, v in raw.items() if k not in {"title", "description"}}
+
+
+def expected() -> dict[str, tuple[str, dict[str, Any]]]:
+    """name → (description, schema) from the specs."""
+    return {spec.name: (spec.description, schema(spec.args.model_json_schema())) for spec in TOOLS}
+
+
+def _context(tmp_path: Path) -> ToolContext:
+    """A context whose services are never touched (only the wrappers' declarations are compared)."""
+    from tools.settings import load_settings
+
+    return ToolContext(settings=load_settings(data_dir=tmp_path), ledger=None, owner="x")  # type: ignore[arg-type]
+
+
+def test_langchain_tools_match_the_specs(tmp_path: Path) -> None:
+    from tools.adapters.langchain_tools import langchain_tools
+
+    found = {t.name: (t.description, schema(t.get_input_schema().model_json_schema()))
+             for t in langchain_tools(_context(tmp_path))}
+    assert found == expected()
+
+
+@pytest.mark.asyncio
+async def test_mcp_tools_match_the_specs(tmp_path: Path) -> None:
+    from tools.adapters.mcp_server import build_mcp
+
+    context = _context(tmp_path)
+    server = build_mcp(lambda: context)
+    found = {t.name: (t.description, schema(t.inputSchema)) for t in await server.list_tools()}
+    assert found == expected()
