@@ -30,7 +30,7 @@ def _context(tmp_path: Path) -> ToolContext:
 def test_langchain_tools_match_the_specs(tmp_path: Path) -> None:
     from tools.adapters.langchain_tools import langchain_tools
 
-    found = {t.name: (t.description, schema(t.get_input_schema().model_json_schema()))
+    found = {t.name: (t.description, schema(t.tool_call_schema.model_json_schema()))  # type: ignore[union-attr]
              for t in langchain_tools(_context(tmp_path))}
     assert found == expected()
 
