@@ -43,3 +43,11 @@ async def test_mcp_tools_match_the_specs(tmp_path: Path) -> None:
     server = build_mcp(lambda: context)
     found = {t.name: (t.description, schema(t.inputSchema)) for t in await server.list_tools()}
     assert found == expected()
+
+
+@pytest.mark.asyncio
+async def test_crewai_tools_match_the_specs(tmp_path: Path) -> None:
+    from agents.crew import crew_tools
+
+    found = {t.name: (t.description, schema(t.args_schema.model_json_schema())) for t in crew_tools(_context(tmp_path))}
+    assert found == expected()
