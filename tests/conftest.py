@@ -36,6 +36,16 @@ def fake_ollama() -> Iterator[FakeOllama]:
 
 
 @pytest.fixture
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Refuse and record any look-up or connection leaving loopback; fail the test if one was tried."""
+    from tests.frameworks import refuse_egress
+
+    with refuse_egress(monkeypatch) as refused:
+        yield refused
+    assert refused == [], f"something tried to leave loopback: {refused}"
+
+
+@pytest.fixture
 def closed_port_url() -> str:
     """A loopback URL where nothing listens."""
     import socket

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,10 @@ from agents.crew import (
     telemetry_disabled,
 )
 from agents.llm import LLMUnavailableError
-from graphs.chat_session import ChatServices, studio, tool_context
-from tests.fakes.comfyui_server import FakeComfyUI
+from graphs.chat_session import ChatServices, tool_context
 from tests.fakes.ollama_server import FakeOllama
-from tools.memory.documents import chunk_file, find_documents
-from tools.memory.records import SHARED
-from tools.settings import Settings, load_settings
+from tests.frameworks import MODEL, open_services, openai_chats, settings_fixture, tool_call  # noqa: F401
+from tools.settings import Settings
 from tools.toolkit import JobInfo, ToolContext
 
 # crewai warns about its own deprecated fields when it reads them; not ours to fix
@@ -37,80 +34,13 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.slow, pytest.mark.timeout(60),
               pytest.mark.filterwarnings("ignore::DeprecationWarning:crewai")]
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
-MODEL = "llama3.2"
-
-
-def _call(name: str, **arguments: Any) -> dict[str, Any]:
-    """A scripted model turn that calls one tool."""
-    return {"tool_calls": [{"function": {"name": name, "arguments": arguments}}]}
-
-
-def _loopback(host: str) -> bool:
-    """Whether a host name or address stays on this machine."""
-    if host in {"localhost", ""}:
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-@pytest.fixture
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Refuse (and record) every Python-level name look-up or connection that would leave loopback."""
-    refused: list[str] = []
-    real_getaddrinfo = socket.getaddrinfo
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        name = host.decode() if isinstance(host, bytes) else str(host or "")
-        if not _loopback(name):
-            refused.append(name)
-            raise socket.gaierror(socket.EAI_NONAME, f"test refuses to look up {name}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    def guard(sock: socket.socket, address: Any) -> None:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(str(address[0])):
-            refused.append(str(address[0]))
-            raise ConnectionRefusedError(f"test refuses to connect to {address[0]}")
-
-    def connect(sock: socket.socket, address: Any) -> None:
-        guard(sock, address)
-        real_connect(sock, address)
-
-    def connect_ex(sock: socket.socket, address: Any) -> int:
-        guard(sock, address)
-        return real_connect_ex(sock, address)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    yield refused
-    assert refused == [], f"something tried to leave loopback: {refused}"
-
-
-@pytest.fixture
-def settings(tmp_path: Path, fake_comfy: FakeComfyUI, fake_ollama: FakeOllama) -> Settings:
-    """The fakes, a fresh data folder, and Ollama embeddings for the memory (no MiniLM load)."""
-    return load_settings(data_dir=tmp_path / "data", comfyui_urls=fake_comfy.url, ollama_url=fake_ollama.url,
-                         chat_model=MODEL, embed_model="nomic-embed-text")
 
 
 @pytest_asyncio.fixture
 async def services(settings: Settings, machine_pg_url: str) -> AsyncIterator[ChatServices]:
-    """Ledger + memory + a worker against the fake ComfyUI, with the shipped corpus in the memory."""
-    async with studio(settings, conninfo=machine_pg_url) as opened:
-        assert opened.memory is not None, opened.memory_problem
-        memory = opened.memory
-        chunks = [chunk for path in find_documents([CORPUS]) for chunk in chunk_file(path, SHARED)]
-        await asyncio.to_thread(memory.add_documents, chunks)
+    """Ledger + memory + a worker against the fake ComfyUI (the shipped corpus in the memory)."""
+    async with open_services(settings, machine_pg_url, CORPUS) as opened:
         yield opened
-
-
-def _chats(fake: FakeOllama) -> list[dict[str, Any]]:
-    """The bodies of the chat requests the fake Ollama received (CrewAI uses the OpenAI-compatible endpoint)."""
-    return [body for method, path, body in fake.requests if method == "POST" and path == "/v1/chat/completions"]
 
 
 def _offered(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -142,14 +72,14 @@ async def test_the_loopback_guard_refuses_the_internet(loopback_only: list[str])
     loopback_only.clear()  # what the guard refused on purpose here is not a failure
 
 
-async def test_an_agent_calls_generate_image_through_a_tool_call(
+async def test_an_agent_calls_generate_image_through_a_tooltool_call(
     services: ChatServices, settings: Settings, fake_ollama: FakeOllama, loopback_only: list[str]
 ) -> None:
     from crewai import Agent, Crew, Task
 
     fake_ollama.script(MODEL, [
-        _call("generate_image", prompt="a paper crane on a desk", seed=11, steps=6),
-        _call("generate_image", prompt="x", steps=0),  # invalid: the agent reads the error and goes on
+        tool_call("generate_image", prompt="a paper crane on a desk", seed=11, steps=6),
+        tool_call("generate_image", prompt="x", steps=0),  # invalid: the agent reads the error and goes on
         "Done: the crane is drawn.",
     ])
     calls: list[ToolCall] = []
@@ -172,7 +102,7 @@ async def test_an_agent_calls_generate_image_through_a_tool_call(
     assert output.tasks_output[0].tool_failures and output.tasks_output[0].tool_failures[0].tool_name == \
         "generate_image"
 
-    chats = _chats(fake_ollama)
+    chats = openai_chats(fake_ollama)
     assert len(chats) == 3 and all(body["model"] == MODEL for body in chats)
     offered = _offered(chats[0])
     assert set(offered) == {"generate_image", "submit_job", "job_status", "list_workflows", "search_images",
@@ -192,10 +122,10 @@ async def test_the_content_crew_researches_writes_and_illustrates(
 ) -> None:
     post = "# Mugs on linen\n\nOur mugs sit on natural linen in soft morning light."
     fake_ollama.script(MODEL, [
-        _call("search_documents", query="backdrop for photographing mugs", k=3),
+        tool_call("search_documents", query="backdrop for photographing mugs", k=3),
         "- Mugs are photographed on a linen backdrop (brand-guide.md)",
         post,
-        _call("generate_image", prompt="a ceramic mug on natural linen, soft morning light", seed=5, steps=4),
+        tool_call("generate_image", prompt="a ceramic mug on natural linen, soft morning light", seed=5, steps=4),
         "Header image ready.",
     ])
     ctx: ToolContext = tool_context(services, "ana")
@@ -211,7 +141,7 @@ async def test_the_content_crew_researches_writes_and_illustrates(
     assert image.status == "succeeded" and Path(str(image.images[0].path)).read_bytes().startswith(b"\x89PNG")
     assert [str(job.id) for job in await services.ledger.list_jobs(owner="ana")] == [image.job_id]
 
-    chats = _chats(fake_ollama)
+    chats = openai_chats(fake_ollama)
     assert len(chats) == 5
     # researcher: offered search_documents only; its second turn carries the passages back
     assert set(_offered(chats[0])) == {"search_documents"}
@@ -251,7 +181,7 @@ async def test_native_async_kickoff_on_the_studio_loop_also_reaches_the_tools(
 ) -> None:
     from crewai import Agent, Crew, CrewOutput, Task
 
-    fake_ollama.script(MODEL, [_call("generate_image", prompt="a fox in snow", steps=3), "A fox."])
+    fake_ollama.script(MODEL, [tool_call("generate_image", prompt="a fox in snow", steps=3), "A fox."])
     calls: list[ToolCall] = []
     tools = crew_tools(tool_context(services, "ana"), names=["generate_image"], on_result=calls.append)
     agent = Agent(role="Illustrator", goal="Draw.", backstory="You draw.", tools=tools, llm=build_llm(settings),

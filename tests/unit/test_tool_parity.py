@@ -1,9 +1,9 @@
-"""Every front end shows the same tools: names, descriptions and argument schemas equal the toolkit's specs."""
+"""LangChain, MCP, CrewAI and AutoGen show the same tools: names, descriptions and schemas equal the specs."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -50,4 +50,20 @@ async def test_crewai_tools_match_the_specs(tmp_path: Path) -> None:
     from agents.crew import crew_tools
 
     found = {t.name: (t.description, schema(t.args_schema.model_json_schema())) for t in crew_tools(_context(tmp_path))}
+    assert found == expected()
+
+
+@pytest.mark.asyncio
+async def test_autogen_tools_match_the_specs(tmp_path: Path) -> None:
+    from autogen import AssistantAgent, UserProxyAgent
+
+    from agents.autogen_team import ollama_llm_config, register_tools
+
+    context = _context(tmp_path)
+    caller = AssistantAgent("caller", llm_config=ollama_llm_config(context.settings))
+    executor = UserProxyAgent("executor", human_input_mode="NEVER", code_execution_config=False)
+    register_tools(caller, executor, context)
+    offered = cast(Any, caller.llm_config)["tools"]
+    found = {t["function"]["name"]: (t["function"]["description"], schema(t["function"]["parameters"]))
+             for t in offered}
     assert found == expected()
