@@ -284,26 +284,27 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
         else:
             yield history, jobs_map, hidden, ""
 
-    def options_of(workflow: str, quality: str, illustrate: str) -> ChatOptions:
+    def options_of(workflow: str, quality: str, illustrate: str, target: float | None = None) -> ChatOptions:
         return ChatOptions(workflow=workflow or None, quality=None if quality == "auto" else quality,
-                           illustrate=illustrate)  # type: ignore[arg-type]
+                           illustrate=illustrate, target_seconds=target or None)  # type: ignore[arg-type]
 
     async def send(text: str, history: list[dict[str, Any]], jobs_map: dict[str, str], thread: str,
-                   workflow: str, quality: str, illustrate: str) -> AsyncIterator[Any]:
+                   workflow: str, quality: str, illustrate: str, target: float | None = None) -> AsyncIterator[Any]:
         if not text.strip():
             raise gr.Error("Type a message first.")
         history = [*history, {"role": "user", "content": text}]
         yield "", history, jobs_map, gr.update(visible=False), ""
         async for drawn, mapped, box, question in turn(history, jobs_map, thread,
-                                                       options_of(workflow, quality, illustrate), message=text):
+                                                       options_of(workflow, quality, illustrate, target),
+                                                       message=text):
             yield "", drawn, mapped, box, question
 
     def decide(action: str) -> Any:
         async def resume(history: list[dict[str, Any]], jobs_map: dict[str, str], thread: str, workflow: str,
-                         quality: str, illustrate: str) -> AsyncIterator[Any]:
+                         quality: str, illustrate: str, target: float | None = None) -> AsyncIterator[Any]:
             history = [*history, {"role": "user", "content": "Approved." if action == "approve" else "Rejected."}]
             yield history, jobs_map, gr.update(visible=False), ""
-            async for update in turn(history, jobs_map, thread, options_of(workflow, quality, illustrate),
+            async for update in turn(history, jobs_map, thread, options_of(workflow, quality, illustrate, target),
                                      resume={"action": action}):
                 yield update
         return resume
@@ -439,6 +440,8 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
                 workflow = gr.Dropdown(label="Workflow", choices=_workflow_choices(), value="")
                 quality = gr.Radio(["auto", *QUALITIES], value="auto", label="Quality")
                 illustrate = gr.Radio(["auto", "always", "never"], value="auto", label="Illustrate answers")
+                target = gr.Number(label="Target seconds per image (empty: none)", value=None, minimum=1,
+                                   info="Steps quality down until the measured time fits.")
         with gr.Tab("Gallery"):
             with gr.Row():
                 query = gr.Textbox(label="Search your images", placeholder="lighthouse at dusk", scale=5)
@@ -457,7 +460,7 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
             table = gr.Dataframe(headers=DOCTOR_COLUMNS, label="atelier doctor", interactive=False, wrap=True)
             again = gr.Button("Check again")
 
-        options = [workflow, quality, illustrate]
+        options = [workflow, quality, illustrate, target]
         chat_out = [message, chat, jobs_map, approval_box, approval]
         hidden: dict[str, Any] = {"api_visibility": "private"}
         message.submit(send, [message, chat, jobs_map, thread, *options], chat_out, concurrency_limit=None,

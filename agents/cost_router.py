@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import BaseModel
 
 from tools.catalog import choose_workflow, list_templates
@@ -11,6 +13,7 @@ from tools.errors import WorkflowError
 __all__ = ["QUALITIES", "RouteChoice", "choose_route", "purpose_key"]
 
 QUALITIES = ("fast", "medium", "high")
+_TIER_RANK = {"fast": 0, "medium": 1, "high": 2, "ultra": 3}
 
 _PURPOSES = {"hero": "hero_images", "lifestyle": "product_shots", "detail": "product_shots",
              "thumbnail": "thumbnails", "illustration": "illustration"}
@@ -32,15 +35,18 @@ def purpose_key(purpose: str) -> str | None:
 
 
 def choose_route(purpose: str | None, *, urgency: str = "standard", vram_free_gb: float | None = None,
-                 budget: float | None = None, quality: str | None = None,
-                 workflow: str | None = None) -> RouteChoice:
+                 budget: float | None = None, quality: str | None = None, workflow: str | None = None,
+                 target_seconds: float | None = None, measured: Mapping[str, float] | None = None) -> RouteChoice:
     """The catalog's best workflow for the purpose within VRAM and budget; explains the choice.
 
     A person's choice narrows it: `workflow` names one outright, `quality` keeps the catalog's tier (fast,
-    medium, high).
+    medium, high). With `target_seconds`, slower choices step down a quality tier at a time until one fits
+    (adaptive quality). Times are the measured averages (`measured`, by workflow name) where a workflow has run,
+    else the catalog's guess.
     """
+    seen = dict(measured or {})
     if workflow:
-        return _explain(_named(workflow), vram_free_gb, "chosen by you", budget)
+        return _explain(_named(workflow), vram_free_gb, "chosen by you", budget, seen)
     use_case = purpose_key(purpose or "") if purpose else None
     pool = _of_quality(quality) if quality else None
     try:
@@ -51,20 +57,51 @@ def choose_route(purpose: str | None, *, urgency: str = "standard", vram_free_gb
         # no workflow for that purpose
         template = choose_workflow(urgency=urgency, vram_free_gb=vram_free_gb, templates=pool)
     template = _within_budget(template, budget, vram_free_gb)
-    return _explain(template, vram_free_gb, f"{urgency} urgency", budget)
+    why = f"{urgency} urgency"
+    if target_seconds is not None and _seconds(template, seen) > target_seconds:
+        template, why = _within_time(template, target_seconds, vram_free_gb, seen)
+    return _explain(template, vram_free_gb, why, budget, seen)
 
 
-def _explain(template: WorkflowTemplate, vram_free_gb: float | None, why: str, budget: float | None) -> RouteChoice:
+def _seconds(template: WorkflowTemplate, measured: Mapping[str, float]) -> float:
+    """A workflow's expected seconds: measured when it has run, else the catalog's guess."""
+    entry = template.catalog
+    return measured.get(template.name, entry.typical_seconds if entry else float("inf"))
+
+
+def _within_time(template: WorkflowTemplate, target: float, vram_free_gb: float | None,
+                 measured: Mapping[str, float]) -> tuple[WorkflowTemplate, str]:
+    """Step down quality tiers (same task, VRAM permitting) to the best workflow expected within `target` s."""
+    entry = template.catalog
+    assert entry is not None
+    rank = _TIER_RANK.get(entry.quality, len(_TIER_RANK))
+    lower = [t for t in list_templates().templates
+             if t.catalog is not None and t.catalog.task == entry.task
+             and _TIER_RANK.get(t.catalog.quality, len(_TIER_RANK)) < rank
+             and (vram_free_gb is None or t.catalog.vram_gb <= vram_free_gb)]
+    lower.sort(key=lambda t: (-_TIER_RANK.get(t.catalog.quality if t.catalog else "", 0), _seconds(t, measured)))
+    for candidate in lower:
+        if _seconds(candidate, measured) <= target:
+            return candidate, (f"stepped down from {template.name} ({_seconds(template, measured):.3g} s) to fit a "
+                               f"target of {target:g} s")
+    fastest = min([template, *lower], key=lambda t: _seconds(t, measured))
+    return fastest, f"no workflow fits a target of {target:g} s; this is the fastest"
+
+
+def _explain(template: WorkflowTemplate, vram_free_gb: float | None, why: str, budget: float | None,
+             measured: Mapping[str, float]) -> RouteChoice:
     """The route for a template, with its estimate and the reasons in words."""
     entry = template.catalog
     if entry is None:
         raise WorkflowError(f"workflow '{template.name}' has no catalog entry (cost, time, VRAM); add one to its "
                             ".meta.json or pick a catalog workflow (`atelier workflows`)")
+    seconds = _seconds(template, measured)
+    timing = f"~{seconds:.3g} s measured" if template.name in measured else f"~{seconds:g} s"
     vram = f"{vram_free_gb:g} GB free" if vram_free_gb is not None else "VRAM unknown"
-    reason = (f"{template.name}: {entry.quality} quality, ~{entry.typical_seconds:g} s and {entry.cost_per_image:g} "
+    reason = (f"{template.name}: {entry.quality} quality, {timing} and {entry.cost_per_image:g} "
               f"per image, needs {entry.vram_gb:g} GB ({vram}), {why}"
               + (f", within a budget of {budget:g}" if budget is not None else ""))
-    return RouteChoice(workflow=template.name, reason=reason, seconds=entry.typical_seconds,
+    return RouteChoice(workflow=template.name, reason=reason, seconds=round(seconds, 3),
                        cost=entry.cost_per_image, vram_gb=entry.vram_gb)
 
 

@@ -61,11 +61,12 @@ Illustrate = Literal["auto", "always", "never"]
 
 @dataclass(frozen=True)
 class ChatOptions:
-    """Per-run choices from the page: a workflow or quality tier for images, and when to illustrate."""
+    """Per-run choices from the page: a workflow, quality tier or time target for images, when to illustrate."""
 
     workflow: str | None = None
     quality: str | None = None
     illustrate: Illustrate = "auto"
+    target_seconds: float | None = None
 
     def mode(self) -> Literal["auto", "text", "image"]:
         """The graph's `mode` for this choice of illustrating."""
@@ -73,7 +74,8 @@ class ChatOptions:
 
     def configurable(self, thread_id: str) -> RunnableConfig:
         """The run's config: the thread plus the options the designer reads."""
-        return {"configurable": {"thread_id": thread_id, "workflow": self.workflow, "quality": self.quality}}
+        return {"configurable": {"thread_id": thread_id, "workflow": self.workflow, "quality": self.quality,
+                                 "target_seconds": self.target_seconds}}
 
 
 @dataclass(frozen=True)

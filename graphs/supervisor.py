@@ -180,7 +180,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         budget = float(budget_match.group(1)) / count if budget_match else None
         try:
             vram = await deps.vram_free_gb()
-            route = await asyncio.to_thread(choose_route, purpose, urgency=urgency, vram_free_gb=vram, budget=budget)
+            route = await asyncio.to_thread(choose_route, purpose, urgency=urgency, vram_free_gb=vram, budget=budget,
+                                            measured=await _measured(deps))
         except AtelierError as exc:
             return _failure(state, "cost", meter, exc)
         reply = (f"For {count} image(s) I would use {route.reason}. Estimate: ~{route.seconds * count:g} s of GPU "
@@ -200,7 +201,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
     async def design(state: SupervisorState, config: RunnableConfig) -> dict[str, Any]:
         """Briefs → prompts and values, each routed to a workflow by purpose and live VRAM (no LLM call).
 
-        Per-run options (`configurable`): `workflow` forces one workflow, `quality` a catalog tier.
+        Per-run options (`configurable`): `workflow` forces one workflow, `quality` a catalog tier, `target_seconds`
+        steps quality down until the expected time (measured where known) fits.
         """
         meter = Meter("design")
         options = config.get("configurable") or {}
@@ -208,9 +210,13 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         try:
             vram = await deps.vram_free_gb()
             style = await asyncio.to_thread(_style, deps, state.get("owner", "anonymous"))
+            measured = await _measured(deps)
+            target = options.get("target_seconds")
             routes = [await asyncio.to_thread(choose_route, b.purpose, vram_free_gb=vram,
                                               workflow=options.get("workflow") or None,
-                                              quality=options.get("quality") or None) for b in briefs]
+                                              quality=options.get("quality") or None,
+                                              target_seconds=float(target) if target else None,
+                                              measured=measured) for b in briefs]
             designs = [design_image(b, route, style) for b, route in zip(briefs, routes, strict=True)]
         except AtelierError as exc:
             return _failure(state, "design", meter, exc)
@@ -299,6 +305,12 @@ def _brief_from(state: SupervisorState) -> Brief:
     subject = _LEADING.sub("", text).strip() or text
     purpose = next((p for p in _PURPOSES if p in text.lower()), "illustration")
     return Brief(purpose=purpose, subject=subject)
+
+
+async def _measured(deps: SupervisorDeps) -> dict[str, float]:
+    """Measured average seconds per workflow from the ledger (empty without one)."""
+    ledger = await deps.get_ledger()
+    return await ledger.timings.estimates() if ledger is not None else {}
 
 
 def _style(deps: SupervisorDeps, owner: str) -> StyleProfile | None:

@@ -74,4 +74,5 @@ def test_the_approval_text_lists_estimate_and_images() -> None:
 def test_chat_options_map_to_the_graph() -> None:
     assert [ChatOptions(illustrate=i).mode() for i in ("auto", "always", "never")] == ["auto", "image", "text"]
     config = ChatOptions(workflow="txt2img-hq", quality=None).configurable("t9")
-    assert config == {"configurable": {"thread_id": "t9", "workflow": "txt2img-hq", "quality": None}}
+    assert config == {"configurable": {"thread_id": "t9", "workflow": "txt2img-hq", "quality": None,
+                                       "target_seconds": None}}

@@ -184,10 +184,38 @@ CREATE TABLE chat_threads (
 CREATE INDEX chat_threads_by_owner ON chat_threads (owner, updated_at DESC);
 """
 
+_TIMINGS = """
+CREATE TABLE workflow_timings (
+    workflow    text NOT NULL,
+    server      text NOT NULL,
+    runs        integer NOT NULL,
+    avg_seconds double precision NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workflow, server)
+);
+
+-- Every real (not cached) success teaches the catalog: an exponential moving average (weight 0.2 for the newest
+-- run, the first run taken as is) of ComfyUI's execution time per workflow and server.
+CREATE FUNCTION atelier_learn_timing() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO workflow_timings AS t (workflow, server, runs, avg_seconds)
+    VALUES (NEW.workflow, NEW.server, 1, NEW.gpu_seconds)
+    ON CONFLICT (workflow, server) DO UPDATE
+        SET runs = t.runs + 1, avg_seconds = t.avg_seconds + 0.2 * (EXCLUDED.avg_seconds - t.avg_seconds),
+            updated_at = now();
+    RETURN NULL;
+END $$;
+CREATE TRIGGER jobs_learn_timing AFTER UPDATE OF status ON jobs
+    FOR EACH ROW WHEN (NEW.status = 'succeeded' AND OLD.status IS DISTINCT FROM 'succeeded'
+                       AND NEW.gpu_seconds IS NOT NULL AND NEW.server IS NOT NULL AND NEW.cached_from IS NULL)
+    EXECUTE FUNCTION atelier_learn_timing();
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, workers and their notifications", _JOBS),
     Migration(2, "ratings, tags and memory indexing of jobs", _MEMORY),
     Migration(3, "job progress events and chat threads", _EVENTS),
+    Migration(4, "measured workflow times per server", _TIMINGS),
 ]
 
 

@@ -16,6 +16,7 @@ from tools.ledger.models import Job, JobRequest, SubmitOutcome
 from tools.ledger.output_store import OutputStore, build_output_store
 from tools.ledger.planning import PlannedJob, plan_job
 from tools.ledger.store import JobLedger
+from tools.ledger.timings import WorkflowTimings
 from tools.settings import Settings
 
 __all__ = ["LedgerService", "database_url"]
@@ -36,6 +37,7 @@ class LedgerService:
         self.settings = settings
         self.store = store
         self.events = JobEvents(ledger.pool, ledger.conninfo)
+        self.timings = WorkflowTimings(ledger.pool)
 
     @classmethod
     @asynccontextmanager
