@@ -7,7 +7,17 @@ import sys
 import typer
 from rich.console import Console
 
-from tools.cli import api_cmd, db_cmds, generate_cmd, info_cmds, job_cmds, mcp_cmd, memory_cmds, worker_cmd
+from tools.cli import (
+    api_cmd,
+    db_cmds,
+    generate_cmd,
+    info_cmds,
+    job_cmds,
+    mcp_cmd,
+    memory_cmds,
+    watch_cmd,
+    worker_cmd,
+)
 from tools.errors import AtelierError
 
 __all__ = ["app", "main"]
@@ -30,6 +40,7 @@ app.command("batch")(job_cmds.batch)
 app.command("worker")(worker_cmd.worker)
 app.command("api")(api_cmd.api)
 app.command("mcp")(mcp_cmd.mcp)
+app.command("watch")(watch_cmd.watch)
 app.command("ingest")(memory_cmds.ingest)
 app.command("rate")(memory_cmds.rate)
 app.add_typer(db_cmds.db_app, name="db")
