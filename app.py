@@ -286,7 +286,8 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
 
     def options_of(workflow: str, quality: str, illustrate: str, target: float | None = None) -> ChatOptions:
         return ChatOptions(workflow=workflow or None, quality=None if quality == "auto" else quality,
-                           illustrate=illustrate, target_seconds=target or None)  # type: ignore[arg-type]
+                           illustrate=illustrate,  # type: ignore[arg-type]
+                           target_seconds=target if target and target > 0 else None)
 
     async def send(text: str, history: list[dict[str, Any]], jobs_map: dict[str, str], thread: str,
                    workflow: str, quality: str, illustrate: str, target: float | None = None) -> AsyncIterator[Any]:
@@ -440,7 +441,7 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
                 workflow = gr.Dropdown(label="Workflow", choices=_workflow_choices(), value="")
                 quality = gr.Radio(["auto", *QUALITIES], value="auto", label="Quality")
                 illustrate = gr.Radio(["auto", "always", "never"], value="auto", label="Illustrate answers")
-                target = gr.Number(label="Target seconds per image (empty: none)", value=None, minimum=1,
+                target = gr.Number(label="Target seconds per image (empty or 0: none)", value=None,
                                    info="Steps quality down until the measured time fits.")
         with gr.Tab("Gallery"):
             with gr.Row():
