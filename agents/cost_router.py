@@ -13,7 +13,6 @@ from tools.errors import WorkflowError
 __all__ = ["QUALITIES", "RouteChoice", "choose_route", "purpose_key"]
 
 QUALITIES = ("fast", "medium", "high")
-_TIER_RANK = {"fast": 0, "medium": 1, "high": 2, "ultra": 3}
 
 _PURPOSES = {"hero": "hero_images", "lifestyle": "product_shots", "detail": "product_shots",
              "thumbnail": "thumbnails", "illustration": "illustration"}
@@ -74,17 +73,16 @@ def _within_time(template: WorkflowTemplate, target: float, vram_free_gb: float 
     """Step down quality tiers (same task, VRAM permitting) to the best workflow expected within `target` s."""
     entry = template.catalog
     assert entry is not None
-    rank = _TIER_RANK.get(entry.quality, len(_TIER_RANK))
-    lower = [t for t in list_templates().templates
+    lower = [(t, t.catalog) for t in list_templates().templates
              if t.catalog is not None and t.catalog.task == entry.task
-             and _TIER_RANK.get(t.catalog.quality, len(_TIER_RANK)) < rank
+             and t.catalog.quality_rank < entry.quality_rank
              and (vram_free_gb is None or t.catalog.vram_gb <= vram_free_gb)]
-    lower.sort(key=lambda t: (-_TIER_RANK.get(t.catalog.quality if t.catalog else "", 0), _seconds(t, measured)))
-    for candidate in lower:
+    lower.sort(key=lambda pair: (-pair[1].quality_rank, _seconds(pair[0], measured)))
+    for candidate, _ in lower:
         if _seconds(candidate, measured) <= target:
             return candidate, (f"stepped down from {template.name} ({_seconds(template, measured):.3g} s) to fit a "
                                f"target of {target:g} s")
-    fastest = min([template, *lower], key=lambda t: _seconds(t, measured))
+    fastest = min([template, *(t for t, _ in lower)], key=lambda t: _seconds(t, measured))
     return fastest, f"no workflow fits a target of {target:g} s; this is the fastest"
 
 

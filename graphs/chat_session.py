@@ -13,7 +13,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from langchain_core.language_models import BaseChatModel
@@ -132,7 +132,6 @@ class ChatServices:
     deps: SupervisorDeps
     memory: MemoryStore | None = None
     memory_problem: str | None = None
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
     @classmethod
     @contextlib.asynccontextmanager

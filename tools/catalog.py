@@ -40,6 +40,7 @@ __all__ = [
     "choose_workflow",
     "list_templates",
     "normalize_purpose",
+    "require_workflow_name",
 ]
 
 Quality = Literal["fast", "medium", "high", "ultra"]
@@ -230,3 +231,11 @@ def choose_workflow(
     wanted = f"{task}" + (f" with the purpose '{purpose}'" if purpose else "")
     candidates = _by_vram(_by_purpose(_eligible(pool, task), purpose), vram_free_gb, wanted)
     return _rank(candidates, level)
+
+
+def require_workflow_name(workflow: str | None) -> None:
+    """Refuse a workflow given as a file path where only catalog names are allowed (remote callers, agents)."""
+    if workflow and ("/" in workflow or "\\" in workflow or workflow.endswith(".json")):
+        raise WorkflowError(f"workflow {workflow!r} is a file path; name a workflow from the catalog (GET /workflows, "
+                            "the list_workflows tool, `atelier workflows`); your own workflows go in "
+                            "ATELIER_WORKFLOWS_DIR on the server")

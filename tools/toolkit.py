@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tools.catalog import list_templates
+from tools.catalog import list_templates, require_workflow_name
 from tools.errors import AtelierError
 from tools.ledger.events import JobEvent
 from tools.ledger.models import Job, JobRequest
@@ -57,8 +57,8 @@ class ToolContext:
 # --- arguments and results -------------------------------------------------------------------------------------
 
 
-class GenerateImageArgs(BaseModel):
-    """Make an image on the studio's ComfyUI and wait for it (or only queue it)."""
+class _ImageArgs(BaseModel):
+    """The fields every image request has (generate_image and submit_job)."""
 
     prompt: str = Field(..., min_length=1, description="What the image shows.")
     negative: str | None = Field(None, description="What to keep out of the image.")
@@ -66,21 +66,20 @@ class GenerateImageArgs(BaseModel):
     seed: int | None = Field(None, ge=0, description="Fix the seed to repeat an image; empty for a random one.")
     width: int | None = Field(None, ge=64, le=4096, description="Width in pixels (default: the workflow's).")
     height: int | None = Field(None, ge=64, le=4096, description="Height in pixels (default: the workflow's).")
+
+
+class GenerateImageArgs(_ImageArgs):
+    """Make an image on the studio's ComfyUI and wait for it (or only queue it)."""
+
     steps: int | None = Field(None, ge=1, le=200, description="Sampler steps (default: the workflow's).")
     wait: bool = Field(True, description="Wait for the image; false returns the job id at once (see job_status).")
     timeout_seconds: float = Field(900, gt=0, le=3600,
                                    description="Stop waiting after this long; the job goes on (see job_status).")
 
 
-class SubmitJobArgs(BaseModel):
+class SubmitJobArgs(_ImageArgs):
     """Queue an image job in the studio's ledger and return its id at once."""
 
-    prompt: str = Field(..., min_length=1, description="What the image shows.")
-    negative: str | None = Field(None, description="What to keep out of the image.")
-    workflow: str | None = Field(None, description="A workflow name from list_workflows (default: the studio's).")
-    seed: int | None = Field(None, ge=0, description="Fix the seed to repeat an image; empty for a random one.")
-    width: int | None = Field(None, ge=64, le=4096, description="Width in pixels (default: the workflow's).")
-    height: int | None = Field(None, ge=64, le=4096, description="Height in pixels (default: the workflow's).")
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
     idempotency_key: str | None = Field(None, min_length=1, max_length=200,
                                         description="Submitting the same key again returns the same job.")
@@ -183,11 +182,10 @@ def job_info(ctx: ToolContext, job: Job, message: str = "") -> JobInfo:
                    images=images, cached=job.cached_from is not None, gpu_seconds=job.gpu_seconds, message=message)
 
 
-def _request(ctx: ToolContext, args: GenerateImageArgs | SubmitJobArgs, *, priority: int = 0,
+def _request(ctx: ToolContext, args: _ImageArgs, *, priority: int = 0,
              key: str | None = None) -> JobRequest:
     """The ledger request for image arguments (workflow names only: a tool never reads server paths)."""
-    if args.workflow and ("/" in args.workflow or "\\" in args.workflow or args.workflow.endswith(".json")):
-        raise AtelierError(f"workflow {args.workflow!r} is a file path; use a name from list_workflows")
+    require_workflow_name(args.workflow)
     params = GenerationParams(prompt=args.prompt, negative=args.negative, seed=args.seed, width=args.width,
                               height=args.height, steps=getattr(args, "steps", None))
     return JobRequest(params=params, workflow=args.workflow, owner=ctx.owner, priority=priority,

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from tools.api.events import JOB_ID_PATTERN, add_event_routes
-from tools.catalog import CatalogEntry, list_templates
+from tools.catalog import CatalogEntry, list_templates, require_workflow_name
 from tools.errors import AtelierError, WorkflowError
 from tools.ledger.models import Job, JobRequest, JobStatus
 from tools.ledger.output_store import OutputStoreError
@@ -138,9 +138,7 @@ class JobBody(BaseModel):
 def _confine(params: GenerationParams, workflow: str | None, settings: Settings) -> GenerationParams:
     """A caller names workflows and input images, never server files: paths are refused, inputs come from
     `$ATELIER_DATA_DIR/inputs/` (a WorkflowError, 422, says so)."""
-    if workflow and ("/" in workflow or "\\" in workflow or workflow.endswith(".json")):
-        raise WorkflowError(f"workflow {workflow!r} is a file path; the job API takes names from GET /workflows "
-                            "(put your own workflows in ATELIER_WORKFLOWS_DIR on the server)")
+    require_workflow_name(workflow)
     if params.input_image is None:
         return params
     name = params.input_image
