@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 from pydantic import BaseModel
 
 from agents.cost_router import RouteChoice
 from agents.planner import Brief
 from tools.ledger.models import JobRequest
 from tools.memory.style import StyleProfile
+from tools.prompts.models import ChosenPrompt
+from tools.prompts.templating import PromptTemplateError
 from tools.schemas import GenerationParams
 
-__all__ = ["BASE_NEGATIVE", "PURPOSE_LOOK", "Design", "design_image"]
+__all__ = ["BASE_NEGATIVE", "PROMPT_VARIABLES", "PURPOSE_LOOK", "Design", "design_image"]
+
+log = logging.getLogger(__name__)
 
 BASE_NEGATIVE = "blurry, low quality, watermark, text, deformed"
 # What each purpose asks of the picture (integration-ideas §7: hero, lifestyle, detail, thumbnail).
@@ -30,20 +36,48 @@ class Design(BaseModel):
     route: RouteChoice
     params: GenerationParams
     style_used: list[str]
+    prompt_ref: ChosenPrompt | None = None
 
     def job_request(self, owner: str, key: str) -> JobRequest:
         """The ledger request (idempotent under `key`)."""
         return JobRequest(params=self.params, workflow=self.route.workflow, owner=owner, idempotency_key=key)
 
 
+# What a library prompt's template can read when the designer renders it.
+PROMPT_VARIABLES = ("subject", "notes", "look", "purpose", "style")
+
+
 def design_image(brief: Brief, route: RouteChoice, style: StyleProfile | None = None, *, max_modifiers: int = 3,
-                 seed: int | None = None) -> Design:
-    """Compose the prompt: subject, notes, the purpose's look and the person's best-liked modifiers."""
+                 seed: int | None = None, chosen: ChosenPrompt | None = None) -> Design:
+    """Compose the prompt: subject, notes, the purpose's look and the person's best-liked modifiers.
+
+    With a library prompt (`chosen`), its template is rendered with PROMPT_VARIABLES instead; the liked
+    modifiers are appended unless the template places `style` itself. A template that needs a variable the
+    designer lacks (and has no default for) falls back to the built-in composition, with a warning, and the
+    image counts for neither that prompt nor its A/B arm.
+    """
     look, (width, height) = PURPOSE_LOOK.get(brief.purpose.lower(), PURPOSE_LOOK["illustration"])
     liked = [phrase for phrase, _ in (style.liked_modifiers if style else [])][:max_modifiers]
     disliked = [phrase for phrase, _ in (style.disliked_modifiers if style else [])][:max_modifiers]
-    parts = [brief.subject.strip(), brief.notes.strip(), look, *liked]
-    prompt = ", ".join(dict.fromkeys(p for p in parts if p))
-    negative = ", ".join([BASE_NEGATIVE, *disliked])
+    base_negative = BASE_NEGATIVE
+    prompt = None
+    version = chosen.version if chosen is not None else None
+    if chosen is not None and version is not None:
+        values = {"subject": brief.subject.strip(), "notes": brief.notes.strip(), "look": look,
+                  "purpose": brief.purpose, "style": ", ".join(liked)}
+        try:
+            rendered = version.render(values)
+        except PromptTemplateError as exc:
+            log.warning("library prompt %s not used: %s", version.ref, exc)
+            chosen = None  # the image did not get this prompt (nor its A/B arm): record no use
+        else:
+            extra = [] if "style" in version.variable_names() else liked
+            prompt = ", ".join(dict.fromkeys(p for p in [rendered, *extra] if p))
+            base_negative = version.negative or BASE_NEGATIVE
+    if prompt is None:
+        parts = [brief.subject.strip(), brief.notes.strip(), look, *liked]
+        prompt = ", ".join(dict.fromkeys(p for p in parts if p))
+    negative = ", ".join([base_negative, *disliked])
     params = GenerationParams(prompt=prompt, negative=negative, width=width, height=height, seed=seed)
-    return Design(brief=brief, route=route, params=params, style_used=liked)
+    used = chosen if chosen is not None and (chosen.version is not None or chosen.ab_test is not None) else None
+    return Design(brief=brief, route=route, params=params, style_used=liked, prompt_ref=used)

@@ -40,6 +40,8 @@ from graphs.state import Intent, SupervisorState
 from tools.errors import AtelierError
 from tools.ledger.threads import chat_job_key
 from tools.memory.style import StyleProfile, build_profile
+from tools.prompts.models import ChosenPrompt
+from tools.prompts.selection import choose_prompt
 from tools.settings import load_settings
 
 __all__ = ["PIPELINES", "IntentChoice", "build_supervisor", "graph"]
@@ -207,17 +209,23 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         meter = Meter("design")
         options = config.get("configurable") or {}
         briefs = [Brief.model_validate(b) for b in state.get("briefs", [])] or [_brief_from(state)]
+        thread = str(options.get("thread_id", "no-thread"))
+        turn = _last_human(state).id or "turn"
+        forced = bool(options.get("workflow") or options.get("quality"))
         try:
             vram = await deps.vram_free_gb()
             style = await asyncio.to_thread(_style, deps, state.get("owner", "anonymous"))
             measured = await _measured(deps)
             target = options.get("target_seconds")
-            routes = [await asyncio.to_thread(choose_route, b.purpose, vram_free_gb=vram,
-                                              workflow=options.get("workflow") or None,
-                                              quality=options.get("quality") or None,
-                                              target_seconds=float(target) if target else None,
-                                              measured=measured) for b in briefs]
-            designs = [design_image(b, route, style) for b, route in zip(briefs, routes, strict=True)]
+            designs = []
+            for index, brief in enumerate(briefs):
+                chosen = await _library_prompt(deps, brief.purpose, chat_job_key(thread, turn, index), forced)
+                route = await asyncio.to_thread(
+                    choose_route, brief.purpose, vram_free_gb=vram,
+                    workflow=options.get("workflow") or (chosen.workflow if chosen else None) or None,
+                    quality=options.get("quality") or None, target_seconds=float(target) if target else None,
+                    measured=measured)
+                designs.append(design_image(brief, route, style, chosen=chosen))
         except AtelierError as exc:
             return _failure(state, "design", meter, exc)
         estimate = {"images": len(designs), "seconds": sum(d.route.seconds for d in designs),
@@ -264,6 +272,9 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         owner = state.get("owner", "anonymous")
         requests = [d.job_request(owner, chat_job_key(thread, turn, i)) for i, d in enumerate(designs)]
         results = await ledger.submit_many(requests)
+        for design_, request, result in zip(designs, requests, results, strict=True):
+            if design_.prompt_ref is not None and not isinstance(result, AtelierError):
+                await ledger.prompts.record_use(result.job.id, design_.prompt_ref, request.idempotency_key)
         jobs = [str(r.job.id) for r in results if not isinstance(r, AtelierError)]
         errors = [str(r) for r in results if isinstance(r, AtelierError)]
         lines = [f"- {d.brief.purpose}: {d.route.workflow} (job {job[:8]})" for d, job in zip(designs, jobs,
@@ -311,6 +322,22 @@ async def _measured(deps: SupervisorDeps) -> dict[str, float]:
     """Measured average seconds per workflow from the ledger (empty without one)."""
     ledger = await deps.get_ledger()
     return await ledger.timings.estimates() if ledger is not None else {}
+
+
+async def _library_prompt(deps: SupervisorDeps, purpose: str, request_key: str, forced: bool) -> ChosenPrompt | None:
+    """The prompt library's choice for one image (A/B arm or best-rated prompt); None without a ledger.
+
+    When the person forced a workflow or quality, an A/B arm that sets a workflow is not applied (the image
+    would not get it), so the image takes the best-rated prompt and counts for no arm.
+    """
+    ledger = await deps.get_ledger()
+    if ledger is None:
+        return None
+    chosen = await choose_prompt(ledger.prompts, ledger.abtests, purpose, request_key)
+    if chosen is not None and forced and chosen.workflow is not None:
+        best = await ledger.prompts.best_for(purpose)
+        return ChosenPrompt(version=best[0], why="best-rated library prompt") if best else None
+    return chosen
 
 
 def _style(deps: SupervisorDeps, owner: str) -> StyleProfile | None:

@@ -28,9 +28,9 @@ from tools.schemas import GenerationParams
 from tools.settings import Settings
 
 __all__ = [
-    "TOOLS", "AskArgs", "AskResult", "GenerateImageArgs", "ImageFile", "JobInfo", "JobStatusArgs",
-    "ListWorkflowsArgs", "Progress", "SearchDocumentsArgs", "SearchImagesArgs", "SubmitJobArgs", "ToolContext",
-    "ToolSpec", "WorkflowInfo", "as_json", "as_text", "image_paths", "job_info", "run_tool",
+    "TOOLS", "AskArgs", "AskResult", "FindPromptsArgs", "GenerateImageArgs", "ImageFile", "JobInfo", "JobStatusArgs",
+    "ListWorkflowsArgs", "Progress", "PromptInfo", "SearchDocumentsArgs", "SearchImagesArgs", "SubmitJobArgs",
+    "ToolContext", "ToolSpec", "WorkflowInfo", "as_json", "as_text", "image_paths", "job_info", "run_tool",
 ]
 
 Progress = Callable[[float, float | None, str], Awaitable[None]]
@@ -109,6 +109,31 @@ class SearchDocumentsArgs(BaseModel):
 
     query: str = Field(..., min_length=1, description="The question or topic.")
     k: int = Field(5, ge=1, le=50, description="How many passages.")
+
+
+class FindPromptsArgs(BaseModel):
+    """Find prompts in the studio's library, best-rated first, optionally rendered with your values."""
+
+    purpose: str | None = Field(None, description="Only prompts for this purpose: hero, lifestyle, detail, thumbnail.")
+    query: str | None = Field(None, min_length=1, description="A word in the prompt's name or description.")
+    values: dict[str, str] = Field(default_factory=dict,
+                                   description="Variable values (e.g. subject) to render each prompt's text with.")
+    k: int = Field(5, ge=1, le=50, description="How many prompts.")
+
+
+class PromptInfo(BaseModel):
+    """A prompt version with how it did and, when values were given, its text."""
+
+    name: str
+    version: int
+    purpose: str | None = None
+    template: str
+    variables: list[str]
+    negative: str = ""
+    rated: int
+    liked: int
+    score: float
+    text: str | None = Field(None, description="The rendered prompt (when `values` covered its variables).")
 
 
 class AskArgs(BaseModel):
@@ -312,6 +337,27 @@ async def search_documents(ctx: ToolContext, args: SearchDocumentsArgs,
     return await asyncio.to_thread(memory.search_documents, args.query, ctx.owner, args.k)
 
 
+async def find_prompts(ctx: ToolContext, args: FindPromptsArgs,
+                       progress: Progress = _no_progress) -> list[PromptInfo]:
+    """Each matching prompt's best version (score = (liked + 1) / (rated + 2)), best first."""
+    library = ctx.ledger.prompts
+    found = []
+    for prompt in await library.search(purpose=args.purpose.strip().lower() if args.purpose else None,
+                                     query=args.query):
+        stats = max(await library.stats(prompt.name), key=lambda s: (s.score, s.rated, s.version))
+        version = await library.version(prompt.name, stats.version)
+        try:
+            text: str | None = version.render(args.values) if args.values else None
+        except AtelierError:
+            text = None  # the values do not cover this template's variables
+        found.append(PromptInfo(name=prompt.name, version=version.version, purpose=prompt.purpose,
+                                template=version.template, variables=version.variable_names(),
+                                negative=version.negative, rated=stats.rated, liked=stats.liked,
+                                score=round(stats.score, 4), text=text))
+    found.sort(key=lambda p: (-p.score, -p.rated, p.name))
+    return found[:args.k]
+
+
 async def ask_atelier(ctx: ToolContext, args: AskArgs, progress: Progress = _no_progress) -> AskResult:
     """One turn of the supervisor graph (the process supplies it as `ctx.ask`)."""
     if ctx.ask is None:
@@ -345,6 +391,8 @@ TOOLS: tuple[ToolSpec, ...] = (
     _spec("list_workflows", ListWorkflowsArgs, list_workflows),
     _spec("search_images", SearchImagesArgs, search_images),
     _spec("search_documents", SearchDocumentsArgs, search_documents),
+    _spec("find_prompts", FindPromptsArgs, find_prompts,
+          "Use a prompt's text (or its template with your values) in generate_image."),
     _spec("ask_atelier", AskArgs, ask_atelier,
           "Returns the reply, the conversation's thread_id and any image jobs it queued."),
 )

@@ -32,7 +32,7 @@ from tools.toolkit import TOOLS, JobInfo, ToolContext
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow, pytest.mark.timeout(60)]
 
 ALL_TOOLS = {"generate_image", "submit_job", "job_status", "list_workflows", "search_images", "search_documents",
-             "ask_atelier"}
+             "find_prompts", "ask_atelier"}
 
 
 @pytest_asyncio.fixture

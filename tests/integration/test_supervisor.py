@@ -312,3 +312,39 @@ async def test_asking_for_earlier_images_lists_reusable_ones_without_an_llm_call
         assert "file:///out/0.png" in reply
     finally:
         memory.close()
+
+
+async def test_the_designer_uses_the_library_and_its_ab_test(settings: Settings, ledger: LedgerService) -> None:
+    from agents.visual_designer import PURPOSE_LOOK
+    from tools.prompts.models import PromptDraft, VariantSpec
+
+    await ledger.prompts.save(PromptDraft(name="hero-a", template="{{ subject }}, {{ look }}, walnut", purpose="hero",
+                                          negative="plastic"), author="t")
+    await ledger.prompts.save(PromptDraft(name="hero-a", template="{{ subject }}, {{ look }}, marble"), author="t")
+    await ledger.abtests.create("surface", [VariantSpec(label="walnut", prompt="hero-a", version=1),
+                                            VariantSpec(label="marble", prompt="hero-a", version=2,
+                                                        workflow="txt2img-turbo")], author="t", purpose="hero")
+    graph = make_graph(settings, ScriptedChatModel(replies=[]), ledger)
+    seen = []
+    for turn in range(8):
+        state = await graph.ainvoke({"messages": [HumanMessage(f"generate a hero image of cup {turn}")],
+                                     "owner": "ana"}, config(f"ab-{turn}"))
+        (design,) = state["briefs"]
+        arm = design["prompt_ref"]["variant"]
+        surface = "walnut" if arm == "walnut" else "marble"
+        assert design["params"]["prompt"] == f"hero image of cup {turn}, {PURPOSE_LOOK['hero'][0]}, {surface}"
+        assert design["params"]["negative"].startswith("plastic")
+        assert design["route"]["workflow"] == ("txt2img-turbo" if arm == "marble" else "txt2img-hq")
+        seen.append(arm)
+    assert set(seen) == {"walnut", "marble"}
+    report = await ledger.abtests.report("surface")
+    uses = {r.label: r.uses for r in report.variants}
+    assert uses == {"walnut": seen.count("walnut"), "marble": seen.count("marble")}
+    stats = {s.version: s.uses for s in await ledger.prompts.stats("hero-a")}
+    assert stats == {1: seen.count("walnut"), 2: seen.count("marble")}
+    # A forced workflow keeps the image out of an arm that sets one.
+    forced = await graph.ainvoke({"messages": [HumanMessage("generate a hero image of a kettle")], "owner": "ana"},
+                                 {"configurable": {"thread_id": "forced", "workflow": "txt2img"}})
+    (design,) = forced["briefs"]
+    assert design["route"]["workflow"] == "txt2img"
+    assert design["prompt_ref"] is None or design["prompt_ref"]["ab_test"] is None

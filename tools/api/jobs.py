@@ -28,6 +28,9 @@ from tools.ledger.models import Job, JobRequest, JobStatus
 from tools.ledger.output_store import OutputStoreError
 from tools.ledger.service import LedgerService
 from tools.ledger.store import JobNotFoundError
+from tools.prompts.abtests import ABTestNotFoundError
+from tools.prompts.library import PromptNotFoundError
+from tools.prompts.templating import PromptTemplateError
 from tools.schemas import GenerationParams
 from tools.settings import Settings, load_settings
 
@@ -58,7 +61,7 @@ class ApiError(BaseModel):
 
 _ERROR_TEXT = {
     400: "The body is not readable JSON, or the request cannot be carried out (the message says why)",
-    404: "No such job (or image, or preview frame)",
+    404: "No such job (or image, preview frame, prompt, prompt version or A/B test)",
     410: "The job's image is no longer in the output store",
     422: "The request is malformed, or names an unknown workflow or values it does not accept",
 }
@@ -180,6 +183,8 @@ class JobView(BaseModel):
     created_at: str
     finished_at: str | None
     images: list[str]
+    rating: int | None = Field(None, description="Stars 1–5 given to the image (POST /jobs/{id}/rating).")
+    thumb: int | None = Field(None, description="1 (thumb up), -1 (down) or null.")
 
     @classmethod
     def of(cls, job: Job, base_url: str) -> "JobView":
@@ -191,6 +196,7 @@ class JobView(BaseModel):
             created_at=job.created_at.isoformat(),
             finished_at=job.finished_at.isoformat() if job.finished_at else None,
             images=[f"{base_url}/jobs/{job.id}/images/{n}" for n in range(len(job.outputs))],
+            rating=job.rating, thumb=job.thumb,
         )
 
 
@@ -245,7 +251,8 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
     @api.exception_handler(AtelierError)
     async def atelier_error(request: Request, exc: AtelierError) -> JSONResponse:
         """Our errors as 4xx with the message that names the fix."""
-        status = 404 if isinstance(exc, JobNotFoundError) else 422 if isinstance(exc, WorkflowError) else 400
+        status = (404 if isinstance(exc, JobNotFoundError | PromptNotFoundError | ABTestNotFoundError)
+                  else 422 if isinstance(exc, WorkflowError | PromptTemplateError) else 400)
         return ErrorResponse({"detail": str(exc)}, status_code=status)
 
     @api.exception_handler(RequestValidationError)
@@ -334,6 +341,10 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
         return HealthView(status="ok", jobs=await ledger(request).ledger.counts())
 
     add_event_routes(api, ledger, error_responses)
+    from tools.api.prompts import add_prompt_routes  # here: that module reads this one's helpers
+
+    add_prompt_routes(api, ledger, settings, error_responses, JobView,
+                      lambda job, request: JobView.of(job, base(request)))
     return api
 
 

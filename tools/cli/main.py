@@ -15,6 +15,7 @@ from tools.cli import (
     job_cmds,
     mcp_cmd,
     memory_cmds,
+    prompt_cmds,
     watch_cmd,
     worker_cmd,
 )
@@ -45,6 +46,8 @@ app.command("ingest")(memory_cmds.ingest)
 app.command("rate")(memory_cmds.rate)
 app.add_typer(db_cmds.db_app, name="db")
 app.add_typer(memory_cmds.memory_app, name="memory")
+app.add_typer(prompt_cmds.prompts_app, name="prompts")
+app.add_typer(prompt_cmds.ab_app, name="ab")
 
 
 @app.callback()

@@ -211,11 +211,77 @@ CREATE TRIGGER jobs_learn_timing AFTER UPDATE OF status ON jobs
     EXECUTE FUNCTION atelier_learn_timing();
 """
 
+_PROMPTS = """
+CREATE TABLE prompts (
+    name        text PRIMARY KEY CHECK (name ~ '^[a-z0-9][a-z0-9._-]{0,63}$'),
+    category    text NOT NULL DEFAULT 'general',
+    purpose     text,
+    tags        text[] NOT NULL DEFAULT '{}',
+    description text NOT NULL DEFAULT '',
+    latest      integer NOT NULL DEFAULT 0,
+    author      text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX prompts_purpose ON prompts (purpose) WHERE purpose IS NOT NULL;
+CREATE TABLE prompt_versions (
+    prompt      text NOT NULL REFERENCES prompts (name) ON DELETE CASCADE,
+    version     integer NOT NULL CHECK (version > 0),
+    template    text NOT NULL,
+    negative    text NOT NULL DEFAULT '',
+    defaults    jsonb NOT NULL DEFAULT '{}'::jsonb,
+    note        text NOT NULL DEFAULT '',
+    author      text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (prompt, version)
+);
+CREATE TABLE ab_tests (
+    name        text PRIMARY KEY CHECK (name ~ '^[a-z0-9][a-z0-9._-]{0,63}$'),
+    purpose     text,
+    status      text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'stopped')),
+    min_ratings integer NOT NULL DEFAULT 20 CHECK (min_ratings > 0),
+    description text NOT NULL DEFAULT '',
+    author      text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    stopped_at  timestamptz
+);
+-- The designer applies the running test of an image's purpose: at most one per purpose.
+CREATE UNIQUE INDEX ab_tests_running_purpose ON ab_tests (purpose) WHERE status = 'running' AND purpose IS NOT NULL;
+CREATE TABLE ab_variants (
+    test        text NOT NULL REFERENCES ab_tests (name) ON DELETE CASCADE,
+    label       text NOT NULL CHECK (label ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$'),
+    position    integer NOT NULL,
+    prompt      text,
+    version     integer,
+    workflow    text,
+    weight      integer NOT NULL DEFAULT 1 CHECK (weight BETWEEN 1 AND 1000),
+    PRIMARY KEY (test, label),
+    FOREIGN KEY (prompt, version) REFERENCES prompt_versions (prompt, version),
+    CHECK (prompt IS NOT NULL OR workflow IS NOT NULL),
+    CHECK ((prompt IS NULL) = (version IS NULL))
+);
+-- Which prompt version (and A/B variant) made each job; ratings stay on the job row.
+CREATE TABLE prompt_uses (
+    job_id      uuid PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+    prompt      text,
+    version     integer,
+    ab_test     text,
+    variant     text,
+    request_key text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    FOREIGN KEY (prompt, version) REFERENCES prompt_versions (prompt, version),
+    FOREIGN KEY (ab_test, variant) REFERENCES ab_variants (test, label) ON DELETE CASCADE
+);
+CREATE INDEX prompt_uses_version ON prompt_uses (prompt, version) WHERE prompt IS NOT NULL;
+CREATE INDEX prompt_uses_variant ON prompt_uses (ab_test, variant) WHERE ab_test IS NOT NULL;
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, workers and their notifications", _JOBS),
     Migration(2, "ratings, tags and memory indexing of jobs", _MEMORY),
     Migration(3, "job progress events and chat threads", _EVENTS),
     Migration(4, "measured workflow times per server", _TIMINGS),
+    Migration(5, "prompt library, A/B tests and prompt uses", _PROMPTS),
 ]
 
 

@@ -17,6 +17,8 @@ from tools.ledger.output_store import OutputStore, build_output_store
 from tools.ledger.planning import PlannedJob, plan_job
 from tools.ledger.store import JobLedger
 from tools.ledger.timings import WorkflowTimings
+from tools.prompts.abtests import ABTests
+from tools.prompts.library import PromptLibrary
 from tools.settings import Settings
 
 __all__ = ["LedgerService", "database_url"]
@@ -38,6 +40,8 @@ class LedgerService:
         self.store = store
         self.events = JobEvents(ledger.pool, ledger.conninfo)
         self.timings = WorkflowTimings(ledger.pool)
+        self.prompts = PromptLibrary(ledger.pool)
+        self.abtests = ABTests(ledger.pool)
 
     @classmethod
     @asynccontextmanager

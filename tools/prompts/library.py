@@ -1,0 +1,170 @@
+"""The versioned prompt library in PostgreSQL: save (every change a new version), read, stats, best for a purpose.
+
+Versions are numbered under a row lock on the prompt, so concurrent saves get consecutive numbers with no
+gaps or duplicates, and saving the newest template again creates nothing. Usage and ratings are not copied:
+`prompt_uses` links each job to the version that made it, and the job row keeps its stars and thumb.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from tools.errors import AtelierError
+from tools.prompts.models import ChosenPrompt, Prompt, PromptDraft, PromptVersion, SaveResult, VersionStats
+
+__all__ = ["LIKED_SQL", "PromptLibrary", "PromptNotFoundError"]
+
+# Liked: ★4–★5, or a thumb up when there are no stars; NULL (not in the sample) when neither was given.
+# Uses count every job a version made; only finished images can be rated, so only they are in the sample.
+LIKED_SQL = "CASE WHEN j.rating IS NOT NULL THEN j.rating >= 4 WHEN j.thumb IS NOT NULL THEN j.thumb = 1 END"
+_STATS = f"""
+SELECT v.prompt, v.version, count(j.id) AS uses, count({LIKED_SQL}) AS rated,
+       count(*) FILTER (WHERE {LIKED_SQL}) AS liked, avg(j.rating)::float AS mean_stars
+FROM prompt_versions v
+LEFT JOIN prompt_uses u ON u.prompt = v.prompt AND u.version = v.version
+LEFT JOIN jobs j ON j.id = u.job_id
+WHERE {{where}}
+GROUP BY v.prompt, v.version ORDER BY v.prompt, v.version
+"""
+
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
+
+
+class PromptNotFoundError(AtelierError):
+    """A prompt or version that is not in the library."""
+
+
+def _stats(row: dict[str, Any]) -> VersionStats:
+    """A stats row with its score: the posterior mean like-rate under a uniform prior (0.5 when unrated)."""
+    rated, liked = int(row["rated"]), int(row["liked"])
+    return VersionStats(prompt=row["prompt"], version=row["version"], uses=int(row["uses"]), rated=rated,
+                        liked=liked, mean_stars=row["mean_stars"], score=(liked + 1) / (rated + 2))
+
+
+class PromptLibrary:
+    """Prompts, their versions and how each version did, over the ledger's connection pool."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    async def save(self, draft: PromptDraft, author: str) -> SaveResult:
+        """Create the prompt or add a version when the template, negative or defaults changed; update metadata.
+
+        A draft without a negative prompt or defaults keeps the newest version's.
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO prompts (name, category, purpose, tags, description, author) "
+                "VALUES (%s, coalesce(%s, 'general'), %s, coalesce(%s::text[], '{}'), coalesce(%s, ''), %s) "
+                "ON CONFLICT (name) DO NOTHING",
+                (draft.name, draft.category, draft.purpose, draft.tags, draft.description, author))
+            cur = await conn.execute("SELECT * FROM prompts WHERE name = %s FOR UPDATE", (draft.name,))
+            prompt = await cur.fetchone()
+            assert prompt is not None
+            newest = await self._version_row(conn, draft.name, int(prompt["latest"])) if prompt["latest"] else None
+            negative = draft.negative if draft.negative is not None else newest["negative"] if newest else ""
+            defaults = draft.defaults if draft.defaults is not None else newest["defaults"] if newest else {}
+            same = newest is not None and (newest["template"], newest["negative"], newest["defaults"]) == (
+                draft.template, negative, defaults)
+            if not same:
+                cur = await conn.execute(
+                    "INSERT INTO prompt_versions (prompt, version, template, negative, defaults, note, author) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                    (draft.name, int(prompt["latest"]) + 1, draft.template, negative, Jsonb(defaults), draft.note,
+                     author))
+                newest = await cur.fetchone()
+            assert newest is not None
+            cur = await conn.execute(
+                "UPDATE prompts SET latest = %s, category = coalesce(%s, category), purpose = coalesce(%s, purpose), "
+                "tags = coalesce(%s::text[], tags), description = coalesce(%s, description), updated_at = now() "
+                "WHERE name = %s RETURNING *",
+                (newest["version"], draft.category, draft.purpose, draft.tags, draft.description, draft.name))
+            updated = await cur.fetchone()
+        assert updated is not None
+        return SaveResult(prompt=Prompt.model_validate(updated), version=PromptVersion.model_validate(newest),
+                          created=not same)
+
+    @staticmethod
+    async def _version_row(conn: psycopg.AsyncConnection[DictRow], name: str, version: int) -> DictRow | None:
+        """One version's row."""
+        cur = await conn.execute("SELECT * FROM prompt_versions WHERE prompt = %s AND version = %s", (name, version))
+        return await cur.fetchone()
+
+    async def get(self, name: str) -> Prompt:
+        """A prompt by name."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT * FROM prompts WHERE name = %s", (name,))
+            row = await cur.fetchone()
+        if row is None:
+            raise PromptNotFoundError(f"no prompt named '{name}'; `atelier prompts list` shows the library")
+        return Prompt.model_validate(row)
+
+    async def version(self, name: str, version: int | None = None) -> PromptVersion:
+        """A prompt's version (the newest when `version` is None)."""
+        prompt = await self.get(name)
+        number = version or prompt.latest
+        async with self.pool.connection() as conn:
+            row = await self._version_row(conn, name, number)
+        if row is None:
+            raise PromptNotFoundError(f"prompt '{name}' has no version {number}; it has versions 1–{prompt.latest}")
+        return PromptVersion.model_validate(row)
+
+    async def history(self, name: str) -> list[PromptVersion]:
+        """Every version of a prompt, oldest first."""
+        await self.get(name)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT * FROM prompt_versions WHERE prompt = %s ORDER BY version", (name,))
+            return [PromptVersion.model_validate(row) for row in await cur.fetchall()]
+
+    async def search(self, *, category: str | None = None, purpose: str | None = None, tag: str | None = None,
+                   query: str | None = None) -> list[Prompt]:
+        """The library, filtered by category, purpose, tag and/or a word in the name or description."""
+        text = None if query is None else "%" + query.replace("%", r"\%").replace("_", r"\_") + "%"
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT * FROM prompts WHERE (%(c)s::text IS NULL OR category = %(c)s) "
+                "AND (%(p)s::text IS NULL OR purpose = %(p)s) AND (%(t)s::text IS NULL OR %(t)s = ANY(tags)) "
+                "AND (%(q)s::text IS NULL OR name ILIKE %(q)s OR description ILIKE %(q)s) ORDER BY category, name",
+                {"c": category, "p": purpose, "t": tag.lower() if tag else None, "q": text})
+            return [Prompt.model_validate(row) for row in await cur.fetchall()]
+
+    async def stats(self, name: str) -> list[VersionStats]:
+        """Each version's uses, ratings and score."""
+        await self.get(name)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_STATS.format(where="v.prompt = %s").encode(), (name,))
+            return [_stats(row) for row in await cur.fetchall()]
+
+    async def best_for(self, purpose: str) -> tuple[PromptVersion, VersionStats] | None:
+        """The best-rated version among the prompts for `purpose` (ties: more ratings, then newer); None if none.
+
+        The score is the posterior mean like-rate (liked + 1) / (rated + 2): an untried version scores 0.5, so it
+        ranks above poorly rated versions and below well-rated ones.
+        """
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                _STATS.format(where="v.prompt IN (SELECT name FROM prompts WHERE purpose = %s)").encode(),
+                (purpose.strip().lower(),))
+            rows = [_stats(row) for row in await cur.fetchall()]
+        if not rows:
+            return None
+        best = max(rows, key=lambda s: (s.score, s.rated, s.version))
+        return await self.version(best.prompt, best.version), best
+
+    async def record_use(self, job_id: str | uuid.UUID, chosen: ChosenPrompt, request_key: str | None = None) -> None:
+        """Link a job to the prompt version and A/B arm that made it (once: a repeat is ignored)."""
+        if chosen.version is None and chosen.ab_test is None:
+            return
+        version = chosen.version
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO prompt_uses (job_id, prompt, version, ab_test, variant, request_key) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO NOTHING",
+                (str(job_id), version.prompt if version else None, version.version if version else None,
+                 chosen.ab_test, chosen.variant, request_key))
