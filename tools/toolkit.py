@@ -29,8 +29,9 @@ from tools.settings import Settings
 
 __all__ = [
     "TOOLS", "AskArgs", "AskResult", "FindPromptsArgs", "GenerateImageArgs", "ImageFile", "JobInfo", "JobStatusArgs",
-    "ListWorkflowsArgs", "Progress", "PromptInfo", "SearchDocumentsArgs", "SearchImagesArgs", "SubmitJobArgs",
-    "ToolContext", "ToolSpec", "WorkflowInfo", "as_json", "as_text", "image_paths", "job_info", "run_tool",
+    "ListWorkflowsArgs", "Progress", "PromptInfo", "PromptValue", "SearchDocumentsArgs", "SearchImagesArgs",
+    "SubmitJobArgs", "ToolContext", "ToolSpec", "WorkflowInfo", "as_json", "as_text", "image_paths", "job_info",
+    "run_tool",
 ]
 
 Progress = Callable[[float, float | None, str], Awaitable[None]]
@@ -111,13 +112,20 @@ class SearchDocumentsArgs(BaseModel):
     k: int = Field(5, ge=1, le=50, description="How many passages.")
 
 
+class PromptValue(BaseModel):
+    """One template variable's value."""
+
+    name: str = Field(..., min_length=1, max_length=100, description="The variable, e.g. subject.")
+    value: str = Field(..., max_length=2_000, description="Its value, e.g. a copper kettle.")
+
+
 class FindPromptsArgs(BaseModel):
     """Find prompts in the studio's library, best-rated first, optionally rendered with your values."""
 
     purpose: str | None = Field(None, description="Only prompts for this purpose: hero, lifestyle, detail, thumbnail.")
     query: str | None = Field(None, min_length=1, description="A word in the prompt's name or description.")
-    values: dict[str, str] = Field(default_factory=dict,
-                                   description="Variable values (e.g. subject) to render each prompt's text with.")
+    values: list[PromptValue] = Field(default_factory=list, max_length=50,
+                                      description="Variable values (e.g. subject) to render each prompt's text with.")
     k: int = Field(5, ge=1, le=50, description="How many prompts.")
 
 
@@ -347,7 +355,8 @@ async def find_prompts(ctx: ToolContext, args: FindPromptsArgs,
         stats = max(await library.stats(prompt.name), key=lambda s: (s.score, s.rated, s.version))
         version = await library.version(prompt.name, stats.version)
         try:
-            text: str | None = version.render(args.values) if args.values else None
+            values = {item.name: item.value for item in args.values}
+            text: str | None = version.render(values) if values else None
         except AtelierError:
             text = None  # the values do not cover this template's variables
         found.append(PromptInfo(name=prompt.name, version=version.version, purpose=prompt.purpose,

@@ -158,3 +158,22 @@ async def test_assignment_is_the_same_from_every_process_view(svc: LedgerService
     assert [c.variant for c in concurrent if c] == [assign_variant("lens", test.variants, k).label for k in keys]
     assert all(c is not None and c.version is not None and c.version.version == (1 if c.variant == "A" else 2)
                for c in concurrent)
+
+
+@pytest.mark.asyncio
+async def test_find_prompts_ranks_by_rating_and_renders_for_agents(svc: LedgerService) -> None:
+    from tools.toolkit import TOOLS, ToolContext, run_tool
+
+    liked = (await svc.prompts.save(PromptDraft(name="hero-warm", template="{{ subject }}, warm light",
+                                                purpose="hero"), author="ana")).version
+    await svc.prompts.save(PromptDraft(name="hero-cold", template="{{ subject }}, cold light, {{ lens }}",
+                                       purpose="hero"), author="ana")
+    await svc.prompts.save(PromptDraft(name="thumb", template="{{ subject }}, flat", purpose="thumbnail"), author="ana")
+    for seed in range(3):
+        await _made(svc, ChosenPrompt(version=liked), seed, stars=5)
+    spec = next(t for t in TOOLS if t.name == "find_prompts")
+    ctx = ToolContext(settings=svc.settings, ledger=svc, owner="ana")
+    found = await run_tool(spec, ctx, {"purpose": "Hero", "values": [{"name": "subject", "value": "a mug"}]})
+    assert [(p.name, p.rated, p.liked, p.text) for p in found] == [
+        ("hero-warm", 3, 3, "a mug, warm light"), ("hero-cold", 0, 0, None)]  # cold needs `lens` too
+    assert found[0].score == pytest.approx(0.8) and found[1].variables == ["lens", "subject"]
