@@ -199,7 +199,7 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
         return VersionView(**found.model_dump(), variables=found.variable_names())
 
     @api.post("/prompts/{name}/render", response_model=RenderView, tags=["prompts"],
-              summary="Render a prompt with values", responses=errors(404, 422))
+              summary="Render a prompt with values", responses=errors(400, 404, 422))
     async def render(name: Name, body: RenderBody, request: Request) -> RenderView:
         """The text the template gives for these values (a missing variable is a 422 naming it)."""
         found = await ledger(request).prompts.version(name, body.version)
