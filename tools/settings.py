@@ -110,6 +110,37 @@ class Settings(BaseSettings):
         5, ge=1, validation_alias="ATELIER_MAX_ATTEMPTS",
         description="Transient failures (unreachable ComfyUI, lost prompt) a job may have before it fails.",
     )
+    hotswap: bool = Field(
+        True, validation_alias="ATELIER_HOTSWAP",
+        description="Before a job that does not fit in free VRAM, unload ComfyUI's models and idle Ollama models.",
+    )
+    hotswap_margin_gb: float = Field(
+        0.5, ge=0, validation_alias="ATELIER_HOTSWAP_MARGIN_GB",
+        description="VRAM to keep free beyond a workflow's catalog need before hot-swap stops unloading.",
+    )
+    ollama_gpu_peers: str = Field(
+        "auto", validation_alias="ATELIER_OLLAMA_GPU_PEERS",
+        description="Which ComfyUI servers share a GPU with Ollama: auto (those on OLLAMA_URL's host), none, "
+                    "or their URLs, comma-separated.",
+    )
+    ollama_keep_alive_seconds: float = Field(
+        300.0, ge=0, validation_alias="ATELIER_OLLAMA_KEEP_ALIVE_SECONDS",
+        description="The Ollama server's OLLAMA_KEEP_ALIVE in seconds (how long an unused model stays loaded); "
+                    "hot-swap reads how long a model has been idle from it.",
+    )
+    hotswap_ollama_idle_seconds: float = Field(
+        60.0, ge=0, validation_alias="ATELIER_HOTSWAP_OLLAMA_IDLE_SECONDS",
+        description="An Ollama model unused for this long is idle: hot-swap may unload it for an image job.",
+    )
+    hotswap_unload_pinned: bool = Field(
+        False, validation_alias="ATELIER_HOTSWAP_UNLOAD_PINNED",
+        description="Also unload Ollama models kept loaded on purpose (keep_alive -1 or longer than Ollama's default).",
+    )
+    affinity_seconds: float = Field(
+        60.0, ge=0, validation_alias="ATELIER_AFFINITY_SECONDS",
+        description="A server takes queued jobs for the models it has loaded first, while the queue's oldest job "
+                    "has waited less than this (0: strict queue order).",
+    )
 
     @field_validator("comfyui_urls", mode="before")
     @classmethod
@@ -120,6 +151,15 @@ class Settings(BaseSettings):
         if not urls:
             raise ValueError("no URL given; give at least one URL, e.g. http://localhost:8188")
         return list(dict.fromkeys(urls))
+
+    @field_validator("ollama_gpu_peers", mode="before")
+    @classmethod
+    def _gpu_peers(cls, value: Any) -> str:
+        """auto, none, or comma-separated ComfyUI URLs (each validated)."""
+        text = str(value).strip()
+        if text.lower() in ("auto", "none", ""):
+            return text.lower() or "auto"
+        return ",".join(_check_url(item) for item in text.split(",") if item.strip())
 
     @field_validator("ollama_url", "qdrant_url", "s3_endpoint_url", mode="before")
     @classmethod

@@ -3,6 +3,9 @@
 Built from the captured traffic in ../shared/reference and ComfyUI's server.py / execution.py / main.py:
 the same routes (also under /api), bodies, status codes and WebSocket messages in the same order.
 Tests drive it in-process (`FakeComfyUI`, its own thread and event loop) or over HTTP (`/__fake__/…`).
+Given a FakeGpu (shared with a fake Ollama), /system_stats reports that GPU: a prompt that runs loads its
+model files (sizes from `model_sizes`, evicting this server's other models when they do not fit, as
+ComfyUI's model management does), and `POST /free {unload_models}` (or `free_memory`) drops them.
 Run by hand:  python -m tests.fakes.comfyui_server --port 8188 [--step-seconds S] [--models …] [--output-dir D]
 """
 
@@ -28,12 +31,22 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from PIL import Image
 
-from tests.fakes.comfyui_catalog import CAPTURED_CPU_DEVICE, CAPTURED_SYSTEM, MODEL_FOLDERS, SERVER_FEATURES, Catalog
+from tests.fakes.comfyui_catalog import (
+    CAPTURED_CPU_DEVICE,
+    CAPTURED_SYSTEM,
+    MODEL_FOLDERS,
+    SERVER_FEATURES,
+    Catalog,
+    model_folder,
+)
 from tests.fakes.comfyui_execution import Executor
 from tests.fakes.comfyui_files import FOLDER_TYPES, upload, view
 from tests.fakes.comfyui_queue import PromptQueue, QueueItem
 from tests.fakes.comfyui_validation import validate_prompt
+from tests.fakes.fake_gpu import GIB, FakeGpu
 from tests.fakes.loopback_runner import Control, LoopbackServer, after_answer, dispatch_control
+
+DEFAULT_MODEL_BYTES = 2 * GIB
 
 
 def _get(data: Any, key: str, default: Any) -> Any:
@@ -46,7 +59,8 @@ class FakeComfyUI(LoopbackServer):
 
     Files go to `<output_dir>/output`, `<output_dir>/input` and `<output_dir>/temp` (a temporary folder by
     default; the files stay after stop()). `models` maps a models/ folder to its installed file names
-    (None: DEFAULT_MODELS, {}: nothing).
+    (None: DEFAULT_MODELS, {}: nothing). `gpu` (a FakeGpu) replaces `devices` in /system_stats; `model_sizes`
+    gives a model file's bytes in VRAM (DEFAULT_MODEL_BYTES otherwise); `gpu_holder` names this server there.
     """
 
     thread_name = "fake-comfyui"
@@ -61,8 +75,18 @@ class FakeComfyUI(LoopbackServer):
         devices: list[dict[str, Any]] | None = None,
         previews: bool = True,
         validate_v3_combos: bool = False,
+        gpu: FakeGpu | None = None,
+        model_sizes: dict[str, int] | None = None,
+        gpu_holder: str = "comfyui",
     ) -> None:
         super().__init__(port)
+        self.gpu = gpu
+        self.gpu_holder = gpu_holder
+        self.model_sizes = dict(model_sizes or {})
+        self.loaded_models: dict[str, int] = {}
+        self._requests: list[tuple[str, str, Any]] = []
+        if gpu is not None:
+            gpu.attach(gpu_holder, lambda: dict(self.loaded_models))
         self.step_seconds = step_seconds
         self.previews = previews
         self.validate_v3_combos = validate_v3_combos
@@ -87,6 +111,7 @@ class FakeComfyUI(LoopbackServer):
 
     def _reset_process(self) -> None:
         """Everything a ComfyUI process keeps in memory only (lost on restart)."""
+        self._unload_models()
         self.prompts = PromptQueue()
         self.number = 0
         self.sockets: dict[str, web.WebSocketResponse] = {}
@@ -268,9 +293,46 @@ class FakeComfyUI(LoopbackServer):
         return web.Response(status=200)
 
     def _process_flags(self) -> None:
+        """main.prompt_worker: `unload_models` (default: the value of `free_memory`) unloads every model."""
         flags, self.prompts.flags = self.prompts.flags, {}
-        if flags.get("free_memory", False):
+        free_memory = flags.get("free_memory", False)
+        if flags.get("unload_models", free_memory):
+            self._unload_models()
+        if free_memory:
             self.executor.reset()
+
+    # --- models in (fake) VRAM -------------------------------------------------------------------------------
+
+    def _note(self, action: str, model: str) -> None:
+        if self.gpu is not None:
+            self.gpu.note(self.gpu_holder, action, model)
+
+    def _unload_models(self) -> None:
+        """comfy.model_management.unload_all_models()."""
+        for name in list(self.loaded_models):
+            del self.loaded_models[name]
+            self._note("unload", name)
+
+    def _load_models(self, prompt: dict[str, Any], prompt_id: str) -> None:
+        """load_models_gpu for a prompt's model files, freeing this server's other models while they do not fit."""
+        files: list[str] = []
+        for node in prompt.values():
+            for name, value in (node.get("inputs") or {}).items():
+                folder = model_folder(str(node.get("class_type")), name)
+                if folder and folder != "configs" and isinstance(value, str) and value not in files:
+                    files.append(value)
+        self._note("run", prompt_id)
+        for name in files:
+            if name in self.loaded_models:
+                continue
+            size = self.model_sizes.get(name, DEFAULT_MODEL_BYTES)
+            for other in [m for m in self.loaded_models if m not in files]:
+                if self.gpu is None or self.gpu.free >= size:
+                    break
+                del self.loaded_models[other]
+                self._note("unload", other)
+            self.loaded_models[name] = size
+            self._note("load", name)
 
     def _wake_worker(self) -> None:
         if self._wake is not None:
@@ -289,6 +351,7 @@ class FakeComfyUI(LoopbackServer):
             await self._queue_updated()
             with self._counts_lock:
                 self._counts[item.prompt_id] += 1
+            self._load_models(item.prompt, item.prompt_id)
             began = time.monotonic()
             try:
                 await self.executor.execute(item.prompt, item.prompt_id, item.extra_data, item.outputs)
@@ -307,8 +370,9 @@ class FakeComfyUI(LoopbackServer):
     # --- info routes -------------------------------------------------------------------------------------------
 
     async def system_stats(self, request: web.Request) -> web.Response:
-        """GET /system_stats: the captured system, with this fake's devices."""
-        return web.json_response({"system": CAPTURED_SYSTEM, "devices": self.devices})
+        """GET /system_stats: the captured system, with this fake's devices (its FakeGpu when it has one)."""
+        devices = [self.gpu.device()] if self.gpu is not None else self.devices
+        return web.json_response({"system": CAPTURED_SYSTEM, "devices": devices})
 
     async def get_object_info(self, request: web.Request) -> web.Response:
         """GET /object_info and /object_info/{node_class} ({} for an unknown class)."""
@@ -361,7 +425,9 @@ class FakeComfyUI(LoopbackServer):
             "execution_counts": lambda _: dict(self.execution_counts),
             "execution_spans": lambda _: [list(span) for span in self.execution_spans],
             "state": lambda _: {"paused": self._paused, "silent": self._silent(), "devices": self.devices,
-                                "models": self.catalog.models, "output_dir": str(self.root)},
+                                "models": self.catalog.models, "output_dir": str(self.root),
+                                "loaded_models": dict(self.loaded_models)},
+            "requests": lambda _: [list(r) for r in self.requests],
         }
         actions: dict[str, Control] = {
             "drop_sockets": lambda _: self._drop_sockets(),
@@ -371,6 +437,7 @@ class FakeComfyUI(LoopbackServer):
             "resume": lambda _: self._set_paused(False),
             "set_vram": lambda p: self._set_vram(int(p["free"]), int(p["total"])),
             "set_models": lambda p: self.catalog.set_models(p.get("models", p)),
+            "clear_requests": lambda _: self.clear_requests(),
         }
         return await dispatch_control(request, queries=queries, actions=actions)
 
@@ -379,6 +446,8 @@ class FakeComfyUI(LoopbackServer):
         self._wake_worker()
 
     def _set_vram(self, free: int, total: int) -> None:
+        if self.gpu is not None:
+            raise ValueError("this fake reports its FakeGpu: change the GPU's total or what is loaded instead")
         device = self.devices[0]
         device["vram_free"], device["vram_total"] = free, total
         if device.get("type") == "cpu":
@@ -399,7 +468,22 @@ class FakeComfyUI(LoopbackServer):
     # --- lifecycle -----------------------------------------------------------------------------------------------
 
     def _app(self) -> web.Application:
-        app = web.Application(client_max_size=100 * 2**20)
+
+        @web.middleware
+        async def record(request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+            if not request.path.startswith("/__fake__/"):
+                body: Any = None
+                if request.content_type == "application/json" and request.can_read_body:
+                    try:
+                        body = json.loads(await request.read())
+                    except ValueError:
+                        body = None
+                with self._counts_lock:
+                    self._requests.append((request.method, request.path, body))
+            return await handler(request)
+
+        app = web.Application(client_max_size=100 * 2**20, middlewares=[record])
         routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
             ("GET", "/ws", self.ws_handler), ("POST", "/prompt", self.post_prompt), ("GET", "/prompt", self.get_prompt),
             ("GET", "/queue", self.get_queue), ("POST", "/queue", self.post_queue),
@@ -500,6 +584,17 @@ class FakeComfyUI(LoopbackServer):
             self.catalog.set_models(models)
 
         self._call(apply)
+
+    @property
+    def requests(self) -> list[tuple[str, str, Any]]:
+        """Every request but /__fake__ ones, in order: (method, path, JSON body or None)."""
+        with self._counts_lock:
+            return list(self._requests)
+
+    def clear_requests(self) -> None:
+        """Forget the recorded requests."""
+        with self._counts_lock:
+            self._requests.clear()
 
     @property
     def execution_spans(self) -> list[tuple[str, float, float]]:

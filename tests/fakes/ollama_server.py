@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes import ollama_wire as wire
+from tests.fakes.fake_gpu import FakeGpu
 from tests.fakes.loopback_runner import Control, after_answer, dispatch_control
 from tests.fakes.ollama_content import (
     Reply,
@@ -54,14 +55,16 @@ class FakeOllama(BackgroundServer):
     `models` replaces the installed models (default: llama3.2, llava, nomic-embed-text, all-minilm). Streams
     send `chunk_words` words per line, `chunk_delay` seconds apart. A model request arriving while `queue_limit`
     are in flight answers 503 (OLLAMA_MAX_QUEUE); `keep_alive` is the default in seconds (OLLAMA_KEEP_ALIVE);
-    loading a model past `max_loaded_models` unloads the one expiring first.
+    loading a model past `max_loaded_models` unloads the one expiring first. Given a FakeGpu, its loaded models
+    (those `on_gpu`, `size` bytes each) take that GPU's memory, under the name `gpu_holder`.
     """
 
     thread_name = "fake-ollama"
 
     def __init__(self, port: int = 0, *, models: list[FakeModel] | None = None, chunk_words: int = 1,
                  chunk_delay: float = 0.0, queue_limit: int = 512, keep_alive: float = 300.0,
-                 max_loaded_models: int = 3, version: str = VERSION, seed: int = 0) -> None:
+                 max_loaded_models: int = 3, version: str = VERSION, seed: int = 0, gpu: FakeGpu | None = None,
+                 gpu_holder: str = "ollama") -> None:
         super().__init__(port)
         self.chunk_words = chunk_words
         self.chunk_delay = chunk_delay
@@ -69,6 +72,10 @@ class FakeOllama(BackgroundServer):
         self.state = OllamaState(models, queue_limit=queue_limit, keep_alive=keep_alive,
                                  max_loaded_models=max_loaded_models, seed=seed)
         self._requests: list[tuple[str, str, Any]] = []
+        self.gpu = gpu
+        if gpu is not None:
+            gpu.attach(gpu_holder, self.state.vram_held)
+            self.state.on_change = lambda action, model: gpu.note(gpu_holder, action, model)
 
     def _setup_loop(self) -> None:
         """Create the pause gate on the server's loop."""
@@ -76,7 +83,7 @@ class FakeOllama(BackgroundServer):
 
     def _on_down(self) -> None:
         """A stopped Ollama forgets which models it had loaded."""
-        self.state.loaded.clear()
+        self.state.unload_all()
 
     # --- chat and generate ---------------------------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ import copy
 import json
 import random
 import threading
-from collections import deque
-from collections.abc import AsyncIterator
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +36,9 @@ class OllamaState:
         self.max_loaded_models = max_loaded_models
         self.scripts: dict[str, deque[Any]] = {}
         self.loaded: dict[str, datetime] = {}
+        self.refs: Counter[str] = Counter()  # requests using each loaded model now
+        self.unload_when_idle: set[str] = set()
+        self.on_change: Callable[[str, str], None] | None = None  # (load|unload, model name), for a FakeGpu
         self.in_flight = 0
         self.paused = False
         self.rng = random.Random(seed)
@@ -65,15 +68,40 @@ class OllamaState:
             self.models = copy.deepcopy(models)
             keys = {canonical(m.name) for m in self.models}
         for key in [k for k in self.loaded if k not in keys]:
-            self.loaded.pop(key, None)
+            self._drop(key)
 
     # --- loading --------------------------------------------------------------------------------------------------
 
+    def _changed(self, action: str, key: str) -> None:
+        if self.on_change is not None:
+            self.on_change(action, display_name(key))
+
+    def _drop(self, key: str) -> None:
+        """The runner of `key` unloads: its memory is free."""
+        self.unload_when_idle.discard(key)
+        if self.loaded.pop(key, None) is not None:
+            self._changed("unload", key)
+
+    def unload_all(self) -> None:
+        """The server stops: every model leaves memory."""
+        for key in list(self.loaded):
+            self._drop(key)
+
     def expire(self) -> None:
-        """Unload the models whose keep_alive ran out."""
+        """Unload the idle models whose keep_alive ran out (a model answering a request has no timer running)."""
         moment = datetime.now(UTC)
-        for key in [k for k, until in self.loaded.items() if until <= moment]:
-            self.loaded.pop(key, None)
+        for key in [k for k, until in self.loaded.items() if until <= moment and not self.refs[k]]:
+            self._drop(key)
+
+    def vram_held(self) -> dict[str, int]:
+        """What the loaded models take in VRAM now (model name → bytes), for a FakeGpu; callable from any thread."""
+        moment = datetime.now(UTC)
+        held = {}
+        for key, until in dict(self.loaded).items():
+            model = self.find(display_name(key))
+            if model is not None and model.on_gpu and (until > moment or self.refs[key]):
+                held[model.tag] = model.size
+        return held
 
     def loaded_models(self) -> list[tuple[FakeModel, datetime]]:
         """The loaded models with their expiry, longest time left first (what /api/ps lists)."""
@@ -83,8 +111,12 @@ class OllamaState:
         return [(model, until) for model, until in found if model is not None]
 
     def unload(self, model: FakeModel) -> None:
-        """Unload now (keep_alive 0 with nothing to do)."""
-        self.loaded.pop(canonical(model.name), None)
+        """keep_alive 0 with nothing to do (Scheduler.expireRunner): unload now, or when its requests end."""
+        key = canonical(model.name)
+        if self.refs[key] > 0:
+            self.unload_when_idle.add(key)
+        else:
+            self._drop(key)
 
     def _load(self, model: FakeModel, keep_alive: float) -> bool:
         """Load a model, evicting the soonest-expiring others past the limit; True when it was loaded already."""
@@ -92,15 +124,19 @@ class OllamaState:
         key = canonical(model.name)
         warm = key in self.loaded
         self.loaded[key] = expiry(keep_alive if keep_alive > 0 else self.default_keep_alive)
+        if not warm:
+            self._changed("load", key)
         while len(self.loaded) > max(1, self.max_loaded_models):
-            self.loaded.pop(min((k for k in self.loaded if k != key), key=lambda k: self.loaded[k]))
+            self._drop(min((k for k in self.loaded if k != key), key=lambda k: self.loaded[k]))
         return warm
 
     def _release(self, model: FakeModel, keep_alive: float) -> None:
-        """A request ended: restart its keep_alive timer, or unload for 0."""
+        """A request ended: once the model's last request is done, restart its keep_alive timer, or unload."""
         key = canonical(model.name)
-        if keep_alive == 0:
-            self.loaded.pop(key, None)
+        if self.refs[key] > 0:
+            return
+        if keep_alive == 0 or key in self.unload_when_idle:
+            self._drop(key)
         elif key in self.loaded:
             self.loaded[key] = expiry(keep_alive)
 
@@ -114,9 +150,12 @@ class OllamaState:
             if self._resume is not None:
                 await self._resume.wait()
             warm = self._load(model, keep_alive)
+            key = canonical(model.name)
+            self.refs[key] += 1
             try:
                 yield warm
             finally:
+                self.refs[key] -= 1
                 self._release(model, keep_alive)
         finally:
             self.in_flight -= 1

@@ -147,7 +147,7 @@ async def test_the_assistant_makes_the_user_proxy_run_generate_image(
     assert json.loads(_tool_messages(chats[1])[0])["images"][0]["path"] == str(png)
     assert "greater than or equal to 1" in _tool_messages(chats[2])[-1]
     assert _tool_messages(chats[3])[-1] == third.text
-    assert {path for _, path, _ in fake_ollama.requests} <= {"/v1/chat/completions", "/api/embed"}
+    assert {path for _, path, _ in fake_ollama.requests} <= {"/v1/chat/completions", "/api/embed", "/api/ps"}
 
 
 async def test_a_sync_chat_in_a_thread_runs_the_tools_on_the_studio_loop(

@@ -113,7 +113,7 @@ async def test_an_agent_calls_generate_image_through_a_tooltool_call(
     assert first_result["job_id"] == done.job_id and first_result["images"][0]["path"] == str(png)
     second = _tool_messages(chats[2])[-1]
     assert "steps" in second and "greater than or equal to 1" in second
-    assert {path for _, path, _ in fake_ollama.requests} <= {"/v1/chat/completions", "/api/embed"}
+    assert {path for _, path, _ in fake_ollama.requests} <= {"/v1/chat/completions", "/api/embed", "/api/ps"}
     assert telemetry_disabled()  # the crew ran without starting CrewAI's exporter
 
 

@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.fakes.comfyui_catalog import gpu_device
 from tests.fakes.comfyui_server import FakeComfyUI
+from tests.fakes.fake_gpu import GIB, FakeGpu
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -489,6 +490,39 @@ def test_identical_prompt_is_cached_until_free_memory(fake: FakeComfyUI) -> None
     assert [m[1]["nodes"] for m in third["status"]["messages"] if m[0] == "execution_cached"] == [[]]
     assert third["outputs"]["9"]["images"][0]["filename"] == "ComfyUI_00002_.png"
     assert httpx.post(f"{fake.url}/free", content=b"").status_code == 500  # ComfyUI requires a JSON body
+
+
+def test_on_a_shared_gpu_a_prompt_loads_its_models_and_free_unloads_them(tmp_path: Path) -> None:
+    gpu = FakeGpu(total=8 * GIB)
+    gpu.attach("other", lambda: {"llm": 3 * GIB})
+    sizes = {"v1-5-pruned-emaonly.safetensors": 2 * GIB, "sd_xl_turbo_1.0_fp16.safetensors": 4 * GIB}
+    with FakeComfyUI(output_dir=tmp_path, step_seconds=0.001, gpu=gpu, model_sizes=sizes) as fake:
+        def vram() -> tuple[int, int]:
+            device = httpx.get(f"{fake.url}/system_stats").json()["devices"][0]
+            return device["vram_free"], device["vram_total"]
+
+        def run(ckpt: str) -> str:
+            prompt_id = str(httpx.post(f"{fake.url}/prompt", json={"prompt": sd_graph(ckpt=ckpt)}).json()["prompt_id"])
+            assert wait_history(fake, prompt_id)["status"]["status_str"] == "success"
+            return prompt_id
+
+        assert vram() == (5 * GIB, 8 * GIB)
+        run("v1-5-pruned-emaonly.safetensors")
+        assert vram() == (3 * GIB, 8 * GIB) and fake.loaded_models == {"v1-5-pruned-emaonly.safetensors": 2 * GIB}
+        turbo = run("sd_xl_turbo_1.0_fp16.safetensors")  # 4 GB do not fit next to SD 1.5: ComfyUI drops it first
+        assert fake.loaded_models == {"sd_xl_turbo_1.0_fp16.safetensors": 4 * GIB} and vram()[0] == 1 * GIB
+        assert httpx.post(f"{fake.url}/free", json={"unload_models": True}).status_code == 200
+        deadline = time.monotonic() + 5
+        while fake.loaded_models and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert vram() == (5 * GIB, 8 * GIB)
+        assert [(e.action, e.model) for e in gpu.events] == [
+            ("run", gpu.events[0].model), ("load", "v1-5-pruned-emaonly.safetensors"), ("run", turbo),
+            ("unload", "v1-5-pruned-emaonly.safetensors"), ("load", "sd_xl_turbo_1.0_fp16.safetensors"),
+            ("unload", "sd_xl_turbo_1.0_fp16.safetensors")]
+        assert [(m, p, b) for m, p, b in fake.requests if p == "/free"] == [("POST", "/free", {"unload_models": True})]
+        with pytest.raises(ValueError, match="FakeGpu"):
+            fake.set_vram(1, 2)
 
 
 def test_queue_order_front_delete_and_targeted_interrupt(fake: FakeComfyUI) -> None:

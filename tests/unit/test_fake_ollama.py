@@ -22,6 +22,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.fakes.fake_gpu import GIB, FakeGpu
 from tests.fakes.ollama_server import FakeModel, FakeOllama, Reply
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -372,6 +373,27 @@ def test_keep_alive_parsing_errors(fake: FakeOllama) -> None:
     for fine in ("1h30m", "-1m", "0.5s", None, 60):
         assert post(fake, "/api/chat", {"model": "llama3.2", "messages": USER_HI, "keep_alive": fine,
                                         "stream": False}).status_code == 200
+
+
+def test_keep_alive_0_unloads_a_model_answering_a_request_when_that_request_ends() -> None:
+    gpu = FakeGpu(total=8 * GIB)
+    with FakeOllama(models=[FakeModel("llama3.2", ["completion"], size=2 * GIB)], gpu=gpu, chunk_delay=0.05) as fake:
+        fake.script("llama3.2", ["one two three four five six seven eight"])
+        replies: list[httpx.Response] = []
+        talk = threading.Thread(target=lambda: replies.append(post(fake, "/api/chat", {
+            "model": "llama3.2", "messages": USER_HI})))
+        talk.start()
+        deadline = time.monotonic() + 5
+        while not fake.state.refs["llama3.2:latest"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gpu.free == 6 * GIB
+        assert post(fake, "/api/chat", {"model": "llama3.2", "messages": [], "keep_alive": 0}).json()[
+            "done_reason"] == "unload"
+        assert fake.loaded_models == ["llama3.2:latest"], "Scheduler.expireRunner waits for the request"
+        talk.join(5)
+        assert replies[0].status_code == 200 and fake.loaded_models == [] and gpu.free == 8 * GIB
+        assert [(e.holder, e.action, e.model) for e in gpu.events] == [
+            ("ollama", "load", "llama3.2:latest"), ("ollama", "unload", "llama3.2:latest")]
 
 
 def test_loading_past_the_limit_evicts_the_model_expiring_first() -> None:

@@ -41,8 +41,10 @@ from tools.errors import (
     WorkflowError,
 )
 from tools.generate import chosen_refs, prepare_graph, resolve_workflow
+from tools.gpu.room import GpuRoom
 from tools.ledger.events import EventPublisher, JobEvents
 from tools.ledger.failpoints import Failpoints
+from tools.ledger.hotswap_step import job_models, make_room_for
 from tools.ledger.metrics import WorkerMetrics
 from tools.ledger.models import Job, JobOutput
 from tools.ledger.output_store import OutputStore, OutputStoreError, output_key
@@ -89,6 +91,7 @@ class _Progress:
     marked_running: bool = False
     mid_run_checked: bool = False
     publisher: EventPublisher | None = None
+    in_comfyui: bool = False
 
 
 class JobRunner:
@@ -103,8 +106,10 @@ class JobRunner:
         client_for: Callable[[str], Awaitable[ComfyClient]],
         metrics: WorkerMetrics,
         failpoints: Failpoints,
+        gpu: GpuRoom | None = None,
     ) -> None:
         self.ledger = ledger
+        self.gpu = gpu
         self.settings = settings
         self.store = store
         self.client_for = client_for
@@ -120,11 +125,12 @@ class JobRunner:
         return self._templates[ref]
 
     async def run(
-        self, claim: Claim, server: str, next_spec: ClaimSpec | None = None
+        self, claim: Claim, server: str, next_spec: Callable[[], ClaimSpec] | None = None
     ) -> tuple[Job | None, Claim | None]:
         """Process a claimed job to its end: (its recorded state or None if the lease was lost, the next claim).
 
-        With `next_spec`, a success is recorded and the next job claimed in one round trip.
+        With `next_spec`, a success is recorded and the next job claimed in one round trip; the spec is asked
+        for at that moment (so it names the models the server holds by then).
         """
         job = claim.job
         started = time.monotonic()
@@ -166,7 +172,7 @@ class JobRunner:
             return None
 
     async def _attempt(
-        self, claim: Claim, server: str, next_spec: ClaimSpec | None, handoff: list[Claim | None]
+        self, claim: Claim, server: str, next_spec: Callable[[], ClaimSpec] | None, handoff: list[Claim | None]
     ) -> Job:
         """One attempt: recover or submit, follow, store, record."""
         job = claim.job
@@ -190,13 +196,19 @@ class JobRunner:
             return await self.ledger.record_cancelled(job)
         template = self.template(job.workflow)
         graph = await prepare_graph(comfy, template, job.generation)
-        self.failpoints.hit("before_submit")
         publisher = EventPublisher(self.events, job)
+        models = job_models(job, template)
+        if self.gpu is not None and (job.attempts == 1 or not await _locate_quietly(comfy, job.prompt_id)):
+            await make_room_for(self.gpu, job, target, comfy, models, publisher, self.metrics)
+        self.failpoints.hit("before_submit")
         progress = _Progress(publisher=publisher)
         job_ref = [job]
 
         async def on_event(event: ComfyEvent) -> None:
             await self._on_event(job_ref, event, progress, target)
+            if self.gpu is not None and not progress.in_comfyui and isinstance(event, Queued | Started):
+                progress.in_comfyui = True  # ComfyUI loads these models when the prompt runs
+                self.gpu.ran(target, models)
 
         try:
             outcome = await comfy.run(graph, prompt_id=job.prompt_id, ui_workflow=template.ui_workflow,
@@ -215,7 +227,7 @@ class JobRunner:
         if next_spec is None:
             return await self.ledger.complete(job, outputs, gpu_seconds=gpu, actual_cost=cost)
         done, handoff[0] = await self.ledger.complete_and_claim(
-            job, outputs, gpu_seconds=gpu, actual_cost=cost, spec=next_spec
+            job, outputs, gpu_seconds=gpu, actual_cost=cost, spec=next_spec()
         )
         if done is None:
             raise LeaseLostError(job.prompt_id, job.attempts)

@@ -38,6 +38,15 @@ class WorkerMetrics:
         self.vram_free = Gauge(
             "atelier_comfyui_vram_free_bytes", "Free VRAM ComfyUI last reported.", ["server"], registry=r
         )
+        self.vram_claimable = Gauge(
+            "atelier_comfyui_vram_claimable_bytes",
+            "Free VRAM plus what hot-swap could reclaim (ComfyUI's models, idle Ollama models): what claims use.",
+            ["server"], registry=r,
+        )
+        self.hotswap_unloads = Counter(
+            "atelier_hotswap_unloads", "Unloads to make room for a job: one POST /free, or one Ollama model.",
+            ["target"], registry=r,
+        )
         self.heartbeats = Counter("atelier_worker_heartbeats", "Lease heartbeats sent.", registry=r)
         self.held = Gauge("atelier_worker_jobs_held", "Jobs this worker holds now.", registry=r)
         self.retries = Counter("atelier_worker_retries", "Transient failures sent back to the queue.", registry=r)

@@ -276,12 +276,81 @@ CREATE INDEX prompt_uses_version ON prompt_uses (prompt, version) WHERE prompt I
 CREATE INDEX prompt_uses_variant ON prompt_uses (ab_test, variant) WHERE ab_test IS NOT NULL;
 """
 
+_AFFINITY = """
+ALTER TABLE jobs ADD COLUMN models text[] NOT NULL DEFAULT '{}';
+
+-- The claim as before (a lapsed lease first, else the best queued job that fits p_vram), plus affinity: among
+-- the next 100 queued jobs of the top priority, the oldest whose models (folder/file) are all in p_models — the
+-- models the claiming server has loaded — goes first, unless the queue's oldest job has already waited
+-- p_affinity_seconds (so affinity delays nobody for long). Empty p_models or 0 seconds: the old order.
+DROP FUNCTION atelier_claim(text, text, double precision, text[], double precision);
+CREATE FUNCTION atelier_claim(p_worker text, p_server text, p_vram double precision, p_known text[],
+                              p_lease double precision, p_models text[] DEFAULT '{}',
+                              p_affinity_seconds double precision DEFAULT 0)
+RETURNS SETOF jobs LANGUAGE plpgsql SET enable_sort = off SET enable_bitmapscan = off AS $$
+DECLARE
+    v_id uuid;
+    v_recovered boolean := true;
+    v_head record;
+    v_near uuid[];
+BEGIN
+    SELECT id INTO v_id FROM jobs
+    WHERE status IN ('submitted', 'running') AND lease_expires_at < now()
+      AND (server IS NULL OR server = p_server OR NOT (server = ANY(p_known)))
+    ORDER BY lease_expires_at LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF v_id IS NULL THEN
+        v_recovered := false;
+        IF cardinality(p_models) > 0 AND p_affinity_seconds > 0 THEN
+            SELECT priority, created_at INTO v_head FROM jobs
+            WHERE status = 'queued' AND not_before <= now() AND vram_gb <= p_vram
+            ORDER BY priority DESC, created_at LIMIT 1;
+            IF FOUND AND v_head.created_at > now() - make_interval(secs => p_affinity_seconds) THEN
+                SELECT array_agg(ahead.id ORDER BY ahead.created_at) INTO v_near FROM (
+                    SELECT id, created_at, models FROM jobs
+                    WHERE status = 'queued' AND not_before <= now() AND vram_gb <= p_vram
+                      AND priority = v_head.priority
+                    ORDER BY priority DESC, created_at LIMIT 100
+                ) AS ahead
+                WHERE ahead.models <> '{}' AND ahead.models <@ p_models;
+                FOR i IN 1 .. coalesce(cardinality(v_near), 0) LOOP
+                    SELECT id INTO v_id FROM jobs WHERE id = v_near[i] AND status = 'queued'
+                    FOR UPDATE SKIP LOCKED;
+                    EXIT WHEN v_id IS NOT NULL;
+                END LOOP;
+            END IF;
+        END IF;
+        IF v_id IS NULL THEN
+            SELECT id INTO v_id FROM jobs
+            WHERE status = 'queued' AND not_before <= now() AND vram_gb <= p_vram
+            ORDER BY priority DESC, created_at LIMIT 1 FOR UPDATE SKIP LOCKED;
+        END IF;
+    END IF;
+    IF v_id IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    UPDATE jobs AS j SET
+        status = CASE WHEN j.status = 'queued' THEN 'submitted' ELSE j.status END,
+        server = CASE WHEN j.status = 'queued' THEN p_server ELSE coalesce(j.server, p_server) END,
+        previous_server = j.server,
+        recovered = v_recovered,
+        attempts = j.attempts + 1,
+        worker = p_worker,
+        lease_expires_at = now() + make_interval(secs => p_lease),
+        claimed_at = now(),
+        updated_at = now()
+    WHERE j.id = v_id
+    RETURNING j.*;
+END $$;
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, workers and their notifications", _JOBS),
     Migration(2, "ratings, tags and memory indexing of jobs", _MEMORY),
     Migration(3, "job progress events and chat threads", _EVENTS),
     Migration(4, "measured workflow times per server", _TIMINGS),
     Migration(5, "prompt library, A/B tests and prompt uses", _PROMPTS),
+    Migration(6, "job models and claim affinity for VRAM hot-swap", _AFFINITY),
 ]
 
 

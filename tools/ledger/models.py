@@ -80,6 +80,7 @@ class Job(BaseModel):
     rating: int | None = None
     thumb: int | None = None
     tags: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list, description="Model files it loads, as folder/file.")
     memory_indexed_at: datetime | None = None
     batch: str | None
     batch_row: int | None

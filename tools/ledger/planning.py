@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tools.comfyui.templates import WorkflowTemplate, random_seed
+from tools.comfyui.templates import WorkflowTemplate, random_seed, required_models
 from tools.errors import WorkflowError
 from tools.generate import resolve_workflow
+from tools.gpu.holdings import model_keys
 from tools.ledger.models import JobRequest
 from tools.settings import Settings
 
@@ -27,6 +28,7 @@ class PlannedJob:
     vram_gb: float
     estimated_seconds: float | None
     estimated_cost: float | None
+    models: tuple[str, ...] = ()
 
 
 def _file_digest(path: str) -> str | None:
@@ -73,4 +75,5 @@ def plan_job(request: JobRequest, settings: Settings, template: WorkflowTemplate
         vram_gb=entry.vram_gb if entry else 0.0,
         estimated_seconds=entry.typical_seconds * images if entry else None,
         estimated_cost=entry.cost_per_image * images if entry else None,
+        models=model_keys(required_models(template)),
     )

@@ -54,7 +54,8 @@ class LedgerUnavailableError(AtelierError):
 
 _FENCE = "id = %(id)s AND attempts = %(attempt)s AND status IN ('submitted', 'running')"
 
-_CLAIM = b"SELECT * FROM atelier_claim(%(worker)s, %(server)s, %(vram)s, %(known)s, %(lease)s)"
+_CLAIM = (b"SELECT * FROM atelier_claim(%(worker)s, %(server)s, %(vram)s, %(known)s, %(lease)s, "
+          b"%(models)s::text[], %(affinity)s)")
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,9 @@ class Claim:
 
 
 _INSERT_COLUMNS = """INSERT INTO jobs (id, status, workflow, params, priority, owner, idempotency_key, cache_key,
-    use_cache, vram_gb, estimated_seconds, estimated_cost, max_attempts, batch, batch_row"""
+    use_cache, vram_gb, estimated_seconds, estimated_cost, max_attempts, batch, batch_row, models"""
 _INSERT_VALUES = """%(workflow)s, %(params)s, %(priority)s, %(owner)s, %(key)s, %(cache_key)s,
-    %(use_cache)s, %(vram)s, %(est_s)s, %(est_cost)s, %(max)s, %(batch)s, %(row)s"""
+    %(use_cache)s, %(vram)s, %(est_s)s, %(est_cost)s, %(max)s, %(batch)s, %(row)s, %(models)s::text[]"""
 # A new queued job, unless the cache may answer it (then nothing is inserted and the caller looks closer).
 _INSERT_UNLESS_CACHED = f"""{_INSERT_COLUMNS})
 SELECT %(id)s, 'queued', {_INSERT_VALUES}
@@ -106,18 +107,25 @@ def _complete_params(
 
 @dataclass(frozen=True)
 class ClaimSpec:
-    """Who claims, for which server, with how much free VRAM, and for how long."""
+    """Who claims, for which server, with how much VRAM to offer, and for how long.
+
+    `models` are the model files the server has loaded: queued jobs needing only those go first among
+    jobs of the same priority, while the queue's oldest job has waited less than `affinity_seconds`.
+    """
 
     worker: str
     server: str
     vram_free_gb: float
     known_servers: tuple[str, ...]
     lease_seconds: float
+    models: tuple[str, ...] = ()
+    affinity_seconds: float = 0.0
 
     def params(self) -> dict[str, Any]:
         """The claim function's arguments."""
         return {"worker": self.worker, "server": self.server, "vram": self.vram_free_gb,
-                "known": list(self.known_servers), "lease": self.lease_seconds}
+                "known": list(self.known_servers), "lease": self.lease_seconds, "models": list(self.models),
+                "affinity": self.affinity_seconds}
 
 
 def _claim(row: DictRow | None) -> Claim | None:
@@ -243,7 +251,7 @@ class JobLedger:
             "priority": request.priority, "owner": request.owner, "key": request.idempotency_key,
             "cache_key": planned.cache_key, "use_cache": request.use_cache, "vram": planned.vram_gb,
             "est_s": planned.estimated_seconds, "est_cost": planned.estimated_cost, "max": max_attempts,
-            "batch": request.batch, "row": request.batch_row,
+            "batch": request.batch, "row": request.batch_row, "models": list(planned.models),
         }
 
     @staticmethod
@@ -388,9 +396,15 @@ class JobLedger:
         vram_free_gb: float,
         known_servers: Sequence[str],
         lease_seconds: float,
+        models: Sequence[str] = (),
+        affinity_seconds: float = 0.0,
     ) -> Claim | None:
         """Take the next job for `server` under a lease: a lapsed one first (recovery), else the best queued one."""
-        spec = ClaimSpec(worker, server, vram_free_gb, tuple(known_servers), lease_seconds)
+        return await self.claim_spec(ClaimSpec(worker, server, vram_free_gb, tuple(known_servers), lease_seconds,
+                                               tuple(models), affinity_seconds))
+
+    async def claim_spec(self, spec: ClaimSpec) -> Claim | None:
+        """`claim` with its arguments in a ClaimSpec (see there)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(_CLAIM, spec.params())
             return _claim(await cur.fetchone())

@@ -5,12 +5,17 @@ one prompt executes, the next is already queued inside ComfyUI, so the GPU never
 download, store and record. Idle loops sleep on PostgreSQL `LISTEN atelier_jobs` (new or re-queued jobs,
 released leases) with a timer for the next delayed job or lease lapse — never a polling loop. Cancel
 requests arrive the same way (`atelier_cancel`). Heartbeats run in their own thread (see heartbeat.py).
+
+VRAM (see tools/gpu/): a slot claims jobs that fit in what its server can offer — free VRAM plus what
+hot-swap can reclaim (ComfyUI's cached models, idle Ollama models on the same GPU) — preferring jobs for
+the models the server last loaded; just before a job's prompt is queued, hot-swap makes the room it needs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -22,6 +27,7 @@ import psycopg
 
 from tools.comfyui.client import ComfyClient
 from tools.errors import ComfyHTTPError, ComfyUnreachableError
+from tools.gpu.room import GpuRoom
 from tools.ledger.failpoints import Failpoints
 from tools.ledger.heartbeat import Heartbeat, HeldJobs
 from tools.ledger.job_runner import JobRunner
@@ -57,13 +63,14 @@ class WorkerOptions:
 
 @dataclass
 class _ServerState:
-    """Health and free VRAM of one ComfyUI, as last seen."""
+    """Health and claimable VRAM of one ComfyUI, as last seen."""
 
     url: str
-    vram_free_gb: float = 0.0
+    claimable_gb: float = 0.0
     checked_at: float = -1e9
     healthy: bool = False
     down_delay: float = 0.5
+    reconnects: int = 0
 
 
 class Worker:
@@ -78,6 +85,7 @@ class Worker:
         *,
         metrics: WorkerMetrics | None = None,
         failpoints: Failpoints | None = None,
+        gpu: GpuRoom | None = None,
     ) -> None:
         self.ledger = ledger
         self.settings = settings
@@ -92,9 +100,10 @@ class Worker:
         self._servers = {url: _ServerState(url) for url in self.options.servers}
         self._wakers: list[asyncio.Event] = []
         self._running: dict[uuid.UUID, tuple[Job, str]] = {}
+        self.gpu = gpu or GpuRoom(settings, cache_seconds=self.options.vram_cache_seconds)
         self.runner = JobRunner(
             ledger, settings, store, client_for=self.client_for, metrics=self.metrics,
-            failpoints=failpoints or Failpoints.from_env(),
+            failpoints=failpoints or Failpoints.from_env(), gpu=self.gpu,
         )
         self.processed = 0
 
@@ -140,6 +149,7 @@ class Worker:
                 await self._unregister()
             for client in self._clients.values():
                 await client.aclose()
+            await self.gpu.aclose()
 
     async def _register(self) -> None:
         """Record this worker in the `workers` table."""
@@ -199,7 +209,7 @@ class Worker:
     # --- claiming and running --------------------------------------------------------------------------
 
     async def _check_server(self, state: _ServerState) -> bool:
-        """Refresh a server's free VRAM (cached briefly); False while it is unreachable."""
+        """Refresh what VRAM a server can offer (cached briefly); False while it is unreachable."""
         now = time.monotonic()
         if state.healthy and now - state.checked_at < self.options.vram_cache_seconds:
             return True
@@ -210,15 +220,22 @@ class Worker:
             if state.healthy:
                 log.warning("ComfyUI %s is unreachable: %s", state.url, exc)
             state.healthy = False
+            self.gpu.forget(state.url)
             return False
-        state.vram_free_gb, state.checked_at, state.healthy, state.down_delay = stats.vram_free_gb, now, True, 0.5
+        if client.reconnects != state.reconnects:  # its socket dropped: it may have restarted, models gone
+            state.reconnects = client.reconnects
+            self.gpu.forget(state.url)
+        state.claimable_gb = await self.gpu.claimable_gb(state.url, stats)
+        state.checked_at, state.healthy, state.down_delay = now, True, 0.5
         self.metrics.vram_free.labels(state.url).set(stats.vram_free_gb * 2**30)
+        self.metrics.vram_claimable.labels(state.url).set(state.claimable_gb * 2**30)
         return True
 
     def _spec(self, state: _ServerState) -> ClaimSpec:
-        """This worker's claim for one server, with its last known free VRAM."""
-        return ClaimSpec(self.id, state.url, state.vram_free_gb, tuple(self.options.servers),
-                         self.options.lease_seconds)
+        """This worker's claim for one server: its claimable VRAM and the models it has loaded."""
+        return ClaimSpec(self.id, state.url, state.claimable_gb, tuple(self.options.servers),
+                         self.options.lease_seconds, models=self.gpu.loaded(state.url),
+                         affinity_seconds=self.settings.affinity_seconds)
 
     async def _slot(self, url: str, waker: asyncio.Event, stop: asyncio.Event) -> None:
         """One job at a time for `url`: claim, run, repeat; sleep on notifications when there is nothing."""
@@ -232,10 +249,7 @@ class Worker:
                     continue
                 waker.clear()
                 try:
-                    claim = await self.ledger.claim(
-                        self.id, server=url, vram_free_gb=state.vram_free_gb,
-                        known_servers=self.options.servers, lease_seconds=self.options.lease_seconds,
-                    )
+                    claim = await self.ledger.claim_spec(self._spec(state))
                 except psycopg.Error as exc:
                     log.warning("claim failed (%s); retrying", exc)
                     await asyncio.sleep(1.0)
@@ -253,7 +267,7 @@ class Worker:
         self.held.add(job.id, job.attempts)
         self._running[job.id] = (job, job.server or url)
         self.metrics.held.set(len(self._running))
-        next_spec = None if stop.is_set() or not state.healthy else self._spec(state)
+        next_spec = None if stop.is_set() or not state.healthy else functools.partial(self._spec, state)
         try:
             _result, following = await self.runner.run(claim, url, next_spec)
             self.processed += 1

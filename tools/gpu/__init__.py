@@ -1,0 +1,1 @@
+"""GPU memory shared by ComfyUI and Ollama: what each holds, and making room before a heavy image job."""
