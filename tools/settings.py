@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -141,6 +141,16 @@ class Settings(BaseSettings):
         description="A server takes queued jobs for the models it has loaded first, while the queue's oldest job "
                     "has waited less than this (0: strict queue order).",
     )
+    auth_mode: Literal["local", "accounts"] = Field(
+        "local", validation_alias="ATELIER_AUTH",
+        description="local: one user, no login (a personal studio); accounts: every front end asks who is calling "
+                    "(API keys from `atelier users`, JWT access tokens).",
+    )
+    jwt_secret: SecretStr | None = Field(
+        None, validation_alias="ATELIER_JWT_SECRET",
+        description="Signs access tokens; unset: a secret generated once in the database, shared by its processes.",
+    )
+    token_ttl_seconds: int = Field(3600, ge=60, le=30 * 86400, validation_alias="ATELIER_TOKEN_TTL_SECONDS")
 
     @field_validator("comfyui_urls", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["tools", "tools.comfyui", "tools.cli", "tools.ledger", "tools.memory", "tools.api", "tools.adapters",
-            "tools.gpu", "agents", "graphs", "workflows", "atelier"]
+            "tools.gpu", "tools.prompts", "tools.accounts", "agents", "graphs", "workflows", "atelier"]
 
 
 def _run(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

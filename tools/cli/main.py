@@ -16,6 +16,7 @@ from tools.cli import (
     mcp_cmd,
     memory_cmds,
     prompt_cmds,
+    user_cmds,
     watch_cmd,
     worker_cmd,
 )
@@ -48,6 +49,7 @@ app.add_typer(db_cmds.db_app, name="db")
 app.add_typer(memory_cmds.memory_app, name="memory")
 app.add_typer(prompt_cmds.prompts_app, name="prompts")
 app.add_typer(prompt_cmds.ab_app, name="ab")
+app.add_typer(user_cmds.users_app, name="users")
 
 
 @app.callback()

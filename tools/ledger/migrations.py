@@ -344,6 +344,43 @@ BEGIN
 END $$;
 """
 
+_ACCOUNTS = """
+CREATE TABLE users (
+    id                  text PRIMARY KEY CHECK (id ~ '^[a-z0-9][a-z0-9._-]{0,63}$'),
+    role                text NOT NULL DEFAULT 'user' CHECK (role IN ('admin', 'user')),
+    display_name        text NOT NULL DEFAULT '',
+    tier                text NOT NULL DEFAULT 'standard',
+    priority            integer NOT NULL DEFAULT 0,
+    images_per_day      integer CHECK (images_per_day >= 0),
+    gpu_seconds_per_day double precision CHECK (gpu_seconds_per_day >= 0),
+    budget_per_month    double precision CHECK (budget_per_month >= 0),
+    max_concurrent      integer CHECK (max_concurrent >= 0),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    disabled_at         timestamptz
+);
+CREATE TABLE api_keys (
+    id           uuid PRIMARY KEY,
+    user_id      text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name         text NOT NULL DEFAULT '',
+    prefix       text NOT NULL UNIQUE,
+    hash         text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    last_used_at timestamptz,
+    revoked_at   timestamptz,
+    expires_at   timestamptz
+);
+CREATE INDEX api_keys_user ON api_keys (user_id);
+-- Quotas count an owner's jobs of the current day and month.
+CREATE INDEX jobs_owner_created ON jobs (owner, created_at);
+-- Secrets every Atelier process shares: the JWT signing key when ATELIER_JWT_SECRET is not set.
+CREATE TABLE atelier_secrets (
+    name  text PRIMARY KEY,
+    value text NOT NULL
+);
+INSERT INTO atelier_secrets (name, value)
+VALUES ('jwt', replace(gen_random_uuid()::text || gen_random_uuid()::text || gen_random_uuid()::text, '-', ''));
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, workers and their notifications", _JOBS),
     Migration(2, "ratings, tags and memory indexing of jobs", _MEMORY),
@@ -351,6 +388,7 @@ MIGRATIONS: list[Migration] = [
     Migration(4, "measured workflow times per server", _TIMINGS),
     Migration(5, "prompt library, A/B tests and prompt uses", _PROMPTS),
     Migration(6, "job models and claim affinity for VRAM hot-swap", _AFFINITY),
+    Migration(7, "users, API keys, quotas and the shared JWT secret", _ACCOUNTS),
 ]
 
 

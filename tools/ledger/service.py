@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Self
 
+from tools.accounts.directory import UserDirectory
 from tools.comfyui.templates import WorkflowTemplate
 from tools.errors import AtelierError
 from tools.generate import resolve_workflow
@@ -42,6 +43,7 @@ class LedgerService:
         self.timings = WorkflowTimings(ledger.pool)
         self.prompts = PromptLibrary(ledger.pool)
         self.abtests = ABTests(ledger.pool)
+        self.accounts = UserDirectory(ledger.pool)
 
     @classmethod
     @asynccontextmanager

@@ -20,6 +20,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from tools.accounts.quotas import open_gate
 from tools.errors import AtelierError
 from tools.ledger.migrations import apply_migrations
 from tools.ledger.models import TERMINAL_STATUSES, Job, JobOutput, JobRequest, SubmitOutcome
@@ -185,12 +186,20 @@ class JobLedger:
     ) -> SubmitOutcome:
         """Record a job (or return the one with the same idempotency key); answer from the cache when allowed.
 
-        The common case — a new key (or none) and no earlier identical success — is one INSERT. Only when that
-        inserts nothing does it look further: the job already recorded under the key, or a cached answer
-        whose files still exist.
+        Quotas are enforced here, in the same transaction as the insert, with the owner's account row locked:
+        no front end can bypass them and concurrent submits cannot overshoot (QuotaExceededError). A request
+        repeating a recorded idempotency key is answered with that job, never refused. Then the common case — a
+        new key (or none) and no earlier identical success — is one INSERT; only when that inserts nothing does
+        it look further: the job already recorded under the key, or a cached answer whose files still exist.
         """
-        values = self._values(request, planned, max_attempts)
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.transaction():
+            gate = await open_gate(conn, request.owner)
+            if gate.user is not None:
+                known = await self._by_key(conn, request.idempotency_key)
+                if known is not None:
+                    return known
+                gate.admit(planned.estimated_seconds or 0.0, planned.estimated_cost or 0.0)
+            values = self._values(request, planned, max_attempts) | {"priority": gate.priority(request.priority)}
             cur = await conn.execute(_INSERT_UNLESS_CACHED, values)
             created = _job(await cur.fetchone())
             if created is not None:
@@ -217,30 +226,54 @@ class JobLedger:
         *,
         max_attempts: int = 5,
         output_exists: Callable[[str], bool] | None = None,
-    ) -> list[SubmitOutcome]:
+    ) -> list[SubmitOutcome | AtelierError]:
         """Record many jobs in one transaction (one round trip for the common case); same rules as `submit`.
 
-        Rows the first pass does not insert (a key already used, a possible cache answer) go through `submit`
-        one by one. Workers are woken once for the whole batch.
+        Each owner's quota admits rows in order; the rows past it get their QuotaExceededError in place. Rows the
+        first pass does not insert (a key already used, a possible cache answer) go through `submit` one by one.
+        Workers are woken once for the whole batch.
         """
         rows = [self._values(request, planned, max_attempts) for request, planned in items]
+        results: list[SubmitOutcome | AtelierError | None] = [None] * len(items)
         created: dict[uuid.UUID, Job] = {}
-        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.executemany(_INSERT_UNLESS_CACHED, rows, returning=True)
-            while True:
-                job = _job(await cur.fetchone())
-                if job is not None:
-                    created[job.id] = job
-                if not cur.nextset():
-                    break
-        outcomes = []
-        for (request, planned), row in zip(items, rows, strict=True):
+        async with self.pool.connection() as conn, conn.transaction():
+            gates = {owner: await open_gate(conn, owner) for owner in sorted({r.owner for r, _ in items})}
+            keys = [r.idempotency_key for r, _ in items if r.idempotency_key and gates[r.owner].user is not None]
+            cur = await conn.execute("SELECT idempotency_key FROM jobs WHERE idempotency_key = ANY(%s)", (keys,))
+            known = {row["idempotency_key"] for row in await cur.fetchall()} if keys else set()
+            admitted = []
+            for index, ((request, planned), row) in enumerate(zip(items, rows, strict=True)):
+                gate = gates[request.owner]
+                row["priority"] = gate.priority(request.priority)
+                if gate.user is not None and request.idempotency_key not in known:
+                    try:
+                        gate.admit(planned.estimated_seconds or 0.0, planned.estimated_cost or 0.0)
+                    except AtelierError as exc:
+                        results[index] = exc
+                        continue
+                admitted.append(row)
+            if admitted:
+                async with conn.cursor() as insert:
+                    await insert.executemany(_INSERT_UNLESS_CACHED, admitted, returning=True)
+                    while True:
+                        job = _job(await insert.fetchone())
+                        if job is not None:
+                            created[job.id] = job
+                        if not insert.nextset():
+                            break
+        outcomes: list[SubmitOutcome | AtelierError] = []
+        for (request, planned), row, refused in zip(items, rows, results, strict=True):
             job = created.get(row["id"])
-            if job is not None:
+            if refused is not None:
+                outcomes.append(refused)
+            elif job is not None:
                 outcomes.append(SubmitOutcome(job=job, created=True, cached=False))
             else:
-                outcomes.append(await self.submit(request, planned, max_attempts=max_attempts,
-                                                  output_exists=output_exists))
+                try:
+                    outcomes.append(await self.submit(request, planned, max_attempts=max_attempts,
+                                                      output_exists=output_exists))
+                except AtelierError as exc:
+                    outcomes.append(exc)
         return outcomes
 
     @staticmethod
