@@ -48,6 +48,9 @@ def read_token(token: str, secret: str) -> TokenClaims:
     except jwt.InvalidSignatureError as exc:
         raise AuthError("the access token's signature is not valid (tampered, or signed by another server); "
                         "get a new one from POST /auth/token") from exc
+    except jwt.DecodeError as exc:
+        raise AuthError(f"the access token is damaged or was altered ({exc}); get a new one from POST /auth/token"
+                        ) from exc
     except jwt.PyJWTError as exc:
         raise AuthError(f"the access token is not valid ({exc}); send 'Authorization: Bearer <token>' with a token "
                         "from POST /auth/token, or 'X-API-Key: <key>'") from exc

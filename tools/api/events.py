@@ -8,15 +8,18 @@ stored event carries its `seq`: reconnecting with `?after=<last seq>` yields exa
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime (see jobs.py).
 import base64
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Path, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 
+from tools.accounts.models import Principal
+from tools.accounts.tokens import AuthError
 from tools.errors import AtelierError
 from tools.ledger.events import JobEvent
 from tools.ledger.service import LedgerService
+from tools.ledger.store import JobNotFoundError
 
 __all__ = ["INT64_MAX", "JOB_ID_PATTERN", "NOT_FOUND_CLOSE", "add_event_routes"]
 
@@ -49,9 +52,14 @@ def _message(event: JobEvent, base: str, previews: PreviewMode) -> dict[str, Any
 
 
 def add_event_routes(
-    api: FastAPI, ledger: Callable[[Any], LedgerService], errors: Callable[..., dict[int | str, dict[str, Any]]]
+    api: FastAPI, ledger: Callable[[Any], LedgerService], errors: Callable[..., dict[int | str, dict[str, Any]]],
+    caller: Callable[..., Any], socket_caller: Callable[[WebSocket], Awaitable[Principal]],
 ) -> None:
-    """Add the events socket and the preview route; `ledger(request)` finds the ledger, `errors(*codes)` documents."""
+    """Add the events socket and the preview route; `ledger(request)` finds the ledger, `errors(*codes)` documents.
+
+    `caller` is the HTTP dependency giving the request's Principal, `socket_caller(socket)` the same for the
+    socket; a job its caller may not see is answered as unknown.
+    """
 
     @api.websocket("/jobs/{job_id}/events")
     async def events(
@@ -63,7 +71,14 @@ def add_event_routes(
         svc = ledger(socket)
         await socket.accept()
         try:
+            principal = await socket_caller(socket)
+        except AuthError as exc:
+            await socket.close(code=4000 + exc.status, reason=str(exc)[:120])
+            return
+        try:
             job = await svc.get(job_id)
+            if not principal.may_see(job.owner):
+                raise JobNotFoundError(job_id)
         except AtelierError as exc:
             await socket.close(code=NOT_FOUND_CLOSE, reason=str(exc)[:120])
             return
@@ -82,15 +97,17 @@ def add_event_routes(
     @api.get("/jobs/{job_id}/previews/{seq}", summary="A live preview frame of a running job", response_class=Response,
              responses={200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
                               "description": "The frame (JPEG unless ComfyUI sent another format)"},
-                        **errors(404, 422)})
+                        **errors(401, 403, 404, 422)})
     async def preview(
         job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN, description="The job's UUID or a unique prefix of it.")],
         seq: Annotated[int, Path(ge=0, le=INT64_MAX, description="The `seq` of a `preview` event.")],
-        request: Request,
+        request: Request, principal: Annotated[Principal, Depends(caller)],
     ) -> Response:
         """The preview bytes (only the newest frame of a running job is kept)."""
         svc = ledger(request)
         job = await svc.get(job_id)
+        if not principal.may_see(job.owner):
+            raise JobNotFoundError(job_id)
         event = await svc.events.preview(job.id, seq)
         if event is None or event.preview is None:
             raise HTTPException(404, f"preview {seq} of job {job.id} is gone (a newer frame replaced it, or the job "

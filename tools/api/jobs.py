@@ -15,12 +15,16 @@ from contextlib import asynccontextmanager
 from pathlib import PurePath
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Path, Query, Request, WebSocket
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
+from tools.accounts.models import LOCAL, Principal
+from tools.accounts.quotas import QuotaExceededError
+from tools.accounts.tokens import AuthError
+from tools.api.auth import add_auth_routes, auth_error_response, caller_of, socket_caller
 from tools.api.events import JOB_ID_PATTERN, add_event_routes
 from tools.catalog import CatalogEntry, list_templates, require_workflow_name
 from tools.errors import AtelierError, WorkflowError
@@ -64,6 +68,10 @@ _ERROR_TEXT = {
     404: "No such job (or image, preview frame, prompt, prompt version or A/B test)",
     410: "The job's image is no longer in the output store",
     422: "The request is malformed, or names an unknown workflow or values it does not accept",
+    401: "No credentials, or credentials refused (malformed, unknown, expired, tampered or revoked); the message "
+         "says which",
+    403: "The credentials are valid but may not do this (a disabled account, or acting for another user)",
+    429: "A quota is used up: the message names it, its use and when it resets",
 }
 
 
@@ -131,11 +139,22 @@ class JobBody(BaseModel):
         _check_storable(value, str(info.field_name))
         return value
 
-    def request(self, settings: Settings) -> JobRequest:
-        """As a ledger request, confined to what a remote caller may name (see `_confine`)."""
+    def request(self, settings: Settings, principal: Principal = LOCAL) -> JobRequest:
+        """As a ledger request for `principal`, confined to what a remote caller may name (see `_confine`)."""
         params = _confine(self.params, self.workflow, settings)
-        return JobRequest(params=params, workflow=self.workflow, priority=self.priority, owner=self.owner,
+        owner = owner_for(principal, self.owner if "owner" in self.model_fields_set else None, default=self.owner)
+        return JobRequest(params=params, workflow=self.workflow, priority=self.priority, owner=owner,
                           idempotency_key=self.idempotency_key, use_cache=self.use_cache)
+
+
+def owner_for(principal: Principal, asked: str | None, *, default: str) -> str:
+    """Whose job a request makes: an admin may name anyone (else `default` in local mode, themselves with
+    accounts); a user only themselves (naming another is a 403)."""
+    if principal.is_admin:
+        return asked or (default if principal.via == "local" else principal.user_id)
+    if asked not in (None, principal.user_id):
+        raise AuthError(f"you ({principal.user_id}) cannot act for '{asked}'; leave `owner` out", status=403)
+    return principal.user_id
 
 
 def _confine(params: GenerationParams, workflow: str | None, settings: Settings) -> GenerationParams:
@@ -248,12 +267,28 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
         """Where this API is reachable, for image links."""
         return str(request.base_url).rstrip("/")
 
+    caller = caller_of(settings, ledger)
+    Caller = Annotated[Principal, Depends(caller)]
+
+    async def visible(request: Request, job_id: str, principal: Principal) -> Job:
+        """A job the caller may see (another user's is answered as unknown)."""
+        job = await ledger(request).get(job_id)
+        if not principal.may_see(job.owner):
+            raise JobNotFoundError(job_id)
+        return job
+
     @api.exception_handler(AtelierError)
     async def atelier_error(request: Request, exc: AtelierError) -> JSONResponse:
         """Our errors as 4xx with the message that names the fix."""
         status = (404 if isinstance(exc, JobNotFoundError | PromptNotFoundError | ABTestNotFoundError)
+                  else 429 if isinstance(exc, QuotaExceededError)
                   else 422 if isinstance(exc, WorkflowError | PromptTemplateError) else 400)
         return ErrorResponse({"detail": str(exc)}, status_code=status)
+
+    @api.exception_handler(AuthError)
+    async def auth_error(request: Request, exc: AuthError) -> JSONResponse:
+        """Refused credentials: 401 (with WWW-Authenticate) or 403, with the reason."""
+        return auth_error_response(exc)
 
     @api.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -261,42 +296,48 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
         return ErrorResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
     @api.post("/jobs", status_code=201, response_model=JobView, summary="Queue one image job",
-              responses={201: {"links": _JOB_LINKS}, **error_responses(400, 422)})
-    async def submit(body: JobBody, request: Request) -> JobView:
+              responses={201: {"links": _JOB_LINKS}, **error_responses(400, 401, 403, 422, 429)})
+    async def submit(body: JobBody, request: Request, principal: Caller) -> JobView:
         """Record the job (or return the one with the same idempotency key)."""
-        outcome = await ledger(request).submit(body.request(settings))
+        outcome = await ledger(request).submit(body.request(settings, principal))
         return JobView.of(outcome.job, base(request))
 
-    @api.get("/jobs/{job_id}", response_model=JobView, summary="One job", responses=error_responses(404, 422))
-    async def get_job(job_id: JobId, request: Request) -> JobView:
+    @api.get("/jobs/{job_id}", response_model=JobView, summary="One job", responses=error_responses(401, 403, 404, 422))
+    async def get_job(job_id: JobId, request: Request, principal: Caller) -> JobView:
         """Status, timings, cost and image links."""
-        return JobView.of(await ledger(request).get(job_id), base(request))
+        return JobView.of(await visible(request, job_id, principal), base(request))
 
-    @api.get("/jobs", response_model=list[JobView], summary="Jobs, newest first", responses=error_responses(422))
+    @api.get("/jobs", response_model=list[JobView], summary="Jobs, newest first",
+             responses=error_responses(401, 403, 422))
     async def list_jobs(
         request: Request,
+        principal: Caller,
         status: Annotated[JobStatus | None, Query()] = None,
         owner: Annotated[str | None, Query(pattern=r"^[^\x00]*$")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> list[JobView]:
-        """Filter by status and owner."""
+        """Filter by status and owner (a user sees only their own jobs; an admin anyone's)."""
+        if not principal.is_admin:
+            owner = owner_for(principal, owner, default=principal.user_id)
         jobs = await ledger(request).list_jobs(status=status, owner=owner, limit=limit)
         return [JobView.of(job, base(request)) for job in jobs]
 
-    @api.delete("/jobs/{job_id}", response_model=JobView, summary="Cancel a job", responses=error_responses(404, 422))
-    async def cancel(job_id: JobId, request: Request) -> JobView:
+    @api.delete("/jobs/{job_id}", response_model=JobView, summary="Cancel a job",
+                responses=error_responses(401, 403, 404, 422))
+    async def cancel(job_id: JobId, request: Request, principal: Caller) -> JobView:
         """Queued: cancelled at once; submitted or running: its worker removes or interrupts it."""
-        return JobView.of(await ledger(request).cancel(job_id), base(request))
+        job = await visible(request, job_id, principal)
+        return JobView.of(await ledger(request).cancel(job.id), base(request))
 
     @api.get("/jobs/{job_id}/images/{n}", summary="An image of a finished job", response_class=Response,
              responses={200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
                               "description": "The image (PNG unless the workflow saves another format)"},
-                        **error_responses(404, 410, 422)})
+                        **error_responses(401, 403, 404, 410, 422)})
     async def image(job_id: JobId, n: Annotated[int, Path(ge=0, description="Index in the job's `images`.")],
-                    request: Request) -> Response:
+                    request: Request, principal: Caller) -> Response:
         """The bytes, from Atelier's output store."""
         svc = ledger(request)
-        job = await svc.get(job_id)
+        job = await visible(request, job_id, principal)
         if not 0 <= n < len(job.outputs):
             raise HTTPException(404, f"job {job.id} has {len(job.outputs)} image(s) (status {job.status}); "
                                      f"ask for 0..{max(0, len(job.outputs) - 1)}")
@@ -308,14 +349,14 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
         return Response(data, media_type=output.content_type)
 
     @api.post("/batches", status_code=201, response_model=BatchView, summary="Queue many jobs at once",
-              responses=error_responses(400, 422))
-    async def batch(body: BatchBody, request: Request) -> BatchView:
+              responses=error_responses(400, 401, 403, 422))
+    async def batch(body: BatchBody, request: Request, principal: Caller) -> BatchView:
         """One job per entry; a bad entry is reported by index and the others still go in."""
         svc = ledger(request)
         prepared: list[JobRequest | AtelierError] = []
         for entry in body.jobs:
             try:
-                prepared.append(entry.request(settings))
+                prepared.append(entry.request(settings, principal))
             except AtelierError as exc:
                 prepared.append(exc)
         submitted = iter(await svc.submit_many([p for p in prepared if isinstance(p, JobRequest)]))
@@ -340,11 +381,13 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
         """Job counts by status (reading them proves the database answers)."""
         return HealthView(status="ok", jobs=await ledger(request).ledger.counts())
 
-    add_event_routes(api, ledger, error_responses)
+    add_event_routes(api, ledger, error_responses, caller,
+                     lambda socket: socket_caller(settings, ledger(socket), socket))
+    add_auth_routes(api, settings, ledger, caller, error_responses)
     from tools.api.prompts import add_prompt_routes  # here: that module reads this one's helpers
 
     add_prompt_routes(api, ledger, settings, error_responses, JobView,
-                      lambda job, request: JobView.of(job, base(request)))
+                      lambda job, request: JobView.of(job, base(request)), caller)
     return api
 
 

@@ -8,12 +8,14 @@ version (and arm) made the job, and `POST /jobs/{id}/rating` collects the rating
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from tools.accounts.models import Principal
 from tools.errors import AtelierError, WorkflowError
 from tools.ledger.models import JobRequest
 from tools.ledger.service import LedgerService
+from tools.ledger.store import JobNotFoundError
 from tools.prompts.models import (
     NAME_PATTERN,
     ABReport,
@@ -154,37 +156,50 @@ def _params(prompt: str, negative: str, extra: dict[str, Any]) -> GenerationPara
 
 def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], settings: Settings,
                       errors: Callable[..., dict[int | str, dict[str, Any]]], job_model: type[BaseModel],
-                      job_view: Callable[[Any, Request], BaseModel]) -> None:
-    """Add the prompt-library, rating and A/B routes; jobs are answered as `job_model`, made by `job_view`."""
-    from tools.api.jobs import _confine
+                      job_view: Callable[[Any, Request], BaseModel], caller: Callable[..., Any]) -> None:
+    """Add the prompt-library, rating and A/B routes; jobs are answered as `job_model`, made by `job_view`.
+
+    Every route needs a caller (`caller`, the auth dependency): the library and the tests are the team's, jobs
+    and ratings are the caller's own (an admin's: anyone's).
+    """
+    from tools.api.jobs import _confine, owner_for
+
+    Caller = Annotated[Principal, Depends(caller)]
+
+    def owner(principal: Principal, body: BaseModel, default: str) -> str:
+        """Whose job a body makes (see owner_for)."""
+        return owner_for(principal, default if "owner" in body.model_fields_set else None, default=default)
 
     @api.get("/prompts", response_model=list[Prompt], summary="The prompt library", tags=["prompts"],
-             responses=errors(422))
-    async def list_prompts(request: Request, category: Text | None = None, purpose: Text | None = None,
-                           tag: Text | None = None, search: Text | None = None) -> list[Prompt]:
+             responses=errors(401, 403, 422))
+    async def list_prompts(request: Request, principal: Caller, category: Text | None = None,
+                           purpose: Text | None = None, tag: Text | None = None,
+                           search: Text | None = None) -> list[Prompt]:
         """Filter by category, purpose, tag or a word in the name or description."""
         return await ledger(request).prompts.search(category=category, purpose=purpose, tag=tag, query=search)
 
     @api.get("/prompts/{name}", response_model=Prompt, summary="One prompt", tags=["prompts"],
-             responses=errors(404, 422))
-    async def get_prompt(name: Name, request: Request) -> Prompt:
+             responses=errors(401, 403, 404, 422))
+    async def get_prompt(name: Name, request: Request, principal: Caller) -> Prompt:
         """Its category, purpose, tags and newest version number."""
         return await ledger(request).prompts.get(name)
 
     @api.post("/prompts/{name}/versions", response_model=SaveResult, status_code=201, tags=["prompts"],
               summary="Save a prompt (a changed template is a new version)",
               responses={200: {"model": SaveResult, "description": "Nothing changed: the newest version is returned"},
-                         **errors(400, 422)})
-    async def save_prompt(name: Name, body: SaveBody, request: Request, response: Response) -> SaveResult:
+                         **errors(400, 401, 403, 422)})
+    async def save_prompt(name: Name, body: SaveBody, request: Request, response: Response,
+                          principal: Caller) -> SaveResult:
         """201 with the new version; 200 when the template, negative and defaults equal the newest version's."""
         draft = PromptDraft(name=name, **body.model_dump(exclude={"author"}))
-        result = await ledger(request).prompts.save(draft, author=body.author)
+        author = body.author if principal.via == "local" else principal.user_id
+        result = await ledger(request).prompts.save(draft, author=author)
         response.status_code = 201 if result.created else 200
         return result
 
     @api.get("/prompts/{name}/versions", response_model=list[VersionView], tags=["prompts"],
-             summary="Every version with its usage and ratings", responses=errors(404, 422))
-    async def versions(name: Name, request: Request) -> list[VersionView]:
+             summary="Every version with its usage and ratings", responses=errors(401, 403, 404, 422))
+    async def versions(name: Name, request: Request, principal: Caller) -> list[VersionView]:
         """Oldest first; `stats.score` is (liked + 1) / (rated + 2)."""
         library = ledger(request).prompts
         stats = {s.version: s for s in await library.stats(name)}
@@ -192,78 +207,83 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
                 for v in await library.history(name)]
 
     @api.get("/prompts/{name}/versions/{version}", response_model=VersionView, tags=["prompts"],
-             summary="One version", responses=errors(404, 422))
-    async def version(name: Name, version: Annotated[int, Path(ge=1, le=2**31 - 1)], request: Request) -> VersionView:
+             summary="One version", responses=errors(401, 403, 404, 422))
+    async def version(name: Name, version: Annotated[int, Path(ge=1, le=2**31 - 1)], request: Request,
+                      principal: Caller) -> VersionView:
         """The template, negative prompt, defaults and variables."""
         found = await ledger(request).prompts.version(name, version)
         return VersionView(**found.model_dump(), variables=found.variable_names())
 
     @api.post("/prompts/{name}/render", response_model=RenderView, tags=["prompts"],
-              summary="Render a prompt with values", responses=errors(400, 404, 422))
-    async def render(name: Name, body: RenderBody, request: Request) -> RenderView:
+              summary="Render a prompt with values", responses=errors(400, 401, 403, 404, 422))
+    async def render(name: Name, body: RenderBody, request: Request, principal: Caller) -> RenderView:
         """The text the template gives for these values (a missing variable is a 422 naming it)."""
         found = await ledger(request).prompts.version(name, body.version)
         return RenderView(ref=found.ref, text=found.render(body.values), negative=found.negative)
 
     @api.post("/prompts/{name}/jobs", status_code=201, response_model=job_model, tags=["prompts"],
-              summary="Queue a job from a prompt", responses=errors(400, 404, 422))
-    async def prompt_job(name: Name, body: PromptJobBody, request: Request) -> Any:
+              summary="Queue a job from a prompt", responses=errors(400, 401, 403, 404, 422))
+    async def prompt_job(name: Name, body: PromptJobBody, request: Request, principal: Caller) -> Any:
         """Render the prompt, queue the job and count it as a use of that version."""
         svc = ledger(request)
         found = await svc.prompts.version(name, body.version)
         params = _confine(_params(found.render(body.values), found.negative, body.params), body.workflow, settings)
-        outcome = await svc.submit(JobRequest(params=params, workflow=body.workflow, owner=body.owner,
+        outcome = await svc.submit(JobRequest(params=params, workflow=body.workflow,
+                                              owner=owner(principal, body, body.owner),
                                               idempotency_key=body.idempotency_key))
         await svc.prompts.record_use(outcome.job.id, ChosenPrompt(version=found), body.idempotency_key)
         return job_view(outcome.job, request)
 
     @api.post("/jobs/{job_id}/rating", response_model=job_model, tags=["jobs"], summary="Rate a job's image",
-              responses=errors(400, 404, 422))
+              responses=errors(400, 401, 403, 404, 422))
     async def rate(job_id: Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{4,36}$")], body: RatingBody,
-                   request: Request) -> Any:
+                   request: Request, principal: Caller) -> Any:
         """Stars and/or a thumb on the job; prompt statistics and A/B reports count them."""
         svc = ledger(request)
         job = await svc.get(job_id)
+        if not principal.may_see(job.owner):
+            raise JobNotFoundError(job_id)
         rated = await svc.ledger.rate(job.id, job.owner, rating=body.stars, thumb=body.thumb)
         return job_view(rated, request)
 
     @api.get("/ab-tests", response_model=list[ABTest], tags=["ab-tests"], summary="A/B tests, newest first",
-             responses=errors(422))
-    async def list_tests(request: Request,
+             responses=errors(401, 403, 422))
+    async def list_tests(request: Request, principal: Caller,
                          status: Annotated[str | None, Query(pattern="^(running|stopped)$")] = None) -> list[ABTest]:
         """Every test, or those running or stopped."""
         return await ledger(request).abtests.all(status=status)
 
     @api.post("/ab-tests", response_model=ABTest, status_code=201, tags=["ab-tests"], summary="Start an A/B test",
-              responses=errors(400, 404, 422))
-    async def create_test(body: ABTestBody, request: Request) -> ABTest:
+              responses=errors(400, 401, 403, 404, 422))
+    async def create_test(body: ABTestBody, request: Request, principal: Caller) -> ABTest:
         """Variants are prompt versions and/or workflows; each request is assigned by a hash of its key."""
-        return await ledger(request).abtests.create(body.name, body.variants, body.author, purpose=body.purpose,
+        author = body.author if principal.via == "local" else principal.user_id
+        return await ledger(request).abtests.create(body.name, body.variants, author, purpose=body.purpose,
                                                     min_ratings=body.min_ratings, description=body.description)
 
     @api.get("/ab-tests/{name}", response_model=ABTest, tags=["ab-tests"], summary="One A/B test",
-             responses=errors(404, 422))
-    async def get_test(name: Name, request: Request) -> ABTest:
+             responses=errors(401, 403, 404, 422))
+    async def get_test(name: Name, request: Request, principal: Caller) -> ABTest:
         """Its variants and state."""
         return await ledger(request).abtests.get(name)
 
     @api.get("/ab-tests/{name}/report", response_model=ABReport, tags=["ab-tests"], summary="An A/B test's report",
-             responses=errors(404, 422))
-    async def report(name: Name, request: Request) -> ABReport:
+             responses=errors(401, 403, 404, 422))
+    async def report(name: Name, request: Request, principal: Caller) -> ABReport:
         """Each variant's rating, sample size and P(best); significance; a recommendation."""
         return await ledger(request).abtests.report(name)
 
     @api.post("/ab-tests/{name}/stop", response_model=ABTest, tags=["ab-tests"], summary="Stop an A/B test",
-              responses=errors(404, 422))
-    async def stop(name: Name, request: Request) -> ABTest:
+              responses=errors(401, 403, 404, 422))
+    async def stop(name: Name, request: Request, principal: Caller) -> ABTest:
         """No more assignments; the data and the report stay."""
         svc = ledger(request)
         await svc.abtests.get(name)
         return await svc.abtests.stop(name)
 
     @api.post("/ab-tests/{name}/jobs", response_model=ABJobView, status_code=201, tags=["ab-tests"],
-              summary="Queue one request's job in its assigned variant", responses=errors(400, 404, 422))
-    async def ab_job(name: Name, body: ABJobBody, request: Request) -> ABJobView:
+              summary="Queue one request's job in its assigned variant", responses=errors(400, 401, 403, 404, 422))
+    async def ab_job(name: Name, body: ABJobBody, request: Request, principal: Caller) -> ABJobView:
         """The same key always gets the same variant and the same job (it is the idempotency key too)."""
         svc = ledger(request)
         variant = await svc.abtests.assign(name, body.key)
@@ -276,8 +296,8 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
             raise AtelierError(f"variant {variant.label} of '{name}' sets no prompt; send `prompt` with the request")
         params = _confine(_params(text, negative, body.params), variant.workflow, settings)
         key = f"ab:{name}:{body.key}"
-        outcome = await svc.submit(JobRequest(params=params, workflow=variant.workflow, owner=body.owner,
-                                              idempotency_key=key))
+        outcome = await svc.submit(JobRequest(params=params, workflow=variant.workflow,
+                                              owner=owner(principal, body, body.owner), idempotency_key=key))
         await svc.prompts.record_use(outcome.job.id, ChosenPrompt(version=version, workflow=variant.workflow,
                                                                   ab_test=name, variant=variant.label), key)
         return ABJobView(test=name, variant=variant.label, arm=variant.describe(), job_id=str(outcome.job.id),
