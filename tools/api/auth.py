@@ -9,8 +9,9 @@ headers there) may pass the token as `?access_token=`.
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Request, WebSocket
+from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BaseModel, Field
 
 from tools.accounts.auth import Authenticator
@@ -39,6 +40,13 @@ class TokenView(BaseModel):
     role: str
 
 
+# OpenAPI security schemes (Swagger's "Authorize" button); auto_error off: `caller` gives the reasons itself.
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearer",
+                    description="An access token from POST /auth/token, or an API key.")
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKey",
+                       description="An API key from `atelier users key NAME` (shown once).")
+
+
 def authenticator(settings: Settings, ledger: LedgerService, app_state: Any) -> Authenticator:
     """The app's Authenticator (one per app, made on first use)."""
     found: Authenticator | None = getattr(app_state, "authenticator", None)
@@ -51,13 +59,20 @@ def authenticator(settings: Settings, ledger: LedgerService, app_state: Any) -> 
 def caller_of(settings: Settings, ledger: Callable[[Any], LedgerService]) -> Callable[..., Any]:
     """A FastAPI dependency giving the request's Principal (AuthError → 401/403 via the app's handler)."""
 
-    async def caller(request: Request, authorization: Annotated[str | None, Header()] = None,
-                     x_api_key: Annotated[str | None, Header()] = None) -> Principal:
+    async def caller(request: Request) -> Principal:
         """The caller of this request."""
         auth = authenticator(settings, ledger(request), request.app.state)
-        return await auth.principal(authorization, x_api_key)
+        return await auth.principal(request.headers.get("authorization"), request.headers.get("x-api-key"))
 
-    return caller
+    if settings.auth_mode != "accounts":
+        return caller  # local mode: nobody logs in, and the document asks for no credentials
+
+    async def account_caller(request: Request, _bearer: Annotated[Any, Depends(BEARER)] = None,
+                             _key: Annotated[Any, Depends(API_KEY)] = None) -> Principal:
+        """The caller of this request (the headers are read raw: the security schemes only document them)."""
+        return await caller(request)
+
+    return account_caller
 
 
 async def socket_caller(settings: Settings, svc: LedgerService, socket: WebSocket) -> Principal:
@@ -77,10 +92,9 @@ def auth_error_response(exc: AuthError) -> JSONResponse:
 def add_auth_routes(api: FastAPI, settings: Settings, ledger: Callable[[Any], LedgerService],
                     caller: Callable[..., Any], errors: Callable[..., dict[int | str, dict[str, Any]]]) -> None:
     """POST /auth/token and GET /auth/me."""
-    from fastapi import Depends
 
     @api.post("/auth/token", response_model=TokenView, tags=["auth"], summary="Exchange an API key for a token",
-              responses=errors(401, 403, 422))
+              responses=errors(400, 401, 403, 422))
     async def token(body: TokenBody, request: Request) -> TokenView:
         """A bearer token valid for ATELIER_TOKEN_TTL_SECONDS; refused once its key is revoked."""
         auth = authenticator(settings, ledger(request), request.app.state)

@@ -388,6 +388,9 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
 
     add_prompt_routes(api, ledger, settings, error_responses, JobView,
                       lambda job, request: JobView.of(job, base(request)), caller)
+    from tools.api.metrics import add_metrics_route
+
+    add_metrics_route(api, settings)
     return api
 
 

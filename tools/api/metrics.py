@@ -1,0 +1,108 @@
+"""`GET /metrics` on the job API: ledger-wide series, ComfyUI probes and the API's own request counts and latency.
+
+`add_metrics_route(api, settings)` gives the app its own registry (so several apps in one process never
+collide), counts every HTTP request by method, route template and status, and serves Prometheus' text format.
+The ledger's series are read at scrape time from the database the app's LedgerService opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tools.api.comfy_probe import ComfyProbeCollector
+from tools.ledger.metrics import LedgerCollector
+from tools.ledger.usage_collector import UsageCollector
+from tools.settings import Settings
+
+__all__ = ["AppLedgerCollector", "RequestMetrics", "add_metrics_route"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class AppLedgerCollector(Collector):
+    """The ledger collectors of the database `api.state.ledger` has open (nothing but `ledger_up 0` before)."""
+
+    def __init__(self, api: FastAPI, settings: Settings) -> None:
+        self.api = api
+        self.settings = settings
+        self._conninfo: str | None = None
+        self._collectors: list[Collector] = []
+
+    def collect(self) -> Iterator[Metric]:
+        """Delegate to LedgerCollector and UsageCollector on the app's database."""
+        service = getattr(self.api.state, "ledger", None)
+        if service is None:
+            yield GaugeMetricFamily("atelier_ledger_up", "1 when the last scrape could read the ledger, else 0.",
+                                    value=0)
+            return
+        conninfo: str = service.ledger.conninfo
+        if conninfo != self._conninfo:
+            # Heartbeats come every lease/3: a worker silent for three whole leases is taken for gone.
+            alive = 3 * self.settings.lease_seconds
+            self._collectors = [LedgerCollector(conninfo), UsageCollector(conninfo, alive_seconds=alive)]
+            self._conninfo = conninfo
+        for collector in self._collectors:
+            yield from collector.collect()
+
+
+class RequestMetrics:
+    """ASGI middleware: count HTTP requests by method, route template and status, and time them."""
+
+    def __init__(self, app: ASGIApp, *, requests: Counter, seconds: Histogram) -> None:
+        self.app = app
+        self.requests = requests
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; record it once the response has started (or failed)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route: Any = scope.get("route")
+            template = str(getattr(route, "path", "")) or "unmatched"
+            method = str(scope.get("method", ""))
+            self.requests.labels(method, template, str(status)).inc()
+            self.seconds.labels(method, template).observe(time.perf_counter() - started)
+
+
+def add_metrics_route(api: FastAPI, settings: Settings) -> CollectorRegistry:
+    """Add `GET /metrics` and the request-counting middleware to `api`; return the app's registry."""
+    registry = CollectorRegistry()
+    requests = Counter("atelier_api_requests", "HTTP requests to the job API by method, route and status.",
+                       ["method", "route", "status"], registry=registry)
+    seconds = Histogram("atelier_api_request_seconds", "Time to answer HTTP requests to the job API.",
+                        ["method", "route"], buckets=_LATENCY_BUCKETS, registry=registry)
+    registry.register(AppLedgerCollector(api, settings))
+    registry.register(ComfyProbeCollector(settings.comfyui_urls))
+    api.add_middleware(RequestMetrics, requests=requests, seconds=seconds)
+    api.state.metrics_registry = registry
+
+    @api.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus text exposition (the probes and queries run in a thread, off the event loop)."""
+        body = await asyncio.to_thread(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return registry

@@ -1,0 +1,167 @@
+"""Ledger-wide usage read from PostgreSQL at scrape time: per-owner GPU seconds, cost and jobs; queue age; workers.
+
+Every scrape opens one short connection, runs a few bounded queries under a statement timeout and closes it.
+Per-owner series are limited to the owners with the most GPU time (the rest are summed as owner `_other`), and
+worker series to workers that are not stopped and beat recently, so the label sets stay small. A database that
+cannot be read never fails the scrape: `atelier_ledger_up` says 0 and the other series are left out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["OTHER_OWNERS", "UsageCollector", "UsageSnapshot", "read_usage"]
+
+log = logging.getLogger(__name__)
+
+# The owner label of everyone beyond the `max_owners` with the most GPU time.
+OTHER_OWNERS = "_other"
+
+_OWNERS_SQL = """
+WITH per AS (
+    SELECT owner, status, count(*) AS jobs, coalesce(sum(gpu_seconds), 0) AS gpu, coalesce(sum(actual_cost), 0) AS cost
+    FROM jobs GROUP BY owner, status
+), top AS (
+    SELECT owner FROM per GROUP BY owner ORDER BY sum(gpu) DESC, sum(jobs) DESC, owner LIMIT %(max_owners)s
+)
+SELECT CASE WHEN top.owner IS NULL THEN %(other)s ELSE per.owner END, per.status,
+       sum(per.jobs), sum(per.gpu), sum(per.cost)
+FROM per LEFT JOIN top ON top.owner = per.owner
+GROUP BY 1, 2
+"""
+
+# Waiting since it became claimable: a job held back for a retry (`not_before` ahead) is not waiting yet.
+_OLDEST_SQL = """
+SELECT coalesce(extract(epoch FROM now() - min(greatest(created_at, not_before))), 0)
+FROM jobs WHERE status = 'queued' AND not_before <= now()
+"""
+
+_ALIVE_SQL = """
+SELECT count(*) FILTER (WHERE last_seen > now() - make_interval(secs => %(alive)s)),
+       count(*) FILTER (WHERE last_seen > now() - make_interval(secs => %(forget)s))
+FROM workers WHERE stopped_at IS NULL
+"""
+
+_WORKERS_SQL = """
+SELECT id, host, extract(epoch FROM now() - last_seen)
+FROM workers WHERE stopped_at IS NULL AND last_seen > now() - make_interval(secs => %(forget)s)
+ORDER BY last_seen DESC LIMIT %(max_workers)s
+"""
+
+
+@dataclass
+class UsageSnapshot:
+    """What one scrape read from the ledger."""
+
+    owner_jobs: dict[tuple[str, str], int] = field(default_factory=dict)
+    owner_gpu_seconds: dict[str, float] = field(default_factory=dict)
+    owner_cost: dict[str, float] = field(default_factory=dict)
+    oldest_queued_seconds: float = 0.0
+    workers_alive: int = 0
+    workers_recent: int = 0
+    heartbeat_age: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+def read_usage(
+    conn: psycopg.Connection[Any], *, alive_seconds: float, forget_seconds: float, max_owners: int, max_workers: int
+) -> UsageSnapshot:
+    """Run the usage queries on an open (autocommit) connection."""
+    snap = UsageSnapshot()
+    rows = conn.execute(_OWNERS_SQL, {"max_owners": max_owners, "other": OTHER_OWNERS}).fetchall()
+    for owner, status, jobs, gpu, cost in rows:
+        snap.owner_jobs[(str(owner), str(status))] = int(jobs)
+        snap.owner_gpu_seconds[str(owner)] = snap.owner_gpu_seconds.get(str(owner), 0.0) + float(gpu)
+        snap.owner_cost[str(owner)] = snap.owner_cost.get(str(owner), 0.0) + float(cost)
+    oldest = conn.execute(_OLDEST_SQL).fetchone()
+    snap.oldest_queued_seconds = max(0.0, float(oldest[0])) if oldest else 0.0
+    alive = conn.execute(_ALIVE_SQL, {"alive": alive_seconds, "forget": forget_seconds}).fetchone()
+    if alive:
+        snap.workers_alive, snap.workers_recent = int(alive[0]), int(alive[1])
+    for worker, host, age in conn.execute(
+        _WORKERS_SQL, {"forget": forget_seconds, "max_workers": max_workers}
+    ).fetchall():
+        snap.heartbeat_age[(str(worker), str(host))] = max(0.0, float(age))
+    return snap
+
+
+class UsageCollector(Collector):
+    """Per-owner usage, queue age and worker heartbeats from the ledger, read on each scrape."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        alive_seconds: float = 90.0,
+        forget_seconds: float = 900.0,
+        max_owners: int = 50,
+        max_workers: int = 200,
+        timeout_seconds: float = 5.0,
+    ) -> None:
+        self.conninfo = conninfo
+        self.alive_seconds = alive_seconds
+        self.forget_seconds = forget_seconds
+        self.max_owners = max_owners
+        self.max_workers = max_workers
+        self.timeout_seconds = timeout_seconds
+
+    def read(self) -> UsageSnapshot:
+        """One short connection, the queries under a statement timeout."""
+        timeout = max(1, int(self.timeout_seconds))
+        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=timeout) as conn:
+            conn.execute(f"SET statement_timeout = {int(self.timeout_seconds * 1000)}")
+            return read_usage(conn, alive_seconds=self.alive_seconds, forget_seconds=self.forget_seconds,
+                              max_owners=self.max_owners, max_workers=self.max_workers)
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the usage series, or only `atelier_ledger_up 0` when the ledger cannot be read."""
+        started = time.monotonic()
+        try:
+            snap = self.read()
+        except Exception as exc:  # a scrape must never fail because of the database
+            log.warning("metrics: cannot read ledger usage: %s", exc)
+            snap = None
+        yield GaugeMetricFamily("atelier_ledger_up", "1 when the last scrape could read the ledger, else 0.",
+                                value=0 if snap is None else 1)
+        yield GaugeMetricFamily("atelier_ledger_scrape_seconds", "Time the usage queries of this scrape took.",
+                                value=time.monotonic() - started)
+        if snap is not None:
+            yield from _families(snap)
+
+
+def _families(snap: UsageSnapshot) -> Iterator[Metric]:
+    """The metric families of one snapshot."""
+    jobs = GaugeMetricFamily("atelier_owner_jobs", "Jobs in the ledger by owner and status.",
+                             labels=["owner", "status"])
+    for (owner, status), count in sorted(snap.owner_jobs.items()):
+        jobs.add_metric([owner, status], count)
+    yield jobs
+    gpu = CounterMetricFamily("atelier_owner_gpu_seconds", "ComfyUI execution seconds of each owner's jobs.",
+                              labels=["owner"])
+    for owner, seconds in sorted(snap.owner_gpu_seconds.items()):
+        gpu.add_metric([owner], seconds)
+    yield gpu
+    cost = CounterMetricFamily("atelier_owner_cost", "Actual cost of each owner's jobs (catalog cost units).",
+                               labels=["owner"])
+    for owner, value in sorted(snap.owner_cost.items()):
+        cost.add_metric([owner], value)
+    yield cost
+    yield GaugeMetricFamily("atelier_queue_oldest_seconds", "How long the oldest claimable queued job has waited.",
+                            value=snap.oldest_queued_seconds)
+    yield GaugeMetricFamily("atelier_workers_alive", "Running workers whose heartbeat is recent.",
+                            value=snap.workers_alive)
+    yield GaugeMetricFamily("atelier_workers_registered",
+                            "Workers not stopped cleanly that beat within the forget window (alive or silent).",
+                            value=snap.workers_recent)
+    age = GaugeMetricFamily("atelier_worker_heartbeat_age_seconds",
+                            "Seconds since each running worker's last heartbeat.", labels=["worker", "host"])
+    for (worker, host), seconds in sorted(snap.heartbeat_age.items()):
+        age.add_metric([worker, host], seconds)
+    yield age
