@@ -42,12 +42,16 @@ from graphs.chat_session import (  # noqa: E402
     studio,
     thread_history,
 )
+from tools.accounts.directory import UserDirectory  # noqa: E402
+from tools.accounts.models import Principal  # noqa: E402
+from tools.accounts.tokens import AuthError  # noqa: E402
 from tools.api.jobs import build_job_api  # noqa: E402
 from tools.catalog import list_templates  # noqa: E402
 from tools.doctor import ServiceCheck, run_doctor  # noqa: E402
 from tools.errors import AtelierError  # noqa: E402
 from tools.ledger.events import JobEvent  # noqa: E402
 from tools.ledger.models import Job, JobRequest  # noqa: E402
+from tools.ledger.store import JobNotFoundError  # noqa: E402
 from tools.memory.tools import MemoryContext, RateImageArgs, rate_image  # noqa: E402
 from tools.settings import Settings, load_settings  # noqa: E402
 
@@ -83,6 +87,40 @@ class ChatRuntime:
         if self.services is None:
             raise gr.Error(f"Atelier could not start its services: {self.problem}")
         return self.services
+
+    @property
+    def accounts(self) -> bool:
+        """Whether people log in (ATELIER_AUTH=accounts) rather than all acting as the local owner."""
+        return self.settings.auth_mode == "accounts"
+
+    async def caller(self, request: gr.Request | None) -> Principal:
+        """Who is using the page: the logged-in user with accounts (re-read, so disabling someone takes effect
+        at their next click), else the local owner, an admin."""
+        if not self.accounts:
+            return Principal(user_id=self.owner, role="admin", via="local")
+        name = getattr(request, "username", None)
+        if not name:
+            raise gr.Error("Log in first: this Atelier has accounts (user name and an API key).")
+        services = await self.get()
+        try:
+            user = await UserDirectory(services.ledger.ledger.pool).get(name)
+        except AtelierError as exc:
+            raise gr.Error(str(exc)) from None
+        if user.disabled_at is not None:
+            raise gr.Error(f"the account '{user.id}' is disabled; ask an admin (`atelier users enable {user.id}`)")
+        return Principal(user_id=user.id, role=user.role, via="api-key", priority=user.priority)
+
+    async def login(self, username: str, password: str) -> bool:
+        """Gradio's login check: the password is one of the user's API keys (`atelier users key NAME`)."""
+        await self.ready.wait()
+        if self.services is None:
+            return False
+        try:
+            principal = await UserDirectory(self.services.ledger.ledger.pool).authenticate_key(password)
+        except AuthError as exc:
+            log.info("chat login refused for %r: %s", username, exc)
+            return False
+        return principal.user_id == username
 
     def cache_dir(self) -> Path:
         """Where previews and images from non-local stores are kept for the page."""
@@ -203,6 +241,15 @@ def _drop_previews(runtime: ChatRuntime, job_id: str) -> None:
         old.unlink(missing_ok=True)
 
 
+async def _refusals_shown(events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Pass a turn's events on; an AtelierError (another user's conversation, a quota) becomes a message box."""
+    try:
+        async for event in events:
+            yield event
+    except AtelierError as exc:
+        raise gr.Error(str(exc)) from None
+
+
 def build_page(runtime: ChatRuntime) -> gr.Blocks:
     """The Blocks page on a runtime (its services are opened by the server, see `build_server`)."""
     settings = runtime.settings
@@ -217,9 +264,10 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
                          f"{runtime.services.memory_problem}")
         return service_banner(checks, settings, extra)
 
-    async def thread_choices() -> Any:
+    async def thread_choices(request: gr.Request) -> Any:
         services = await runtime.get()
-        threads = await services.threads.recent(runtime.owner)
+        me = await runtime.caller(request)
+        threads = await services.threads.recent(me.user_id)
         return gr.update(choices=[(t.title, t.id) for t in threads])
 
     async def follow(history: list[dict[str, Any]], jobs_map: dict[str, str], jobs: list[Job],
@@ -252,14 +300,15 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
             yield history, jobs_map
 
     async def turn(history: list[dict[str, Any]], jobs_map: dict[str, str], thread: str, options: ChatOptions,
-                   *, message: str | None = None, resume: dict[str, Any] | None = None) -> AsyncIterator[Any]:
+                   owner: str, *, message: str | None = None,
+                   resume: dict[str, Any] | None = None) -> AsyncIterator[Any]:
         """Stream one turn into the chat: (history, jobs map, approval box, approval text)."""
         services = await runtime.get()
         hidden = gr.update(visible=False)
         streaming: dict[str, int] = {}
         queued: list[Job] = []
-        async for event in run_turn(services, thread, runtime.owner, message=message, resume=resume,
-                                    options=options, follow_jobs=False):
+        async for event in _refusals_shown(run_turn(services, thread, owner, message=message, resume=resume,
+                                                    options=options, follow_jobs=False)):
             if isinstance(event, Token):
                 if event.node not in streaming:
                     history.append({"role": "assistant", "content": ""})
@@ -290,29 +339,34 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
                            target_seconds=target if target and target > 0 else None)
 
     async def send(text: str, history: list[dict[str, Any]], jobs_map: dict[str, str], thread: str,
-                   workflow: str, quality: str, illustrate: str, target: float | None = None) -> AsyncIterator[Any]:
+                   workflow: str, quality: str, illustrate: str, target: float | None = None,
+                   request: gr.Request | None = None) -> AsyncIterator[Any]:
         if not text.strip():
             raise gr.Error("Type a message first.")
+        me = await runtime.caller(request)
         history = [*history, {"role": "user", "content": text}]
         yield "", history, jobs_map, gr.update(visible=False), ""
         async for drawn, mapped, box, question in turn(history, jobs_map, thread,
                                                        options_of(workflow, quality, illustrate, target),
-                                                       message=text):
+                                                       me.user_id, message=text):
             yield "", drawn, mapped, box, question
 
     def decide(action: str) -> Any:
         async def resume(history: list[dict[str, Any]], jobs_map: dict[str, str], thread: str, workflow: str,
-                         quality: str, illustrate: str, target: float | None = None) -> AsyncIterator[Any]:
+                         quality: str, illustrate: str, target: float | None = None,
+                         request: gr.Request | None = None) -> AsyncIterator[Any]:
+            me = await runtime.caller(request)
             history = [*history, {"role": "user", "content": "Approved." if action == "approve" else "Rejected."}]
             yield history, jobs_map, gr.update(visible=False), ""
             async for update in turn(history, jobs_map, thread, options_of(workflow, quality, illustrate, target),
-                                     resume={"action": action}):
+                                     me.user_id, resume={"action": action}):
                 yield update
         return resume
 
-    async def open_thread(thread: str) -> AsyncIterator[Any]:
+    async def open_thread(thread: str, request: gr.Request) -> AsyncIterator[Any]:
         services = await runtime.get()
-        if await services.threads.get(thread, runtime.owner) is None:
+        me = await runtime.caller(request)
+        if await services.threads.get(thread, me.user_id) is None:
             raise gr.Error(f"no conversation {thread!r} of yours; pick one from the list")
         items, pending = await thread_history(services, thread)
         history: list[dict[str, Any]] = []
@@ -340,23 +394,24 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
     def new_thread() -> tuple[str, list[Any], dict[str, str], Any, str, Any]:
         return str(uuid.uuid4()), [], {}, gr.update(visible=False), "", gr.update(value=None)
 
-    async def feedback(jobs_map: dict[str, str], data: gr.LikeData) -> str:
+    async def feedback(jobs_map: dict[str, str], data: gr.LikeData, request: gr.Request) -> str:
         index = data.index if isinstance(data.index, int) else data.index[0]
         job_id = jobs_map.get(str(index))
         if job_id is None:
             gr.Info("Ratings are for images: use the thumbs or ★ under a picture.")
             return ""
         services = await runtime.get()
+        me = await runtime.caller(request)
         liked = data.liked
         stars = int(liked[-1]) if isinstance(liked, str) and liked in STARS else None
         thumb = None if stars is not None else ("up" if liked is True else "down")
-        args = RateImageArgs(job_id=job_id, owner=runtime.owner, stars=stars, thumb=thumb)
+        args = RateImageArgs(job_id=job_id, owner=me.user_id, stars=stars, thumb=thumb)
         try:
             if services.memory is not None:
                 result = await rate_image(MemoryContext(services.memory, settings, services.ledger.ledger), args)
                 stars_now, thumb_now = result.stars, result.thumb
             else:
-                job = await services.ledger.ledger.rate(job_id, runtime.owner, rating=stars,
+                job = await services.ledger.ledger.rate(job_id, me.user_id, rating=stars,
                                                        thumb=None if thumb is None else (1 if thumb == "up" else -1))
                 stars_now, thumb_now = job.rating, job.thumb
         except AtelierError as exc:
@@ -365,16 +420,17 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
         said += (" thumbs up" if thumb_now == 1 else " thumbs down" if thumb_now == -1 else "")
         return f"Rated job {job_id[:8]}: {said.strip()} — the style memory learns from it."
 
-    async def gallery(query: str) -> tuple[list[tuple[str, str]], str]:
+    async def gallery(query: str, request: gr.Request) -> tuple[list[tuple[str, str]], str]:
         services = await runtime.get()
+        me = await runtime.caller(request)
         if services.memory is None:
             return [], f"The image memory is unavailable: {services.memory_problem}"
         memory = services.memory
         if query.strip():
-            hits = await asyncio.to_thread(memory.search_images, query, runtime.owner, 24)
+            hits = await asyncio.to_thread(memory.search_images, query, me.user_id, 24)
             records = [hit.image for hit in hits]
         else:
-            records = await asyncio.to_thread(lambda: list(memory.owned_images(runtime.owner))[:24])
+            records = await asyncio.to_thread(lambda: list(memory.owned_images(me.user_id))[:24])
         items = []
         for record in records:
             job = await services.ledger.get(record.job_id)
@@ -386,31 +442,43 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
         note = f"{len(items)} image(s)" + (f" for “{query}”" if query.strip() else " (most recent)")
         return items, note
 
-    async def queue_rows() -> list[list[str]]:
+    async def queue_rows(request: gr.Request) -> list[list[str]]:
         services = await runtime.get()
-        jobs = await services.ledger.list_jobs(owner=runtime.owner, limit=100)
+        me = await runtime.caller(request)
+        # With accounts an admin's queue is everyone's; locally it is the local owner's.
+        everyone = runtime.accounts and me.is_admin
+        jobs = await services.ledger.list_jobs(owner=None if everyone else me.user_id, limit=100)
         return [[str(j.id), j.status, j.workflow.rsplit("/", 1)[-1], str(j.params.get("prompt", ""))[:80],
                  j.created_at.strftime("%Y-%m-%d %H:%M:%S"), j.error or ""] for j in jobs]
 
-    async def cancel_job(job_id: str) -> tuple[list[list[str]], str]:
+    async def mine(services: ChatServices, job_id: str, me: Principal) -> Job:
+        """A job the caller may act on (another user's is reported as unknown)."""
+        job = await services.ledger.get(job_id.strip())
+        if not me.may_see(job.owner):
+            raise JobNotFoundError(job_id.strip())
+        return job
+
+    async def cancel_job(job_id: str, request: gr.Request) -> tuple[list[list[str]], str]:
         services = await runtime.get()
+        me = await runtime.caller(request)
         try:
-            job = await services.ledger.cancel(job_id.strip())
+            job = await services.ledger.cancel((await mine(services, job_id, me)).id)
         except AtelierError as exc:
             raise gr.Error(str(exc)) from None
-        return await queue_rows(), f"Job {str(job.id)[:8]}: {job.status}" + (
+        return await queue_rows(request), f"Job {str(job.id)[:8]}: {job.status}" + (
             " (its worker stops it)" if job.cancel_requested and not job.done else "")
 
-    async def retry_job(job_id: str) -> tuple[list[list[str]], str]:
+    async def retry_job(job_id: str, request: gr.Request) -> tuple[list[list[str]], str]:
         services = await runtime.get()
+        me = await runtime.caller(request)
         try:
-            old = await services.ledger.get(job_id.strip())
+            old = await mine(services, job_id, me)
             outcome = await services.ledger.submit(JobRequest(
-                params=old.generation, workflow=old.workflow, owner=runtime.owner, priority=old.priority,
+                params=old.generation, workflow=old.workflow, owner=old.owner, priority=old.priority,
                 use_cache=False))
         except AtelierError as exc:
             raise gr.Error(str(exc)) from None
-        return await queue_rows(), f"Job {str(old.id)[:8]} queued again as {str(outcome.job.id)[:8]}"
+        return await queue_rows(request), f"Job {str(old.id)[:8]} queued again as {str(outcome.job.id)[:8]}"
 
     async def doctor_table() -> list[list[str]]:
         return doctor_rows(await run_doctor(settings))
@@ -528,8 +596,13 @@ def build_server(settings: Settings, *, llm: BaseChatModel | None = None, connin
     server.mount("/api", jobs_api)
     page = build_page(runtime)
     allowed = [str(settings.outputs), str(settings.data_dir / "chat-cache")]
+    login: dict[str, Any] = {}
+    if runtime.accounts:
+        login = {"auth": runtime.login,
+                 "auth_message": "Log in with your Atelier user name and one of your API keys "
+                                 "(an admin makes one with `atelier users key NAME`)."}
     result: FastAPI = gr.mount_gradio_app(server, page, path="/", allowed_paths=allowed,
-                                          footer_links=["gradio"])
+                                          footer_links=["gradio"], **login)
     return result
 
 

@@ -208,6 +208,8 @@ async def run_turn(services: ChatServices, thread_id: str, owner: str, *, messag
         await services.threads.touch(thread_id, owner, message)
         payload = {"messages": [HumanMessage(message, id=str(uuid.uuid4()))], "owner": owner, "mode": options.mode()}
     else:
+        if await services.threads.get(thread_id, owner) is None:
+            raise AtelierError(f"no conversation {thread_id!r} of yours waits for an answer")
         payload = Command(resume=resume or {"action": "approve"})
     job_ids: list[str] = []
     # durability="sync": each step is in PostgreSQL before the next starts, so a restart (or a page closed right

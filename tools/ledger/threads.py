@@ -14,6 +14,7 @@ from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
+from tools.errors import AtelierError
 from tools.ledger.models import Job
 
 __all__ = ["ChatThread", "ThreadDirectory", "chat_job_key"]
@@ -43,14 +44,20 @@ class ThreadDirectory:
         self.pool = pool
 
     async def touch(self, thread_id: str, owner: str, first_message: str) -> ChatThread:
-        """Record a turn: a new thread is titled by its first message; a known one only gets newer."""
+        """Record a turn: a new thread is titled by its first message; a known one only gets newer.
+
+        Another owner's thread is refused (AtelierError), in the same statement, so a guessed or leaked thread id
+        never lets anyone read or continue someone else's conversation.
+        """
         title = " ".join(first_message.split())[:_TITLE_CHARS] or "(empty)"
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "INSERT INTO chat_threads (id, owner, title) VALUES (%s, %s, %s) "
-                "ON CONFLICT (id) DO UPDATE SET updated_at = now() RETURNING *", (thread_id, owner, title))
+                "ON CONFLICT (id) DO UPDATE SET updated_at = now() WHERE chat_threads.owner = EXCLUDED.owner "
+                "RETURNING *", (thread_id, owner, title))
             row = await cur.fetchone()
-        assert row is not None
+        if row is None:
+            raise AtelierError(f"no conversation {thread_id!r} of yours; start a new conversation")
         return ChatThread.model_validate(row)
 
     async def recent(self, owner: str, limit: int = 50) -> list[ChatThread]:
