@@ -22,6 +22,7 @@ from tools.errors import AtelierError
 from tools.ledger.events import JobEvent
 from tools.ledger.models import Job, JobRequest
 from tools.ledger.service import LedgerService
+from tools.ledger.store import JobNotFoundError
 from tools.memory.records import DocumentHit, ImageHit
 from tools.memory.store import MemoryStore
 from tools.schemas import GenerationParams
@@ -299,10 +300,15 @@ async def submit_job(ctx: ToolContext, args: SubmitJobArgs, progress: Progress =
 
 
 async def job_status(ctx: ToolContext, args: JobStatusArgs, progress: Progress = _no_progress) -> JobInfo:
-    """One of the caller's jobs (another owner's is reported as not found)."""
-    job = await ctx.ledger.get(args.job_id)
+    """One of the caller's jobs (another owner's is reported as not found, in the same words as an unknown id)."""
+    refusal = AtelierError(f"no job {args.job_id!r} of yours (give the whole id if a shorter start is shared); "
+                           "submit_job and generate_image return your job ids")
+    try:
+        job = await ctx.ledger.get(args.job_id)
+    except JobNotFoundError as exc:
+        raise refusal from exc
     if job.owner != ctx.owner:
-        raise AtelierError(f"no job {args.job_id!r} of yours; submit_job and generate_image return your job ids")
+        raise refusal
     return job_info(ctx, job)
 
 

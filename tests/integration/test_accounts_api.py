@@ -86,9 +86,16 @@ async def test_every_route_knows_the_caller_and_users_see_only_their_own(client:
         other = await client.request(method, path, json=body, headers=_as(keys["bo"]))
         assert other.status_code == 404, (method, path, other.text)
     assert [j["id"] for j in (await client.get("/jobs", headers=_as(keys["bo"]))).json()] == []
+    # Idempotency keys are unique across the ledger: bo reusing ana's key is refused, never shown her job.
+    keyed = {**JOB, "idempotency_key": "ana-launch-1"}
+    first = await client.post("/jobs", json=keyed, headers=_as(keys["ana"]))
+    assert (await client.post("/jobs", json=keyed, headers=_as(keys["ana"]))).json()["id"] == first.json()["id"]
+    taken = await client.post("/jobs", json=keyed, headers=_as(keys["bo"]))
+    assert taken.status_code == 409 and "another owner's job" in taken.json()["detail"], taken.text
+    assert first.json()["id"] not in taken.text
     asked = await client.get("/jobs", params={"owner": "ana"}, headers=_as(keys["bo"]))
     assert asked.status_code == 403
-    assert [j["id"] for j in (await client.get("/jobs", headers=_as(keys["ana"]))).json()] == [job]
+    assert [j["id"] for j in (await client.get("/jobs", headers=_as(keys["ana"]))).json()] == [first.json()["id"], job]
     # An admin sees everyone's work and may act for others.
     assert (await client.get(f"/jobs/{job}", headers=_as(keys["root"]))).json()["owner"] == "ana"
     for_bo = await client.post("/jobs", json={**JOB, "owner": "bo", "params": {"prompt": "x", "seed": 2}},

@@ -5,11 +5,16 @@ clients see the same schemas as every other front end. `generate_image` answers 
 image content) beside its JSON, and sends progress notifications while it waits; errors are MCP tool errors
 carrying the message that names the fix. `serve_mcp` opens the services once per process (not per MCP
 session: an HTTP server has many sessions, and one worker and one memory must serve them all).
+
+Who the tools act for: over stdio (and over HTTP in local mode) the process's owner (`atelier mcp --owner`);
+over HTTP in accounts mode the user behind each request's credentials (tools/adapters/mcp_auth.py), so one
+server serves many users and each sees only their own jobs, images and memory (plus shared items).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 from collections.abc import Callable
@@ -19,8 +24,13 @@ from typing import Any
 from mcp.server.fastmcp import Context, FastMCP, Image
 from mcp.server.fastmcp.exceptions import ToolError
 from pydantic import ValidationError
+from starlette.types import ASGIApp
 
+from tools.accounts.auth import Authenticator
+from tools.accounts.directory import UserDirectory
+from tools.adapters.mcp_auth import RequireCaller, principal_of
 from tools.errors import AtelierError
+from tools.ledger.store import JobNotFoundError
 from tools.toolkit import (
     TOOLS,
     ListWorkflowsArgs,
@@ -33,7 +43,7 @@ from tools.toolkit import (
     list_workflows,
 )
 
-__all__ = ["build_mcp", "serve_mcp"]
+__all__ = ["acting_context", "build_mcp", "http_app", "serve_mcp"]
 
 INSTRUCTIONS = (
     "Atelier makes images on the user's own ComfyUI and answers from their documents and earlier images. "
@@ -59,13 +69,11 @@ def _function(spec: ToolSpec, current: Callable[[], ToolContext]) -> Callable[..
     """An async function whose signature is the spec's fields (FastMCP builds the input schema from it)."""
 
     async def call(ctx: Context, **arguments: Any) -> list[Any]:  # type: ignore[type-arg]
-        tools = current()
-
         async def progress(done: float, total: float | None, message: str) -> None:
             await ctx.report_progress(done, total, message)
 
         try:
-            result = await spec.run(tools, spec.args.model_validate(arguments), progress)
+            result = await spec.run(current(), spec.args.model_validate(arguments), progress)
         except (AtelierError, ValidationError) as exc:
             raise ToolError(str(exc)) from exc
         return _content(result)
@@ -83,40 +91,91 @@ def _function(spec: ToolSpec, current: Callable[[], ToolContext]) -> Callable[..
     return call
 
 
+def _http_request(server: FastMCP) -> Any | None:
+    """The Starlette request that carried the message being handled (None over stdio)."""
+    try:
+        return server.get_context().request_context.request
+    except ValueError:  # outside a request
+        return None
+
+
+def acting_context(server: FastMCP, current: Callable[[], ToolContext]) -> Callable[[], ToolContext]:
+    """`current()` as the caller of the message being handled: over authenticated HTTP, its user is the owner."""
+
+    def acting() -> ToolContext:
+        ctx = current()
+        request = _http_request(server)
+        principal = None if request is None else principal_of(request)
+        if principal is not None:
+            return dataclasses.replace(ctx, owner=principal.user_id)
+        if request is not None and ctx.settings.auth_mode == "accounts":
+            # Fail closed: an HTTP app served without RequireCaller must not act as the process's owner.
+            raise AtelierError("this request's caller is unknown; the MCP HTTP app must be served through "
+                               "tools.adapters.mcp_server.http_app in accounts mode")
+        return ctx
+
+    return acting
+
+
 def build_mcp(current: Callable[[], ToolContext], *, host: str = "127.0.0.1", port: int = 8766) -> FastMCP:
-    """The server: tools from the toolkit and resources, acting on the context `current()` returns."""
+    """The server: tools from the toolkit and resources, acting on `current()` as the caller of each message."""
     server = FastMCP("atelier", instructions=INSTRUCTIONS, host=host, port=port)
+    acting = acting_context(server, current)
     for spec in TOOLS:
-        server.add_tool(_function(spec, current), name=spec.name, description=spec.description, structured_output=False)
+        server.add_tool(_function(spec, acting), name=spec.name, description=spec.description, structured_output=False)
 
     @server.resource("atelier://workflows", name="workflows", mime_type="application/json",
                      description="The workflow catalog: purpose, quality, time, cost, VRAM and accepted values.")
     async def workflows() -> str:
-        return json.dumps(as_json(await list_workflows(current(), ListWorkflowsArgs())))
+        return json.dumps(as_json(await list_workflows(acting(), ListWorkflowsArgs())))
 
     @server.resource("atelier://images/recent", name="recent-images", mime_type="application/json",
                      description="Your 20 most recent finished images (job id, prompt, file).")
     async def recent_images() -> str:
-        ctx = current()
+        ctx = acting()
         jobs = await ctx.ledger.list_jobs(owner=ctx.owner, status="succeeded", limit=20)
         return json.dumps([as_json(job_info(ctx, job)) for job in jobs])
 
     @server.resource("atelier://jobs/{job_id}/image", name="job-image", mime_type="image/png",
                      description="The first image of one of your finished jobs.")
     async def job_image(job_id: str) -> bytes:
-        ctx = current()
-        job = await ctx.ledger.get(job_id)
+        ctx = acting()
+        refusal = AtelierError(f"no finished image for job {job_id!r} of yours")
+        try:
+            job = await ctx.ledger.get(job_id)
+        except JobNotFoundError as exc:  # the same answer as for another owner's job: ids do not leak
+            raise refusal from exc
         if job.owner != ctx.owner or not job.outputs:
-            raise AtelierError(f"no finished image for job {job_id!r} of yours")
+            raise refusal
         return await asyncio.to_thread(ctx.ledger.store.read, job.outputs[0].uri)
 
     return server
 
 
+def http_app(server: FastMCP, current: Callable[[], ToolContext]) -> ASGIApp:
+    """The streamable HTTP app; in accounts mode every request must name its user (RequireCaller).
+
+    Call it once the services are open: the mode comes from `current().settings`, and the Authenticator is made
+    from the ledger's pool on the first request.
+    """
+    app: ASGIApp = server.streamable_http_app()
+    if current().settings.auth_mode != "accounts":
+        return app
+
+    def authenticator() -> Authenticator:
+        ctx = current()
+        return Authenticator(ctx.settings, UserDirectory(ctx.ledger.ledger.pool))
+
+    return RequireCaller(app, authenticator)
+
 
 async def serve_mcp(open_context: Callable[[], AbstractAsyncContextManager[ToolContext]], *, http: bool = False,
                     host: str = "127.0.0.1", port: int = 8766) -> None:
-    """Open the services, then serve over stdio (one client) or streamable HTTP on host:port/mcp until stopped."""
+    """Open the services, then serve over stdio (one client) or streamable HTTP on host:port/mcp until stopped.
+
+    Over HTTP in accounts mode each request acts as the user its credentials name; otherwise as the owner of the
+    context `open_context` yields.
+    """
     import uvicorn
 
     opened: list[ToolContext] = []
@@ -132,5 +191,5 @@ async def serve_mcp(open_context: Callable[[], AbstractAsyncContextManager[ToolC
         if not http:
             await server.run_stdio_async()
             return
-        config = uvicorn.Config(server.streamable_http_app(), host=host, port=port, log_level="warning")
+        config = uvicorn.Config(http_app(server, current), host=host, port=port, log_level="warning")
         await uvicorn.Server(config).serve()

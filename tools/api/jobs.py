@@ -31,7 +31,7 @@ from tools.errors import AtelierError, WorkflowError
 from tools.ledger.models import Job, JobRequest, JobStatus
 from tools.ledger.output_store import OutputStoreError
 from tools.ledger.service import LedgerService
-from tools.ledger.store import JobNotFoundError
+from tools.ledger.store import IdempotencyKeyTakenError, JobNotFoundError
 from tools.prompts.abtests import ABTestNotFoundError
 from tools.prompts.library import PromptNotFoundError
 from tools.prompts.templating import PromptTemplateError
@@ -71,6 +71,7 @@ _ERROR_TEXT = {
     401: "No credentials, or credentials refused (malformed, unknown, expired, tampered or revoked); the message "
          "says which",
     403: "The credentials are valid but may not do this (a disabled account, or acting for another user)",
+    409: "The idempotency key is already used by another owner's job: choose another key",
     429: "A quota is used up: the message names it, its use and when it resets",
 }
 
@@ -282,6 +283,7 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
         """Our errors as 4xx with the message that names the fix."""
         status = (404 if isinstance(exc, JobNotFoundError | PromptNotFoundError | ABTestNotFoundError)
                   else 429 if isinstance(exc, QuotaExceededError)
+                  else 409 if isinstance(exc, IdempotencyKeyTakenError)
                   else 422 if isinstance(exc, WorkflowError | PromptTemplateError) else 400)
         return ErrorResponse({"detail": str(exc)}, status_code=status)
 
@@ -296,7 +298,7 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
         return ErrorResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
     @api.post("/jobs", status_code=201, response_model=JobView, summary="Queue one image job",
-              responses={201: {"links": _JOB_LINKS}, **error_responses(400, 401, 403, 422, 429)})
+              responses={201: {"links": _JOB_LINKS}, **error_responses(400, 401, 403, 409, 422, 429)})
     async def submit(body: JobBody, request: Request, principal: Caller) -> JobView:
         """Record the job (or return the one with the same idempotency key)."""
         outcome = await ledger(request).submit(body.request(settings, principal))

@@ -13,10 +13,14 @@ __all__ = ["mcp"]
 
 
 def mcp(
-    http: bool = typer.Option(False, "--http", help="Serve streamable HTTP on HOST:PORT/mcp instead of stdio."),
+    http: bool = typer.Option(False, "--http", help="Serve streamable HTTP on HOST:PORT/mcp instead of stdio. With "
+                              "ATELIER_AUTH=accounts each request must carry a token or an API key (`atelier users key "
+                              "NAME`), is refused with 401/403 otherwise, and sees only that user's work."),
     host: str = typer.Option("127.0.0.1", help="Address for --http (0.0.0.0 for other machines)."),
     port: int = typer.Option(8766, min=1, max=65535, help="Port for --http."),
-    owner: str = typer.Option("mcp", help="Whose jobs, images and documents the tools see."),
+    owner: str = typer.Option("mcp", help="Whose jobs, images and documents the tools see. Ignored by --http with "
+                              "ATELIER_AUTH=accounts (each request acts as the user its 'Authorization: Bearer …' or "
+                              "'X-API-Key' names); over stdio, a private pipe without credentials, it always applies."),
     worker: bool = typer.Option(True, "--worker/--no-worker",
                                 help="Also run a ledger worker here (off when your workers run elsewhere)."),
 ) -> None:

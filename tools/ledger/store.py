@@ -26,7 +26,12 @@ from tools.ledger.migrations import apply_migrations
 from tools.ledger.models import TERMINAL_STATUSES, Job, JobOutput, JobRequest, SubmitOutcome
 from tools.ledger.planning import PlannedJob
 
-__all__ = ["Claim", "ClaimSpec", "JobLedger", "JobNotFoundError", "LeaseLostError", "LedgerUnavailableError"]
+__all__ = ["Claim", "ClaimSpec", "IdempotencyKeyTakenError", "JobLedger", "JobNotFoundError", "LeaseLostError",
+           "LedgerUnavailableError"]
+
+
+class IdempotencyKeyTakenError(AtelierError):
+    """An idempotency key that another owner's job already holds."""
 
 
 class JobNotFoundError(AtelierError):
@@ -195,7 +200,7 @@ class JobLedger:
         async with self.pool.connection() as conn, conn.transaction():
             gate = await open_gate(conn, request.owner)
             if gate.user is not None:
-                known = await self._by_key(conn, request.idempotency_key)
+                known = await self._by_key(conn, request.idempotency_key, request.owner)
                 if known is not None:
                     return known
                 gate.admit(planned.estimated_seconds or 0.0, planned.estimated_cost or 0.0)
@@ -204,7 +209,7 @@ class JobLedger:
             created = _job(await cur.fetchone())
             if created is not None:
                 return SubmitOutcome(job=created, created=True, cached=False)
-            existing = await self._by_key(conn, request.idempotency_key)
+            existing = await self._by_key(conn, request.idempotency_key, request.owner)
             if existing is not None:
                 return existing
             source = await self._cached_source(conn, planned.cache_key, output_exists)
@@ -216,7 +221,8 @@ class JobLedger:
             created = _job(await cur.fetchone())
             if created is not None:
                 return SubmitOutcome(job=created, created=True, cached=source is not None)
-            again = await self._by_key(conn, request.idempotency_key)  # a concurrent submit with the key won
+            # A concurrent submit with the key won.
+            again = await self._by_key(conn, request.idempotency_key, request.owner)
         assert again is not None, "an insert that conflicted must have a row under its idempotency key"
         return again
 
@@ -288,12 +294,18 @@ class JobLedger:
         }
 
     @staticmethod
-    async def _by_key(conn: psycopg.AsyncConnection[DictRow], key: str | None) -> SubmitOutcome | None:
-        """The job already recorded under an idempotency key, as a not-created outcome."""
+    async def _by_key(conn: psycopg.AsyncConnection[DictRow], key: str | None, owner: str) -> SubmitOutcome | None:
+        """The owner's job already recorded under an idempotency key, as a not-created outcome.
+
+        Keys are unique across the ledger, so another owner's job under the same key is refused rather than handed
+        back (it would show them someone else's prompt and images)."""
         if key is None:
             return None
         cur = await conn.execute("SELECT * FROM jobs WHERE idempotency_key = %s", (key,))
         job = _job(await cur.fetchone())
+        if job is not None and job.owner != owner:
+            raise IdempotencyKeyTakenError(f"the idempotency key {key!r} is already used by another owner's job; "
+                                           "choose another key (a UUID is safe)")
         return None if job is None else SubmitOutcome(job=job, created=False, cached=job.cached_from is not None)
 
     async def _cached_source(
