@@ -9,6 +9,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from graphs.owner import require_admin
 from tools.generate import generate_image
 from tools.schemas import GenerationParams
 from tools.settings import Settings, load_settings
@@ -25,9 +26,13 @@ class GenerateState(TypedDict, total=False):
 
 
 def build_generate_graph(*, settings: Settings) -> StateGraph[GenerateState]:
-    """Build the (uncompiled) graph; per-run `configurable` may set `comfy_url` and `out_dir`."""
+    """Build the (uncompiled) graph; per-run `configurable` may set `comfy_url` and `out_dir`.
+
+    Through the LangGraph server with accounts, only admins may run it (graphs/owner.py `require_admin`).
+    """
 
     async def generate(state: GenerateState, config: RunnableConfig) -> GenerateState:
+        require_admin(config, settings, "the generate graph")
         options = config.get("configurable") or {}
         out_dir = options.get("out_dir")
         result = await generate_image(

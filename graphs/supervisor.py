@@ -12,7 +12,8 @@ Only a request the rules find ambiguous costs one extra structured-output call t
 `approve` pauses with `interrupt()` when the estimate exceeds the settings' cost or GPU-time threshold;
 `Command(resume={"action": "approve" | "reject" | "edit", "prompts": [...]})` continues. Jobs go to the
 ledger under keys made of the thread, the turn's message and the image index: a resumed or repeated
-run never queues an image twice.
+run never queues an image twice. Through the LangGraph server in accounts mode, the turn's `owner` is the
+authenticated caller, whatever the input says (graphs/owner.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from agents.prompts import ANSWER_SYSTEM, INTENT_SYSTEM
 from agents.rag_retriever import answer_from_documents
 from agents.visual_designer import PURPOSE_LOOK, Design, design_image
 from graphs.deps import SupervisorDeps
+from graphs.owner import pinned_owner
 from graphs.routing import classify
 from graphs.state import Intent, SupervisorState
 from tools.errors import AtelierError
@@ -94,10 +96,13 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
     """
     settings = deps.settings
 
-    async def begin(state: SupervisorState) -> dict[str, Any]:
-        """A new turn: forget the previous turn's routing and designs."""
-        return {"intent": fixed_intent, "routed_by": "fixed" if fixed_intent else None, "trail": [], "briefs": [],
-                "estimate": {}, "decision": {}, "jobs": [], "stopped": None}
+    async def begin(state: SupervisorState, config: RunnableConfig) -> dict[str, Any]:
+        """A new turn: forget the previous turn's routing and designs; in accounts mode the caller owns it."""
+        update: dict[str, Any] = {"intent": fixed_intent, "routed_by": "fixed" if fixed_intent else None, "trail": [],
+                                  "briefs": [], "estimate": {}, "decision": {}, "jobs": [], "stopped": None}
+        if owner := pinned_owner(config, settings):
+            update["owner"] = owner  # the authenticated user, not the input's `owner`
+        return update
 
     def supervise(state: SupervisorState) -> str:
         """The next agent for this turn's intent, or the end; stops loops and over-long turns."""

@@ -8,7 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +30,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def server(machine_pg_url: str, tmp_path: Path, fake_comfy: FakeComfyUI) -> Iterator[str]:
-    """`langgraph dev` on a free port (no reload, no browser, offline), with our checkpointer and settings."""
+@contextmanager
+def langgraph_dev(env: Mapping[str, str], folder: Path) -> Iterator[str]:
+    """`langgraph dev` on a free port (no reload, no browser, offline) with `env` added; yields its URL, then stops.
+
+    Its output goes to `folder`/langgraph.log (quoted when it exits early).
+    """
     port = free_port()
-    env = os.environ | {
-        "DATABASE_URL": machine_pg_url, "ATELIER_DATA_DIR": str(tmp_path / "data"), "COMFYUI_URLS": fake_comfy.url,
-        "LANGGRAPH_NO_VERSION_CHECK": "true", "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-    }
-    log = (tmp_path / "langgraph.log").open("wb")
+    full_env = os.environ | {"LANGGRAPH_NO_VERSION_CHECK": "true", "LANGGRAPH_CLI_NO_ANALYTICS": "1"} | dict(env)
+    log_path = folder / "langgraph.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "langgraph"), "dev", "--port", str(port),
-                             "--no-browser", "--no-reload"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                             "--no-browser", "--no-reload"], cwd=ROOT, env=full_env, stdout=log,
+                            stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                pytest.fail(f"langgraph dev exited: {(tmp_path / 'langgraph.log').read_text()[-2000:]}")
+                pytest.fail(f"langgraph dev exited: {log_path.read_text()[-2000:]}")
             try:
                 if httpx.get(f"{url}/ok", timeout=1).status_code == 200:
                     break
@@ -61,6 +64,15 @@ def server(machine_pg_url: str, tmp_path: Path, fake_comfy: FakeComfyUI) -> Iter
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture
+def server(machine_pg_url: str, tmp_path: Path, fake_comfy: FakeComfyUI) -> Iterator[str]:
+    """`langgraph dev` in local mode, with our checkpointer and settings."""
+    env = {"DATABASE_URL": machine_pg_url, "ATELIER_DATA_DIR": str(tmp_path / "data"), "COMFYUI_URLS": fake_comfy.url,
+           "ATELIER_AUTH": "local"}
+    with langgraph_dev(env, tmp_path) as url:
+        yield url
 
 
 def test_the_server_runs_the_supervisor_and_keeps_threads_in_postgres(server: str, machine_pg_url: str) -> None:

@@ -1,0 +1,48 @@
+"""Who a graph run acts for: in accounts mode the caller the LangGraph server authenticated, not the input's owner.
+
+Through the LangGraph server (`langgraph.json` names graphs/server_auth.py) every run's `configurable` carries
+`langgraph_auth_user_id`, set by the server from the request's credentials (clients cannot set it: the server
+strips that reserved key from requests and writes it itself). In accounts mode that identity owns the run,
+whatever `owner` the client put in the input. In local mode, and when a graph runs in-process (chat, CLI,
+tests) without it, the state's `owner` stays as given.
+"""
+
+from __future__ import annotations
+
+from langchain_core.runnables import RunnableConfig
+
+from tools.errors import AtelierError
+from tools.settings import Settings
+
+__all__ = ["ADMIN_PERMISSION", "AUTH_USER_KEY", "AdminOnlyError", "authenticated_user", "pinned_owner", "require_admin"]
+
+AUTH_USER_KEY = "langgraph_auth_user_id"
+AUTH_PERMISSIONS_KEY = "langgraph_auth_permissions"
+ADMIN_PERMISSION = "atelier:admin"  # given to admins by graphs/server_auth.py
+
+
+def authenticated_user(config: RunnableConfig | None) -> str | None:
+    """The identity the LangGraph server authenticated for this run; None outside the server."""
+    identity = ((config or {}).get("configurable") or {}).get(AUTH_USER_KEY)
+    return identity if isinstance(identity, str) and identity else None
+
+
+def pinned_owner(config: RunnableConfig | None, settings: Settings) -> str | None:
+    """The owner a run must have whatever its input says: the authenticated caller in accounts mode, else None."""
+    return authenticated_user(config) if settings.auth_mode == "accounts" else None
+
+
+class AdminOnlyError(AtelierError, ValueError):
+    """A graph only admins may run (a ValueError too: the LangGraph server shows those messages to the client)."""
+
+
+def require_admin(config: RunnableConfig | None, settings: Settings, what: str) -> None:
+    """Refuse a non-admin caller of the LangGraph server in accounts mode (AtelierError naming the way round)."""
+    user = pinned_owner(config, settings)
+    if user is None:
+        return
+    permissions = ((config or {}).get("configurable") or {}).get(AUTH_PERMISSIONS_KEY) or []
+    if ADMIN_PERMISSION not in permissions:
+        raise AdminOnlyError(f"{what} is for admins when Atelier has accounts ({user} is not one): it renders "
+                           "straight on ComfyUI, outside the ledger and its quotas; run the supervisor graph, or "
+                           "POST /jobs, instead")
