@@ -175,6 +175,6 @@ def test_assistants_and_the_store_are_per_user(server: str, accounts: Accounts) 
 def test_the_generate_graph_which_bypasses_the_ledger_is_for_admins(server: str, accounts: Accounts) -> None:
     ana = _client(server, key=accounts.ana)
     thread = ana.threads.create()
-    params = {"params": {"prompt": "a red fox", "seed": 1, "steps": 2}, "workflow": "txt2img-turbo"}
+    params: Any = {"params": {"prompt": "a red fox", "seed": 1, "steps": 2}, "workflow": "txt2img-turbo"}
     refused: Any = ana.runs.wait(thread["thread_id"], "generate", input=params, raise_error=False)
     assert "is for admins" in json.dumps(refused) and "POST /jobs" in json.dumps(refused), refused
