@@ -213,6 +213,8 @@ async def test_metrics_are_served_for_prometheus(svc: LedgerService) -> None:
     assert 'atelier_jobs{status="succeeded"} 1.0' in text
     assert "atelier_queue_depth 0.0" in text
     assert 'atelier_worker_jobs_total{status="succeeded"} 1.0' in text
+    assert "atelier_workers_alive 1.0" in text and "atelier_worker_heartbeat_age_seconds{" in text
+    assert f'atelier_owner_jobs{{owner="{job.owner}",status="succeeded"}} 1.0' in text
     assert "atelier_job_duration_seconds_count 1.0" in text
     assert "atelier_job_queue_wait_seconds_count 1.0" in text
     assert "atelier_gpu_seconds_total{server=" in text

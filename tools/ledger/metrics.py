@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tools.ledger.usage_collector import UsageCollector
+
 __all__ = ["LedgerCollector", "WorkerMetrics", "serve_metrics"]
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,13 @@ class LedgerCollector(Collector):
         yield CounterMetricFamily("atelier_cache_hits", "Jobs answered from the result cache.", value=hits)
 
 
-def serve_metrics(metrics: WorkerMetrics, conninfo: str, port: int, host: str = "127.0.0.1") -> None:
-    """Serve /metrics on host:port from a background thread (worker metrics + ledger gauges)."""
+def serve_metrics(metrics: WorkerMetrics, conninfo: str, port: int, host: str = "127.0.0.1",
+                  *, alive_seconds: float = 90.0) -> None:
+    """Serve /metrics on host:port from a background thread (worker metrics + the ledger-wide series).
+
+    The ledger-wide series (jobs, queue, per-owner usage, worker heartbeats) are the job API's too, so a stack
+    scraped only through its workers still has every series the alerts and the dashboard use.
+    """
     metrics.registry.register(LedgerCollector(conninfo))
+    metrics.registry.register(UsageCollector(conninfo, alive_seconds=alive_seconds))
     start_http_server(port, addr=host, registry=metrics.registry)
