@@ -51,7 +51,6 @@ from tools.doctor import ServiceCheck, run_doctor  # noqa: E402
 from tools.errors import AtelierError  # noqa: E402
 from tools.ledger.events import JobEvent  # noqa: E402
 from tools.ledger.models import Job, JobRequest  # noqa: E402
-from tools.ledger.store import JobNotFoundError  # noqa: E402
 from tools.memory.tools import MemoryContext, RateImageArgs, rate_image  # noqa: E402
 from tools.settings import Settings, load_settings  # noqa: E402
 
@@ -453,10 +452,7 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
 
     async def mine(services: ChatServices, job_id: str, me: Principal) -> Job:
         """A job the caller may act on (another user's is reported as unknown)."""
-        job = await services.ledger.get(job_id.strip())
-        if not me.may_see(job.owner):
-            raise JobNotFoundError(job_id.strip())
-        return job
+        return await services.ledger.get(job_id.strip(), owner=me.sees_only)
 
     async def cancel_job(job_id: str, request: gr.Request) -> tuple[list[list[str]], str]:
         services = await runtime.get()

@@ -304,11 +304,9 @@ async def job_status(ctx: ToolContext, args: JobStatusArgs, progress: Progress =
     refusal = AtelierError(f"no job {args.job_id!r} of yours (give the whole id if a shorter start is shared); "
                            "submit_job and generate_image return your job ids")
     try:
-        job = await ctx.ledger.get(args.job_id)
+        job = await ctx.ledger.get(args.job_id, owner=ctx.owner)
     except JobNotFoundError as exc:
         raise refusal from exc
-    if job.owner != ctx.owner:
-        raise refusal
     return job_info(ctx, job)
 
 

@@ -85,6 +85,9 @@ async def test_every_route_knows_the_caller_and_users_see_only_their_own(client:
                                ("GET", f"/jobs/{job}/previews/1", None)):
         other = await client.request(method, path, json=body, headers=_as(keys["bo"]))
         assert other.status_code == 404, (method, path, other.text)
+    # A short id (as `atelier jobs` shows them) resolves among the caller's own jobs only.
+    assert (await client.get(f"/jobs/{job[:8]}", headers=_as(keys["ana"]))).json()["id"] == job
+    assert (await client.get(f"/jobs/{job[:8]}", headers=_as(keys["bo"]))).status_code == 404
     assert [j["id"] for j in (await client.get("/jobs", headers=_as(keys["bo"]))).json()] == []
     # Idempotency keys are unique across the ledger: bo reusing ana's key is refused, never shown her job.
     keyed = {**JOB, "idempotency_key": "ana-launch-1"}

@@ -81,5 +81,10 @@ class Principal(BaseModel):
         """Whether this principal may read something owned by `owner`."""
         return self.is_admin or owner == self.user_id
 
+    @property
+    def sees_only(self) -> str | None:
+        """The owner whose work this principal may read (None: everyone's, for admins) — the ledger's `owner=`."""
+        return None if self.is_admin else self.user_id
+
 
 LOCAL = Principal(user_id="local", role="admin", via="local")

@@ -142,10 +142,10 @@ def build_mcp(current: Callable[[], ToolContext], *, host: str = "127.0.0.1", po
         ctx = acting()
         refusal = AtelierError(f"no finished image for job {job_id!r} of yours")
         try:
-            job = await ctx.ledger.get(job_id)
+            job = await ctx.ledger.get(job_id, owner=ctx.owner)
         except JobNotFoundError as exc:  # the same answer as for another owner's job: ids do not leak
             raise refusal from exc
-        if job.owner != ctx.owner or not job.outputs:
+        if not job.outputs:
             raise refusal
         return await asyncio.to_thread(ctx.ledger.store.read, job.outputs[0].uri)
 

@@ -19,7 +19,6 @@ from tools.accounts.tokens import AuthError
 from tools.errors import AtelierError
 from tools.ledger.events import JobEvent
 from tools.ledger.service import LedgerService
-from tools.ledger.store import JobNotFoundError
 
 __all__ = ["INT64_MAX", "JOB_ID_PATTERN", "NOT_FOUND_CLOSE", "add_event_routes"]
 
@@ -76,9 +75,7 @@ def add_event_routes(
             await socket.close(code=4000 + exc.status, reason=str(exc)[:120])
             return
         try:
-            job = await svc.get(job_id)
-            if not principal.may_see(job.owner):
-                raise JobNotFoundError(job_id)
+            job = await svc.get(job_id, owner=principal.sees_only)
         except AtelierError as exc:
             await socket.close(code=NOT_FOUND_CLOSE, reason=str(exc)[:120])
             return
@@ -105,9 +102,7 @@ def add_event_routes(
     ) -> Response:
         """The preview bytes (only the newest frame of a running job is kept)."""
         svc = ledger(request)
-        job = await svc.get(job_id)
-        if not principal.may_see(job.owner):
-            raise JobNotFoundError(job_id)
+        job = await svc.get(job_id, owner=principal.sees_only)
         event = await svc.events.preview(job.id, seq)
         if event is None or event.preview is None:
             raise HTTPException(404, f"preview {seq} of job {job.id} is gone (a newer frame replaced it, or the job "

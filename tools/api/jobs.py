@@ -273,10 +273,7 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
 
     async def visible(request: Request, job_id: str, principal: Principal) -> Job:
         """A job the caller may see (another user's is answered as unknown)."""
-        job = await ledger(request).get(job_id)
-        if not principal.may_see(job.owner):
-            raise JobNotFoundError(job_id)
-        return job
+        return await ledger(request).get(job_id, owner=principal.sees_only)
 
     @api.exception_handler(AtelierError)
     async def atelier_error(request: Request, exc: AtelierError) -> JSONResponse:

@@ -15,7 +15,6 @@ from tools.accounts.models import Principal
 from tools.errors import AtelierError, WorkflowError
 from tools.ledger.models import JobRequest
 from tools.ledger.service import LedgerService
-from tools.ledger.store import JobNotFoundError
 from tools.prompts.models import (
     NAME_PATTERN,
     ABReport,
@@ -240,9 +239,7 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
                    request: Request, principal: Caller) -> Any:
         """Stars and/or a thumb on the job; prompt statistics and A/B reports count them."""
         svc = ledger(request)
-        job = await svc.get(job_id)
-        if not principal.may_see(job.owner):
-            raise JobNotFoundError(job_id)
+        job = await svc.get(job_id, owner=principal.sees_only)
         rated = await svc.ledger.rate(job.id, job.owner, rating=body.stars, thumb=body.thumb)
         return job_view(rated, request)
 

@@ -99,9 +99,9 @@ class LedgerService:
             results.append(AtelierError("not recorded"))  # replaced by the outcome once recorded
         return results, planned
 
-    async def get(self, job_id: str | uuid.UUID) -> Job:
-        """One job (JobNotFoundError when unknown)."""
-        return await self.ledger.get(job_id)
+    async def get(self, job_id: str | uuid.UUID, *, owner: str | None = None) -> Job:
+        """One job (JobNotFoundError when unknown, or not `owner`'s when an owner is given)."""
+        return await self.ledger.get(job_id, owner=owner)
 
     async def list_jobs(self, *, status: str | None = None, owner: str | None = None, batch: str | None = None,
                    limit: int = 50) -> list[Job]:

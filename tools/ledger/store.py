@@ -330,24 +330,31 @@ class JobLedger:
 
     # --- reading ---------------------------------------------------------------------------------------
 
-    async def get(self, job_id: str | uuid.UUID) -> Job:
-        """One job by id or by a unique id prefix (at least 4 characters); JobNotFoundError otherwise."""
+    async def get(self, job_id: str | uuid.UUID, *, owner: str | None = None) -> Job:
+        """One job by id or by a unique id prefix (at least 4 characters); JobNotFoundError otherwise.
+
+        With `owner`, only that owner's jobs are looked at: another owner's job is not found, and a prefix is
+        resolved among the owner's own jobs (so it never hints that someone else's job shares it).
+        """
         text = str(job_id).strip().lower()
         try:
             key = uuid.UUID(text)
         except ValueError:
-            return await self._by_prefix(text)
-        job = await self._one("SELECT * FROM jobs WHERE id = %s", (key,))
+            return await self._by_prefix(text, owner)
+        job = await self._one("SELECT * FROM jobs WHERE id = %s AND (%s::text IS NULL OR owner = %s)",
+                              (key, owner, owner))
         if job is None:
             raise JobNotFoundError(text)
         return job
 
-    async def _by_prefix(self, prefix: str) -> Job:
-        """The one job whose id starts with `prefix` (as `atelier jobs` shows them)."""
+    async def _by_prefix(self, prefix: str, owner: str | None) -> Job:
+        """The one job (of `owner`, when given) whose id starts with `prefix` (as `atelier jobs` shows them)."""
         if len(prefix) < 4 or any(c not in "0123456789abcdef-" for c in prefix):
             raise JobNotFoundError(prefix)
         async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT * FROM jobs WHERE id::text LIKE %s LIMIT 2", (prefix + "%",))
+            cur = await conn.execute(
+                "SELECT * FROM jobs WHERE id::text LIKE %s AND (%s::text IS NULL OR owner = %s) LIMIT 2",
+                (prefix + "%", owner, owner))
             rows = await cur.fetchall()
         if not rows:
             raise JobNotFoundError(prefix)
