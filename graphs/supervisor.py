@@ -332,17 +332,19 @@ async def _measured(deps: SupervisorDeps) -> dict[str, float]:
 async def _library_prompt(deps: SupervisorDeps, purpose: str, request_key: str, forced: bool) -> ChosenPrompt | None:
     """The prompt library's choice for one image (A/B arm or best-rated prompt); None without a ledger.
 
-    When the person forced a workflow or quality, an A/B arm that sets a workflow is not applied (the image
-    would not get it), so the image takes the best-rated prompt and counts for no arm.
+    When the person forced a workflow or quality and the running test has an arm that sets a workflow, the image
+    stays out of the test (it could not get that arm's workflow, and letting it into the other arms only would
+    bias them): it takes the best-rated prompt and counts for no arm.
     """
     ledger = await deps.get_ledger()
     if ledger is None:
         return None
-    chosen = await choose_prompt(ledger.prompts, ledger.abtests, purpose, request_key)
-    if chosen is not None and forced and chosen.workflow is not None:
-        best = await ledger.prompts.best_for(purpose)
-        return ChosenPrompt(version=best[0], why="best-rated library prompt") if best else None
-    return chosen
+    if forced:
+        test = await ledger.abtests.running_for(purpose)
+        if test is not None and any(variant.workflow is not None for variant in test.variants):
+            best = await ledger.prompts.best_for(purpose)
+            return ChosenPrompt(version=best[0], why="best-rated library prompt") if best else None
+    return await choose_prompt(ledger.prompts, ledger.abtests, purpose, request_key)
 
 
 def _style(deps: SupervisorDeps, owner: str) -> StyleProfile | None:

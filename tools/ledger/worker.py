@@ -141,7 +141,7 @@ class Worker:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            heartbeat.stop()
+            await asyncio.to_thread(heartbeat.stop)  # it joins the thread: not on the event loop
             with contextlib.suppress(psycopg.Error):
                 released = await self.ledger.release(self.id)
                 if released:
@@ -256,8 +256,11 @@ class Worker:
                     continue
                 if claim is None:
                     timeout = await self._idle_timeout()
+                    # asyncio.timeout, not wait_for: on Python 3.11 a stop's cancel that lands as the timeout fires
+                    # can be taken for the timeout by wait_for, and the slot would not notice it was cancelled.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(waker.wait(), timeout)
+                        async with asyncio.timeout(timeout):
+                            await waker.wait()
                     continue
             claim = await self._run_claimed(claim, url, state, stop)
 
