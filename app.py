@@ -476,6 +476,14 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
             raise gr.Error(str(exc)) from None
         return await queue_rows(request), f"Job {str(old.id)[:8]} queued again as {str(outcome.job.id)[:8]}"
 
+    async def whoami(request: gr.Request) -> str:
+        """With accounts, who is signed in and a way out; nothing in local mode."""
+        if not runtime.accounts:
+            return ""
+        me = await runtime.caller(request)
+        role = " (admin)" if me.is_admin else ""
+        return f"Signed in as **{me.user_id}**{role}"
+
     async def doctor_table() -> list[list[str]]:
         return doctor_rows(await run_doctor(settings))
 
@@ -483,6 +491,9 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
         thread = gr.State(lambda: str(uuid.uuid4()))
         jobs_map = gr.State(dict)
         gr.Markdown("# Atelier\nAsk, plan, and make images on your own ComfyUI and Ollama.")
+        with gr.Row(visible=runtime.accounts, equal_height=True):
+            signed_in = gr.Markdown(elem_id="signed-in")
+            gr.Button("Log out", link="logout", size="sm", scale=0, min_width=100, elem_id="log-out")
         notice = gr.Markdown(elem_id="service-banner")
         with gr.Tab("Chat"), gr.Row():
             with gr.Column(scale=4):
@@ -514,7 +525,8 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
             found = gr.Markdown()
             pictures = gr.Gallery(label="Images", columns=4, height="auto", elem_id="gallery")
         with gr.Tab("Queue"):
-            queue_table = gr.Dataframe(headers=QUEUE_COLUMNS, interactive=False, wrap=True, label="Your jobs")
+            queue_table = gr.Dataframe(headers=QUEUE_COLUMNS, interactive=False, wrap=True, label="Your jobs",
+                                       column_widths=["24%", "9%", "10%", "31%", "14%", "12%"])
             with gr.Row():
                 job_id = gr.Textbox(label="Job id (or its start)", scale=3)
                 cancel = gr.Button("Cancel job")
@@ -547,6 +559,7 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
         retry.click(retry_job, [job_id], [queue_table, queue_note], api_name="retry_job")
         again.click(doctor_table, None, table, api_name="services")
         page.load(banner, None, notice, api_name="service_banner")
+        page.load(whoami, None, signed_in, **hidden)
         page.load(thread_choices, None, threads, **hidden)
         page.load(queue_rows, None, queue_table, **hidden)
         page.load(doctor_table, None, table, **hidden)
@@ -596,7 +609,7 @@ def build_server(settings: Settings, *, llm: BaseChatModel | None = None, connin
     if runtime.accounts:
         login = {"auth": runtime.login,
                  "auth_message": "Log in with your Atelier user name and one of your API keys "
-                                 "(an admin makes one with `atelier users key NAME`)."}
+                                 "(an admin makes one with: atelier users key NAME)."}
     result: FastAPI = gr.mount_gradio_app(server, page, path="/", allowed_paths=allowed,
                                           footer_links=["gradio"], **login)
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +116,19 @@ def _rate(buttons: Any, option: str) -> None:
     if option in {"Like", "Dislike"}:
         buttons.get_by_label(option, exact=True).click()
         return
-    buttons.get_by_label("Feedback", exact=True).click()
-    buttons.get_by_role("button", name=option, exact=True).click()
+    from playwright.sync_api import expect
+
+    # The menu closes when the chat re-renders under it (a late update), so open it again until the option shows.
+    choice = buttons.get_by_role("button", name=option, exact=True)
+    for _attempt in range(5):
+        buttons.hover()
+        buttons.get_by_label("Feedback", exact=True).click()
+        try:
+            expect(choice).to_be_visible(timeout=3_000)
+            break
+        except AssertionError:
+            continue
+    choice.click()
 
 
 def test_services_down_are_said_in_the_page(
@@ -136,4 +148,39 @@ def test_services_down_are_said_in_the_page(
         _say(page, "Which colours go well with a sage green kitchen?")
         expect(page.locator("#chat").get_by_text("ollama serve", exact=False)).to_be_visible(timeout=30_000)
         page.screenshot(path=str(SHOTS / "chat-services-down.png"), full_page=True)
+        page.close()
+
+
+def test_with_accounts_a_person_logs_in_with_an_api_key_and_sees_their_queue(
+    browser: Any, fake_comfy: FakeComfyUI, fake_ollama: FakeOllama, machine_pg_url: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    from tests.integration.test_chat_accounts import _make_users, _settings
+
+    settings = _settings(tmp_path, fake_comfy.url, fake_ollama.url, machine_pg_url)
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's event loop
+        keys = pool.submit(_make_users, settings, machine_pg_url).result()
+    with ServerThread(settings, machine_pg_url) as url:
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(url)
+        expect(page.get_by_text("one of your API keys", exact=False)).to_be_visible(timeout=30_000)
+        page.get_by_label("username").fill("ana")
+        page.get_by_label("password").fill(keys["bo"])  # bo's key is not ana's
+        page.get_by_role("button", name="Login").click()
+        expect(page.get_by_text("Incorrect credentials", exact=False)).to_be_visible(timeout=10_000)
+        page.screenshot(path=str(SHOTS / "chat-login-refused.png"), full_page=True)
+        page.get_by_label("username").fill("ana")  # a refused login clears the form
+        page.get_by_label("password").fill(keys["ana"])
+        page.get_by_role("button", name="Login").click()
+        expect(page.locator("#message textarea")).to_be_visible(timeout=30_000)
+        expect(page.locator("#signed-in")).to_contain_text("Signed in as ana", timeout=10_000)
+        _say(page, "draw a paper boat on a pond")
+        expect(page.locator("#chat").get_by_text("Done:", exact=False)).to_be_visible(timeout=60_000)
+        page.get_by_role("tab", name="Queue").click()
+        page.get_by_role("button", name="Refresh").click()
+        expect(page.get_by_text("paper boat", exact=False).last).to_be_visible(timeout=10_000)
+        page.screenshot(path=str(SHOTS / "chat-login-queue.png"), full_page=True)
+        page.locator("#log-out").click()
+        expect(page.get_by_role("button", name="Login")).to_be_visible(timeout=10_000)
         page.close()
