@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import subprocess
 import sys
@@ -248,6 +249,38 @@ async def test_ratings_reach_ledger_and_memory_and_shape_the_style_profile(
     assert profile.best_prompts[0] == "a fox, watercolor, soft light"
     with pytest.raises(Exception, match="no job"):
         await rate_image(ctx, RateImageArgs(job_id=str(liked.id), owner="bea", stars=1))
+
+
+@pytest.mark.asyncio
+async def test_ratings_given_outside_the_memory_reach_it(ledger_svc: LedgerService, memory: MemoryStore,
+                                                         settings: Settings) -> None:
+    """A rating through the job API or MCP (the ledger only) is copied onto the image by the memory's indexer."""
+    fox = await finished_job(ledger_svc, "a fox, watercolor", "ana", _png((200, 40, 30)))
+    owl = await finished_job(ledger_svc, "an owl, watercolor", "ana", _png((90, 80, 70)))
+    indexer = MemoryIndexer(ledger_svc.ledger, memory, ledger_svc.store, settings)
+    await indexer.catch_up()
+    ctx = MemoryContext(memory, settings, ledger_svc.ledger)
+    await ledger_svc.ledger.rate(fox.id, "ana", rating=5, thumb=None)  # as POST /jobs/{id}/rating does
+    assert await search_images(ctx, SearchImagesArgs(query="fox", owner="ana", min_rating=4)) == []
+    assert await indexer.sync_ratings() == 1
+    assert await indexer.sync_ratings() == 0, "a copied rating is not copied again"
+    top = await search_images(ctx, SearchImagesArgs(query="fox", owner="ana", min_rating=4))
+    assert [h.image.job_id for h in top] == [str(fox.id)] and top[0].image.rating == 5
+
+    # A running indexer copies a new rating as soon as the ledger announces it.
+    stop = asyncio.Event()
+    following = asyncio.create_task(indexer.follow(stop))
+    await asyncio.sleep(0.5)
+    await ledger_svc.ledger.rate(owl.id, "ana", rating=4, thumb=1)
+    await ledger_svc.ledger.rate(fox.id, "ana", rating=2, thumb=None)
+    for _ in range(100):
+        found = await search_images(ctx, SearchImagesArgs(query="watercolor", owner="ana", min_rating=4))
+        if [h.image.job_id for h in found] == [str(owl.id)]:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(following, 10)
+    assert [(h.image.job_id, h.image.rating, h.image.thumb) for h in found] == [(str(owl.id), 4, 1)]
 
 
 def test_an_owner_process_indexes_what_other_processes_record(settings: Settings, machine_pg_url: str,

@@ -344,6 +344,15 @@ BEGIN
 END $$;
 """
 
+# A rating given anywhere (chat, API, MCP) is stamped `rated_at`; the memory's owner copies it onto the image's
+# points and records the stamp it copied in `memory_rated_at`, so a newer rating is copied again.
+_RATING_SYNC = """
+ALTER TABLE jobs ADD COLUMN rated_at timestamptz, ADD COLUMN memory_rated_at timestamptz;
+CREATE INDEX jobs_ratings_to_sync ON jobs (rated_at)
+    WHERE rated_at IS NOT NULL AND memory_indexed_at IS NOT NULL
+      AND (memory_rated_at IS NULL OR memory_rated_at < rated_at);
+"""
+
 _ACCOUNTS = """
 CREATE TABLE users (
     id                  text PRIMARY KEY CHECK (id ~ '^[a-z0-9][a-z0-9._-]{0,63}$'),
@@ -389,6 +398,7 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "prompt library, A/B tests and prompt uses", _PROMPTS),
     Migration(6, "job models and claim affinity for VRAM hot-swap", _AFFINITY),
     Migration(7, "users, API keys, quotas and the shared JWT secret", _ACCOUNTS),
+    Migration(8, "ratings waiting to reach the memory", _RATING_SYNC),
 ]
 
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Self
 
 import psycopg
@@ -27,7 +28,7 @@ from tools.ledger.models import TERMINAL_STATUSES, Job, JobOutput, JobRequest, S
 from tools.ledger.planning import PlannedJob
 
 __all__ = ["Claim", "ClaimSpec", "IdempotencyKeyTakenError", "JobLedger", "JobNotFoundError", "LeaseLostError",
-           "LedgerUnavailableError"]
+           "LedgerUnavailableError", "RatingToSync"]
 
 
 class IdempotencyKeyTakenError(AtelierError):
@@ -132,6 +133,17 @@ class ClaimSpec:
         return {"worker": self.worker, "server": self.server, "vram": self.vram_free_gb,
                 "known": list(self.known_servers), "lease": self.lease_seconds, "models": list(self.models),
                 "affinity": self.affinity_seconds}
+
+
+@dataclass(frozen=True)
+class RatingToSync:
+    """A job's current rating that the memory does not hold yet; `rated_at` stamps which rating it is."""
+
+    job_id: uuid.UUID
+    rating: int | None
+    thumb: int | None
+    rated_at: datetime
+    images: int
 
 
 def _claim(row: DictRow | None) -> Claim | None:
@@ -578,20 +590,45 @@ class JobLedger:
             return [Job.model_validate(row) for row in await cur.fetchall()]
 
     async def mark_indexed(self, job_ids: Sequence[uuid.UUID]) -> None:
-        """Record that the memory holds these jobs' images."""
+        """Record that the memory holds these jobs' images (with the ratings they had when read)."""
         async with self.pool.connection() as conn:
             await conn.execute("UPDATE jobs SET memory_indexed_at = now() WHERE id = ANY(%s)", (list(job_ids),))
+
+    async def ratings_to_sync(self, limit: int = 256) -> list[RatingToSync]:
+        """Indexed jobs rated since the memory last copied their rating, oldest rating first."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, rating, thumb, rated_at, greatest(jsonb_array_length(outputs), 1) AS images FROM jobs "
+                "WHERE rated_at IS NOT NULL AND memory_indexed_at IS NOT NULL "
+                "AND (memory_rated_at IS NULL OR memory_rated_at < rated_at) ORDER BY rated_at LIMIT %s",
+                (limit,),
+            )
+            return [RatingToSync(job_id=row["id"], rating=row["rating"], thumb=row["thumb"],
+                                 rated_at=row["rated_at"], images=row["images"]) for row in await cur.fetchall()]
+
+    async def mark_ratings_synced(self, synced: Sequence[RatingToSync]) -> None:
+        """Record which rating (by its stamp) the memory now holds; a rating given meanwhile stays to sync."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE jobs SET memory_rated_at = s.rated_at FROM unnest(%s::uuid[], %s::timestamptz[]) "
+                "AS s(id, rated_at) WHERE jobs.id = s.id",
+                ([r.job_id for r in synced], [r.rated_at for r in synced]),
+            )
 
     async def rate(self, job_id: str | uuid.UUID, owner: str, *, rating: int | None, thumb: int | None) -> Job:
         """Store a 1–5 rating and/or a thumb (+1/-1) on one of `owner`'s jobs."""
         job = await self.get(job_id)
         if job.owner != owner:
             raise JobNotFoundError(str(job_id))  # someone else's job: as if it did not exist
-        updated = await self._one(
-            "UPDATE jobs SET rating = coalesce(%s, rating), thumb = coalesce(%s, thumb), updated_at = now() "
-            "WHERE id = %s RETURNING *",
-            (rating, thumb, job.id),
-        )
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE jobs SET rating = coalesce(%s, rating), thumb = coalesce(%s, thumb), updated_at = now(), "
+                "rated_at = clock_timestamp() WHERE id = %s RETURNING *",
+                (rating, thumb, job.id),
+            )
+            updated = _job(await cur.fetchone())
+            # Whoever owns the memory copies the rating onto the image (tools/memory/indexer.py).
+            await conn.execute("SELECT pg_notify('atelier_ratings', %s)", (str(job.id),))
         assert updated is not None
         return updated
 

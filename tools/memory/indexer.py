@@ -2,7 +2,9 @@
 
 Workers never touch the memory (local Qdrant allows one process); whichever process owns it (the chat,
 the API server, or `atelier memory index --follow`) indexes what the ledger says succeeded, on start and
-whenever a job succeeds (LISTEN atelier_status).
+whenever a job succeeds (LISTEN atelier_status). Ratings given anywhere (chat, job API, MCP) follow the same way:
+the ledger stamps each rating and notifies `atelier_ratings`, and the indexer copies it onto the image's points,
+so style profiles and rating-filtered searches see ratings from every front end.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tools.ledger.models import Job
 from tools.ledger.output_store import OutputStore
 from tools.ledger.store import JobLedger
 from tools.memory.images import caption_image, colour_layout, records_for_job
+from tools.memory.records import image_point_id
 from tools.memory.store import PIXEL_DIM, MemoryStore
 from tools.settings import Settings
 
@@ -69,21 +72,40 @@ class MemoryIndexer:
             total += await asyncio.to_thread(self.index_jobs, jobs)
             await self.ledger.mark_indexed([j.id for j in jobs])
 
+    async def sync_ratings(self) -> int:
+        """Copy ratings the memory does not hold yet onto the images' points; how many jobs were updated."""
+        total = 0
+        while True:
+            pending = await self.ledger.ratings_to_sync()
+            if not pending:
+                return total
+            for item in pending:
+                points = [image_point_id(str(item.job_id), i) for i in range(item.images)]
+                await asyncio.to_thread(self.memory.set_rating, points, rating=item.rating, thumb=item.thumb)
+            await self.ledger.mark_ratings_synced(pending)
+            total += len(pending)
+
     async def follow(self, stop: asyncio.Event) -> None:
-        """Catch up, then again each time a job succeeds, until `stop` is set."""
+        """Catch up, then again each time a job succeeds or is rated, until `stop` is set."""
         while not stop.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(self.ledger.conninfo, autocommit=True) as listen:
                     await listen.execute("LISTEN atelier_status")
+                    await listen.execute("LISTEN atelier_ratings")
                     await self.catch_up()
+                    await self.sync_ratings()
                     while not stop.is_set():
+                        succeeded = rated = False
                         async with contextlib.aclosing(listen.notifies(timeout=1.0)) as notes:
                             async for note in notes:
-                                if note.payload.endswith(" succeeded"):
+                                succeeded = note.channel == "atelier_status" and note.payload.endswith(" succeeded")
+                                rated = note.channel == "atelier_ratings"
+                                if succeeded or rated:
                                     break
-                            else:
-                                continue
-                        await self.catch_up()
+                        if succeeded:
+                            await self.catch_up()
+                        if succeeded or rated:
+                            await self.sync_ratings()
             except psycopg.Error as exc:
                 log.warning("memory indexer lost the database (%s); retrying", exc)
                 await asyncio.sleep(1.0)
