@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +16,7 @@ import psycopg
 import pytest
 
 from tests.fakes.comfyui_server import FakeComfyUI
+from tests.serving import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(180)
@@ -38,32 +37,11 @@ def langgraph_dev(env: Mapping[str, str], folder: Path) -> Iterator[str]:
     """
     port = free_port()
     full_env = os.environ | {"LANGGRAPH_NO_VERSION_CHECK": "true", "LANGGRAPH_CLI_NO_ANALYTICS": "1"} | dict(env)
-    log_path = folder / "langgraph.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "langgraph"), "dev", "--port", str(port),
-                             "--no-browser", "--no-reload"], cwd=ROOT, env=full_env, stdout=log,
-                            stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"langgraph dev exited: {log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/ok", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("langgraph dev did not answer on its port (did it pick another one?)")
+    command = [str(Path(sys.executable).parent / "langgraph"), "dev", "--port", str(port), "--no-browser",
+               "--no-reload"]
+    with serving(command, f"{url}/ok", folder / "langgraph.log", env=full_env, cwd=ROOT, ready=200, timeout=90):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -22,6 +21,7 @@ from tests.chat_server import free_port
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.fakes.ollama_server import FakeOllama
 from tests.integration.test_mcp_server import ATELIER, _env
+from tests.serving import serving
 from tools.accounts.auth import jwt_secret
 from tools.accounts.directory import UserDirectory
 from tools.accounts.models import Principal
@@ -67,27 +67,10 @@ async def people(machine_pg_url: str, tmp_path: Path) -> AsyncIterator[People]:
 def _serving(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[str]:
     """`atelier mcp --http ARGS` in a child process; yields its MCP URL once it accepts connections."""
     port = free_port()
-    log_path = tmp_path / f"mcp-{port}.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([str(ATELIER), "mcp", "--http", "--port", str(port), *args], stdout=log,
-                                stderr=subprocess.STDOUT, env=env)
-        url = f"http://127.0.0.1:{port}/mcp"
-        try:
-            for _ in range(300):
-                if proc.poll() is not None:
-                    raise RuntimeError(log_path.read_text())
-                try:
-                    httpx.get(url, timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    url = f"http://127.0.0.1:{port}/mcp"
+    with serving([str(ATELIER), "mcp", "--http", "--port", str(port), *args], url, tmp_path / f"mcp-{port}.log",
+                 env=env, timeout=60):
+        yield url
 
 
 @pytest.fixture

@@ -5,19 +5,17 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.chat_server import free_port
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.fakes.ollama_server import FakeOllama
+from tests.serving import serving
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
@@ -92,27 +90,10 @@ def http_server(fake_comfy: FakeComfyUI, fake_ollama: FakeOllama, machine_pg_url
                 tmp_path: Path) -> Iterator[str]:
     """`atelier mcp --http` in a child process."""
     port = free_port()
-    log = (tmp_path / "mcp.log").open("w")
-    proc = subprocess.Popen([str(ATELIER), "mcp", "--http", "--port", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, env=_env(tmp_path, fake_comfy, fake_ollama, machine_pg_url))
     url = f"http://127.0.0.1:{port}/mcp"
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                raise RuntimeError((tmp_path / "mcp.log").read_text())
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with serving([str(ATELIER), "mcp", "--http", "--port", str(port)], url, tmp_path / "mcp.log",
+                 env=_env(tmp_path, fake_comfy, fake_ollama, machine_pg_url), timeout=60):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 async def test_streamable_http(http_server: str, fake_ollama: FakeOllama) -> None:
