@@ -244,6 +244,8 @@ class Worker:
         while not stop.is_set():
             if claim is None:
                 if not await self._check_server(state):
+                    if stop.is_set():
+                        break
                     await asyncio.sleep(state.down_delay)
                     state.down_delay = min(state.down_delay * 2, 10.0)
                     continue
@@ -256,6 +258,9 @@ class Worker:
                     continue
                 if claim is None:
                     timeout = await self._idle_timeout()
+                    # A stop's cancel can be swallowed by the database driver mid-query; the stop flag cannot.
+                    if stop.is_set():
+                        break
                     # asyncio.timeout, not wait_for: on Python 3.11 a stop's cancel that lands as the timeout fires
                     # can be taken for the timeout by wait_for, and the slot would not notice it was cancelled.
                     with contextlib.suppress(TimeoutError):
