@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from tests.fakes.comfyui_server import FakeComfyUI
 from tools.api.comfy_probe import ComfyProbeCollector
 from tools.api.jobs import build_job_api
-from tools.ledger.metrics import LedgerCollector, WorkerMetrics
+from tools.ledger.metrics import WorkerMetrics
 from tools.ledger.output_store import LocalOutputStore
 from tools.ledger.service import LedgerService
 from tools.ledger.usage_collector import UsageCollector
@@ -250,7 +250,7 @@ async def exported(svc: LedgerService, settings: Settings) -> AsyncIterator[set[
         scraped = await http.get("/metrics")
     assert scraped.status_code == 200
     names = (_sample_names(WorkerMetrics().registry)
-             | _sample_names(_registry_of(LedgerCollector(conninfo), UsageCollector(conninfo)))
+             | _sample_names(_registry_of(UsageCollector(conninfo)))
              | _sample_names(_registry_of(ComfyProbeCollector(settings.comfyui_urls)))
              | _sample_names(api.state.metrics_registry))
     yield names

@@ -20,7 +20,6 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tools.api.comfy_probe import ComfyProbeCollector
-from tools.ledger.metrics import LedgerCollector
 from tools.ledger.usage_collector import UsageCollector
 from tools.settings import Settings
 
@@ -30,29 +29,25 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class AppLedgerCollector(Collector):
-    """The ledger collectors of the database `api.state.ledger` has open (nothing but `ledger_up 0` before)."""
+    """The ledger-wide series of the database `api.state.ledger` has open (nothing but `ledger_up 0` before)."""
 
     def __init__(self, api: FastAPI, settings: Settings) -> None:
         self.api = api
         self.settings = settings
-        self._conninfo: str | None = None
-        self._collectors: list[Collector] = []
+        self._usage: UsageCollector | None = None
 
     def collect(self) -> Iterator[Metric]:
-        """Delegate to LedgerCollector and UsageCollector on the app's database."""
+        """Delegate to a UsageCollector on the app's database."""
         service = getattr(self.api.state, "ledger", None)
         if service is None:
             yield GaugeMetricFamily("atelier_ledger_up", "1 when the last scrape could read the ledger, else 0.",
                                     value=0)
             return
         conninfo: str = service.ledger.conninfo
-        if conninfo != self._conninfo:
+        if self._usage is None or self._usage.conninfo != conninfo:
             # Heartbeats come every lease/3: a worker silent for three whole leases is taken for gone.
-            alive = 3 * self.settings.lease_seconds
-            self._collectors = [LedgerCollector(conninfo), UsageCollector(conninfo, alive_seconds=alive)]
-            self._conninfo = conninfo
-        for collector in self._collectors:
-            yield from collector.collect()
+            self._usage = UsageCollector(conninfo, alive_seconds=3 * self.settings.lease_seconds)
+        yield from self._usage.collect()
 
 
 class RequestMetrics:

@@ -1,24 +1,15 @@
-"""Prometheus metrics of a worker: its own counters and histograms, plus ledger-wide gauges read at scrape time."""
+"""Prometheus metrics of a worker: its own counters and histograms, plus the ledger-wide series read at scrape time
+(tools/ledger/usage_collector.py)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from typing import Any
-
-import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from tools.ledger.usage_collector import UsageCollector
 
-__all__ = ["LedgerCollector", "WorkerMetrics", "serve_metrics"]
-
-log = logging.getLogger(__name__)
+__all__ = ["WorkerMetrics", "serve_metrics"]
 
 _DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
-_STATUSES = ("queued", "submitted", "running", "succeeded", "failed", "cancelled")
 
 
 class WorkerMetrics:
@@ -54,34 +45,6 @@ class WorkerMetrics:
         self.retries = Counter("atelier_worker_retries", "Transient failures sent back to the queue.", registry=r)
 
 
-class LedgerCollector(Collector):
-    """Ledger-wide numbers read from PostgreSQL on each scrape: jobs by status, queue depth, cache hits."""
-
-    def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
-
-    def _query(self) -> tuple[dict[str, int], int]:
-        """(jobs per status, jobs answered from the cache)."""
-        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
-            rows: list[Any] = conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall()
-            hits: Any = conn.execute("SELECT count(*) FROM jobs WHERE cached_from IS NOT NULL").fetchone()
-        return {str(status): int(n) for status, n in rows}, int(hits[0]) if hits else 0
-
-    def collect(self) -> Iterator[Metric]:
-        """Yield the gauges; nothing (and a log line) when the database cannot be read."""
-        try:
-            by_status, hits = self._query()
-        except psycopg.Error as exc:
-            log.warning("metrics: cannot read the ledger: %s", exc)
-            return
-        jobs = GaugeMetricFamily("atelier_jobs", "Jobs in the ledger by status.", labels=["status"])
-        for status in _STATUSES:
-            jobs.add_metric([status], by_status.get(status, 0))
-        yield jobs
-        yield GaugeMetricFamily("atelier_queue_depth", "Jobs waiting for a worker.", value=by_status.get("queued", 0))
-        yield CounterMetricFamily("atelier_cache_hits", "Jobs answered from the result cache.", value=hits)
-
-
 def serve_metrics(metrics: WorkerMetrics, conninfo: str, port: int, host: str = "127.0.0.1",
                   *, alive_seconds: float = 90.0) -> None:
     """Serve /metrics on host:port from a background thread (worker metrics + the ledger-wide series).
@@ -89,6 +52,5 @@ def serve_metrics(metrics: WorkerMetrics, conninfo: str, port: int, host: str = 
     The ledger-wide series (jobs, queue, per-owner usage, worker heartbeats) are the job API's too, so a stack
     scraped only through its workers still has every series the alerts and the dashboard use.
     """
-    metrics.registry.register(LedgerCollector(conninfo))
     metrics.registry.register(UsageCollector(conninfo, alive_seconds=alive_seconds))
     start_http_server(port, addr=host, registry=metrics.registry)

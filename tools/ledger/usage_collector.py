@@ -1,4 +1,5 @@
-"""Ledger-wide usage read from PostgreSQL at scrape time: per-owner GPU seconds, cost and jobs; queue age; workers.
+"""Ledger-wide series read from PostgreSQL at scrape time: jobs by status and owner, queue depth and age, cache
+hits, per-owner GPU seconds and cost, workers.
 
 Every scrape opens one short connection, runs a few bounded queries under a statement timeout and closes it.
 Per-owner series are limited to the owners with the most GPU time (the rest are summed as owner `_other`), and
@@ -18,12 +19,14 @@ import psycopg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["OTHER_OWNERS", "UsageCollector", "UsageSnapshot", "read_usage"]
+__all__ = ["OTHER_OWNERS", "STATUSES", "UsageCollector", "UsageSnapshot", "read_usage"]
 
 log = logging.getLogger(__name__)
 
 # The owner label of everyone beyond the `max_owners` with the most GPU time.
 OTHER_OWNERS = "_other"
+# Every job status, so `atelier_jobs` shows each (0 when none).
+STATUSES = ("queued", "submitted", "running", "succeeded", "failed", "cancelled")
 
 _OWNERS_SQL = """
 WITH per AS (
@@ -43,6 +46,8 @@ _OLDEST_SQL = """
 SELECT coalesce(extract(epoch FROM now() - min(greatest(created_at, not_before))), 0)
 FROM jobs WHERE status = 'queued' AND not_before <= now()
 """
+
+_CACHE_HITS_SQL = "SELECT count(*) FROM jobs WHERE cached_from IS NOT NULL"
 
 _ALIVE_SQL = """
 SELECT count(*) FILTER (WHERE last_seen > now() - make_interval(secs => %(alive)s)),
@@ -65,9 +70,17 @@ class UsageSnapshot:
     owner_gpu_seconds: dict[str, float] = field(default_factory=dict)
     owner_cost: dict[str, float] = field(default_factory=dict)
     oldest_queued_seconds: float = 0.0
+    cache_hits: int = 0
     workers_alive: int = 0
     workers_recent: int = 0
     heartbeat_age: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def jobs_by_status(self) -> dict[str, int]:
+        """Jobs per status, summed over owners (the `_other` row included, so the totals are exact)."""
+        totals = dict.fromkeys(STATUSES, 0)
+        for (_owner, status), count in self.owner_jobs.items():
+            totals[status] = totals.get(status, 0) + count
+        return totals
 
 
 def read_usage(
@@ -82,6 +95,8 @@ def read_usage(
         snap.owner_cost[str(owner)] = snap.owner_cost.get(str(owner), 0.0) + float(cost)
     oldest = conn.execute(_OLDEST_SQL).fetchone()
     snap.oldest_queued_seconds = max(0.0, float(oldest[0])) if oldest else 0.0
+    hits = conn.execute(_CACHE_HITS_SQL).fetchone()
+    snap.cache_hits = int(hits[0]) if hits else 0
     alive = conn.execute(_ALIVE_SQL, {"alive": alive_seconds, "forget": forget_seconds}).fetchone()
     if alive:
         snap.workers_alive, snap.workers_recent = int(alive[0]), int(alive[1])
@@ -138,6 +153,13 @@ class UsageCollector(Collector):
 
 def _families(snap: UsageSnapshot) -> Iterator[Metric]:
     """The metric families of one snapshot."""
+    by_status = snap.jobs_by_status()
+    totals = GaugeMetricFamily("atelier_jobs", "Jobs in the ledger by status.", labels=["status"])
+    for status, count in by_status.items():
+        totals.add_metric([status], count)
+    yield totals
+    yield GaugeMetricFamily("atelier_queue_depth", "Jobs waiting for a worker.", value=by_status["queued"])
+    yield CounterMetricFamily("atelier_cache_hits", "Jobs answered from the result cache.", value=snap.cache_hits)
     jobs = GaugeMetricFamily("atelier_owner_jobs", "Jobs in the ledger by owner and status.",
                              labels=["owner", "status"])
     for (owner, status), count in sorted(snap.owner_jobs.items()):
