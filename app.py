@@ -102,12 +102,9 @@ class ChatRuntime:
             raise gr.Error("Log in first: this Atelier has accounts (user name and an API key).")
         services = await self.get()
         try:
-            user = await UserDirectory(services.ledger.ledger.pool).get(name)
-        except AtelierError as exc:
+            return await UserDirectory(services.ledger.ledger.pool).session_principal(name)
+        except AuthError as exc:
             raise gr.Error(str(exc)) from None
-        if user.disabled_at is not None:
-            raise gr.Error(f"the account '{user.id}' is disabled; ask an admin (`atelier users enable {user.id}`)")
-        return Principal(user_id=user.id, role=user.role, via="api-key", priority=user.priority)
 
     async def login(self, username: str, password: str) -> bool:
         """Gradio's login check: the password is one of the user's API keys (`atelier users key NAME`)."""

@@ -165,6 +165,17 @@ class UserDirectory:
         if row["user_disabled"] is not None:
             raise AuthError(f"the account '{row['user_id']}' is disabled", status=403)
 
+    async def session_principal(self, user_id: str) -> Principal:
+        """The principal of a user who logged in earlier (a chat session): refused once disabled (403) or gone."""
+        try:
+            user = await self.get(user_id)
+        except AccountError as exc:
+            raise AuthError(str(exc)) from exc
+        if user.disabled_at is not None:
+            raise AuthError(f"the account '{user.id}' is disabled; an admin can run `atelier users enable {user.id}`",
+                            status=403)
+        return Principal(user_id=user.id, role=user.role, via="api-key", priority=user.priority)
+
     async def authenticate_claims(self, claims: TokenClaims) -> Principal:
         """The principal of a verified token, refused when its key was revoked or its user disabled since."""
         async with self.pool.connection() as conn:

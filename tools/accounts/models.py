@@ -77,10 +77,6 @@ class Principal(BaseModel):
         """Admins read and act on everyone's jobs, images, memory and conversations."""
         return self.role == "admin"
 
-    def may_see(self, owner: str) -> bool:
-        """Whether this principal may read something owned by `owner`."""
-        return self.is_admin or owner == self.user_id
-
     @property
     def sees_only(self) -> str | None:
         """The owner whose work this principal may read (None: everyone's, for admins) — the ledger's `owner=`."""

@@ -617,9 +617,7 @@ class JobLedger:
 
     async def rate(self, job_id: str | uuid.UUID, owner: str, *, rating: int | None, thumb: int | None) -> Job:
         """Store a 1–5 rating and/or a thumb (+1/-1) on one of `owner`'s jobs."""
-        job = await self.get(job_id)
-        if job.owner != owner:
-            raise JobNotFoundError(str(job_id))  # someone else's job: as if it did not exist
+        job = await self.get(job_id, owner=owner)  # someone else's job: as if it did not exist
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "UPDATE jobs SET rating = coalesce(%s, rating), thumb = coalesce(%s, thumb), updated_at = now(), "
