@@ -24,6 +24,7 @@ from langgraph.types import Command
 
 from graphs.checkpoint import postgres_checkpointer
 from graphs.deps import SupervisorDeps
+from graphs.owner import OWNER_KEY
 from graphs.state import SupervisorState
 from graphs.supervisor import build_supervisor
 from tools.errors import AtelierError
@@ -203,10 +204,11 @@ async def run_turn(services: ChatServices, thread_id: str, owner: str, *, messag
     """One turn (a new `message`, or `resume` after an approval): stream it, then follow the images it queued."""
     options = options or ChatOptions()
     config = options.configurable(thread_id)
+    config["configurable"][OWNER_KEY] = owner  # who acts: the caller this process authenticated (graphs/owner.py)
     payload: Any
     if message is not None:
         await services.threads.touch(thread_id, owner, message)
-        payload = {"messages": [HumanMessage(message, id=str(uuid.uuid4()))], "owner": owner, "mode": options.mode()}
+        payload = {"messages": [HumanMessage(message, id=str(uuid.uuid4()))], "mode": options.mode()}
     else:
         if await services.threads.get(thread_id, owner) is None:
             raise AtelierError(f"no conversation {thread_id!r} of yours waits for an answer")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
@@ -10,6 +9,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from graphs.owner import require_admin
+from tools.catalog import require_workflow_name
 from tools.generate import generate_image
 from tools.schemas import GenerationParams
 from tools.settings import Settings, load_settings
@@ -26,22 +26,19 @@ class GenerateState(TypedDict, total=False):
 
 
 def build_generate_graph(*, settings: Settings) -> StateGraph[GenerateState]:
-    """Build the (uncompiled) graph; per-run `configurable` may set `comfy_url` and `out_dir`.
+    """Build the (uncompiled) graph: ComfyUI servers and the output folder come from `settings` only.
 
-    Through the LangGraph server with accounts, only admins may run it (graphs/owner.py `require_admin`).
+    What a run may name is what any caller may: a catalog workflow and values (an input image only as a stored
+    input's name, tools/inputs.py). Through the LangGraph server with accounts, only admins may run it
+    (graphs/owner.py `require_admin`): it renders outside the ledger and its quotas.
     """
 
     async def generate(state: GenerateState, config: RunnableConfig) -> GenerateState:
         require_admin(config, settings, "the generate graph")
-        options = config.get("configurable") or {}
-        out_dir = options.get("out_dir")
-        result = await generate_image(
-            GenerationParams.model_validate(state["params"]),
-            settings=settings,
-            workflow=state.get("workflow"),
-            comfy_url=options.get("comfy_url"),
-            out_dir=Path(out_dir) if out_dir else None,
-        )
+        workflow = state.get("workflow")
+        require_workflow_name(workflow)
+        result = await generate_image(GenerationParams.model_validate(state.get("params")), settings=settings,
+                                      workflow=workflow)
         return {"result": result.model_dump(mode="json")}
 
     builder: StateGraph[GenerateState] = StateGraph(GenerateState)

@@ -12,22 +12,28 @@ Only a request the rules find ambiguous costs one extra structured-output call t
 `approve` pauses with `interrupt()` when the estimate exceeds the settings' cost or GPU-time threshold;
 `Command(resume={"action": "approve" | "reject" | "edit", "prompts": [...]})` continues. Jobs go to the
 ledger under keys made of the thread, the turn's message and the image index: a resumed or repeated
-run never queues an image twice. Through the LangGraph server in accounts mode, the turn's `owner` is the
-authenticated caller, whatever the input says (graphs/owner.py).
+run never queues an image twice.
+
+Nothing in the state is trusted: the owner of every action is the caller (graphs/owner.py `acting_owner`), never
+the state's `owner`, and whatever reaches `submit` — from the designer, an `update_state` or a `Command` — is
+validated again as a job API request would be (catalog workflow names, stored input images, the values each
+workflow accepts and its limits, at most ATELIER_MAX_IMAGES_PER_REQUEST images).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any, Literal
 
+import psycopg
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.cost_router import choose_route
 from agents.llm import LLMUnavailableError, Meter, call_llm, call_structured
@@ -36,14 +42,16 @@ from agents.prompts import ANSWER_SYSTEM, INTENT_SYSTEM
 from agents.rag_retriever import answer_from_documents
 from agents.visual_designer import PURPOSE_LOOK, Design, design_image
 from graphs.deps import SupervisorDeps
-from graphs.owner import pinned_owner
+from graphs.owner import acting_owner
 from graphs.routing import classify
 from graphs.state import Intent, SupervisorState
+from tools.catalog import require_workflow_name
 from tools.errors import AtelierError
 from tools.ledger.threads import chat_job_key
 from tools.memory.style import StyleProfile, build_profile
 from tools.prompts.models import ChosenPrompt
 from tools.prompts.selection import choose_prompt
+from tools.schemas import GenerationParams
 from tools.settings import load_settings
 
 __all__ = ["PIPELINES", "IntentChoice", "build_supervisor", "graph"]
@@ -56,8 +64,32 @@ PIPELINES: dict[str, list[str]] = {
     "illustrate": ["answer", "design", "approve", "submit"],
     "plan": ["plan", "design", "approve", "submit"],
 }
+log = logging.getLogger(__name__)
 _LEADING = re.compile(r"^\s*(please\s+)?(generate|render|draw|paint|sketch|make|create|give me|show me|illustrate|"
                       r"visuali[sz]e)\s+(me\s+)?(an?\s+)?((image|picture|photo|illustration)\s+(of\s+)?)?", re.I)
+
+
+class RunOptions(BaseModel):
+    """The per-run options the designer reads from `configurable` (validated: they come from callers)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    workflow: str | None = None
+    quality: Literal["fast", "medium", "high", "ultra"] | None = None
+    target_seconds: float | None = Field(None, gt=0, le=86400)
+
+    @classmethod
+    def of(cls, config: RunnableConfig) -> RunOptions:
+        """The options of a run (AtelierError naming the bad one)."""
+        values = {key: value or None for key, value in (config.get("configurable") or {}).items()
+                  if key in cls.model_fields}
+        try:
+            options = cls.model_validate(values)
+        except ValidationError as exc:
+            raise AtelierError(f"a run option is not valid ({_first_problem(exc)}): workflow is a catalog name, "
+                               "quality one of fast/medium/high/ultra, target_seconds a number of seconds") from None
+        require_workflow_name(options.workflow)
+        return options
 
 
 class IntentChoice(BaseModel):
@@ -97,12 +129,9 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
     settings = deps.settings
 
     async def begin(state: SupervisorState, config: RunnableConfig) -> dict[str, Any]:
-        """A new turn: forget the previous turn's routing and designs; in accounts mode the caller owns it."""
-        update: dict[str, Any] = {"intent": fixed_intent, "routed_by": "fixed" if fixed_intent else None, "trail": [],
-                                  "briefs": [], "estimate": {}, "decision": {}, "jobs": [], "stopped": None}
-        if owner := pinned_owner(config, settings):
-            update["owner"] = owner  # the authenticated user, not the input's `owner`
-        return update
+        """A new turn: forget the previous turn's routing and designs; record who acts (the caller)."""
+        return {"intent": fixed_intent, "routed_by": "fixed" if fixed_intent else None, "trail": [], "briefs": [],
+                "estimate": {}, "decision": {}, "jobs": [], "stopped": None, "owner": acting_owner(config)}
 
     def supervise(state: SupervisorState) -> str:
         """The next agent for this turn's intent, or the end; stops loops and over-long turns."""
@@ -157,11 +186,11 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
             return _failure(state, "answer", meter, exc)
         return _done(state, "answer", meter, messages=[reply])
 
-    async def retrieve(state: SupervisorState) -> dict[str, Any]:
+    async def retrieve(state: SupervisorState, config: RunnableConfig) -> dict[str, Any]:
         """Earlier images when the request asks for images (no LLM call); else an answer from the documents."""
         meter = Meter("retrieve")
         text = _text(_last_human(state))
-        owner = state.get("owner", "anonymous")
+        owner = acting_owner(config)
         if _IMAGES.search(text) and deps.memory is not None:
             hits = await asyncio.to_thread(deps.memory.search_images, text, owner, 5)
             if not hits:
@@ -212,24 +241,23 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         steps quality down until the expected time (measured where known) fits.
         """
         meter = Meter("design")
-        options = config.get("configurable") or {}
-        briefs = [Brief.model_validate(b) for b in state.get("briefs", [])] or [_brief_from(state)]
-        thread = str(options.get("thread_id", "no-thread"))
+        configurable = config.get("configurable") or {}
+        thread = str(configurable.get("thread_id", "no-thread"))
         turn = _last_human(state).id or "turn"
-        forced = bool(options.get("workflow") or options.get("quality"))
         try:
+            options = RunOptions.of(config)
+            briefs = _checked_briefs(state.get("briefs", []), settings.max_images_per_request) or [_brief_from(state)]
+            forced = bool(options.workflow or options.quality)
             vram = await deps.vram_free_gb()
-            style = await asyncio.to_thread(_style, deps, state.get("owner", "anonymous"))
+            style = await asyncio.to_thread(_style, deps, acting_owner(config))
             measured = await _measured(deps)
-            target = options.get("target_seconds")
             designs = []
             for index, brief in enumerate(briefs):
                 chosen = await _library_prompt(deps, brief.purpose, chat_job_key(thread, turn, index), forced)
                 route = await asyncio.to_thread(
                     choose_route, brief.purpose, vram_free_gb=vram,
-                    workflow=options.get("workflow") or (chosen.workflow if chosen else None) or None,
-                    quality=options.get("quality") or None, target_seconds=float(target) if target else None,
-                    measured=measured)
+                    workflow=options.workflow or (chosen.workflow if chosen else None) or None,
+                    quality=options.quality, target_seconds=options.target_seconds, measured=measured)
                 designs.append(design_image(brief, route, style, chosen=chosen))
         except AtelierError as exc:
             return _failure(state, "design", meter, exc)
@@ -255,8 +283,12 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         decision = answer if isinstance(answer, dict) else {"action": str(answer)}
         update: dict[str, Any] = {"decision": decision}
         if decision.get("action") == "edit" and isinstance(decision.get("prompts"), list):
-            for d, prompt in zip(designs, decision["prompts"], strict=False):
-                d.params = d.params.model_copy(update={"prompt": str(prompt)})
+            try:
+                for d, prompt in zip(designs, decision["prompts"], strict=False):
+                    d.params = GenerationParams.model_validate({**d.params.model_dump(), "prompt": str(prompt)})
+            except ValidationError as exc:
+                return _failure(state, "approve", meter, AtelierError(f"the edited prompts were refused: "
+                                                                      f"{_first_problem(exc)}; nothing was queued"))
             update["briefs"] = [d.model_dump(mode="json") for d in designs]
         if decision.get("action") == "reject":
             update["messages"] = [AIMessage("Understood: nothing was generated.")]
@@ -264,9 +296,12 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         return _done(state, "approve", meter, **update)
 
     async def submit(state: SupervisorState, config: RunnableConfig) -> dict[str, Any]:
-        """Queue the approved images in the ledger, once each (idempotency keys)."""
+        """Queue the approved images in the ledger, once each (idempotency keys), as the caller."""
         meter = Meter("submit")
-        designs = [Design.model_validate(d) for d in state.get("briefs", [])]
+        try:
+            designs = _checked_designs(state.get("briefs", []), settings.max_images_per_request)
+        except AtelierError as exc:
+            return _failure(state, "submit", meter, exc)
         ledger = await deps.get_ledger()
         if ledger is None:
             summary = "; ".join(d.params.prompt for d in designs)
@@ -274,12 +309,15 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
                                                                      f"{summary}")])
         thread = str((config.get("configurable") or {}).get("thread_id", "no-thread"))
         turn = _last_human(state).id or "turn"
-        owner = state.get("owner", "anonymous")
+        owner = acting_owner(config)
         requests = [d.job_request(owner, chat_job_key(thread, turn, i)) for i, d in enumerate(designs)]
         results = await ledger.submit_many(requests)
         for design_, request, result in zip(designs, requests, results, strict=True):
             if design_.prompt_ref is not None and not isinstance(result, AtelierError):
-                await ledger.prompts.record_use(result.job.id, design_.prompt_ref, request.idempotency_key)
+                try:
+                    await ledger.prompts.record_use(result.job.id, design_.prompt_ref, request.idempotency_key)
+                except (AtelierError, psycopg.Error) as exc:  # a prompt named in the state that is not there
+                    log.warning("prompt use of job %s not recorded: %s", result.job.id, exc)
         jobs = [str(r.job.id) for r in results if not isinstance(r, AtelierError)]
         errors = [str(r) for r in results if isinstance(r, AtelierError)]
         lines = [f"- {d.brief.purpose}: {d.route.workflow} (job {job[:8]})" for d, job in zip(designs, jobs,
@@ -308,6 +346,45 @@ _PURPOSES = tuple(p for p in PURPOSE_LOOK if p != "illustration")
 _IMAGES = re.compile(r"\b(images?|pictures?|photos?)\b", re.I)
 _BUDGET = re.compile(r"(?:budget (?:of )?|under |below |at most |max(?:imum)? )\$?(\d+(?:\.\d+)?)")
 _PICTURE = re.compile(r"\b(look like|looks like|what does|picture|scene|view of)\b", re.I)
+
+
+def _first_problem(exc: ValidationError) -> str:
+    """The first problem pydantic found, as `where: what`."""
+    error = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{where}: {error.get('msg')}" if where else str(error.get("msg"))
+
+
+def _checked_briefs(raw: Any, limit: int) -> list[Brief]:
+    """The planner's briefs in the state, validated (AtelierError naming the problem)."""
+    if not raw:
+        return []
+    if not isinstance(raw, list) or len(raw) > limit:
+        raise AtelierError(f"the plan must be a list of at most {limit} images (ATELIER_MAX_IMAGES_PER_REQUEST); "
+                           "ask for fewer")
+    try:
+        return [Brief.model_validate(item) for item in raw]
+    except ValidationError as exc:
+        raise AtelierError(f"the plan in this conversation is not valid ({_first_problem(exc)}); ask again") from None
+
+
+def _checked_designs(raw: Any, limit: int) -> list[Design]:
+    """The state's designs, validated as any request is (AtelierError naming the problem; nothing half-queued).
+
+    The ledger checks the rest when it plans each job (catalog workflow names, stored input images, limits).
+    """
+    if not isinstance(raw, list):
+        raise AtelierError("the plan in this conversation is not a list of images; ask again")
+    if len(raw) > limit:
+        raise AtelierError(f"the plan has {len(raw)} images; one request may queue at most {limit} "
+                           "(ATELIER_MAX_IMAGES_PER_REQUEST): ask for fewer")
+    try:
+        designs = [Design.model_validate(item) for item in raw]
+    except ValidationError as exc:
+        raise AtelierError(f"the plan in this conversation is not valid ({_first_problem(exc)}); ask again") from None
+    for design in designs:
+        require_workflow_name(design.route.workflow)
+    return designs
 
 
 def _wants_picture(text: str) -> bool:

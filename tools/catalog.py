@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "QUALITY_ORDER",
     "URGENCIES",
+    "WORKFLOW_NAME_PATTERN",
     "CatalogEntry",
     "TemplateListing",
     "choose_workflow",
@@ -233,9 +234,20 @@ def choose_workflow(
     return _rank(candidates, level)
 
 
+# A workflow as callers name it: the catalog name (its file's stem), never a path or a file name.
+WORKFLOW_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$"
+_WORKFLOW_NAME = re.compile(WORKFLOW_NAME_PATTERN)
+
+
 def require_workflow_name(workflow: str | None) -> None:
-    """Refuse a workflow given as a file path where only catalog names are allowed (remote callers, agents)."""
-    if workflow and ("/" in workflow or "\\" in workflow or workflow.endswith(".json")):
+    """Refuse anything but a catalog name (a path, a file name, odd characters): the one check every front end,
+    the ledger and the agents use for a workflow someone named."""
+    if workflow is None:
+        return
+    if "/" in workflow or "\\" in workflow or workflow.lower().endswith((".json", ".png")):
         raise WorkflowError(f"workflow {workflow!r} is a file path; name a workflow from the catalog (GET /workflows, "
                             "the list_workflows tool, `atelier workflows`); your own workflows go in "
                             "ATELIER_WORKFLOWS_DIR on the server")
+    if not _WORKFLOW_NAME.fullmatch(workflow):
+        raise WorkflowError(f"workflow {workflow[:80]!r} is not a workflow name (letters, digits, spaces, '.', '_' and "
+                            "'-', at most 100); name one from the catalog (GET /workflows, `atelier workflows`)")

@@ -16,6 +16,7 @@ __all__ = [
     "ComfyUIError",
     "ComfyUnreachableError",
     "ComfyValidationError",
+    "InputImageError",
     "MissingModel",
     "NodeProblem",
     "SettingsError",
@@ -55,6 +56,10 @@ class SettingsError(AtelierError):
 
 class WorkflowError(AtelierError):
     """A workflow template or user-exported workflow is malformed, ambiguous or lacks a binding."""
+
+
+class InputImageError(WorkflowError):
+    """An input image that is not a stored input (a path, a link, missing) or not a sane image."""
 
 
 class ComfyUIError(AtelierError):

@@ -11,6 +11,7 @@ from tools.comfyui.client import ComfyClient, EventCallback
 from tools.comfyui.rest import ComfyREST
 from tools.comfyui.templates import WorkflowTemplate, load_workflow, random_seed, render
 from tools.errors import ComfyUnreachableError, WorkflowError
+from tools.inputs import resolve_input
 from tools.schemas import GeneratedImage, GenerationParams, GenerationResult, ImageRef
 from tools.settings import Settings
 
@@ -40,16 +41,14 @@ async def pick_server(urls: list[str], *, timeout: float = 5.0) -> str:
     raise ComfyUnreachableError(", ".join(urls), "; ".join(reasons))
 
 
-async def prepare_graph(comfy: ComfyClient, template: WorkflowTemplate, params: GenerationParams) -> dict[str, Any]:
-    """Upload a local input image when there is one, then render the template's API graph."""
+async def prepare_graph(comfy: ComfyClient, template: WorkflowTemplate, params: GenerationParams,
+                        settings: Settings) -> dict[str, Any]:
+    """Upload the input image from the inputs store when there is one, then render the template's API graph."""
     uploaded = None
     if params.input_image is not None:
-        local = Path(params.input_image).expanduser()
-        if await asyncio.to_thread(local.is_file):
-            data = await asyncio.to_thread(local.read_bytes)
-            uploaded = (await comfy.upload_image(data, name=local.name)).load_image_value
-        else:
-            uploaded = params.input_image  # a name already on the server's input folder
+        local = await asyncio.to_thread(resolve_input, params.input_image, settings)
+        data = await asyncio.to_thread(local.read_bytes)
+        uploaded = (await comfy.upload_image(data, name=local.name)).load_image_value
     return render(template, params, uploaded_image=uploaded)
 
 
@@ -89,7 +88,7 @@ async def generate_image(
         silence_seconds=settings.comfyui_silence_seconds,
         down_seconds=settings.comfyui_down_seconds,
     ) as comfy:
-        graph = await prepare_graph(comfy, template, params)
+        graph = await prepare_graph(comfy, template, params, settings)
         outcome = await comfy.run(graph, prompt_id=prompt_id, ui_workflow=template.ui_workflow, on_event=on_event)
         images = [
             GeneratedImage(path=await comfy.save(ref, target), ref=ref, node_id=node)

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["GeneratedImage", "GenerationParams", "GenerationResult", "ImageRef", "parse_size"]
+__all__ = ["MAX_PROMPT_CHARS", "GeneratedImage", "GenerationParams", "GenerationResult", "ImageRef", "parse_size"]
 
+# Longer prompts are no prompts (CLIP reads 77 tokens a chunk); the cap keeps a row or a turn from being megabytes.
+MAX_PROMPT_CHARS = 8000
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
 
@@ -28,8 +30,8 @@ class GenerationParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(..., min_length=1, description="What to draw.")
-    negative: str | None = Field(None, description="What to avoid in the image.")
+    prompt: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS, description="What to draw.")
+    negative: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="What to avoid in the image.")
     seed: int | None = Field(None, ge=0, le=2**64 - 1, description="Noise seed; random when omitted.")
     steps: int | None = Field(None, ge=1, le=10000, description="Sampling steps.")
     cfg: float | None = Field(None, ge=0.0, le=100.0, description="Classifier-free guidance scale.")
@@ -38,7 +40,9 @@ class GenerationParams(BaseModel):
     denoise: float | None = Field(None, ge=0.0, le=1.0, description="How much of an input image to repaint.")
     batch_size: int | None = Field(None, ge=1, le=64, description="Images per run.")
     input_image: str | None = Field(
-        None, description="Input image for image-to-image / upscale: a local file path or an uploaded name."
+        None, max_length=200,
+        description="Input image for image-to-image / upscale: the name of an image in Atelier's inputs store "
+                    "(upload it first: POST /inputs, or `atelier inputs add FILE`).",
     )
 
     @field_validator("prompt")

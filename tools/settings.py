@@ -55,8 +55,9 @@ class Settings(BaseSettings):
         description="How long a ComfyUI that went away may stay unreachable before its prompts are given up.",
     )
     http_timeout_seconds: float = Field(30.0, gt=0, validation_alias="ATELIER_HTTP_TIMEOUT_SECONDS")
-    chat_host: str = Field("127.0.0.1", validation_alias="ATELIER_CHAT_HOST")
-    chat_port: int = Field(7860, ge=1, le=65535, validation_alias="ATELIER_CHAT_PORT")
+    chat_host: str = Field("127.0.0.1", validation_alias=AliasChoices("ATELIER_CHAT_HOST", "GRADIO_SERVER_NAME"))
+    chat_port: int = Field(7860, ge=1, le=65535,
+                           validation_alias=AliasChoices("ATELIER_CHAT_PORT", "GRADIO_SERVER_PORT"))
     chat_worker: bool = Field(True, validation_alias="ATELIER_CHAT_WORKER",
                               description="Run a ledger worker and the memory indexer inside the chat process.")
     s3_bucket: str | None = Field(
@@ -151,6 +152,65 @@ class Settings(BaseSettings):
         description="Signs access tokens; unset: a secret generated once in the database, shared by its processes.",
     )
     token_ttl_seconds: int = Field(3600, ge=60, le=30 * 86400, validation_alias="ATELIER_TOKEN_TTL_SECONDS")
+    # --- the trust boundary (docs/security.md) ------------------------------------------------------------------
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="ATELIER_ALLOWED_ORIGINS",
+        description="Web origins (scheme://host:port, comma-separated) whose pages may call Atelier's servers; "
+                    "Atelier's own chat page is always allowed. E.g. https://smith.langchain.com for Studio.",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="ATELIER_ALLOWED_HOSTS",
+        description="Host names (comma-separated) Atelier's servers answer to besides loopback ones "
+                    "(a reverse proxy's public name); a request with another Host is refused (DNS rebinding).",
+    )
+    allow_unauthenticated: bool = Field(
+        False, validation_alias="ATELIER_ALLOW_UNAUTHENTICATED",
+        description="Let a server listen beyond loopback with ATELIER_AUTH=local (anyone who reaches it is admin).",
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, validation_alias="ATELIER_MAX_BODY_BYTES",
+        description="Largest HTTP request body the servers read (image uploads: ATELIER_MAX_UPLOAD_BYTES).",
+    )
+    max_upload_bytes: int = Field(
+        25 * 1024 * 1024, ge=1024, validation_alias="ATELIER_MAX_UPLOAD_BYTES",
+        description="Largest input image a caller may upload.",
+    )
+    max_image_pixels: int = Field(
+        64 * 1024 * 1024, ge=1024, validation_alias="ATELIER_MAX_IMAGE_PIXELS",
+        description="Largest input image (width × height) Atelier decodes; bigger ones are refused as bombs.",
+    )
+    max_steps: int = Field(
+        150, ge=1, le=10000, validation_alias="ATELIER_MAX_STEPS",
+        description="Most sampler steps a job may ask for (a workflow's catalog `max_steps` may lower it).",
+    )
+    max_batch_size: int = Field(
+        8, ge=1, le=64, validation_alias="ATELIER_MAX_BATCH_SIZE",
+        description="Most images one job may make (a workflow's catalog `max_batch_size` may lower it).",
+    )
+    max_images_per_request: int = Field(
+        16, ge=1, le=1000, validation_alias="ATELIER_MAX_IMAGES_PER_REQUEST",
+        description="Most images one agent turn (a plan, a showcase) may queue.",
+    )
+    job_time_factor: float = Field(
+        10.0, ge=1, validation_alias="ATELIER_JOB_TIME_FACTOR",
+        description="A job running this many times longer than its estimate is interrupted and failed.",
+    )
+    job_time_floor_seconds: float = Field(
+        300.0, ge=1, validation_alias="ATELIER_JOB_TIME_FLOOR_SECONDS",
+        description="The shortest time limit a job gets, whatever its estimate (loading models takes a while).",
+    )
+    job_max_seconds: float = Field(
+        3600.0, ge=1, validation_alias="ATELIER_JOB_MAX_SECONDS",
+        description="The time limit of a job without an estimate (a workflow with no catalog entry).",
+    )
+    max_event_sockets_per_user: int = Field(
+        32, ge=1, validation_alias="ATELIER_MAX_EVENT_SOCKETS_PER_USER",
+        description="Open job-event WebSockets one user may hold on one server process.",
+    )
+    template_seconds: float = Field(
+        1.0, gt=0, le=30, validation_alias="ATELIER_TEMPLATE_SECONDS",
+        description="Time budget for rendering one prompt template (a hostile template is refused after it).",
+    )
 
     @field_validator("comfyui_urls", mode="before")
     @classmethod
@@ -161,6 +221,29 @@ class Settings(BaseSettings):
         if not urls:
             raise ValueError("no URL given; give at least one URL, e.g. http://localhost:8188")
         return list(dict.fromkeys(urls))
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> list[str]:
+        """Comma-separated web origins, each scheme://host[:port] without a path."""
+        items = value.split(",") if isinstance(value, str) else list(value or [])
+        origins = []
+        for item in (str(i).strip().rstrip("/") for i in items):
+            if not item:
+                continue
+            if item != "*" and (not item.startswith(("http://", "https://")) or "/" in item.split("://", 1)[1]):
+                raise ValueError(f"{item!r} is not a web origin; write it like https://studio.example.com")
+            if item == "*":
+                raise ValueError("'*' would let every web page drive Atelier; list the origins instead")
+            origins.append(item.lower())
+        return origins
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> list[str]:
+        """Comma-separated host names (no scheme, no port)."""
+        items = value.split(",") if isinstance(value, str) else list(value or [])
+        return [str(item).strip().lower() for item in items if str(item).strip()]
 
     @field_validator("ollama_gpu_peers", mode="before")
     @classmethod

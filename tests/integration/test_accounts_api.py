@@ -58,7 +58,7 @@ async def client(svc: LedgerService, settings: Settings) -> AsyncIterator[httpx.
     """An HTTP client on the API (in-process ASGI)."""
     api = build_job_api(settings, service=svc)
     api.state.ledger = svc
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://atelier") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://127.0.0.1") as http:
         yield http
 
 
@@ -159,7 +159,7 @@ async def test_a_quota_is_a_429_naming_it(client: httpx.AsyncClient, keys: dict[
 async def test_the_events_socket_needs_credentials_and_hides_other_users_jobs(
         svc: LedgerService, settings: Settings, keys: dict[str, str]) -> None:
     api = build_job_api(settings, service=svc)
-    with TestClient(api) as http:
+    with TestClient(api, base_url="http://127.0.0.1") as http:
         job = http.post("/jobs", json=JOB, headers=_as(keys["ana"])).json()["id"]
         with pytest.raises(WebSocketDisconnect) as anonymous, http.websocket_connect(f"/jobs/{job}/events") as ws:
             ws.receive_json()

@@ -23,18 +23,20 @@ def test_langgraph_json_points_at_a_compiled_graph() -> None:
 
 
 @pytest.mark.asyncio
-async def test_graph_generates_with_configurable_server_and_folder(
-    fake_comfy: FakeComfyUI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_graph_generates_on_the_settings_server_and_folder_whatever_the_run_config_says(
+    fake_comfy: FakeComfyUI, tmp_path: Path, closed_port_url: str
 ) -> None:
-    monkeypatch.setenv("ATELIER_DATA_DIR", str(tmp_path / "data"))
     from graphs.generate import build_generate_graph
 
-    graph = build_generate_graph(settings=load_settings()).compile()
+    settings = load_settings(data_dir=tmp_path / "data", comfyui_urls=fake_comfy.url, output_dir=tmp_path / "out")
+    graph = build_generate_graph(settings=settings).compile()
     state = await graph.ainvoke(
         {"params": {"prompt": "a lighthouse at dusk", "seed": 11}, "workflow": "txt2img-turbo"},
-        config={"configurable": {"comfy_url": fake_comfy.url, "out_dir": str(tmp_path / "out")}},
+        # A caller cannot point the graph at another server or folder (issue 15): these keys mean nothing.
+        config={"configurable": {"comfy_url": closed_port_url, "out_dir": str(tmp_path / "elsewhere")}},
     )
     result = state["result"]
     assert result["workflow"] == "txt2img-turbo" and result["seed"] == 11 and result["server"] == fake_comfy.url
     [image] = result["images"]
     assert Path(image["path"]).parent == tmp_path / "out" and Path(image["path"]).is_file()
+    assert not (tmp_path / "elsewhere").exists()

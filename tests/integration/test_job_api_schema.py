@@ -36,7 +36,7 @@ if any(r.startswith("hypothesis-jsonschema") for r in requires("schemathesis") o
     pytest.fail("this schemathesis needs hypothesis<6.170.10 (hypothesis-jsonschema calls many.more()); "
                 "pin it in pyproject's dev extras", pytrace=False)
 
-BASE_URL = "http://testserver"
+BASE_URL = "http://127.0.0.1"
 EXAMPLES = int(os.environ.get("ATELIER_SCHEMA_EXAMPLES", "25"))
 HEALTH = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
 

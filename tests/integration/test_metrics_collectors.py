@@ -143,7 +143,7 @@ async def svc(machine_pg_url: str, settings: Settings) -> AsyncIterator[LedgerSe
 @pytest.mark.asyncio
 async def test_the_job_api_serves_metrics(svc: LedgerService, settings: Settings, fake_comfy: FakeComfyUI) -> None:
     api = build_job_api(settings, service=svc)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://atelier") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://127.0.0.1") as http:
         before = _samples((await http.get("/metrics")).text)  # the ledger is not open yet: only that is said
         assert before[("atelier_ledger_up", ())] == 0
         api.state.ledger = svc
@@ -169,5 +169,5 @@ async def test_the_job_api_serves_metrics(svc: LedgerService, settings: Settings
 
 
 async def _openapi_paths(api: FastAPI) -> set[str]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://atelier") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://127.0.0.1") as http:
         return set((await http.get("/openapi.json")).json()["paths"])

@@ -33,7 +33,7 @@ async def client(machine_pg_url: str, settings: Settings) -> AsyncIterator[httpx
                                   store=LocalOutputStore(settings.data_dir / "out")) as svc:
         api = build_job_api(settings, service=svc)
         api.state.ledger = svc
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://atelier") as http:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://127.0.0.1") as http:
             yield http
 
 

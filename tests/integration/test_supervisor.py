@@ -55,9 +55,9 @@ def make_graph(settings: Settings, llm: ScriptedChatModel, ledger: LedgerService
     return build_supervisor(deps=deps).compile(checkpointer=InMemorySaver())
 
 
-def config(thread: str) -> dict[str, Any]:
-    """A run config for one thread."""
-    return {"configurable": {"thread_id": thread}}
+def config(thread: str, owner: str = "ana") -> dict[str, Any]:
+    """A run config for one thread, acting for `owner` (in-process callers name the user they authenticated)."""
+    return {"configurable": {"thread_id": thread, "owner": owner}}
 
 
 def kinds(messages: list[Any]) -> list[str]:
@@ -97,8 +97,7 @@ async def test_an_ambiguous_request_spends_one_classification_call(settings: Set
 async def test_generate_queues_one_job_without_any_llm_call(settings: Settings, ledger: LedgerService) -> None:
     llm = ScriptedChatModel(replies=[])
     graph = make_graph(settings, llm, ledger)
-    out = await graph.ainvoke({"messages": [HumanMessage("Generate a red fox in the snow")], "owner": "ana"},
-                              config("gen"))
+    out = await graph.ainvoke({"messages": [HumanMessage("Generate a red fox in the snow")]}, config("gen"))
     assert kinds(out["messages"]) == ["human", "ai"] and llm.calls == []
     assert out["messages"][-1].content.startswith("Queued 1 image(s)")
     (job,) = await ledger.list_jobs()
@@ -121,7 +120,7 @@ async def test_a_costly_plan_waits_for_approval_and_generates_each_image_once(
 ) -> None:
     llm = ScriptedChatModel(replies=[SHOWCASE])
     graph = make_graph(settings, llm, ledger)
-    ask = {"messages": [HumanMessage("Plan a product showcase for our copper espresso cup")], "owner": "ana"}
+    ask = {"messages": [HumanMessage("Plan a product showcase for our copper espresso cup")]}
     paused = await graph.ainvoke(ask, config("plan"))
     pending = paused["__interrupt__"][0].value
     assert pending["estimate"]["images"] == 4 and pending["estimate"]["cost"] > settings.approval_cost
@@ -268,12 +267,12 @@ async def test_retrieve_answers_from_the_owners_documents_with_sources(settings:
         deps = SupervisorDeps(settings=settings, llm=llm, memory=memory, vram_probe=vram)
         graph: Any = build_supervisor(deps=deps).compile()
         ask = "according to our brand guide, what background do we use for the cups?"
-        out = await graph.ainvoke({"messages": [HumanMessage(ask)], "owner": "ana"})
+        out = await graph.ainvoke({"messages": [HumanMessage(ask)]}, config("rag-ana", "ana"))
         reply = out["messages"][-1].content
         assert kinds(out["messages"]) == ["human", "ai"] and len(llm.calls) == 1
         assert reply.startswith("Dark walnut") and "Sources:" in reply and "brand-guide.md" in reply
         assert "[1] Lumen Coffee brand guide" in str(llm.calls[0][0].content), "the passages went to the model"
-        other = await graph.ainvoke({"messages": [HumanMessage(ask)], "owner": "bea"})
+        other = await graph.ainvoke({"messages": [HumanMessage(ask)], "owner": "ana"}, config("rag-bea", "bea"))
         assert "found nothing" in other["messages"][-1].content and len(llm.calls) == 1, "bea sees none of ana's"
     finally:
         memory.close()
@@ -305,7 +304,7 @@ async def test_asking_for_earlier_images_lists_reusable_ones_without_an_llm_call
 
         graph: Any = build_supervisor(deps=SupervisorDeps(settings=settings, llm=llm, memory=memory,
                                                            vram_probe=vram)).compile()
-        out = await graph.ainvoke({"messages": [HumanMessage("find earlier images of foxes")], "owner": "ana"})
+        out = await graph.ainvoke({"messages": [HumanMessage("find earlier images of foxes")]}, config("img"))
         reply = out["messages"][-1].content
         assert out["intent"] == "retrieve" and llm.calls == []
         assert reply.startswith("Earlier images you could reuse") and reply.index("fox") < reply.index("lighthouse")
@@ -327,8 +326,8 @@ async def test_the_designer_uses_the_library_and_its_ab_test(settings: Settings,
     graph = make_graph(settings, ScriptedChatModel(replies=[]), ledger)
     seen = []
     for turn in range(8):
-        state = await graph.ainvoke({"messages": [HumanMessage(f"generate a hero image of cup {turn}")],
-                                     "owner": "ana"}, config(f"ab-{turn}"))
+        state = await graph.ainvoke({"messages": [HumanMessage(f"generate a hero image of cup {turn}")]},
+                                    config(f"ab-{turn}"))
         (design,) = state["briefs"]
         arm = design["prompt_ref"]["variant"]
         surface = "walnut" if arm == "walnut" else "marble"
@@ -343,8 +342,8 @@ async def test_the_designer_uses_the_library_and_its_ab_test(settings: Settings,
     stats = {s.version: s.uses for s in await ledger.prompts.stats("hero-a")}
     assert stats == {1: seen.count("walnut"), 2: seen.count("marble")}
     # A forced workflow keeps the image out of an arm that sets one.
-    forced = await graph.ainvoke({"messages": [HumanMessage("generate a hero image of a kettle")], "owner": "ana"},
-                                 {"configurable": {"thread_id": "forced", "workflow": "txt2img"}})
+    forced = await graph.ainvoke({"messages": [HumanMessage("generate a hero image of a kettle")]},
+                                 {"configurable": {"thread_id": "forced", "owner": "ana", "workflow": "txt2img"}})
     (design,) = forced["briefs"]
     assert design["route"]["workflow"] == "txt2img"
     assert design["prompt_ref"] is None or design["prompt_ref"]["ab_test"] is None

@@ -45,7 +45,7 @@ def status_with(env: dict[str, str], key: str) -> int:
                                       store=LocalOutputStore(settings.data_dir / "out")) as svc:
             api = build_job_api(settings, service=svc)
             api.state.ledger = svc
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://a") as http:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://127.0.0.1") as http:
                 return (await http.get("/jobs", headers={"X-API-Key": key})).status_code
 
     return asyncio.run(ask())

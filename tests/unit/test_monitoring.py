@@ -245,7 +245,7 @@ async def exported(svc: LedgerService, settings: Settings) -> AsyncIterator[set[
     conninfo = svc.ledger.conninfo
     api = build_job_api(settings, service=svc)
     api.state.ledger = svc
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://atelier") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://127.0.0.1") as http:
         assert (await http.get("/health")).status_code == 200
         scraped = await http.get("/metrics")
     assert scraped.status_code == 200

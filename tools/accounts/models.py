@@ -8,16 +8,24 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["LOCAL", "USER_PATTERN", "ApiKey", "NewKey", "Principal", "Quotas", "Role", "User", "check_user_id"]
+__all__ = ["LOCAL", "RESERVED_NAMES", "USER_PATTERN", "ApiKey", "NewKey", "Principal", "Quotas", "Role", "User",
+           "check_user_id"]
 
 Role = Literal["admin", "user"]
 USER_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+# Owners Atelier itself writes: "shared" is everyone's memory, the others are the owners front ends use when nobody
+# logs in. A person with one of these names would see (or publish) what is not theirs.
+RESERVED_NAMES = frozenset({"shared", "anonymous", "local", "api", "mcp", "cli", "batch", "dropzone", "system",
+                            "admin"})
 
 
 def check_user_id(user_id: str) -> str:
     """`user_id` when valid, else a ValueError saying what a user name may hold."""
     if not re.fullmatch(USER_PATTERN, user_id):
         raise ValueError(f"'{user_id}' is not a valid user name: use 1–64 lower-case letters, digits, '.', '_' or '-'")
+    if user_id in RESERVED_NAMES:
+        raise ValueError(f"'{user_id}' is a name Atelier uses itself ({', '.join(sorted(RESERVED_NAMES))}); "
+                         "choose another user name")
     return user_id
 
 

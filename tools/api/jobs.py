@@ -12,7 +12,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import PurePath
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
@@ -26,8 +25,11 @@ from tools.accounts.quotas import QuotaExceededError
 from tools.accounts.tokens import AuthError
 from tools.api.auth import add_auth_routes, auth_error_response, caller_of, socket_caller
 from tools.api.events import JOB_ID_PATTERN, add_event_routes
+from tools.api.guard import RequestGuard
+from tools.api.inputs import add_input_routes
 from tools.catalog import CatalogEntry, list_templates, require_workflow_name
 from tools.errors import AtelierError, WorkflowError
+from tools.inputs import resolve_input
 from tools.ledger.models import Job, JobRequest, JobStatus
 from tools.ledger.output_store import OutputStoreError
 from tools.ledger.service import LedgerService
@@ -73,6 +75,7 @@ _ERROR_TEXT = {
     403: "The credentials are valid but may not do this (a disabled account, or acting for another user)",
     409: "The idempotency key is already used by another owner's job: choose another key",
     429: "A quota is used up: the message names it, its use and when it resets",
+    413: "The request body is over the server's limit (ATELIER_MAX_BODY_BYTES; ATELIER_MAX_UPLOAD_BYTES for images)",
 }
 
 
@@ -159,18 +162,12 @@ def owner_for(principal: Principal, asked: str | None, *, default: str) -> str:
 
 
 def _confine(params: GenerationParams, workflow: str | None, settings: Settings) -> GenerationParams:
-    """A caller names workflows and input images, never server files: paths are refused, inputs come from
-    `$ATELIER_DATA_DIR/inputs/` (a WorkflowError, 422, says so)."""
+    """A caller names workflows and stored input images, never server files (tools/inputs.py `resolve_input`, the
+    one confinement function; a WorkflowError, 422, says how to upload instead). The ledger checks again."""
     require_workflow_name(workflow)
     if params.input_image is None:
         return params
-    name = params.input_image
-    inputs = settings.data_dir / "inputs"
-    if name != PurePath(name).name or name in {".", ".."}:
-        raise WorkflowError(f"input_image {name!r} is a path; give the name of a file in {inputs} on the server")
-    if not (inputs / name).is_file():
-        raise WorkflowError(f"input_image {name!r} is not in {inputs}; copy it there first")
-    return params.model_copy(update={"input_image": str(inputs / name)})
+    return params.model_copy(update={"input_image": resolve_input(params.input_image, settings).name})
 
 
 class BatchBody(BaseModel):
@@ -390,6 +387,8 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
     from tools.api.metrics import add_metrics_route
 
     add_metrics_route(api, settings)
+    add_input_routes(api, settings, caller, error_responses)
+    api.add_middleware(RequestGuard, settings=settings)  # outermost: refused requests reach nothing else
     return api
 
 

@@ -12,8 +12,9 @@ from tools.comfyui.events import Cached, ComfyEvent, NodeExecuting, Queued, Reco
 from tools.comfyui.sync import generate_image_sync
 from tools.errors import AtelierError
 from tools.generate import resolve_workflow
+from tools.inputs import InputStore
 from tools.schemas import GenerationParams, parse_size
-from tools.settings import load_settings
+from tools.settings import Settings, load_settings
 
 __all__ = ["StepBars", "generate", "generation_params"]
 
@@ -53,9 +54,13 @@ class StepBars:
 
 
 def generation_params(
-    prompt: str, negative: str | None, seed: int | None, steps: int | None, size: str | None, image: Path | None
+    prompt: str, negative: str | None, seed: int | None, steps: int | None, size: str | None, image: Path | None,
+    settings: Settings,
 ) -> GenerationParams:
-    """Validate the command's options into GenerationParams, with errors that name the option."""
+    """Validate the command's options into GenerationParams, with errors that name the option.
+
+    A local `--image` is checked and copied into the inputs store; the job names the stored copy.
+    """
     width = height = None
     if size is not None:
         try:
@@ -65,7 +70,7 @@ def generation_params(
     try:
         return GenerationParams(
             prompt=prompt, negative=negative, seed=seed, steps=steps, width=width, height=height,
-            input_image=str(image) if image else None,
+            input_image=InputStore(settings).put_file(image).name if image else None,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc).splitlines()[-1]) from None
@@ -84,7 +89,7 @@ def generate(
 ) -> None:
     """Generate image(s) with a live progress bar, save the PNGs and print their paths."""
     settings = load_settings()
-    params = generation_params(prompt, negative, seed, steps, size, image)
+    params = generation_params(prompt, negative, seed, steps, size, image, settings)
     template = resolve_workflow(workflow, settings)
     for note in template.inference_notes:
         typer.echo(f"inferred: {note}", err=True)

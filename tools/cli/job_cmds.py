@@ -16,6 +16,7 @@ from rich.table import Table
 from tools.cli.generate_cmd import generation_params
 from tools.comfyui.templates import WorkflowTemplate
 from tools.errors import AtelierError
+from tools.inputs import InputStore
 from tools.ledger.batch import read_batch
 from tools.ledger.models import Job, JobRequest
 from tools.ledger.service import LedgerService
@@ -128,7 +129,7 @@ def submit(
     as_json: bool = typer.Option(False, "--json", help="Print the job as JSON."),
 ) -> None:
     """Queue one generation as a job and print its id (it runs on whichever worker is free)."""
-    params = generation_params(prompt, negative, seed, steps, size, image)
+    params = generation_params(prompt, negative, seed, steps, size, image, load_settings())
     if reuse and _offer_existing(prompt, owner):
         return
     request = JobRequest(params=params, workflow=workflow, priority=priority, owner=owner,
@@ -237,13 +238,14 @@ def cancel(
 def batch(
     file: Path = typer.Argument(..., help="A .csv (header row) or .jsonl file: one job per row."),
     workflow: str | None = typer.Option(None, "--workflow", "-w", help="Workflow for rows without a workflow column."),
-    owner: str = typer.Option("batch", help="Owner for rows without an owner column."),
+    owner: str = typer.Option("batch", help="Whose jobs the rows make (a file cannot say)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Run every row on the GPU."),
     wait: bool = typer.Option(False, "--wait", help="Wait until every row's job has finished."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per job at the end."),
 ) -> None:
     """Queue one job per row; rerunning the same file adds nothing twice and skips finished rows."""
-    batch_name, rows = read_batch(file, owner=owner, workflow=workflow, use_cache=not no_cache)
+    batch_name, rows = read_batch(file, owner=owner, workflow=workflow, use_cache=not no_cache,
+                                  inputs=InputStore(load_settings()))
     console = Console(stderr=True)
 
     async def work(svc: LedgerService) -> None:

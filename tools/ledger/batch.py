@@ -1,7 +1,9 @@
 """Batch files: one job per CSV row or JSONL line, with keys that make a rerun add nothing twice.
 
 Columns (CSV header or JSON keys) map to bindings — prompt, negative, seed, steps, cfg, width, height,
-size (WxH), denoise, batch_size, input_image — plus per-row job options: workflow, priority, owner.
+size (WxH), denoise, batch_size, input_image — plus per-row job options: workflow and priority. A row is data
+from anywhere, so it names no owner (the command's `--owner` does) and its `input_image` is a file beside the
+batch file (in its folder or below; never a link or an absolute path), copied into the inputs store.
 Each row's idempotency key is the batch id (from the file's absolute path), its line number and a hash
 of its content: running the same file again after a crash returns the jobs already made, and an edited
 row becomes a new job.
@@ -19,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tools.errors import AtelierError
+from tools.inputs import InputStore
 from tools.ledger.models import JobRequest
 from tools.schemas import GenerationParams, parse_size
 
@@ -27,7 +30,7 @@ __all__ = ["BINDING_COLUMNS", "JOB_COLUMNS", "BatchFileError", "BatchRow", "batc
 BINDING_COLUMNS: tuple[str, ...] = (
     "prompt", "negative", "seed", "steps", "cfg", "width", "height", "size", "denoise", "batch_size", "input_image",
 )
-JOB_COLUMNS: tuple[str, ...] = ("workflow", "priority", "owner")
+JOB_COLUMNS: tuple[str, ...] = ("workflow", "priority")
 
 
 class BatchFileError(AtelierError):
@@ -57,22 +60,46 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _input_image(value: str, folder: Path, inputs: InputStore | None) -> str:
+    """A row's input image: a file in the batch file's folder (or below), stored in the inputs store; its name."""
+    if inputs is None:
+        raise ValueError("input_image: this batch is read without an inputs store; run it with `atelier batch`")
+    relative = Path(value.strip())
+    root = folder.resolve()
+    candidate = root / relative
+    if relative.is_absolute() or ".." in relative.parts or candidate.is_symlink() \
+            or not candidate.resolve().is_relative_to(root):
+        raise ValueError(f"input_image {value!r} must be a file beside the batch file (in {root} or below), "
+                         "named relative to it")
+    if not candidate.is_file():
+        raise ValueError(f"input_image {value!r} is not a file in {root}")
+    try:
+        return inputs.put_file(candidate).name
+    except AtelierError as exc:
+        raise ValueError(f"input_image: {exc}") from None
+
+
 def _request(values: dict[str, Any], batch: str, line: int, owner: str, workflow: str | None,
-             use_cache: bool) -> JobRequest:
+             use_cache: bool, folder: Path, inputs: InputStore | None) -> JobRequest:
     """Build one row's JobRequest (ValueError / ValidationError on bad values)."""
     raw = _clean(values)
+    if "owner" in raw:
+        raise ValueError("the owner column is not read (a file cannot say whose jobs it makes); run the batch with "
+                         "--owner instead, or drop the column")
     unknown = sorted(set(raw) - set(BINDING_COLUMNS) - set(JOB_COLUMNS) - {"width", "height"})
     if unknown:
         raise ValueError(
             f"unknown column(s) {', '.join(unknown)}; use {', '.join(BINDING_COLUMNS + JOB_COLUMNS)}"
         )
-    params = GenerationParams.model_validate({k: v for k, v in raw.items() if k not in JOB_COLUMNS})
     digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if "input_image" in raw:
+        raw["input_image"] = _input_image(str(raw["input_image"]), folder, inputs)
+    params = GenerationParams.model_validate({k: v for k, v in raw.items() if k not in JOB_COLUMNS})
     return JobRequest(
         params=params,
         workflow=str(raw.get("workflow") or workflow or "") or None,
         priority=int(raw.get("priority", 0)),
-        owner=str(raw.get("owner") or owner),
+        owner=owner,
         idempotency_key=f"batch:{batch}:{line}:{digest}",
         use_cache=use_cache,
         batch=batch,
@@ -112,8 +139,11 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any] | str]]:
 
 
 def read_batch(path: Path, *, owner: str = "batch", workflow: str | None = None,
-               use_cache: bool = True) -> tuple[str, list[BatchRow]]:
-    """The batch id and one BatchRow per data line; bad rows carry their error instead of a request."""
+               use_cache: bool = True, inputs: InputStore | None = None) -> tuple[str, list[BatchRow]]:
+    """The batch id and one BatchRow per data line; bad rows carry their error instead of a request.
+
+    `inputs` stores the rows' input images (without it a row with an input_image is refused).
+    """
     if not path.is_file():
         raise BatchFileError(f"batch file {path} does not exist")
     batch = batch_id(path)
@@ -123,7 +153,7 @@ def read_batch(path: Path, *, owner: str = "batch", workflow: str | None = None,
             out.append(BatchRow(line, None, values))
             continue
         try:
-            out.append(BatchRow(line, _request(values, batch, line, owner, workflow, use_cache)))
+            out.append(BatchRow(line, _request(values, batch, line, owner, workflow, use_cache, path.parent, inputs)))
         except (ValueError, ValidationError) as exc:
             out.append(BatchRow(line, None, _describe(exc)))
     return batch, out

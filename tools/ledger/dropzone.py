@@ -6,8 +6,11 @@ Layout under the drop-zone folder `DIR` (every `<workflow>` level is the workflo
 - `processing/<workflow>/`: a file moved here (one atomic rename) is taken; it stays until its job ends;
 - `done/<workflow>/`, `failed/<workflow>/`: where it ends (a failed file gets `<name>.error.txt` beside it);
 - `outputs/<workflow>/`: the job's images, named `<input stem>-<index><ext>`;
-- `inputs/<sha256><ext>`: a stable copy of each input image, the path the job's `input_image` points to
-  (a worker that runs the job later, or again after a crash, still finds it).
+- input images are checked and kept in Atelier's inputs store (tools/inputs.py) under their content hash, the
+  name the job's `input_image` gives (a worker that runs the job later, or again after a crash, still finds it).
+
+What is read: only regular files that are not links (a link in the inbox, or a sidecar that is a link, is
+never followed), and at most MAX_PROMPT_BYTES of a prompt or ATELIER_MAX_UPLOAD_BYTES of an image.
 
 Taking a file: it must be complete. Its size and mtime must be equal across two looks at least
 `stable_seconds` apart, no process may hold it open for writing (a Linux read lease is refused while a
@@ -37,6 +40,7 @@ from typing import Any
 
 from tools.catalog import list_templates
 from tools.errors import AtelierError
+from tools.inputs import InputStore
 from tools.ledger.models import Job, JobRequest
 from tools.ledger.service import LedgerService
 from tools.schemas import GenerationParams
@@ -61,7 +65,9 @@ TEXT_SUFFIXES: frozenset[str] = frozenset({".txt", ".md"})
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp"})
 IGNORED_SUFFIXES: frozenset[str] = frozenset({".part", ".tmp", ".crdownload", ".partial", ".swp"})
 DEFAULT_PROMPT = "a faithful, detailed rendition of the input image"
-FOLDERS = ("inbox", "processing", "done", "failed", "outputs", "inputs")
+FOLDERS = ("inbox", "processing", "done", "failed", "outputs")
+# A prompt file longer than this is not a prompt.
+MAX_PROMPT_BYTES = 64 * 1024
 
 
 def idempotency_key(workflow: str, sha256: str) -> str:
@@ -189,7 +195,7 @@ class DropZone:
             self.folder(kind).mkdir(parents=True, exist_ok=True)
         for name in self.takes_image:
             self.folder("inbox", name).mkdir(exist_ok=True)
-        for kind in ("outputs", "inputs", "failed"):  # half-written copies a crash left behind
+        for kind in ("outputs", "failed"):  # half-written copies a crash left behind
             for leftover in self.folder(kind).rglob(".*.tmp"):
                 leftover.unlink(missing_ok=True)
         return list(self.takes_image)
@@ -252,7 +258,7 @@ class DropZone:
         """The prompt file beside an image (`<stem>.txt` or `<stem>.md`), if any."""
         for suffix in (".txt", ".md"):
             candidate = image.with_suffix(suffix)
-            if candidate.is_file():
+            if not candidate.is_symlink() and candidate.is_file():
                 return candidate
         return None
 
@@ -333,7 +339,8 @@ class DropZone:
             where = f"inbox/{workflow}/" if workflow else "inbox/ itself"
             raise ValueError(f"{where} is not a workflow's folder; drop files in inbox/<workflow>/ ({known})")
         suffix = path.suffix.lower()
-        data = path.read_bytes()
+        limit = MAX_PROMPT_BYTES if suffix in TEXT_SUFFIXES else self.svc.settings.max_upload_bytes
+        data = _read_capped(path, limit)
         sha = hashlib.sha256(data).hexdigest()
         wants_image = self.takes_image[workflow]
         seed = int(sha[:15], 16)
@@ -350,12 +357,15 @@ class DropZone:
                                  f"({_accepted(TEXT_SUFFIXES)}) or use an img2img/upscale folder")
             if image_complete(path) is not True:
                 raise ValueError(f"{path.name} is not a whole PNG, JPEG or WEBP image")
-            stable = self._stable_input(data, sha, suffix)
+            try:
+                stored = InputStore(self.svc.settings).put(data, filename=path.name)
+            except AtelierError as exc:
+                raise ValueError(str(exc)) from None
             sidecar = self._sidecar_of(path)
             taken.sidecar = sidecar
-            prompt = sidecar.read_text("utf-8").strip() if sidecar is not None else ""
+            prompt = _read_capped(sidecar, MAX_PROMPT_BYTES).decode("utf-8").strip() if sidecar is not None else ""
             params = GenerationParams(prompt=prompt or self.options.default_prompt, seed=seed,
-                                      input_image=str(stable))
+                                      input_image=stored.name)
         else:
             raise ValueError(f"unknown file type '{suffix or path.name}'; accepted: prompts "
                              f"{_accepted(TEXT_SUFFIXES)}, images {_accepted(IMAGE_SUFFIXES)}")
@@ -363,13 +373,6 @@ class DropZone:
             params = params.model_copy(update={"seed": None})
         return JobRequest(params=params, workflow=workflow, owner=self.options.owner, priority=self.options.priority,
                           idempotency_key=idempotency_key(workflow, sha))
-
-    def _stable_input(self, data: bytes, sha: str, suffix: str) -> Path:
-        """Copy the input image to `inputs/<sha><ext>` (once; atomically) and return that path."""
-        target = self.folder("inputs") / f"{sha}{suffix}"
-        if not target.is_file():
-            _write_atomic(target, data)
-        return target
 
     # --- finishing ---------------------------------------------------------------------------------------
 
@@ -470,6 +473,22 @@ class DropZone:
 def _accepted(suffixes: frozenset[str]) -> str:
     """The suffixes as a readable list."""
     return ", ".join(sorted(suffixes))
+
+
+def _read_capped(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, never through a link and never more than `limit` (ValueError saying so)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError(f"{path.name} is a link; drop the file itself") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path.name} is over {limit:,} bytes; drop a smaller file")
+    return data
 
 
 def _free_name(folder: Path, name: str) -> Path:

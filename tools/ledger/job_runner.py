@@ -195,7 +195,7 @@ class JobRunner:
             await _cancel_quietly(comfy, job.prompt_id)
             return await self.ledger.record_cancelled(job)
         template = self.template(job.workflow)
-        graph = await prepare_graph(comfy, template, job.generation)
+        graph = await prepare_graph(comfy, template, job.generation, self.settings)
         publisher = EventPublisher(self.events, job)
         models = job_models(job, template)
         if self.gpu is not None and (job.attempts == 1 or not await _locate_quietly(comfy, job.prompt_id)):

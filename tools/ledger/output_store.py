@@ -145,7 +145,11 @@ class LocalOutputStore:
         path = Path(url2pathname(parts.path))
         if not path.is_absolute():
             raise OutputStoreError(f"output {uri!r} does not name an absolute path")
-        return path
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root) or resolved == self.root:
+            raise OutputStoreError(f"output {uri!r} is outside this store's folder {self.root}; only outputs the "
+                                   "store wrote can be read")
+        return resolved
 
     def put(self, key: str, data: bytes, content_type: str = "image/png") -> StoredFile:
         """Write `data` to `root/key` atomically, creating folders; an existing file is replaced."""
@@ -187,8 +191,11 @@ class LocalOutputStore:
             raise OutputStoreError(f"cannot read output {uri} ({exc})") from exc
 
     def exists(self, uri: str) -> bool:
-        """Whether a regular file is at the URI's path."""
-        return self._path_for_uri(uri).is_file()
+        """Whether a regular file is at the URI's path (never for a path outside the store)."""
+        try:
+            return self._path_for_uri(uri).is_file()
+        except OutputStoreError:
+            return False
 
     def link(self, uri: str) -> str:
         """The absolute filesystem path of the output."""

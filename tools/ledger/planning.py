@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tools.catalog import require_workflow_name
 from tools.comfyui.templates import WorkflowTemplate, random_seed, required_models
 from tools.errors import WorkflowError
 from tools.generate import resolve_workflow
 from tools.gpu.holdings import model_keys
+from tools.inputs import resolve_input
 from tools.ledger.models import JobRequest
 from tools.settings import Settings
 
@@ -31,34 +33,43 @@ class PlannedJob:
     models: tuple[str, ...] = ()
 
 
-def _file_digest(path: str) -> str | None:
-    """sha256 of a local input image, so a changed file is a different job; None when it is not a local file."""
-    local = Path(path).expanduser()
-    if not local.is_file():
-        return None
-    return hashlib.sha256(local.read_bytes()).hexdigest()
+def _file_digest(path: Path) -> str:
+    """sha256 of a stored input image, so a changed file is a different job."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def cache_key(template: WorkflowTemplate, params: dict[str, Any]) -> str:
-    """Hash of the workflow's graph and every value sent to it (seed included): equal keys, equal images."""
+def cache_key(template: WorkflowTemplate, params: dict[str, Any], input_path: Path | None = None, *,
+              owner: str = "") -> str:
+    """Hash of the owner, the workflow's graph and every value sent to it (seed included): equal keys, equal images.
+
+    The owner is part of it, so the result cache never answers one person with another's image (whether a
+    `cached: true` came back would tell them what someone else asked for).
+    """
     values = {key: value for key, value in params.items() if value is not None}
-    if isinstance(values.get("input_image"), str):
-        values["input_image_sha256"] = _file_digest(values["input_image"])
-    blob = json.dumps({"workflow": template.name, "graph": template.graph_digest, "values": values}, sort_keys=True)
+    if input_path is not None:
+        values["input_image_sha256"] = _file_digest(input_path)
+    blob = json.dumps({"owner": owner, "workflow": template.name, "graph": template.graph_digest, "values": values},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _workflow_ref(requested: str | None, template: WorkflowTemplate) -> str:
-    """What a worker resolves again: a file's absolute path when a file was given, else the name."""
-    if requested and Path(requested).expanduser().is_file():
-        return str(Path(requested).expanduser().resolve())
-    return template.name
-
-
 def plan_job(request: JobRequest, settings: Settings, template: WorkflowTemplate | None = None) -> PlannedJob:
-    """Resolve the workflow (WorkflowError when it is unknown or broken), fix the seed, hash and estimate."""
+    """Check what the request names (a catalog workflow, a stored input image), resolve the workflow (WorkflowError
+    when it is unknown or broken), fix the seed, hash and estimate.
+
+    Every job any front end submits is planned here, so this is where the trust boundary's checks on values live.
+    """
+    require_workflow_name(request.workflow)
     template = template or resolve_workflow(request.workflow, settings)
     params = request.params
+    input_path = None
+    if params.input_image is not None:
+        input_path = resolve_input(params.input_image, settings)
+        params = params.model_copy(update={"input_image": input_path.name})
     if "seed" in template.bindings and params.seed is None:
         params = params.model_copy(update={"seed": random_seed()})
     if params.input_image is not None and "input_image" not in template.bindings:
@@ -69,9 +80,9 @@ def plan_job(request: JobRequest, settings: Settings, template: WorkflowTemplate
     entry = template.catalog
     images = params.batch_size or 1
     return PlannedJob(
-        workflow=_workflow_ref(request.workflow, template),
+        workflow=template.name,
         params=values,
-        cache_key=cache_key(template, values),
+        cache_key=cache_key(template, values, input_path, owner=request.owner),
         vram_gb=entry.vram_gb if entry else 0.0,
         estimated_seconds=entry.typical_seconds * images if entry else None,
         estimated_cost=entry.cost_per_image * images if entry else None,
