@@ -10,11 +10,16 @@ from langgraph.graph.state import CompiledStateGraph
 
 from graphs.owner import require_admin
 from tools.catalog import require_workflow_name
+from tools.errors import AtelierError
 from tools.generate import generate_image
 from tools.schemas import GenerationParams
 from tools.settings import Settings, load_settings
 
-__all__ = ["GenerateState", "build_generate_graph", "graph"]
+__all__ = ["GenerateRefusedError", "GenerateState", "build_generate_graph", "graph"]
+
+
+class GenerateRefusedError(AtelierError, ValueError):
+    """A run the generate graph could not carry out (a ValueError too: the LangGraph server shows its message)."""
 
 
 class GenerateState(TypedDict, total=False):
@@ -36,9 +41,12 @@ def build_generate_graph(*, settings: Settings) -> StateGraph[GenerateState]:
     async def generate(state: GenerateState, config: RunnableConfig) -> GenerateState:
         require_admin(config, settings, "the generate graph")
         workflow = state.get("workflow")
-        require_workflow_name(workflow)
-        result = await generate_image(GenerationParams.model_validate(state.get("params")), settings=settings,
-                                      workflow=workflow)
+        try:
+            require_workflow_name(workflow)
+            result = await generate_image(GenerationParams.model_validate(state.get("params")), settings=settings,
+                                          workflow=workflow)
+        except AtelierError as exc:
+            raise GenerateRefusedError(str(exc)) from exc
         return {"result": result.model_dump(mode="json")}
 
     builder: StateGraph[GenerateState] = StateGraph(GenerateState)

@@ -325,7 +325,7 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         text = f"Queued {len(jobs)} image(s):\n" + "\n".join(lines)
         if errors:
             text += "\nNot queued: " + "; ".join(errors)
-        return _done(state, "submit", meter, messages=[AIMessage(text)], jobs=jobs)
+        return _done(state, "submit", meter, messages=[AIMessage(text)], jobs=jobs, owner=owner)
 
     builder: StateGraph[SupervisorState] = StateGraph(SupervisorState)
     for name, node in (("begin", begin), ("classify", classify_node), ("answer", answer), ("retrieve", retrieve),

@@ -70,9 +70,9 @@ def test_the_server_runs_the_supervisor_and_keeps_threads_in_postgres(server: st
         jobs = conn.execute("SELECT owner, workflow FROM jobs").fetchall()
         checkpoints = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = %s",
                                    (thread["thread_id"],)).fetchone()
-    assert jobs == [("sdk", "txt2img")]
-    mounted = httpx.get(f"{server}/jobs", params={"owner": "sdk"}, timeout=10)  # the job API on the same server
-    assert mounted.status_code == 200 and [j["owner"] for j in mounted.json()] == ["sdk"]
+    assert jobs == [("local", "txt2img")]  # the input's owner means nothing: local mode acts as the local user
+    mounted = httpx.get(f"{server}/jobs", params={"owner": "local"}, timeout=10)  # the job API on the same server
+    assert mounted.status_code == 200 and [j["owner"] for j in mounted.json()] == ["local"]
     from websockets.sync.client import connect
 
     events_url = server.replace("http://", "ws://") + f"/jobs/{mounted.json()[0]['id']}/events?previews=none"

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
@@ -29,6 +30,7 @@ from tools.api.guard import RequestGuard
 from tools.api.inputs import add_input_routes
 from tools.catalog import CatalogEntry, list_templates, require_workflow_name
 from tools.errors import AtelierError, WorkflowError
+from tools.exposure import own_origins
 from tools.inputs import resolve_input
 from tools.ledger.models import Job, JobRequest, JobStatus
 from tools.ledger.output_store import OutputStoreError
@@ -388,6 +390,11 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
 
     add_metrics_route(api, settings)
     add_input_routes(api, settings, caller, error_responses)
+    # Served by the LangGraph server (langgraph.json `http.app`), these two wrap its routes too: its own CORS is
+    # off (`http.cors` allows no origin), so only Atelier's pages and ATELIER_ALLOWED_ORIGINS get CORS answers.
+    api.add_middleware(CORSMiddleware, allow_origins=sorted(own_origins(settings)), allow_methods=["*"],
+                       allow_headers=["*"], allow_credentials=True,
+                       expose_headers=["x-pagination-total", "x-pagination-next", "content-location"])
     api.add_middleware(RequestGuard, settings=settings)  # outermost: refused requests reach nothing else
     return api
 
