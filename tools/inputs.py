@@ -29,7 +29,7 @@ INPUT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$"
 _NAME = re.compile(INPUT_NAME_PATTERN)
 # What ComfyUI's LoadImage reads, by Pillow format name → the suffix the stored file gets.
 _FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
-_HOW = ("upload it (POST /inputs on the job API, the chat's image box, `atelier inputs add FILE`) and give the "
+_HOW = ("upload it first (POST /inputs on the job API, or `atelier inputs add FILE`) and give the "
         "name it returns")
 
 

@@ -68,6 +68,9 @@ class _ImageArgs(BaseModel):
     seed: int | None = Field(None, ge=0, description="Fix the seed to repeat an image; empty for a random one.")
     width: int | None = Field(None, ge=64, le=4096, description="Width in pixels (default: the workflow's).")
     height: int | None = Field(None, ge=64, le=4096, description="Height in pixels (default: the workflow's).")
+    input_image: str | None = Field(None, max_length=200,
+                                    description="For img2img/upscale workflows: the name of an uploaded input image "
+                                                "(POST /inputs on the job API); never a file path.")
 
 
 class GenerateImageArgs(_ImageArgs):
@@ -218,10 +221,11 @@ def job_info(ctx: ToolContext, job: Job, message: str = "") -> JobInfo:
 
 def _request(ctx: ToolContext, args: _ImageArgs, *, priority: int = 0,
              key: str | None = None) -> JobRequest:
-    """The ledger request for image arguments (workflow names only: a tool never reads server paths)."""
+    """The ledger request for image arguments (workflow names and stored inputs only: a tool never reads server
+    paths; the ledger checks both again)."""
     require_workflow_name(args.workflow)
     params = GenerationParams(prompt=args.prompt, negative=args.negative, seed=args.seed, width=args.width,
-                              height=args.height, steps=getattr(args, "steps", None))
+                              height=args.height, steps=getattr(args, "steps", None), input_image=args.input_image)
     return JobRequest(params=params, workflow=args.workflow, owner=ctx.owner, priority=priority,
                       idempotency_key=key)
 

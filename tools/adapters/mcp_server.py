@@ -23,14 +23,18 @@ from typing import Any
 
 from mcp.server.fastmcp import Context, FastMCP, Image
 from mcp.server.fastmcp.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import ValidationError
 from starlette.types import ASGIApp
 
 from tools.accounts.auth import Authenticator
 from tools.accounts.directory import UserDirectory
 from tools.adapters.mcp_auth import RequireCaller, principal_of
+from tools.api.guard import RequestGuard
 from tools.errors import AtelierError
+from tools.exposure import is_loopback, own_origins
 from tools.ledger.store import JobNotFoundError
+from tools.settings import Settings
 from tools.toolkit import (
     TOOLS,
     ListWorkflowsArgs,
@@ -43,7 +47,7 @@ from tools.toolkit import (
     list_workflows,
 )
 
-__all__ = ["acting_context", "build_mcp", "http_app", "serve_mcp"]
+__all__ = ["acting_context", "build_mcp", "http_app", "serve_mcp", "transport_security"]
 
 INSTRUCTIONS = (
     "Atelier makes images on the user's own ComfyUI and answers from their documents and earlier images. "
@@ -152,21 +156,35 @@ def build_mcp(current: Callable[[], ToolContext], *, host: str = "127.0.0.1", po
     return server
 
 
+def transport_security(settings: Settings, host: str) -> TransportSecuritySettings:
+    """The MCP SDK's DNS-rebinding protection with Atelier's lists: loopback hosts, ATELIER_ALLOWED_HOSTS and the
+    address it listens on; Atelier's own pages and ATELIER_ALLOWED_ORIGINS as origins (not every local port)."""
+    names = ["127.0.0.1", "localhost", "[::1]", *settings.allowed_hosts]
+    if host not in ("0.0.0.0", "::", "") and not is_loopback(host):
+        names.append(f"[{host}]" if ":" in host else host)
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True,
+                                     allowed_hosts=[form for name in names for form in (name, f"{name}:*")],
+                                     allowed_origins=sorted(own_origins(settings)))
+
+
 def http_app(server: FastMCP, current: Callable[[], ToolContext]) -> ASGIApp:
-    """The streamable HTTP app; in accounts mode every request must name its user (RequireCaller).
+    """The streamable HTTP app behind Atelier's RequestGuard (Host, Origin, body caps) and the SDK's own transport
+    security; in accounts mode every request must name its user (RequireCaller).
 
     Call it once the services are open: the mode comes from `current().settings`, and the Authenticator is made
     from the ledger's pool on the first request.
     """
+    settings = current().settings
+    server.settings.transport_security = transport_security(settings, server.settings.host)
     app: ASGIApp = server.streamable_http_app()
-    if current().settings.auth_mode != "accounts":
-        return app
+    if settings.auth_mode == "accounts":
 
-    def authenticator() -> Authenticator:
-        ctx = current()
-        return Authenticator(ctx.settings, UserDirectory(ctx.ledger.ledger.pool))
+        def authenticator() -> Authenticator:
+            ctx = current()
+            return Authenticator(ctx.settings, UserDirectory(ctx.ledger.ledger.pool))
 
-    return RequireCaller(app, authenticator)
+        app = RequireCaller(app, authenticator)
+    return RequestGuard(app, settings)
 
 
 async def serve_mcp(open_context: Callable[[], AbstractAsyncContextManager[ToolContext]], *, http: bool = False,

@@ -12,6 +12,7 @@ from tools.cli import (
     db_cmds,
     generate_cmd,
     info_cmds,
+    inputs_cmd,
     job_cmds,
     mcp_cmd,
     memory_cmds,
@@ -50,6 +51,7 @@ app.add_typer(memory_cmds.memory_app, name="memory")
 app.add_typer(prompt_cmds.prompts_app, name="prompts")
 app.add_typer(prompt_cmds.ab_app, name="ab")
 app.add_typer(user_cmds.users_app, name="users")
+app.add_typer(inputs_cmd.inputs_app, name="inputs")
 
 
 @app.callback()
