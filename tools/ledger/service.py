@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Self
 
 from tools.accounts.directory import UserDirectory
+from tools.catalog import require_workflow_name
 from tools.comfyui.templates import WorkflowTemplate
 from tools.errors import AtelierError
 from tools.generate import resolve_workflow
@@ -90,6 +91,7 @@ class LedgerService:
         for index, request in enumerate(requests):
             ref = request.workflow or self.settings.default_workflow
             try:
+                require_workflow_name(request.workflow)  # before any file is looked for under that name
                 if ref not in cache:
                     cache[ref] = resolve_workflow(ref, self.settings)
                 planned.append((index, request, plan_job(request, self.settings, cache[ref])))
