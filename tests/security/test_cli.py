@@ -12,9 +12,8 @@ import os
 from pathlib import Path
 
 import psycopg
-from click.testing import Result
 from PIL import Image
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from tools.cli.main import app
 

@@ -125,6 +125,11 @@ def _last_reply(state: Any) -> str:
     return str(state["messages"][-1]["content"])
 
 
+def _ask(text: str, **extra: Any) -> Any:
+    """A run's input: one user message (plus `extra` state keys)."""
+    return {"messages": [{"role": "user", "content": text}], **extra}
+
+
 def _brief(workflow: str = "txt2img-turbo", **params: Any) -> dict[str, Any]:
     """A designed image as the supervisor's state holds it (what an attacker writes into `briefs`)."""
     return {"brief": {"purpose": "illustration", "subject": "a fox"},
@@ -188,7 +193,7 @@ def test_dns_rebinding_is_refused(local_server: Server) -> None:
 def test_local_mode_runs_act_for_the_local_user_whatever_the_input_says(local_server: Server) -> None:
     client = get_sync_client(url=local_server.url)
     thread = client.threads.create()
-    forged: Any = {"messages": [{"role": "user", "content": "Generate a red fox"}], "owner": "bo"}
+    forged = _ask("Generate a red fox", owner="bo")
     final: Any = client.runs.wait(thread["thread_id"], "supervisor", input=forged)
     assert _last_reply(final).startswith("Queued 1 image(s)") and final["owner"] == "local"
     assert [owner for owner, *_ in _jobs(local_server.database)][-1] == "local"
@@ -205,7 +210,7 @@ def test_update_state_as_a_node_cannot_queue_for_another_user_or_name_files(
     ana = _sdk(server, keys["ana"])
     thread = ana.threads.create()["thread_id"]
     first: Any = ana.runs.wait(thread, "supervisor",
-                               input={"messages": [{"role": "user", "content": "Generate a heron"}]})
+                               input=_ask("Generate a heron"))
     assert _last_reply(first).startswith("Queued 1 image(s)")
     before = len(_jobs(server.database))
 
@@ -227,7 +232,7 @@ def test_update_state_as_a_node_cannot_queue_for_another_user_or_name_files(
 
     # A well-formed forged plan is queued — for ana, the caller, never for bo (in a turn that queued nothing yet).
     fresh = ana.threads.create()["thread_id"]
-    ana.runs.wait(fresh, "supervisor", input={"messages": [{"role": "user", "content": "What is a heron?"}]},
+    ana.runs.wait(fresh, "supervisor", input=_ask("What is a heron?"),
                   raise_error=False)
     ana.threads.update_state(fresh, {"owner": "bo", "briefs": [_brief(seed=77)], **steps}, as_node="approve")
     queued: Any = ana.runs.wait(fresh, "supervisor", input=None)
@@ -242,7 +247,7 @@ def test_a_command_that_jumps_to_submit_is_validated_and_owned_by_the_caller(
     server, keys = accounts_server
     bo = _sdk(server, keys["bo"])
     thread = bo.threads.create()["thread_id"]
-    bo.runs.wait(thread, "supervisor", input={"messages": [{"role": "user", "content": "What is a heron?"}]},
+    bo.runs.wait(thread, "supervisor", input=_ask("What is a heron?"),
                  raise_error=False)
     many: Command = {"update": {"owner": "ana", "briefs": [_brief(seed=i) for i in range(100)]}, "goto": "submit"}
     refused: Any = bo.runs.wait(thread, "supervisor", command=many, raise_error=False)
@@ -263,11 +268,11 @@ def test_a_forged_owner_in_the_input_and_in_run_config_is_ignored(
     ana = _sdk(server, keys["ana"])
     thread = ana.threads.create()["thread_id"]
     final: Any = ana.runs.wait(thread, "supervisor",
-                               input={"messages": [{"role": "user", "content": "Generate an owl"}], "owner": "bo"},
+                               input=_ask("Generate an owl", owner="bo"),
                                config={"configurable": {"owner": "bo", "langgraph_auth_user_id": "bo"}})
     assert final["owner"] == "ana"
     assert _jobs(server.database)[-1][0] == "ana"
     strange: Any = ana.runs.wait(thread, "supervisor", raise_error=False,
-                                 input={"messages": [{"role": "user", "content": "Generate an owl"}]},
+                                 input=_ask("Generate an owl"),
                                  config={"configurable": {"workflow": "/etc/flow.json", "target_seconds": "soon"}})
     assert "run option is not valid" in _last_reply(strange) or "file path" in _last_reply(strange), strange
