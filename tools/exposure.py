@@ -17,7 +17,8 @@ import logging
 from tools.errors import SettingsError
 from tools.settings import Settings
 
-__all__ = ["LOOPBACK_NAMES", "check_listen_address", "host_allowed", "is_loopback", "origin_allowed", "own_origins"]
+__all__ = ["LOOPBACK_NAMES", "check_listen_address", "host_allowed", "is_loopback", "is_remote_client",
+           "origin_allowed", "own_origins"]
 
 log = logging.getLogger("atelier.exposure")
 
@@ -47,6 +48,12 @@ def is_loopback(host: str) -> bool:
     bare = _bare(host)
     address = _ip(bare)
     return address.is_loopback if address is not None else bare in LOOPBACK_NAMES or bare.endswith(".localhost")
+
+
+def is_remote_client(address: str) -> bool:
+    """Whether a connection's peer address is another machine (an IP that is not loopback)."""
+    ip = _ip(address)
+    return ip is not None and not ip.is_loopback
 
 
 def check_listen_address(host: str, settings: Settings, *, server: str, allow_unauthenticated: bool = False) -> None:

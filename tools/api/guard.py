@@ -2,6 +2,8 @@
 
 `RequestGuard` is plain ASGI middleware, so the job API, the chat (Gradio under FastAPI), MCP over HTTP and
 the LangGraph server (which applies the job API's middleware to all its routes) refuse alike:
+- in local mode (no login), a client that is not on this machine (403), unless ATELIER_ALLOW_UNAUTHENTICATED —
+  so even a server started on 0.0.0.0 by a command Atelier does not control (`langgraph dev --host`) stays local;
 - a `Host` that is a DNS name other than loopback ones and ATELIER_ALLOWED_HOSTS (403: DNS rebinding);
 - an `Origin` that is neither the server itself, Atelier's chat page, nor ATELIER_ALLOWED_ORIGINS (403; a
   CORS preflight too, so a foreign page learns nothing); WebSockets likewise, before they are accepted;
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tools.exposure import host_allowed, origin_allowed
+from tools.exposure import host_allowed, is_remote_client, origin_allowed
 from tools.settings import Settings
 
 __all__ = ["UPLOAD_SUFFIXES", "RequestGuard", "refusal"]
@@ -31,7 +33,12 @@ class _TooLarge(Exception):
 
 
 def refusal(scope: Scope, settings: Settings) -> tuple[int, str] | None:
-    """(status, reason) when the request's Host or Origin may not call this server, else None."""
+    """(status, reason) when the request's client, Host or Origin may not call this server, else None."""
+    client = scope.get("client")
+    if settings.auth_mode == "local" and not settings.allow_unauthenticated and client \
+            and is_remote_client(str(client[0])):
+        return 403, ("this Atelier runs without accounts (ATELIER_AUTH=local) and answers only its own machine; turn "
+                     "accounts on (ATELIER_AUTH=accounts, `atelier users add NAME --admin`) to serve other machines")
     headers = Headers(scope=scope)
     host = headers.get("host")
     if not host_allowed(host, settings):
