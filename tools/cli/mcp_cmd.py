@@ -31,17 +31,18 @@ def mcp(
     """Tools: generate_image, submit_job, job_status, list_workflows, search_images, search_documents, ask_atelier."""
     import asyncio
 
-    from graphs.chat_session import studio, tool_context
-    from tools.adapters.mcp_server import serve_mcp
     from tools.exposure import check_listen_address
     from tools.settings import load_settings
-    from tools.toolkit import ToolContext
 
     # stdout is the protocol under stdio: every log line goes to stderr.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     settings = load_settings()
-    if http:
+    if http:  # before the heavy imports: a refusal is immediate
         check_listen_address(host, settings, server="The MCP server", allow_unauthenticated=allow_unauthenticated)
+
+    from graphs.chat_session import studio, tool_context
+    from tools.adapters.mcp_server import serve_mcp
+    from tools.toolkit import ToolContext
 
     @contextlib.asynccontextmanager
     async def open_context() -> AsyncIterator[ToolContext]:
