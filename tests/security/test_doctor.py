@@ -43,3 +43,21 @@ def test_doctor_prints_no_password(dsn: str, machine_pg_url: str, tmp_path: Path
     assert "http://comfy:***@127.0.0.1:9" in said and "http://***@127.0.0.1:9" in said, said
     assert "api_key=***" in said, said
     assert ("password=***" in said) if dsn.startswith("{db}") else ("postgres:***@127.0.0.1:9" in said), said
+
+
+@pytest.mark.parametrize(("shown", "masked"), [
+    ("postgresql://atelier:pw@db:5432/atelier", "postgresql://atelier:***@db:5432/atelier"),
+    ("postgresql://atelier@db/atelier?password=pw&sslmode=require",
+     "postgresql://atelier@db/atelier?password=***&sslmode=require"),  # a database's role name stays
+    ("host=db user=atelier password='p w' dbname=atelier", "host=db user=atelier password=*** dbname=atelier"),
+    ("https://token@comfy.example/", "https://***@comfy.example/"),  # a lone userinfo is a credential
+    ("ComfyUI at http://u:pw@gpu:8188 is unreachable", "ComfyUI at http://u:***@gpu:8188 is unreachable"),
+    ("http://gpu:8188/view?filename=a@b.png", "http://gpu:8188/view?filename=a@b.png"),  # no userinfo there
+    ("embedded: /data/postgres", "embedded: /data/postgres"),
+])
+def test_what_is_masked(shown: str, masked: str) -> None:
+    from tools.doctor import ServiceCheck, mask_secrets
+
+    assert mask_secrets(shown) == masked
+    check = ServiceCheck("X", shown, False, True, details=[shown], hint=shown)
+    assert check.url == check.hint == check.details[0] == masked

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.chat_server import free_port
+from tests.serving import serving
 
 pytestmark = pytest.mark.slow
 
@@ -55,53 +56,34 @@ def _listens_on_every_address(port: int) -> bool:
     return any(f"00000000:{port:04X}" == fields[1] and fields[3] == "0A" for fields in (line.split() for line in lines))
 
 
-class Server:
-    """`with Server(argv, env, port, path) as answered:` starts a command and waits until it answers HTTP on
-    127.0.0.1:port (answered True) or exits (False); the block's end stops it."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], port: int, path: str, log: Path) -> None:
-        self.argv, self.env, self.url, self.log = argv, env, f"http://127.0.0.1:{port}{path}", log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> bool:
-        with self.log.open("w") as out:
-            self.process = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        for _ in range(600):  # until it answers or exits (at most ~2 min on a busy machine)
+def _refused(argv: list[str], env: dict[str, str], probe: str, log: Path) -> tuple[int, str]:
+    """Run a server that should refuse to start: (its exit code, what it said); the test fails if it serves."""
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while True:
             try:
-                httpx.get(self.url, timeout=2)
-                return True
+                return process.wait(timeout=0.2), log.read_text()
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                httpx.get(probe, timeout=1)
             except httpx.TransportError:
-                try:
-                    self.process.wait(timeout=0.2)
-                    return False
-                except subprocess.TimeoutExpired:
-                    continue
-        raise AssertionError(f"neither answered nor exited: {self.log.read_text()}")
-
-    @property
-    def said(self) -> str:
-        """Everything it printed so far."""
-        return self.log.read_text()
-
-    def __exit__(self, *_: object) -> None:
-        assert self.process is not None
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+                continue
+            pytest.fail(f"it serves {probe} in local mode:\n{log.read_text()}")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
 
 
 @pytest.mark.parametrize("server", ["chat", "api", "mcp", "worker"])
 def test_local_mode_refuses_to_listen_beyond_loopback(server: str, machine_pg_url: str, tmp_path: Path) -> None:
     port = free_port()
     argv, extra = _command(server, port)
-    started = Server(argv, _env(tmp_path, machine_pg_url, **extra), port, READY_PATH[server], tmp_path / "log")
-    with started as answered:
-        assert not answered, f"{server} serves 0.0.0.0 in local mode:\n{started.said}"
-        assert started.process is not None and started.process.returncode != 0, started.said
-        said = started.said
+    code, said = _refused(argv, _env(tmp_path, machine_pg_url, **extra), f"http://127.0.0.1:{port}{READY_PATH[server]}",
+                          tmp_path / "server.log")
+    assert code != 0, said
     assert REFUSAL in said, said
     assert "ATELIER_AUTH=accounts" in said and "atelier users add NAME --admin" in said, said
     assert "--allow-unauthenticated" in said, said
@@ -121,11 +103,11 @@ def test_the_override_starts_it_and_says_so_and_accounts_need_none(
         extra["ATELIER_ALLOW_UNAUTHENTICATED"] = "true"
     else:
         extra["ATELIER_AUTH"] = "accounts"
-    started = Server(argv, _env(tmp_path, machine_pg_url, **extra), port, READY_PATH[server], tmp_path / "log")
-    with started as answered:
-        assert answered, f"{server} did not start:\n{started.said}"
-        assert _listens_on_every_address(port), started.said
-        said = started.said
+    log = tmp_path / "server.log"
+    with serving(argv, f"http://127.0.0.1:{port}{READY_PATH[server]}", log, cwd=ROOT, timeout=120,
+                 env=_env(tmp_path, machine_pg_url, **extra)):
+        assert _listens_on_every_address(port), log.read_text()
+        said = log.read_text()
     if how == "accounts":
         assert WARNING not in said and REFUSAL not in said, said
     else:

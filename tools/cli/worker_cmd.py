@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from tools.cli.api_cmd import ALLOW_UNAUTHENTICATED_HELP
+from tools.doctor import mask_secrets
 from tools.exposure import check_listen_address
 from tools.ledger.metrics import WorkerMetrics, serve_metrics
 from tools.ledger.service import LedgerService
@@ -55,7 +56,7 @@ def worker(
                               alive_seconds=3 * settings.lease_seconds)
             work = Worker(svc.ledger, settings, svc.store, options, metrics=metrics)
             Console(stderr=True).print(
-                f"worker {work.id} feeding {', '.join(options.servers)} ({slots} slot(s) each); "
+                f"worker {work.id} feeding {', '.join(map(mask_secrets, options.servers))} ({slots} slot(s) each); "
                 f"outputs → {svc.store.describe()}; Ctrl-C to stop", highlight=False,
             )
             await work.run(stop)
