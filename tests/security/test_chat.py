@@ -112,7 +112,8 @@ def test_a_revoked_key_ends_the_chat_session_it_logged_in(
     settings = _settings(tmp_path, machine_pg_url, auth_mode="accounts")
     keys = _users(settings, machine_pg_url)
     with ServerThread(settings, machine_pg_url, worker=False) as url:
-        laptop = Client(url, auth=("ana", keys["laptop"]), verbose=False)
+        # The laptop sends its page's Origin, as the chat page in a browser does (same origin: allowed).
+        laptop = Client(url, auth=("ana", keys["laptop"]), verbose=False, headers={"Origin": url.rstrip("/")})
         phone = Client(url, auth=("ana", keys["phone"]), verbose=False)
         assert laptop.predict(api_name="/jobs")["data"] == [] and phone.predict(api_name="/jobs")["data"] == []
 
