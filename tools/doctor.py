@@ -1,8 +1,14 @@
-"""Health checks of every configured service: reachable, version, VRAM and models."""
+"""Health checks of every configured service: reachable, version, VRAM and models.
+
+What a check reports (its URL, details, hint) goes to terminals and web pages, so secrets in it are masked
+when it is made (`mask_secrets`): a URL's password or lone userinfo, secret query parameters, a libpq
+`password=` entry.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +19,35 @@ from tools.comfyui.rest import ComfyREST
 from tools.errors import AtelierError
 from tools.settings import Settings
 
-__all__ = ["ServiceCheck", "check_comfyui", "check_ollama", "check_postgres", "check_qdrant", "run_doctor"]
+__all__ = ["ServiceCheck", "check_comfyui", "check_ollama", "check_postgres", "check_qdrant", "mask_secrets",
+           "run_doctor"]
+
+MASK = "***"
+# scheme://user:password@ or scheme://token@ (userinfo ends at the first "@" before any "/", "?" or "#").
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<info>[^@/?#\s]+)@")
+_SECRET_NAMES = r"password|passwd|pwd|pass|sslpassword|secret|token|access_token|api[_-]?key|apikey|key"
+# ?password=… / &token=… in a URL.
+_QUERY = re.compile(rf"(?P<lead>[?&;](?:{_SECRET_NAMES})=)[^&#\s]*", re.IGNORECASE)
+# password=… in a libpq key/value connection string (quoted or not).
+_KEYWORD = re.compile(r"(?P<lead>(?<!\S)(?:password|sslpassword)\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+# Schemes whose lone userinfo is a role name, not a credential.
+_NAMED_USER_SCHEMES = ("postgres://", "postgresql://")
+
+
+def _userinfo(match: re.Match[str]) -> str:
+    """`user:***@` for user and password; `***@` for a lone userinfo (a token), but a database's role stays."""
+    user, sep, _ = match["info"].partition(":")
+    if sep:
+        return f"{match['scheme']}{user}:{MASK}@"
+    return match[0] if match["scheme"].lower() in _NAMED_USER_SCHEMES else f"{match['scheme']}{MASK}@"
+
+
+def mask_secrets(text: str) -> str:
+    """The text with every connection secret in it masked: URL passwords and userinfo, secret query
+    parameters, libpq `password=` entries (user, host, port and database stay readable)."""
+    text = _USERINFO.sub(_userinfo, text)
+    text = _QUERY.sub(lambda m: m["lead"] + MASK, text)
+    return _KEYWORD.sub(lambda m: m["lead"] + MASK, text)
 
 
 @dataclass
@@ -27,6 +61,12 @@ class ServiceCheck:
     version: str = ""
     details: list[str] = field(default_factory=list)
     hint: str = ""
+
+    def __post_init__(self) -> None:
+        """Mask secrets in everything the check will show."""
+        self.url = mask_secrets(self.url)
+        self.hint = mask_secrets(self.hint)
+        self.details = [mask_secrets(line) for line in self.details]
 
     @property
     def status(self) -> str:
@@ -98,7 +138,7 @@ async def check_postgres(database_url: str | None, data_dir: Path) -> ServiceChe
         else:
             details = ["no DATABASE_URL: embedded server, started on first use"]
         return ServiceCheck("PostgreSQL", f"embedded: {where}", True, False, "embedded", details)
-    shown = _redact(database_url)
+    shown = mask_secrets(database_url)
     try:
         conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(database_url), timeout=5.0)
         async with conn:
@@ -109,16 +149,6 @@ async def check_postgres(database_url: str | None, data_dir: Path) -> ServiceChe
         return ServiceCheck("PostgreSQL", shown, False, True, hint=f"{exc}".strip() or type(exc).__name__)
     except psycopg.Error as exc:
         return ServiceCheck("PostgreSQL", shown, False, True, hint=f"{type(exc).__name__}: {exc}".strip())
-
-
-def _redact(url: str) -> str:
-    """Hide the password of a connection URL."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
-    return url
 
 
 async def run_doctor(settings: Settings, *, comfy_urls: list[str] | None = None) -> list[ServiceCheck]:

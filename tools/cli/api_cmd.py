@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import typer
 
-__all__ = ["api"]
+__all__ = ["ALLOW_UNAUTHENTICATED_HELP", "api"]
+
+ALLOW_UNAUTHENTICATED_HELP = ("Listen beyond loopback even with ATELIER_AUTH=local, where nobody logs in: anyone who "
+                              "reaches the address acts as the admin (also ATELIER_ALLOW_UNAUTHENTICATED=true). "
+                              "Prefer ATELIER_AUTH=accounts.")
 
 
 def api(
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for other machines)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for other machines: needs "
+                             "ATELIER_AUTH=accounts, see --allow-unauthenticated)."),
     port: int = typer.Option(8765, min=1, max=65535, help="Port."),
+    allow_unauthenticated: bool = typer.Option(False, "--allow-unauthenticated", help=ALLOW_UNAUTHENTICATED_HELP),
 ) -> None:
     """Serve POST/GET/DELETE /jobs, images, /batches, /workflows and /health (OpenAPI at /docs)."""
     import uvicorn
 
     from tools.api.jobs import build_job_api
+    from tools.exposure import check_listen_address
     from tools.settings import load_settings
 
-    uvicorn.run(build_job_api(load_settings()), host=host, port=port, log_level="warning")
+    settings = load_settings()
+    check_listen_address(host, settings, server="The job API", allow_unauthenticated=allow_unauthenticated)
+    uvicorn.run(build_job_api(settings), host=host, port=port, log_level="warning")

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tools.catalog import list_templates
-from tools.doctor import ServiceCheck, run_doctor
+from tools.doctor import ServiceCheck, mask_secrets, run_doctor
 from tools.settings import Settings, load_settings
 
 __all__ = ["doctor", "doctor_table", "workflows"]
@@ -58,7 +58,7 @@ def _measured_times(settings: Settings) -> dict[str, str]:
         for name, seconds in estimates.items():
             mine = [t for t in timings if t.workflow.rsplit("/", 1)[-1] == name]
             runs = sum(t.runs for t in mine)
-            servers = "; ".join(f"{t.server}: {t.avg_seconds:.3g}" for t in mine) if len(mine) > 1 else ""
+            servers = "; ".join(f"{mask_secrets(t.server)}: {t.avg_seconds:.3g}" for t in mine) if len(mine) > 1 else ""
             shown[name] = f"{seconds:.3g} ({runs})" + (f" [{servers}]" if servers else "")
         return shown
 
@@ -66,7 +66,7 @@ def _measured_times(settings: Settings) -> dict[str, str]:
 
 
 def doctor_table(checks: list[ServiceCheck]) -> Table:
-    """The doctor's findings as a rich table."""
+    """The doctor's findings as a rich table (their secrets are masked when the checks are made)."""
     table = Table(title="Atelier services")
     for column in ("service", "status", "url", "version", "details"):
         table.add_column(column)

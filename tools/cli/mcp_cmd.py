@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 
 import typer
 
+from tools.cli.api_cmd import ALLOW_UNAUTHENTICATED_HELP
+
 __all__ = ["mcp"]
 
 
@@ -16,25 +18,31 @@ def mcp(
     http: bool = typer.Option(False, "--http", help="Serve streamable HTTP on HOST:PORT/mcp instead of stdio. With "
                               "ATELIER_AUTH=accounts each request must carry a token or an API key (`atelier users key "
                               "NAME`), is refused with 401/403 otherwise, and sees only that user's work."),
-    host: str = typer.Option("127.0.0.1", help="Address for --http (0.0.0.0 for other machines)."),
+    host: str = typer.Option("127.0.0.1", help="Address for --http (0.0.0.0 for other machines: needs "
+                             "ATELIER_AUTH=accounts, see --allow-unauthenticated)."),
     port: int = typer.Option(8766, min=1, max=65535, help="Port for --http."),
     owner: str = typer.Option("mcp", help="Whose jobs, images and documents the tools see. Ignored by --http with "
                               "ATELIER_AUTH=accounts (each request acts as the user its 'Authorization: Bearer …' or "
                               "'X-API-Key' names); over stdio, a private pipe without credentials, it always applies."),
     worker: bool = typer.Option(True, "--worker/--no-worker",
                                 help="Also run a ledger worker here (off when your workers run elsewhere)."),
+    allow_unauthenticated: bool = typer.Option(False, "--allow-unauthenticated", help=ALLOW_UNAUTHENTICATED_HELP),
 ) -> None:
     """Tools: generate_image, submit_job, job_status, list_workflows, search_images, search_documents, ask_atelier."""
     import asyncio
 
-    from graphs.chat_session import studio, tool_context
-    from tools.adapters.mcp_server import serve_mcp
+    from tools.exposure import check_listen_address
     from tools.settings import load_settings
-    from tools.toolkit import ToolContext
 
     # stdout is the protocol under stdio: every log line goes to stderr.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     settings = load_settings()
+    if http:  # before the heavy imports: a refusal is immediate
+        check_listen_address(host, settings, server="The MCP server", allow_unauthenticated=allow_unauthenticated)
+
+    from graphs.chat_session import studio, tool_context
+    from tools.adapters.mcp_server import serve_mcp
+    from tools.toolkit import ToolContext
 
     @contextlib.asynccontextmanager
     async def open_context() -> AsyncIterator[ToolContext]:

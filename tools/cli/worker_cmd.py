@@ -10,6 +10,9 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from tools.cli.api_cmd import ALLOW_UNAUTHENTICATED_HELP
+from tools.doctor import mask_secrets
+from tools.exposure import check_listen_address
 from tools.ledger.metrics import WorkerMetrics, serve_metrics
 from tools.ledger.service import LedgerService
 from tools.ledger.worker import Worker, WorkerOptions
@@ -25,7 +28,9 @@ def worker(
     slots: int = typer.Option(2, min=1, help="Prompts kept inside each ComfyUI at once (2: no idle GPU gap)."),
     lease_seconds: float | None = typer.Option(None, min=2, help="Lease length (default: ATELIER_LEASE_SECONDS)."),
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port."),
-    metrics_host: str = typer.Option("127.0.0.1", help="Address for /metrics (0.0.0.0 to let others scrape it)."),
+    metrics_host: str = typer.Option("127.0.0.1", help="Address for /metrics (0.0.0.0 to let others scrape it: needs "
+                                     "ATELIER_AUTH=accounts, see --allow-unauthenticated)."),
+    allow_unauthenticated: bool = typer.Option(False, "--allow-unauthenticated", help=ALLOW_UNAUTHENTICATED_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every job."),
 ) -> None:
     """Claim jobs and run them on ComfyUI; any number of workers may share one database."""
@@ -33,6 +38,9 @@ def worker(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if metrics_port is not None:
+        check_listen_address(metrics_host, settings, server="The worker's /metrics",
+                             allow_unauthenticated=allow_unauthenticated)
     options = WorkerOptions(servers=list(comfy_url) or list(settings.comfyui_urls), slots_per_server=slots,
                             lease_seconds=lease_seconds or settings.lease_seconds)
 
@@ -48,7 +56,7 @@ def worker(
                               alive_seconds=3 * settings.lease_seconds)
             work = Worker(svc.ledger, settings, svc.store, options, metrics=metrics)
             Console(stderr=True).print(
-                f"worker {work.id} feeding {', '.join(options.servers)} ({slots} slot(s) each); "
+                f"worker {work.id} feeding {', '.join(map(mask_secrets, options.servers))} ({slots} slot(s) each); "
                 f"outputs → {svc.store.describe()}; Ctrl-C to stop", highlight=False,
             )
             await work.run(stop)
