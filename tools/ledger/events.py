@@ -1,7 +1,8 @@
 """Job progress events: workers publish them to PostgreSQL; the API and the chat replay and follow them.
 
 Each event is a row of `job_events` (a global `seq`, so one cursor covers many jobs) and a NOTIFY on
-`atelier_events`; a reader that reconnects with the last `seq` it saw gets exactly the events after it.
+`atelier_events`; a reader that reconnects with the last `seq` it saw gets exactly the events after it. Followers
+sleep on the ledger's one LISTEN connection (tools/ledger/notifications.py), however many there are.
 Only the newest preview frame of a job is kept (older ones are deleted as a new one arrives, the last one
 when the job ends), so previews never pile up. The end of a job is not an event row: `follow` reads it from
 the job itself and yields a final event of kind "done", "failed" or "cancelled".
@@ -9,7 +10,6 @@ the job itself and yields a final event of kind "done", "failed" or "cancelled".
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from tools.ledger.models import Job
+from tools.ledger.notifications import NotificationHub
 
 __all__ = ["EventPublisher", "JobEvent", "JobEvents"]
 
@@ -84,11 +85,13 @@ def final_event(job: Job) -> JobEvent:
 
 
 class JobEvents:
-    """Publish, read and follow job events through the ledger's pool (LISTEN on its own connection)."""
+    """Publish, read and follow job events through the ledger's pool; followers share its NotificationHub."""
 
-    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]], conninfo: str) -> None:
+    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]], conninfo: str,
+                 notifications: NotificationHub | None = None) -> None:
         self.pool = pool
         self.conninfo = conninfo
+        self.notifications = notifications
 
     async def publish(self, job_id: str | uuid.UUID, attempt: int, kind: str, data: dict[str, Any] | None = None,
                       *, preview: bytes | None = None, preview_type: str | None = None) -> int:
@@ -136,13 +139,27 @@ class JobEvents:
                      *, recheck_seconds: float = 30.0) -> AsyncIterator[JobEvent]:
         """Every event of these jobs after `after` as it happens, then each job's final event; ends when all end.
 
-        No polling: it sleeps on LISTEN atelier_events/atelier_status and rereads only when woken (or every
-        `recheck_seconds`, in case a notification was lost with a connection).
+        No polling: it sleeps on the ledger's LISTEN connection (atelier_events, atelier_status: the shared
+        NotificationHub) and rereads from its cursor only when woken (or every `recheck_seconds`, in case a
+        notification was lost with a connection). Without a hub (a JobEvents made only to publish) it listens on
+        a connection of its own for this one call.
         """
+        if self.notifications is None:
+            hub = NotificationHub(self.conninfo)
+            try:
+                async for event in self._follow(hub, job_ids, after, recheck_seconds):
+                    yield event
+            finally:
+                await hub.close()
+            return
+        async for event in self._follow(self.notifications, job_ids, after, recheck_seconds):
+            yield event
+
+    async def _follow(self, hub: NotificationHub, job_ids: Sequence[str | uuid.UUID], after: int,
+                      recheck_seconds: float) -> AsyncIterator[JobEvent]:
+        """`follow` on this hub."""
         wanted = {uuid.UUID(str(j)) for j in job_ids}
-        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as listen:
-            await listen.execute("LISTEN atelier_events")
-            await listen.execute("LISTEN atelier_status")
+        with hub.subscribe(wanted) as woken:  # before the first read: nothing can slip between read and wait
             while wanted:
                 for event in await self.read(list(wanted), after):
                     after = max(after, event.seq or after)
@@ -156,15 +173,7 @@ class JobEvents:
                         wanted.discard(job.id)
                         yield final_event(job)
                     continue
-                await _woken(listen, {str(j) for j in wanted}, recheck_seconds)
-
-
-async def _woken(listen: psycopg.AsyncConnection[Any], ids: set[str], timeout: float) -> None:
-    """Wait for a notification about one of these jobs (or the timeout)."""
-    async with contextlib.aclosing(listen.notifies(timeout=timeout)) as notes:
-        async for note in notes:
-            if note.payload.split(" ", 1)[0] in ids:
-                return
+                await woken.wait(recheck_seconds)
 
 
 class EventPublisher:
