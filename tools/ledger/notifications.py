@@ -77,6 +77,7 @@ class NotificationHub:
         self.max_backoff_seconds = max_backoff_seconds
         self.closed = False
         self.connects = 0
+        self.backend_pid: int | None = None
         self._subscribers: dict[tuple[str, str], set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
@@ -142,16 +143,18 @@ class NotificationHub:
                     for channel in self.channels:
                         await conn.execute(f"LISTEN {channel}".encode())
                     self.connects += 1
+                    self.backend_pid = conn.info.backend_pid
                     self._listening.set()
                     self._wake_all()  # whatever happened before this LISTEN: every waiter reads again
                     backoff = 0.1
                     await self._listen(conn)
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:  # psycopg.Error or OSError mostly; whatever it was, listen again
                 self._listening.clear()
+                self.backend_pid = None
                 if self.closed:
                     return
-                log.warning("job notifications: connection lost (%s); reconnecting in %.1f s",
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, backoff)
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                log.warning("job notifications: LISTEN connection lost (%s); reconnecting in %.1f s", reason, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_seconds)
 
