@@ -4,7 +4,8 @@
   within its pool plus the one LISTEN connection, every socket gets every event through `done`, and submits go on.
 - A user over ATELIER_MAX_EVENT_SOCKETS_PER_USER is refused (close code 4429 and a reason); a closed socket frees
   its place; the cap is per user.
-- `/metrics` with accounts: 401 without credentials, 403 for a user, 200 for an admin; local mode unchanged.
+- `/metrics` with accounts (the API's and a worker's `--metrics-port`): 401 without credentials, 403 for a user,
+  200 for an admin; local mode unchanged.
 - Scraping `/metrics` (the API's and a worker's `--metrics-port`) opens no database connection.
 - ComfyUI URLs with credentials, paths and queries show up in metric labels as scheme://host:port only.
 """
@@ -105,7 +106,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with (serving([sys.executable, "-m", "tools.cli.main", "api", "--port", str(api_port)], f"{api}/health",
                       tmp / "api.log", env=api_env, cwd=ROOT, ready=200),
               serving([sys.executable, "-m", "tools.cli.main", "worker", "--metrics-port", str(metrics_port)],
-                      worker_metrics, tmp / "worker.log", env=env, cwd=ROOT, ready=200)):
+                      worker_metrics, tmp / "worker.log", env=env, cwd=ROOT, ready=401)):  # accounts: no anonymous
             yield Stack(api, worker_metrics, url, fake, keys)
 
 
@@ -293,16 +294,21 @@ async def _admitted_soon(url: str, headers: dict[str, str], seconds: float = 10.
 
 
 @pytest.mark.asyncio
-async def test_metrics_with_accounts_need_an_admin(stack: Stack) -> None:
+@pytest.mark.parametrize("where", ["api", "worker"])
+async def test_metrics_with_accounts_need_an_admin(stack: Stack, where: str) -> None:
+    url = f"{stack.api}/metrics" if where == "api" else stack.worker_metrics
     async with httpx.AsyncClient(timeout=30) as http:
-        anonymous = await http.get(f"{stack.api}/metrics")
-        user = await http.get(f"{stack.api}/metrics", headers={"Authorization": f"Bearer {stack.keys['ana']}"})
-        admin = await http.get(f"{stack.api}/metrics", headers={"Authorization": f"Bearer {stack.keys['root']}"})
+        anonymous = await http.get(url)
+        user = await http.get(url, headers={"Authorization": f"Bearer {stack.keys['ana']}"})
+        forged = await http.get(url, headers={"Authorization": "Bearer atl_forged00_" + "x" * 40})
+        admin = await http.get(url, headers={"Authorization": f"Bearer {stack.keys['root']}"})
     assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
-    assert "atelier_owner" not in anonymous.text
-    assert user.status_code == 403 and "not an admin" in user.json()["detail"]
-    assert "atelier_owner" not in user.text
+    assert forged.status_code == 401
+    assert user.status_code == 403 and "ana is not an admin" in user.text
+    for refused in (anonymous, user, forged):
+        assert "atelier_owner" not in refused.text
     assert admin.status_code == 200 and "atelier_ledger_up 1.0" in admin.text
+    assert 'atelier_owner_jobs{owner="ana"' in admin.text
 
 
 @pytest.mark.asyncio
@@ -319,7 +325,7 @@ async def test_scraping_opens_no_connection(stack: Stack, db: psycopg.AsyncConne
         before = await _sessions(db)
         for _ in range(15):
             api = await http.get(f"{stack.api}/metrics", headers=admin)
-            worker = await http.get(stack.worker_metrics)
+            worker = await http.get(stack.worker_metrics, headers=admin)
             assert "atelier_ledger_up 1.0" in api.text and "atelier_ledger_up 1.0" in worker.text
         after = await _sessions(db)
     assert after == before, f"30 scrapes opened {after - before} PostgreSQL sessions"
@@ -339,7 +345,7 @@ async def test_metric_labels_show_comfyui_as_scheme_host_port_only(stack: Stack)
         follower = await Follower.open(events, ana)
         assert (await follower.rest())[-1]["type"] == "done"  # the worker ran it: its server series exist
         api = (await http.get(f"{stack.api}/metrics", headers={"X-API-Key": stack.keys["root"]})).text
-        worker = (await http.get(stack.worker_metrics)).text
+        worker = (await http.get(stack.worker_metrics, headers={"X-API-Key": stack.keys["root"]})).text
     live = f"http://127.0.0.1:{stack.fake.port}"
     assert _label_values(api, "server") == {live, "http://127.0.0.1:9"}
     assert _label_values(worker, "server") == {live}
