@@ -47,6 +47,8 @@ SUBMITTERS = 20
 # The API's pool (JobLedger.open's max_size, which LedgerService.open keeps) and its one LISTEN connection.
 API_POOL = 8
 SLACK = 2
+# The worker process's pool, its LISTEN connection (atelier_jobs/atelier_cancel) and its heartbeat; the test's two.
+WORKER, OWN = API_POOL + 2, 2
 # libpq names every connection of the API process so (PGAPPNAME), which pg_stat_activity shows.
 API_APP_NAME = "atelier-api-under-attack"
 SECRET = "s3cret-pw"
@@ -198,6 +200,17 @@ async def _refusal(url: str, headers: dict[str, str]) -> Close:
 async def test_300_sockets_on_one_job_share_one_listen_connection_and_get_every_event(
     stack: Stack, db: psycopg.AsyncConnection[Any], paused: FakeComfyUI
 ) -> None:
+    peak = [0, 0]  # backends of the API process, of the whole database: sampled from before the first socket
+    sampling = asyncio.Event()
+
+    async def sample() -> None:
+        async with await psycopg.AsyncConnection.connect(stack.database, autocommit=True) as own:
+            while not sampling.is_set():
+                api, total = await _api_backends(own, stack)
+                peak[:] = [max(peak[0], api), max(peak[1], total)]
+                await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
     async with httpx.AsyncClient(timeout=30) as http:
         job = await _submit(http, stack, "ana", "a lighthouse in fog", steps=10)
         url, root = stack.ws(job, "root")
@@ -206,18 +219,6 @@ async def test_300_sockets_on_one_job_share_one_listen_connection_and_get_every_
         assert api_open <= API_POOL + SLACK, f"{SOCKETS} sockets hold {api_open} connections of the API"
         refused = await _refusal(url, root)
         assert refused.code == TOO_MANY_SOCKETS_CLOSE and "ATELIER_MAX_EVENT_SOCKETS_PER_USER" in refused.reason
-
-        peak = [0, 0]
-        sampling = asyncio.Event()
-
-        async def sample() -> None:
-            async with await psycopg.AsyncConnection.connect(stack.database, autocommit=True) as own:
-                while not sampling.is_set():
-                    api, total = await _api_backends(own, stack)
-                    peak[:] = [max(peak[0], api), max(peak[1], total)]
-                    await asyncio.sleep(0.02)
-
-        sampler = asyncio.create_task(sample())
 
         async def submitter(n: int) -> str:
             async with httpx.AsyncClient(timeout=30) as own:
@@ -232,8 +233,8 @@ async def test_300_sockets_on_one_job_share_one_listen_connection_and_get_every_
         for queued in submitted:  # not needed by the other attacks: out of the worker's way
             await http.delete(f"{stack.api}/jobs/{queued}", headers={"X-API-Key": stack.keys["bo"]})
     assert len(set(submitted)) == SUBMITTERS
-    # The test's own two connections and the worker's (its pool, LISTEN and heartbeat) share the database.
     assert peak[0] <= API_POOL + SLACK, f"the API held {peak[0]} connections with {SOCKETS} sockets open"
+    assert peak[1] <= API_POOL + SLACK + WORKER + OWN, f"the database had {peak[1]} backends"
     cur = await db.execute("SELECT seq FROM job_events WHERE job_id = %s AND kind <> 'preview' ORDER BY seq",
                            (uuid.UUID(job),))
     stored = [int(row[0]) for row in await cur.fetchall()]
@@ -242,7 +243,6 @@ async def test_300_sockets_on_one_job_share_one_listen_connection_and_get_every_
     for messages in received:
         assert messages[0]["type"] == "status" and messages[-1]["type"] == "done"
         assert [m["seq"] for m in messages if m["seq"] is not None] == stored
-    print(f"\n{SOCKETS} sockets: API connections peak {peak[0]} (pool {API_POOL} + LISTEN), database {peak[1]}")
 
 
 # --- the per-user cap -----------------------------------------------------------------------------------------------
