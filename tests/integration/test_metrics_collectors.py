@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+from psycopg_pool import AsyncConnectionPool
 
 from tests.fakes.comfyui_server import FakeComfyUI
 from tools.api.comfy_probe import ComfyProbeCollector
@@ -22,7 +24,8 @@ from tools.api.jobs import build_job_api
 from tools.ledger.migrations import apply_migrations
 from tools.ledger.output_store import LocalOutputStore
 from tools.ledger.service import LedgerService
-from tools.ledger.usage_collector import OTHER_OWNERS, UsageCollector
+from tools.ledger.store import JobLedger
+from tools.ledger.usage_collector import OTHER_OWNERS, LedgerPool, UsageCollector
 from tools.settings import Settings, load_settings
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -68,7 +71,20 @@ def ledger_url(machine_pg_url: str) -> str:
     return machine_pg_url
 
 
-def test_usage_per_owner_queue_age_and_workers(ledger_url: str) -> None:
+@pytest_asyncio.fixture
+async def ledger_pool(ledger_url: str) -> AsyncIterator[LedgerPool]:
+    """The ledger's pool and its loop, which the collectors read through (scrapes run in another thread)."""
+    async with JobLedger.open(ledger_url) as ledger:
+        yield LedgerPool(ledger.pool, asyncio.get_running_loop())
+
+
+async def _scrape_off_loop(*collectors: Collector) -> Samples:
+    """Scrape as Prometheus' server threads do: from a thread, while the pool's loop keeps running."""
+    return await asyncio.to_thread(_scrape, *collectors)
+
+
+@pytest.mark.asyncio
+async def test_usage_per_owner_queue_age_and_workers(ledger_url: str, ledger_pool: LedgerPool) -> None:
     with psycopg.connect(ledger_url, autocommit=True) as conn:
         _job(conn, "ana", "succeeded", gpu=10.0, cost=0.02)
         _job(conn, "ana", "succeeded", gpu=5.5, cost=0.01)
@@ -82,7 +98,7 @@ def test_usage_per_owner_queue_age_and_workers(ledger_url: str) -> None:
         _worker(conn, "silent", silent=200)
         _worker(conn, "clean-stop", silent=500, stopped=True)
         _worker(conn, "long-gone", silent=7200)
-    got = _scrape(UsageCollector(ledger_url, alive_seconds=90, forget_seconds=900, max_owners=2))
+    got = await _scrape_off_loop(UsageCollector(ledger_pool, alive_seconds=90, forget_seconds=900, max_owners=2))
     assert got[("atelier_ledger_up", ())] == 1
     # ana and bo have the most GPU time; cy and dee are summed as _other
     assert got[("atelier_owner_gpu_seconds_total", (("owner", "ana"),))] == pytest.approx(16.5)
@@ -101,20 +117,34 @@ def test_usage_per_owner_queue_age_and_workers(ledger_url: str) -> None:
     assert ages["alive"] < 30 and 199 <= ages["silent"] < 300
 
 
-def test_an_empty_ledger_still_exports_every_family(ledger_url: str) -> None:
-    got = _scrape(UsageCollector(ledger_url))
+@pytest.mark.asyncio
+async def test_an_empty_ledger_still_exports_every_family(ledger_pool: LedgerPool) -> None:
+    got = await _scrape_off_loop(UsageCollector(ledger_pool))
     assert got[("atelier_queue_oldest_seconds", ())] == 0
     assert got[("atelier_workers_alive", ())] == 0
     assert got[("atelier_ledger_up", ())] == 1
 
 
-def test_an_unreachable_ledger_never_fails_the_scrape(closed_port_url: str) -> None:
+@pytest.mark.asyncio
+async def test_an_unreachable_ledger_never_fails_the_scrape(closed_port_url: str) -> None:
     url = closed_port_url.replace("http://", "postgresql://postgres@") + "/nothing"
-    started = time.monotonic()
-    got = _scrape(UsageCollector(url, timeout_seconds=2))
-    assert time.monotonic() - started < 5
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[object, ...]]] = AsyncConnectionPool(
+        url, min_size=1, open=False, reconnect_timeout=60)
+    await pool.open(wait=False)
+    try:
+        started = time.monotonic()
+        got = await _scrape_off_loop(UsageCollector(LedgerPool(pool, asyncio.get_running_loop()), timeout_seconds=2))
+        assert time.monotonic() - started < 5
+    finally:
+        await pool.close()
     assert got[("atelier_ledger_up", ())] == 0
     assert not any(name.startswith("atelier_owner") for name, _ in got)
+
+
+@pytest.mark.asyncio
+async def test_collecting_on_the_pools_own_loop_reports_down_instead_of_blocking(ledger_pool: LedgerPool) -> None:
+    got = _scrape(UsageCollector(ledger_pool))  # on the loop: waiting for it would deadlock
+    assert got[("atelier_ledger_up", ())] == 0
 
 
 def test_comfyui_probe_up_down_and_vram(fake_comfy: FakeComfyUI, closed_port_url: str) -> None:

@@ -199,7 +199,7 @@ async def test_metrics_are_served_for_prometheus(svc: LedgerService) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    serve_metrics(metrics, svc.ledger.conninfo, port)
+    serve_metrics(metrics, svc.ledger, svc.settings, port)
     opts = WorkerOptions(servers=list(svc.settings.comfyui_urls), lease_seconds=3)
     worker = Worker(svc.ledger, svc.settings, svc.store, opts, metrics=metrics)
     stop = asyncio.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from tools.api.jobs import build_job_api
 from tools.ledger.metrics import WorkerMetrics
 from tools.ledger.output_store import LocalOutputStore
 from tools.ledger.service import LedgerService
-from tools.ledger.usage_collector import UsageCollector
+from tools.ledger.usage_collector import LedgerPool, UsageCollector
 from tools.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -242,17 +243,18 @@ async def exported(svc: LedgerService, settings: Settings) -> AsyncIterator[set[
     from tools.schemas import GenerationParams
 
     await svc.submit(JobRequest(params=GenerationParams(prompt="a fox", seed=1), owner="ana"))
-    conninfo = svc.ledger.conninfo
+    ledger = LedgerPool(svc.ledger.pool, asyncio.get_running_loop())
     api = build_job_api(settings, service=svc)
     api.state.ledger = svc
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://127.0.0.1") as http:
         assert (await http.get("/health")).status_code == 200
         scraped = await http.get("/metrics")
     assert scraped.status_code == 200
+    # Collected from a thread, as Prometheus' scrapes are: the ledger series are read on this loop's pool.
     names = (_sample_names(WorkerMetrics().registry)
-             | _sample_names(_registry_of(UsageCollector(conninfo)))
+             | await asyncio.to_thread(_sample_names, _registry_of(UsageCollector(ledger)))
              | _sample_names(_registry_of(ComfyProbeCollector(settings.comfyui_urls)))
-             | _sample_names(api.state.metrics_registry))
+             | await asyncio.to_thread(_sample_names, api.state.metrics_registry))
     yield names
 
 

@@ -2,6 +2,7 @@
 
 The API (not the workers) probes, so that "ComfyUI down" is reported even when no worker runs, and from the same
 place that serves the ledger-wide series. All servers are probed at once; a scrape waits at most one timeout.
+The `server` label is the URL's scheme://host:port only: user info, path and query never reach a metric.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tools.comfyui.models import SystemStats
+from tools.ledger.metrics import server_label
 
 __all__ = ["ComfyProbe", "ComfyProbeCollector", "probe_comfyui"]
 
 
 @dataclass(frozen=True)
 class ComfyProbe:
-    """What one probe of one server found."""
+    """What one probe of one server found (`server` is the URL as configured: never a label as it is)."""
 
     server: str
     up: bool
@@ -72,11 +74,16 @@ class ComfyProbeCollector(Collector):
                                  labels=["server"])
         total = GaugeMetricFamily("atelier_comfyui_vram_total_bytes", "VRAM of the server's largest device.",
                                   labels=["server"])
+        seen: set[str] = set()
         for probe in probes:
-            up.add_metric([probe.server], 1 if probe.up else 0)
-            took.add_metric([probe.server], probe.seconds)
+            label = [server_label(probe.server)]
+            if label[0] in seen:  # two URLs of one server (say, with and without credentials): one series
+                continue
+            seen.add(label[0])
+            up.add_metric(label, 1 if probe.up else 0)
+            took.add_metric(label, probe.seconds)
             if probe.vram_total_bytes is not None:
-                total.add_metric([probe.server], probe.vram_total_bytes)
+                total.add_metric(label, probe.vram_total_bytes)
         yield up
         yield took
         yield total

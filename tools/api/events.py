@@ -4,11 +4,18 @@ A client sends nothing; it receives JSON events — `status` (a snapshot on conn
 `progress` (step/max), `preview` (base64 data URL, a link, or nothing: `?previews=`), `retrying`, and one
 final `done` (with image links), `failed` or `cancelled`, after which the server closes the socket. Every
 stored event carries its `seq`: reconnecting with `?after=<last seq>` yields exactly the events missed.
+
+Sockets cost no database connection of their own (they sleep on the ledger's one LISTEN connection), but each
+user may hold only ATELIER_MAX_EVENT_SOCKETS_PER_USER of them open on one server process: the next one is closed
+with code 4429 and the reason. A socket's place is freed as soon as it closes, from either side.
 """
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime (see jobs.py).
+import asyncio
 import base64
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket, WebSocketDisconnect
@@ -20,9 +27,12 @@ from tools.errors import AtelierError
 from tools.ledger.events import JobEvent
 from tools.ledger.service import LedgerService
 
-__all__ = ["INT64_MAX", "JOB_ID_PATTERN", "NOT_FOUND_CLOSE", "add_event_routes"]
+__all__ = ["INT64_MAX", "JOB_ID_PATTERN", "NOT_FOUND_CLOSE", "TOO_MANY_SOCKETS_CLOSE", "SocketPlaces",
+           "add_event_routes"]
 
 NOT_FOUND_CLOSE = 4404
+# Like HTTP 429: the user already holds as many event sockets as this server allows.
+TOO_MANY_SOCKETS_CLOSE = 4429
 # A job id as the API takes it: the full UUID, or (as `atelier jobs` shows them) a unique prefix of 4+ hex digits.
 JOB_ID_PATTERN = r"^[0-9a-fA-F][0-9a-fA-F-]{3,35}$"
 # Event sequence numbers are PostgreSQL `bigint`s.
@@ -50,15 +60,62 @@ def _message(event: JobEvent, base: str, previews: PreviewMode) -> dict[str, Any
     return body
 
 
+class SocketPlaces:
+    """How many event sockets each user holds open on this server process, against a per-user cap."""
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self.held: Counter[str] = Counter()
+
+    @contextlib.contextmanager
+    def place(self, user: str) -> Iterator[bool]:
+        """Hold one of `user`'s places for the block (True), or none when all are taken (False)."""
+        if self.held[user] >= self.per_user:
+            yield False
+            return
+        self.held[user] += 1
+        try:
+            yield True
+        finally:
+            self.held[user] -= 1
+            if not self.held[user]:
+                del self.held[user]
+
+    def refusal(self, user: str) -> str:
+        """The close reason for a socket over the cap (a WebSocket close reason holds at most 123 bytes)."""
+        return (f"{user[:24]} already has {self.per_user} open event sockets here (the limit, "
+                "ATELIER_MAX_EVENT_SOCKETS_PER_USER); close one first")
+
+
+async def _until_disconnect(socket: WebSocket) -> None:
+    """Return when the client goes away (clients send nothing; anything they send is ignored)."""
+    while True:
+        message = await socket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+
+
+async def _send_all(socket: WebSocket, events: AsyncIterator[JobEvent], base: str, previews: PreviewMode) -> None:
+    """Send each event as it comes (until the final one)."""
+    async for event in events:
+        message = _message(event, base, previews)
+        if message is not None:
+            await socket.send_json(message)
+
+
 def add_event_routes(
     api: FastAPI, ledger: Callable[[Any], LedgerService], errors: Callable[..., dict[int | str, dict[str, Any]]],
     caller: Callable[..., Any], socket_caller: Callable[[WebSocket], Awaitable[Principal]],
+    *, max_sockets_per_user: int = 32,
 ) -> None:
     """Add the events socket and the preview route; `ledger(request)` finds the ledger, `errors(*codes)` documents.
 
     `caller` is the HTTP dependency giving the request's Principal, `socket_caller(socket)` the same for the
-    socket; a job its caller may not see is answered as unknown.
+    socket; a job its caller may not see is answered as unknown. Each user may hold `max_sockets_per_user` event
+    sockets open at once (per app, so per server process).
     """
+    places = SocketPlaces(max_sockets_per_user)
+    api.state.event_socket_places = places
 
     @api.websocket("/jobs/{job_id}/events")
     async def events(
@@ -74,21 +131,43 @@ def add_event_routes(
         except AuthError as exc:
             await socket.close(code=4000 + exc.status, reason=str(exc)[:120])
             return
+        with places.place(principal.user_id) as admitted:
+            if not admitted:
+                await socket.close(code=TOO_MANY_SOCKETS_CLOSE, reason=places.refusal(principal.user_id))
+                return
+            await _serve(socket, svc, job_id, principal, after, previews)
+
+    async def _serve(socket: WebSocket, svc: LedgerService, job_id: str, principal: Principal, after: int,
+                     previews: PreviewMode) -> None:
+        """The socket of an admitted caller: snapshot, replay, follow; ends when the job or the client does."""
         try:
             job = await svc.get(job_id, owner=principal.sees_only)
         except AtelierError as exc:
             await socket.close(code=NOT_FOUND_CLOSE, reason=str(exc)[:120])
             return
         base = str(socket.base_url).rstrip("/").replace("ws://", "http://").replace("wss://", "https://")
-        await socket.send_json({"type": "status", "job": str(job.id), "seq": None, "status": job.status,
-                                "workflow": job.workflow.rsplit("/", 1)[-1]})
         try:
-            async for event in svc.events.follow([job.id], after):
-                message = _message(event, base, previews)
-                if message is not None:
-                    await socket.send_json(message)
+            await socket.send_json({"type": "status", "job": str(job.id), "seq": None, "status": job.status,
+                                    "workflow": job.workflow.rsplit("/", 1)[-1]})
         except WebSocketDisconnect:
             return
+        # Follow until the job ends, but stop at once when the client leaves (its place is freed then, not at the
+        # job's next event).
+        sending = asyncio.create_task(_send_all(socket, svc.events.follow([job.id], after), base, previews))
+        leaving = asyncio.create_task(_until_disconnect(socket))
+        try:
+            await asyncio.wait({sending, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sending, leaving):
+                task.cancel()
+            await asyncio.gather(sending, leaving, return_exceptions=True)
+        if leaving.done() and not leaving.cancelled():
+            return  # the client went away
+        error = sending.exception() if not sending.cancelled() else None
+        if isinstance(error, WebSocketDisconnect):
+            return
+        if error is not None:
+            raise error
         await socket.close()
 
     @api.get("/jobs/{job_id}/previews/{seq}", summary="A live preview frame of a running job", response_class=Response,

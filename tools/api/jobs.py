@@ -380,7 +380,8 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
         return HealthView(status="ok", jobs=await ledger(request).ledger.counts())
 
     add_event_routes(api, ledger, error_responses, caller,
-                     lambda socket: socket_caller(settings, ledger(socket), socket))
+                     lambda socket: socket_caller(settings, ledger(socket), socket),
+                     max_sockets_per_user=settings.max_event_sockets_per_user)
     add_auth_routes(api, settings, ledger, caller, error_responses)
     from tools.api.prompts import add_prompt_routes  # here: that module reads this one's helpers
 

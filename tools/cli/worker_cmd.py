@@ -52,8 +52,7 @@ def worker(
         async with LedgerService.open(settings) as svc:
             metrics = WorkerMetrics()
             if metrics_port is not None:
-                serve_metrics(metrics, svc.ledger.conninfo, metrics_port, metrics_host,
-                              alive_seconds=3 * settings.lease_seconds)
+                serve_metrics(metrics, svc.ledger, settings, metrics_port, metrics_host)
             work = Worker(svc.ledger, settings, svc.store, options, metrics=metrics)
             Console(stderr=True).print(
                 f"worker {work.id} feeding {', '.join(map(mask_secrets, options.servers))} ({slots} slot(s) each); "

@@ -1,7 +1,9 @@
 """Job progress events: workers publish them to PostgreSQL; the API and the chat replay and follow them.
 
 Each event is a row of `job_events` (a global `seq`, so one cursor covers many jobs) and a NOTIFY on
-`atelier_events`; a reader that reconnects with the last `seq` it saw gets exactly the events after it.
+`atelier_events`; a reader that reconnects with the last `seq` it saw gets exactly the events after it. Followers
+sleep on the ledger's one LISTEN connection (tools/ledger/notifications.py), however many there are, and followers
+of one job woken together share their re-reads (`SharedReads`): a notification costs a query, not one per follower.
 Only the newest preview frame of a job is kept (older ones are deleted as a new one arrives, the last one
 when the job ends), so previews never pile up. The end of a job is not an event row: `follow` reads it from
 the job itself and yields a final event of kind "done", "failed" or "cancelled".
@@ -9,14 +11,14 @@ the job itself and yields a final event of kind "done", "failed" or "cancelled".
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg.rows import DictRow
@@ -24,10 +26,13 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from tools.ledger.models import Job
+from tools.ledger.notifications import NotificationHub
 
-__all__ = ["EventPublisher", "JobEvent", "JobEvents"]
+__all__ = ["EventPublisher", "JobEvent", "JobEvents", "SharedReads"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _INSERT = """
 INSERT INTO job_events (job_id, attempt, kind, data, preview, preview_type)
@@ -83,12 +88,62 @@ def final_event(job: Job) -> JobEvent:
                     created_at=job.finished_at)
 
 
-class JobEvents:
-    """Publish, read and follow job events through the ledger's pool (LISTEN on its own connection)."""
+class SharedReads(Generic[T]):
+    """Identical reads asked for at the same time run as one query.
 
-    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]], conninfo: str) -> None:
+    A caller joins a query that has not started yet, never one already running (that one may have started before
+    what the caller was told about was committed): it waits for the next one, which starts when the running one
+    ends. So at most two queries per key follow each other however many callers ask, and each caller's answer is
+    read after it asked.
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[Hashable, tuple[asyncio.Future[T], Callable[[], Awaitable[T]]]] = {}
+        self._running: dict[Hashable, asyncio.Task[None]] = {}
+
+    async def read(self, key: Hashable, query: Callable[[], Awaitable[T]]) -> T:
+        """The answer of the next `query` for `key` to start (callers with the same key share it)."""
+        waiting = self._next.get(key)
+        if waiting is not None:
+            future = waiting[0]
+        else:
+            future = asyncio.get_running_loop().create_future()
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # no caller left to hear it: fine
+            self._next[key] = (future, query)
+            if key not in self._running:
+                self._launch(key)
+        return await asyncio.shield(future)  # one caller giving up does not cancel the others' query
+
+    def _launch(self, key: Hashable) -> None:
+        """Run the waiting query of `key` (callers join it until it starts); then the next one, if callers came."""
+
+        async def run() -> None:
+            future, query = self._next.pop(key)  # from here on, callers wait for the next query
+            try:
+                future.set_result(await query())
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
+            except Exception as exc:  # every caller gets the query's error
+                future.set_exception(exc)
+            finally:
+                del self._running[key]
+                if key in self._next:
+                    self._launch(key)
+
+        self._running[key] = asyncio.get_running_loop().create_task(run())
+
+
+class JobEvents:
+    """Publish, read and follow job events through the ledger's pool; followers share its NotificationHub."""
+
+    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]], conninfo: str,
+                 notifications: NotificationHub | None = None) -> None:
         self.pool = pool
         self.conninfo = conninfo
+        self.notifications = notifications
+        self._shared_events: SharedReads[list[JobEvent]] = SharedReads()
+        self._shared_jobs: SharedReads[list[Job]] = SharedReads()
 
     async def publish(self, job_id: str | uuid.UUID, attempt: int, kind: str, data: dict[str, Any] | None = None,
                       *, preview: bytes | None = None, preview_type: str | None = None) -> int:
@@ -136,35 +191,50 @@ class JobEvents:
                      *, recheck_seconds: float = 30.0) -> AsyncIterator[JobEvent]:
         """Every event of these jobs after `after` as it happens, then each job's final event; ends when all end.
 
-        No polling: it sleeps on LISTEN atelier_events/atelier_status and rereads only when woken (or every
-        `recheck_seconds`, in case a notification was lost with a connection).
+        No polling: it sleeps on the ledger's LISTEN connection (atelier_events, atelier_status: the shared
+        NotificationHub) and rereads from its cursor only when woken (or every `recheck_seconds`, in case a
+        notification was lost with a connection). Without a hub (a JobEvents made only to publish) it listens on
+        a connection of its own for this one call.
         """
+        if self.notifications is None:
+            hub = NotificationHub(self.conninfo)
+            try:
+                async for event in self._follow(hub, job_ids, after, recheck_seconds):
+                    yield event
+            finally:
+                await hub.close()
+            return
+        async for event in self._follow(self.notifications, job_ids, after, recheck_seconds):
+            yield event
+
+    async def _follow(self, hub: NotificationHub, job_ids: Sequence[str | uuid.UUID], after: int,
+                      recheck_seconds: float) -> AsyncIterator[JobEvent]:
+        """`follow` on this hub."""
         wanted = {uuid.UUID(str(j)) for j in job_ids}
-        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as listen:
-            await listen.execute("LISTEN atelier_events")
-            await listen.execute("LISTEN atelier_status")
+        with hub.subscribe(wanted) as woken:  # before the first read: nothing can slip between read and wait
             while wanted:
-                for event in await self.read(list(wanted), after):
+                for event in await self._read_shared(wanted, after):
                     after = max(after, event.seq or after)
                     yield event
-                finished = [job for job in await self._jobs(list(wanted)) if job.done]
+                finished = [job for job in await self._jobs_shared(wanted) if job.done]
                 if finished:
-                    for event in await self.read([job.id for job in finished], after):
+                    for event in await self._read_shared({job.id for job in finished}, after):
                         after = max(after, event.seq or after)
                         yield event
                     for job in finished:
                         wanted.discard(job.id)
                         yield final_event(job)
                     continue
-                await _woken(listen, {str(j) for j in wanted}, recheck_seconds)
+                await woken.wait(recheck_seconds)
 
+    async def _read_shared(self, ids: set[uuid.UUID], after: int) -> list[JobEvent]:
+        """`read`, shared with the followers asking the same at the same time."""
+        key = (tuple(sorted(ids)), after)
+        return list(await self._shared_events.read(key, lambda: self.read(list(ids), after)))
 
-async def _woken(listen: psycopg.AsyncConnection[Any], ids: set[str], timeout: float) -> None:
-    """Wait for a notification about one of these jobs (or the timeout)."""
-    async with contextlib.aclosing(listen.notifies(timeout=timeout)) as notes:
-        async for note in notes:
-            if note.payload.split(" ", 1)[0] in ids:
-                return
+    async def _jobs_shared(self, ids: set[uuid.UUID]) -> list[Job]:
+        """`_jobs`, shared with the followers asking the same at the same time."""
+        return list(await self._shared_jobs.read(tuple(sorted(ids)), lambda: self._jobs(list(ids))))
 
 
 class EventPublisher:

@@ -1,15 +1,68 @@
 """Prometheus metrics of a worker: its own counters and histograms, plus the ledger-wide series read at scrape time
-(tools/ledger/usage_collector.py)."""
+(tools/ledger/usage_collector.py) through the worker's own connection pool.
+
+The ledger-wide series name every user, so with accounts (ATELIER_AUTH=accounts) the worker's /metrics, like the
+job API's, answers only an admin's credentials (`Authorization: Bearer <key or token>` or `X-API-Key`). A ComfyUI
+URL becomes a label only as `server_label(url)`: scheme://host:port, never user info, path or query.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import asyncio
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from urllib.parse import urlsplit
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from tools.ledger.usage_collector import UsageCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
-__all__ = ["WorkerMetrics", "serve_metrics"]
+from tools.accounts.auth import Authenticator
+from tools.accounts.directory import UserDirectory
+from tools.accounts.tokens import AuthError
+from tools.ledger.usage_collector import LedgerPool, UsageCollector
+from tools.settings import Settings
+
+if TYPE_CHECKING:
+    from tools.ledger.store import JobLedger
+
+__all__ = ["ByServer", "WorkerMetrics", "serve_metrics", "server_label"]
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 _DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+M = TypeVar("M", Counter, Gauge)
+
+
+def server_label(url: str) -> str:
+    """A server URL as a metric label: scheme://host:port only (credentials, path and query stay out of metrics)."""
+    try:
+        parts = urlsplit(url.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:  # an unparsable port or host
+        return "invalid-url"
+    if not parts.scheme or not host:
+        return "invalid-url"
+    scheme = parts.scheme.lower()
+    port = port if port is not None else _DEFAULT_PORTS.get(scheme)
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}" if port is None else f"{scheme}://{shown}:{port}"
+
+
+class ByServer(Generic[M]):
+    """A metric labelled by ComfyUI server: `labels(url)` files the sample under `server_label(url)`."""
+
+    def __init__(self, metric: M) -> None:
+        self.metric: M = metric
+
+    def labels(self, server: str) -> M:
+        """The child for this server (as scheme://host:port)."""
+        child: M = self.metric.labels(server_label(server))
+        return child
 
 
 class WorkerMetrics:
@@ -25,17 +78,17 @@ class WorkerMetrics:
         self.queue_wait = Histogram(
             "atelier_job_queue_wait_seconds", "From submit to first claim.", buckets=_DURATION_BUCKETS, registry=r
         )
-        self.gpu_seconds = Counter(
+        self.gpu_seconds = ByServer(Counter(
             "atelier_gpu_seconds", "Seconds ComfyUI spent executing this worker's prompts.", ["server"], registry=r
-        )
-        self.vram_free = Gauge(
+        ))
+        self.vram_free = ByServer(Gauge(
             "atelier_comfyui_vram_free_bytes", "Free VRAM ComfyUI last reported.", ["server"], registry=r
-        )
-        self.vram_claimable = Gauge(
+        ))
+        self.vram_claimable = ByServer(Gauge(
             "atelier_comfyui_vram_claimable_bytes",
             "Free VRAM plus what hot-swap could reclaim (ComfyUI's models, idle Ollama models): what claims use.",
             ["server"], registry=r,
-        )
+        ))
         self.hotswap_unloads = Counter(
             "atelier_hotswap_unloads", "Unloads to make room for a job: one POST /free, or one Ollama model.",
             ["target"], registry=r,
@@ -45,12 +98,58 @@ class WorkerMetrics:
         self.retries = Counter("atelier_worker_retries", "Transient failures sent back to the queue.", registry=r)
 
 
-def serve_metrics(metrics: WorkerMetrics, conninfo: str, port: int, host: str = "127.0.0.1",
-                  *, alive_seconds: float = 90.0) -> None:
+class _Quiet(WSGIRequestHandler):
+    """No access log on stderr for every scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing."""
+
+
+class _Server(ThreadingWSGIServer):
+    """prometheus_client's threaded WSGI server, on IPv6 when the address is one."""
+
+    def __init__(self, address: tuple[str, int], handler: type[WSGIRequestHandler]) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, handler)
+
+
+def _admins_only(app: WsgiApp, auth: Authenticator, loop: asyncio.AbstractEventLoop) -> WsgiApp:
+    """`app` behind an admin check of the request's credentials (run on the ledger's loop)."""
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        check = auth.principal(environ.get("HTTP_AUTHORIZATION"), environ.get("HTTP_X_API_KEY"))
+        try:
+            principal = asyncio.run_coroutine_threadsafe(check, loop).result(timeout=10)
+            if not principal.is_admin:
+                raise AuthError(f"/metrics shows every user's usage: {principal.user_id} is not an admin; scrape it "
+                                "with an admin's key", status=403)
+        except AuthError as exc:
+            status = "401 Unauthorized" if exc.status == 401 else "403 Forbidden"
+            headers = [("Content-Type", "text/plain; charset=utf-8")]
+            if exc.status == 401:
+                headers.append(("WWW-Authenticate", "Bearer"))
+            start_response(status, headers)
+            return [str(exc).encode()]
+        return app(environ, start_response)
+
+    return guarded
+
+
+def serve_metrics(metrics: WorkerMetrics, ledger: JobLedger, settings: Settings, port: int,
+                  host: str = "127.0.0.1") -> ThreadingWSGIServer:
     """Serve /metrics on host:port from a background thread (worker metrics + the ledger-wide series).
 
-    The ledger-wide series (jobs, queue, per-owner usage, worker heartbeats) are the job API's too, so a stack
-    scraped only through its workers still has every series the alerts and the dashboard use.
+    Call it on the ledger's event loop: each scrape reads the ledger-wide series through the ledger's pool on that
+    loop (no connection of its own), and with accounts checks the scraper is an admin the same way. The series are
+    the job API's too, so a stack scraped only through its workers still has every series the alerts and the
+    dashboard use. Heartbeats come every lease/3: a worker silent for three whole leases is taken for gone.
+    Returns the server (`shutdown()` stops it).
     """
-    metrics.registry.register(UsageCollector(conninfo, alive_seconds=alive_seconds))
-    start_http_server(port, addr=host, registry=metrics.registry)
+    loop = asyncio.get_running_loop()
+    metrics.registry.register(UsageCollector(LedgerPool(ledger.pool, loop), alive_seconds=3 * settings.lease_seconds))
+    app: WsgiApp = make_wsgi_app(metrics.registry)
+    if settings.auth_mode == "accounts":
+        app = _admins_only(app, Authenticator(settings, UserDirectory(ledger.pool)), loop)
+    server = make_server(host, port, app, _Server, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
+    return server

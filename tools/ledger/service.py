@@ -40,7 +40,7 @@ class LedgerService:
         self.ledger = ledger
         self.settings = settings
         self.store = store
-        self.events = JobEvents(ledger.pool, ledger.conninfo)
+        self.events = JobEvents(ledger.pool, ledger.conninfo, ledger.notifications)
         self.timings = WorkflowTimings(ledger.pool)
         self.prompts = PromptLibrary(ledger.pool)
         self.abtests = ABTests(ledger.pool)

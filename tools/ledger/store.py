@@ -8,7 +8,6 @@ can no longer write. `LeaseLostError` tells it so.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -24,7 +23,8 @@ from psycopg_pool import AsyncConnectionPool
 from tools.accounts.quotas import open_gate
 from tools.errors import AtelierError
 from tools.ledger.migrations import apply_migrations
-from tools.ledger.models import TERMINAL_STATUSES, Job, JobOutput, JobRequest, SubmitOutcome
+from tools.ledger.models import Job, JobOutput, JobRequest, SubmitOutcome
+from tools.ledger.notifications import STATUS, NotificationHub
 from tools.ledger.planning import PlannedJob
 
 __all__ = ["Claim", "ClaimSpec", "IdempotencyKeyTakenError", "JobLedger", "JobNotFoundError", "LeaseLostError",
@@ -158,11 +158,12 @@ def _job(row: DictRow | None) -> Job | None:
 
 
 class JobLedger:
-    """Async access to the `jobs` table through a psycopg connection pool."""
+    """Async access to the `jobs` table through a psycopg connection pool (and one LISTEN connection for waiters)."""
 
     def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]], conninfo: str) -> None:
         self.pool = pool
         self.conninfo = conninfo
+        self.notifications = NotificationHub(conninfo)
 
     @classmethod
     @asynccontextmanager
@@ -180,9 +181,11 @@ class JobLedger:
             kwargs={"row_factory": dict_row, "autocommit": True},
         )
         await pool.open(wait=True, timeout=30)
+        ledger = cls(pool, conninfo)
         try:
-            yield cls(pool, conninfo)
+            yield ledger
         finally:
+            await ledger.notifications.close()
             await pool.close()
 
     async def _one(self, query: str, params: dict[str, Any] | Sequence[Any]) -> Job | None:
@@ -400,12 +403,15 @@ class JobLedger:
             return {str(row["status"]): int(row["n"]) for row in await cur.fetchall()}
 
     async def watch(self, job_ids: Sequence[str | uuid.UUID], timeout: float | None = None) -> AsyncIterator[Job]:
-        """Yield each job once it is finished (LISTEN, no polling); TimeoutError when `timeout` passes first."""
+        """Yield each job once it is finished (LISTEN, no polling); TimeoutError when `timeout` passes first.
+
+        It sleeps on the ledger's one LISTEN connection (`atelier_status`, shared with every other waiter) and
+        rereads the jobs when one of them ends, or every 30 s in case a notification was lost with a connection.
+        """
         wanted = {uuid.UUID(str(j)) for j in job_ids}
-        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as listen:
-            await listen.execute("LISTEN atelier_status")
-            loop = asyncio.get_running_loop()
-            deadline = None if timeout is None else loop.time() + timeout
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        with self.notifications.subscribe(wanted, [STATUS]) as ended:  # before the first read
             while wanted:
                 for job in await self._many(list(wanted)):
                     if job.done:
@@ -416,11 +422,7 @@ class JobLedger:
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"{len(wanted)} job(s) still unfinished after {timeout:g} s")
-                async with contextlib.aclosing(listen.notifies(timeout=min(remaining or 30.0, 30.0))) as notes:
-                    async for note in notes:
-                        job_id, _, status = note.payload.partition(" ")
-                        if status in TERMINAL_STATUSES and uuid.UUID(job_id) in wanted:
-                            break
+                await ended.wait(min(remaining or 30.0, 30.0))
 
     async def wait(self, job_ids: Sequence[str | uuid.UUID], timeout: float | None = None) -> list[Job]:
         """Wait until every job is finished; return them in the order given."""

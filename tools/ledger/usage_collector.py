@@ -1,7 +1,9 @@
 """Ledger-wide series read from PostgreSQL at scrape time: jobs by status and owner, queue depth and age, cache
 hits, per-owner GPU seconds and cost, workers.
 
-Every scrape opens one short connection, runs a few bounded queries under a statement timeout and closes it.
+Every scrape borrows one connection of the process's ledger pool (no connection of its own) and runs a few bounded
+queries under a statement timeout. Prometheus collects in a thread (a scrape server's, or the API route's
+`asyncio.to_thread`), while the pool belongs to an event loop: the queries run on that loop and the thread waits.
 Per-owner series are limited to the owners with the most GPU time (the rest are summed as owner `_other`), and
 worker series to workers that are not stopped and beat recently, so the label sets stay small. A database that
 cannot be read never fails the scrape: `atelier_ledger_up` says 0 and the other series are left out.
@@ -9,17 +11,21 @@ cannot be read never fails the scrape: `atelier_ledger_up` says 0 and the other 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool
 
-__all__ = ["OTHER_OWNERS", "STATUSES", "UsageCollector", "UsageSnapshot", "read_usage"]
+__all__ = ["OTHER_OWNERS", "STATUSES", "LedgerPool", "UsageCollector", "UsageSnapshot", "read_usage"]
 
 log = logging.getLogger(__name__)
 
@@ -83,36 +89,49 @@ class UsageSnapshot:
         return totals
 
 
-def read_usage(
-    conn: psycopg.Connection[Any], *, alive_seconds: float, forget_seconds: float, max_owners: int, max_workers: int
+@dataclass(frozen=True)
+class LedgerPool:
+    """A ledger's connection pool and the event loop it belongs to (scrapes come from other threads)."""
+
+    pool: AsyncConnectionPool[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+async def read_usage(
+    conn: psycopg.AsyncConnection[Any], *, alive_seconds: float, forget_seconds: float, max_owners: int,
+    max_workers: int,
 ) -> UsageSnapshot:
-    """Run the usage queries on an open (autocommit) connection."""
+    """Run the usage queries on an open connection."""
     snap = UsageSnapshot()
-    rows = conn.execute(_OWNERS_SQL, {"max_owners": max_owners, "other": OTHER_OWNERS}).fetchall()
-    for owner, status, jobs, gpu, cost in rows:
+    cur = conn.cursor(row_factory=tuple_row)
+    await cur.execute(_OWNERS_SQL, {"max_owners": max_owners, "other": OTHER_OWNERS})
+    for owner, status, jobs, gpu, cost in await cur.fetchall():
         snap.owner_jobs[(str(owner), str(status))] = int(jobs)
         snap.owner_gpu_seconds[str(owner)] = snap.owner_gpu_seconds.get(str(owner), 0.0) + float(gpu)
         snap.owner_cost[str(owner)] = snap.owner_cost.get(str(owner), 0.0) + float(cost)
-    oldest = conn.execute(_OLDEST_SQL).fetchone()
+    oldest = await (await cur.execute(_OLDEST_SQL)).fetchone()
     snap.oldest_queued_seconds = max(0.0, float(oldest[0])) if oldest else 0.0
-    hits = conn.execute(_CACHE_HITS_SQL).fetchone()
+    hits = await (await cur.execute(_CACHE_HITS_SQL)).fetchone()
     snap.cache_hits = int(hits[0]) if hits else 0
-    alive = conn.execute(_ALIVE_SQL, {"alive": alive_seconds, "forget": forget_seconds}).fetchone()
+    alive = await (await cur.execute(_ALIVE_SQL, {"alive": alive_seconds, "forget": forget_seconds})).fetchone()
     if alive:
         snap.workers_alive, snap.workers_recent = int(alive[0]), int(alive[1])
-    for worker, host, age in conn.execute(
-        _WORKERS_SQL, {"forget": forget_seconds, "max_workers": max_workers}
-    ).fetchall():
+    await cur.execute(_WORKERS_SQL, {"forget": forget_seconds, "max_workers": max_workers})
+    for worker, host, age in await cur.fetchall():
         snap.heartbeat_age[(str(worker), str(host))] = max(0.0, float(age))
     return snap
 
 
 class UsageCollector(Collector):
-    """Per-owner usage, queue age and worker heartbeats from the ledger, read on each scrape."""
+    """Per-owner usage, queue age and worker heartbeats from the ledger, read through its pool on each scrape.
+
+    `source` is the ledger's pool and loop, or a function giving them (None while no ledger is open). `collect`
+    must run off that loop (it waits for the loop to answer); on the loop itself it reports `atelier_ledger_up 0`.
+    """
 
     def __init__(
         self,
-        conninfo: str,
+        source: LedgerPool | Callable[[], LedgerPool | None],
         *,
         alive_seconds: float = 90.0,
         forget_seconds: float = 900.0,
@@ -120,20 +139,39 @@ class UsageCollector(Collector):
         max_workers: int = 200,
         timeout_seconds: float = 5.0,
     ) -> None:
-        self.conninfo = conninfo
+        self.source = source
         self.alive_seconds = alive_seconds
         self.forget_seconds = forget_seconds
         self.max_owners = max_owners
         self.max_workers = max_workers
         self.timeout_seconds = timeout_seconds
 
+    async def read_async(self, pool: AsyncConnectionPool[Any]) -> UsageSnapshot:
+        """One pooled connection (waited for at most the timeout), the queries under a statement timeout."""
+        async with pool.connection(timeout=self.timeout_seconds) as conn, conn.transaction():
+            await conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                               (str(int(self.timeout_seconds * 1000)),))
+            return await read_usage(conn, alive_seconds=self.alive_seconds, forget_seconds=self.forget_seconds,
+                                    max_owners=self.max_owners, max_workers=self.max_workers)
+
     def read(self) -> UsageSnapshot:
-        """One short connection, the queries under a statement timeout."""
-        timeout = max(1, int(self.timeout_seconds))
-        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=timeout) as conn:
-            conn.execute(f"SET statement_timeout = {int(self.timeout_seconds * 1000)}")
-            return read_usage(conn, alive_seconds=self.alive_seconds, forget_seconds=self.forget_seconds,
-                              max_owners=self.max_owners, max_workers=self.max_workers)
+        """Read on the pool's loop from this (other) thread, waiting at most about the timeout."""
+        target = self.source if isinstance(self.source, LedgerPool) else self.source()
+        if target is None:
+            raise LookupError("no ledger is open in this process")
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is target.loop:
+            raise RuntimeError("ledger metrics collected on the ledger's own event loop would block it; "
+                               "collect from another thread (asyncio.to_thread)")
+        future = asyncio.run_coroutine_threadsafe(self.read_async(target.pool), target.loop)
+        try:
+            return future.result(timeout=self.timeout_seconds + 1)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
 
     def collect(self) -> Iterator[Metric]:
         """Yield the usage series, or only `atelier_ledger_up 0` when the ledger cannot be read."""
