@@ -121,6 +121,24 @@ async def test_the_foreground_generate_checks_the_same_limits(
     assert "unreachable" not in err
 
 
+async def test_a_batch_file_refuses_its_rows_past_the_limits_by_line(
+        machine_pg_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name, value in {"DATABASE_URL": machine_pg_url, "COMFYUI_URLS": "http://127.0.0.1:9",
+                        "ATELIER_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "200"}.items():
+        monkeypatch.setenv(name, value)
+    sheet = tmp_path / "rows.csv"
+    sheet.write_text("prompt,seed,steps,priority\nok,1,20,0\ntoo urgent,2,20,2147483647\ntoo long,3,10000,0\n"
+                     "fine,4,20,5\n")
+    with pytest.raises(SystemExit) as ended:
+        await asyncio.to_thread(cli_main, ["batch", str(sheet)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert ended.value.code == 1, err
+    assert "line 3" in err and "priority 2147483647 is outside -1000..1000" in err
+    assert "line 4" in err and "steps 10000" in err and "2 new job(s)" in err
+
+
 # ----------------------------------------------------------------------------- quotas count images
 
 

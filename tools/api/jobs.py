@@ -30,16 +30,7 @@ from tools.api.inputs import add_input_routes
 from tools.catalog import CatalogEntry, list_templates, require_workflow_name
 from tools.errors import AtelierError, WorkflowError
 from tools.inputs import resolve_input
-from tools.ledger.models import (
-    MAX_KEY_CHARS,
-    MAX_OWNER_CHARS,
-    PRIORITY_RANGE,
-    Job,
-    JobRequest,
-    JobRequestError,
-    JobStatus,
-    key_problem,
-)
+from tools.ledger.models import MAX_KEY_CHARS, MAX_OWNER_CHARS, PRIORITY_RANGE, Job, JobRequest, JobStatus
 from tools.ledger.output_store import OutputStoreError
 from tools.ledger.service import LedgerService
 from tools.ledger.store import IdempotencyKeyTakenError, JobNotFoundError
@@ -129,8 +120,8 @@ def _check_storable(value: Any, where: str) -> None:
 class JobBody(BaseModel):
     """POST /jobs: what to generate, and how the job is handled.
 
-    An over-long `idempotency_key` is refused by `request` (422) rather than by validation, so that in a batch only
-    its own entry is refused."""
+    An over-long `idempotency_key` is refused when `request` builds the ledger request (JobRequestError, a 422)
+    rather than by this model's validation, so that in a batch only its own entry is refused."""
 
     params: GenerationParams
     workflow: str | None = Field(None, description="A name from GET /workflows (default: ATELIER_DEFAULT_WORKFLOW).")
@@ -157,9 +148,6 @@ class JobBody(BaseModel):
 
     def request(self, settings: Settings, principal: Principal = LOCAL) -> JobRequest:
         """As a ledger request for `principal`, confined to what a remote caller may name (see `_confine`)."""
-        problem = key_problem(self.idempotency_key)
-        if problem:
-            raise JobRequestError(problem)
         params = _confine(self.params, self.workflow, settings)
         owner = owner_for(principal, self.owner if "owner" in self.model_fields_set else None, default=self.owner)
         return JobRequest(params=params, workflow=self.workflow, priority=self.priority, owner=owner,
