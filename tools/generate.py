@@ -36,15 +36,18 @@ def images_of(template: WorkflowTemplate, params: GenerationParams) -> int:
 
 
 def _check_cap(template: WorkflowTemplate, param: str, value: int | None, server: int, catalog: int | None,
-               variable: str, key: str) -> None:
-    """Refuse a value over the lower of the server's setting and the workflow's catalog limit, naming both."""
+               variable: str, key: str, *, own: bool = False) -> None:
+    """Refuse a value over the lower of the server's setting and the workflow's catalog limit, naming both
+    (`own`: the value is the workflow's own, not asked for)."""
     limit = min(server, catalog) if catalog is not None else server
     if value is None or value <= limit:
         return
     where = (f"its catalog's `{key}`; the server allows {server} ({variable})" if limit < server
              else f"the server's {variable}")
+    whose = " (the workflow's own)" if own else ""
     raise WorkflowError(
-        f"{param} {value} is more than workflow '{template.name}' allows: at most {limit} ({where}). "
+        f"{param} {value}{whose} is more than workflow '{template.name}' allows: "
+        f"at most {limit} ({where}). "
         f"Ask for {limit} or fewer (raising it is for the server's admin: {variable}, or `{key}` in the catalog of "
         f"the workflow's .meta.json)"
     )
@@ -62,8 +65,9 @@ def check_params(template: WorkflowTemplate, params: GenerationParams, settings:
     entry = template.catalog
     _check_cap(template, "steps", params.steps, settings.max_steps, entry.max_steps if entry else None,
                "ATELIER_MAX_STEPS", "max_steps")
-    _check_cap(template, "batch_size", params.batch_size, settings.max_batch_size,
-               entry.max_batch_size if entry else None, "ATELIER_MAX_BATCH_SIZE", "max_batch_size")
+    _check_cap(template, "batch_size", images_of(template, params), settings.max_batch_size,
+               entry.max_batch_size if entry else None, "ATELIER_MAX_BATCH_SIZE", "max_batch_size",
+               own=params.batch_size is None)
 
 
 async def pick_server(urls: list[str], *, timeout: float = 5.0) -> str:
