@@ -4,8 +4,8 @@ The owner's `users` row is locked (FOR UPDATE) before usage is counted, so concu
 are serialised and can never overshoot; other users are not blocked. Owners without an account (local
 single-user mode, tests) have no quotas. Days and months are UTC calendar periods.
 
-- Images count images, not jobs: a job makes its `batch_size` images (1 when it names none). Failed and cancelled
-  jobs made none, so they count for no images.
+- Images count images, not jobs: a job makes its `batch_size` images (planning records a workflow's own batch
+  size when the request names none; 1 otherwise). Failed and cancelled jobs made none, so they count for none.
 - GPU seconds and cost count pending jobs at their estimates and finished ones at what they really used, failed
   and cancelled ones included: a job that ran an hour on the GPU and then failed or was cancelled used that hour.
 """
