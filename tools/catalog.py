@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tools.errors import WorkflowError
 from tools.schemas import parse_size
@@ -64,6 +64,10 @@ class CatalogEntry(BaseModel):
     typical_seconds: float = Field(..., gt=0, description="Typical time for one image on a mid-range GPU.")
     cost_per_image: float = Field(..., ge=0, description="Estimated cost of one image (energy, amortised GPU).")
     recommended_steps: int | None = Field(None, ge=1, description="Sampling steps it is tuned for (None: no sampler).")
+    max_steps: int | None = Field(None, ge=1, description="Most sampling steps a job may ask for (None: the server's "
+                                                          "ATELIER_MAX_STEPS; it can only lower that).")
+    max_batch_size: int | None = Field(None, ge=1, description="Most images one job may make (None: the server's "
+                                                               "ATELIER_MAX_BATCH_SIZE; it can only lower that).")
     max_resolution: str = Field(..., description="Largest size it makes well, as WIDTHxHEIGHT (its pixel count).")
     use_cases: list[str] = Field(default_factory=list, description="Purposes it serves, e.g. hero_images.")
     models: dict[str, list[str]] = Field(default_factory=dict, description="Model folder → files it loads.")
@@ -80,6 +84,15 @@ class CatalogEntry(BaseModel):
     def _lower_task(cls, value: str) -> str:
         """Tasks compare case-insensitively."""
         return value.strip().lower()
+
+    @model_validator(mode="after")
+    def _steps_fit(self) -> CatalogEntry:
+        """The steps it is tuned for must be allowed."""
+        steps, most = self.recommended_steps, self.max_steps
+        if steps is not None and most is not None and steps > most:
+            raise ValueError(f"recommended_steps {self.recommended_steps} is more than max_steps {self.max_steps}; "
+                             "raise max_steps or lower recommended_steps")
+        return self
 
     @property
     def resolution(self) -> tuple[int, int]:

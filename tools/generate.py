@@ -7,21 +7,67 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tools.comfyui.binding_inference import current_value
 from tools.comfyui.client import ComfyClient, EventCallback
 from tools.comfyui.rest import ComfyREST
-from tools.comfyui.templates import WorkflowTemplate, load_workflow, random_seed, render
+from tools.comfyui.templates import WorkflowTemplate, check_values, load_workflow, random_seed, render
 from tools.errors import ComfyUnreachableError, WorkflowError
 from tools.inputs import resolve_input
 from tools.schemas import GeneratedImage, GenerationParams, GenerationResult, ImageRef
 from tools.settings import Settings
 
-__all__ = ["chosen_refs", "generate_image", "pick_server", "prepare_graph", "resolve_workflow"]
+__all__ = ["check_params", "chosen_refs", "generate_image", "images_of", "pick_server", "prepare_graph",
+           "resolve_workflow"]
 
 
 def resolve_workflow(name_or_path: str | None, settings: Settings) -> WorkflowTemplate:
     """Load a shipped, user-folder or file workflow (the settings' default when None)."""
     dirs = [settings.workflows_dir] if settings.workflows_dir else []
     return load_workflow(name_or_path or settings.default_workflow, search_dirs=dirs)
+
+
+def images_of(template: WorkflowTemplate, params: GenerationParams) -> int:
+    """How many images a run makes: the requested batch size, else the workflow's own, else 1."""
+    if params.batch_size is not None:
+        return params.batch_size
+    targets = template.bindings.get("batch_size")
+    own = current_value(template.graph, targets[0]) if targets else None
+    return own if isinstance(own, int) and not isinstance(own, bool) and own >= 1 else 1
+
+
+def _check_cap(template: WorkflowTemplate, param: str, value: int | None, server: int, catalog: int | None,
+               variable: str, key: str, *, own: bool = False) -> None:
+    """Refuse a value over the lower of the server's setting and the workflow's catalog limit, naming both
+    (`own`: the value is the workflow's own, not asked for)."""
+    limit = min(server, catalog) if catalog is not None else server
+    if value is None or value <= limit:
+        return
+    where = (f"its catalog's `{key}`; the server allows {server} ({variable})" if limit < server
+             else f"the server's {variable}")
+    whose = " (the workflow's own)" if own else ""
+    raise WorkflowError(
+        f"{param} {value}{whose} is more than workflow '{template.name}' allows: "
+        f"at most {limit} ({where}). "
+        f"Ask for {limit} or fewer (raising it is for the server's admin: {variable}, or `{key}` in the catalog of "
+        f"the workflow's .meta.json)"
+    )
+
+
+def check_params(template: WorkflowTemplate, params: GenerationParams, settings: Settings) -> None:
+    """Refuse, before any work, values the workflow cannot take or the server does not allow (WorkflowError naming
+    the value, the limit and the fix): the sidecar's limits and max_resolution, and steps and batch size over
+    ATELIER_MAX_STEPS / ATELIER_MAX_BATCH_SIZE or the workflow's catalog `max_steps` / `max_batch_size`."""
+    if params.input_image is not None and "input_image" not in template.bindings:
+        raise WorkflowError(
+            f"workflow '{template.name}' takes no input image; choose img2img or upscale, or drop the image"
+        )
+    check_values(template, params)
+    entry = template.catalog
+    _check_cap(template, "steps", params.steps, settings.max_steps, entry.max_steps if entry else None,
+               "ATELIER_MAX_STEPS", "max_steps")
+    _check_cap(template, "batch_size", images_of(template, params), settings.max_batch_size,
+               entry.max_batch_size if entry else None, "ATELIER_MAX_BATCH_SIZE", "max_batch_size",
+               own=params.batch_size is None)
 
 
 async def pick_server(urls: list[str], *, timeout: float = 5.0) -> str:
@@ -74,12 +120,9 @@ async def generate_image(
         template = workflow
     else:  # reads files: off the event loop (servers such as langgraph's reject blocking calls there)
         template = await asyncio.to_thread(resolve_workflow, workflow, settings)
+    check_params(template, params, settings)
     if "seed" in template.bindings and params.seed is None:
         params = params.model_copy(update={"seed": random_seed()})
-    if params.input_image is not None and "input_image" not in template.bindings:
-        raise WorkflowError(
-            f"workflow '{template.name}' takes no input image; choose img2img or upscale, or drop the image"
-        )
     url = comfy_url or await pick_server(settings.comfyui_urls)
     target = out_dir or settings.outputs
     async with ComfyClient(

@@ -317,23 +317,23 @@ async def test_the_designer_uses_the_library_and_its_ab_test(settings: Settings,
     from agents.visual_designer import PURPOSE_LOOK
     from tools.prompts.models import PromptDraft, VariantSpec
 
-    await ledger.prompts.save(PromptDraft(name="hero-a", template="{{ subject }}, {{ look }}, walnut", purpose="hero",
-                                          negative="plastic"), author="t")
+    await ledger.prompts.save(PromptDraft(name="hero-a", template="{{ subject }}, {{ look }}, walnut",
+                                          purpose="thumbnail", negative="plastic"), author="t")
     await ledger.prompts.save(PromptDraft(name="hero-a", template="{{ subject }}, {{ look }}, marble"), author="t")
     await ledger.abtests.create("surface", [VariantSpec(label="walnut", prompt="hero-a", version=1),
                                             VariantSpec(label="marble", prompt="hero-a", version=2,
-                                                        workflow="txt2img-turbo")], author="t", purpose="hero")
+                                                        workflow="txt2img-turbo")], author="t", purpose="thumbnail")
     graph = make_graph(settings, ScriptedChatModel(replies=[]), ledger)
     seen = []
     for turn in range(8):
-        state = await graph.ainvoke({"messages": [HumanMessage(f"generate a hero image of cup {turn}")]},
+        state = await graph.ainvoke({"messages": [HumanMessage(f"generate a thumbnail image of cup {turn}")]},
                                     config(f"ab-{turn}"))
         (design,) = state["briefs"]
         arm = design["prompt_ref"]["variant"]
         surface = "walnut" if arm == "walnut" else "marble"
-        assert design["params"]["prompt"] == f"hero image of cup {turn}, {PURPOSE_LOOK['hero'][0]}, {surface}"
+        assert design["params"]["prompt"] == f"thumbnail image of cup {turn}, {PURPOSE_LOOK['thumbnail'][0]}, {surface}"
         assert design["params"]["negative"].startswith("plastic")
-        assert design["route"]["workflow"] == ("txt2img-turbo" if arm == "marble" else "txt2img-hq")
+        assert design["route"]["workflow"] == ("txt2img-turbo" if arm == "marble" else "txt2img")
         seen.append(arm)
     assert set(seen) == {"walnut", "marble"}
     report = await ledger.abtests.report("surface")

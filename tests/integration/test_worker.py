@@ -229,7 +229,7 @@ async def test_cancel_interrupts_a_running_prompt(tmp_path: Path, machine_pg_url
         settings = make_settings(tmp_path, slow.url)
         async with LedgerService.open(settings, conninfo=machine_pg_url,
                                       store=LocalOutputStore(tmp_path / "out")) as svc:
-            job = (await svc.submit(JobRequest(params=GenerationParams(prompt="long", seed=1, steps=200)))).job
+            job = (await svc.submit(JobRequest(params=GenerationParams(prompt="long", seed=1, steps=50)))).job
             async with running_worker(svc):
                 for _ in range(200):
                     if (await svc.get(job.id)).status == "running":

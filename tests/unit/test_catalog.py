@@ -48,7 +48,8 @@ def test_catalog_entry_parses_max_resolution() -> None:
 
 @pytest.mark.parametrize(
     "changes",
-    [{"max_resolution": "huge"}, {"quality": "superb"}, {"vram_gb": -1}, {"typical_seconds": 0}, {"colour": "red"}],
+    [{"max_resolution": "huge"}, {"quality": "superb"}, {"vram_gb": -1}, {"typical_seconds": 0}, {"colour": "red"},
+     {"max_steps": 0}, {"max_steps": 10}, {"max_batch_size": 0}],  # recommended_steps 20 over max_steps 10
 )
 def test_catalog_entry_rejects_bad_values(changes: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):

@@ -2,8 +2,12 @@
 
 The owner's `users` row is locked (FOR UPDATE) before usage is counted, so concurrent submits for one user
 are serialised and can never overshoot; other users are not blocked. Owners without an account (local
-single-user mode, tests) have no quotas. Pending jobs count with their estimates, finished ones with what
-they really used; cancelled and failed jobs count for nothing. Days and months are UTC calendar periods.
+single-user mode, tests) have no quotas. Days and months are UTC calendar periods.
+
+- Images count images, not jobs: a job makes its `batch_size` images (planning records a workflow's own batch
+  size when the request names none; 1 otherwise). Failed and cancelled jobs made none, so they count for none.
+- GPU seconds and cost count pending jobs at their estimates and finished ones at what they really used, failed
+  and cancelled ones included: a job that ran an hour on the GPU and then failed or was cancelled used that hour.
 """
 
 from __future__ import annotations
@@ -21,14 +25,18 @@ __all__ = ["TIER_PRIORITY", "QuotaExceededError", "QuotaGate", "Usage", "open_ga
 
 # Priority tiers: added to each job's own priority (clamped to ±9 for non-admins) so tiers always order first.
 TIER_PRIORITY = {"bulk": -10, "standard": 0, "priority": 10}
+# The range of PostgreSQL `integer`, the jobs.priority column's type.
+_INT32 = (-(2**31), 2**31 - 1)
 _USAGE = """
-SELECT count(*) FILTER (WHERE created_at >= %(day)s) AS images_today,
+SELECT coalesce(sum(CASE WHEN status IN ('failed', 'cancelled') THEN 0
+                         ELSE coalesce((params->>'batch_size')::integer, 1) END)
+                FILTER (WHERE created_at >= %(day)s), 0) AS images_today,
        coalesce(sum(CASE WHEN status IN ('queued', 'submitted', 'running') THEN coalesce(estimated_seconds, 0)
                          ELSE coalesce(gpu_seconds, 0) END) FILTER (WHERE created_at >= %(day)s), 0) AS gpu_today,
        coalesce(sum(CASE WHEN status IN ('queued', 'submitted', 'running') THEN coalesce(estimated_cost, 0)
                          ELSE coalesce(actual_cost, 0) END) FILTER (WHERE created_at >= %(month)s), 0) AS cost_month,
        count(*) FILTER (WHERE status IN ('queued', 'submitted', 'running')) AS active
-FROM jobs WHERE owner = %(owner)s AND status NOT IN ('cancelled', 'failed')
+FROM jobs WHERE owner = %(owner)s
   AND (created_at >= %(month)s OR status IN ('queued', 'submitted', 'running'))
 """
 
@@ -78,13 +86,14 @@ class QuotaGate:
         return int(self.user["priority"]) if self.user is not None else 0
 
     def priority(self, requested: int) -> int:
-        """A job's ledger priority: the tier's offset plus the request's (clamped to ±9 unless an admin asks)."""
-        if self.user is None or self.user["role"] == "admin":
-            return requested + self.priority_offset
-        return max(-9, min(9, requested)) + self.priority_offset
+        """A job's ledger priority: the tier's offset plus the request's (clamped to ±9 unless an admin asks),
+        always within the priority column's int32 range."""
+        if self.user is not None and self.user["role"] != "admin":
+            requested = max(-9, min(9, requested))
+        return max(_INT32[0], min(_INT32[1], requested + self.priority_offset))
 
-    def admit(self, seconds: float, cost: float) -> None:
-        """Count one more job, or raise QuotaExceededError naming the first limit it would cross."""
+    def admit(self, images: int, seconds: float, cost: float) -> None:
+        """Count one more job of `images` images, or raise QuotaExceededError naming the first limit it would cross."""
         if self.user is None:
             return
         if self.user["disabled_at"] is not None:
@@ -92,7 +101,7 @@ class QuotaGate:
         u = self.usage
         checks: list[tuple[str, Any, float, float]] = [
             ("max_concurrent", self.user["max_concurrent"], u.active, u.active + 1),
-            ("images_per_day", self.user["images_per_day"], u.images_today, u.images_today + 1),
+            ("images_per_day", self.user["images_per_day"], u.images_today, u.images_today + images),
             ("gpu_seconds_per_day", self.user["gpu_seconds_per_day"], u.gpu_seconds_today,
              u.gpu_seconds_today + seconds),
             ("budget_per_month", self.user["budget_per_month"], u.cost_this_month, u.cost_this_month + cost),
@@ -100,7 +109,7 @@ class QuotaGate:
         for quota, limit, used, after in checks:
             if limit is not None and after > float(limit) + 1e-9:
                 raise QuotaExceededError(self.owner, quota, round(used, 4), float(limit), resets_at(quota, self.now))
-        u.active, u.images_today = u.active + 1, u.images_today + 1
+        u.active, u.images_today = u.active + 1, u.images_today + images
         u.gpu_seconds_today += seconds
         u.cost_this_month += cost
 

@@ -103,19 +103,26 @@ class RequestGuard:
                 await send(message)
             return
         seen = 0
-        started = False
+        started = over = False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    over = True
                     raise _TooLarge
             return message
 
         async def noted(message: Message) -> None:
             nonlocal started
+            if over:  # the app answered a body it could not read whole (FastAPI's JSON parsing makes it a 400): 413
+                if not started:
+                    started = True
+                    for refused in _json(413, too_large):
+                        await send(refused)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 

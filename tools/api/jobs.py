@@ -32,7 +32,7 @@ from tools.catalog import CatalogEntry, list_templates, require_workflow_name
 from tools.errors import AtelierError, WorkflowError
 from tools.exposure import own_origins
 from tools.inputs import resolve_input
-from tools.ledger.models import Job, JobRequest, JobStatus
+from tools.ledger.models import MAX_KEY_CHARS, MAX_OWNER_CHARS, PRIORITY_RANGE, Job, JobRequest, JobStatus
 from tools.ledger.output_store import OutputStoreError
 from tools.ledger.service import LedgerService
 from tools.ledger.store import IdempotencyKeyTakenError, JobNotFoundError
@@ -47,8 +47,6 @@ __all__ = ["JOB_ID_PATTERN", "ApiError", "BatchBody", "BatchEntryError", "BatchV
 
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, examples=["3f2a9c1e-7b4d-4e8f-9a6b-2c1d0e9f8a7b", "3f2a9c1e"],
                             description="The job's UUID, or a unique prefix of it (at least 4 hex digits).")]
-# The range of PostgreSQL `integer`, the priority column's type.
-INT32 = (-(2**31), 2**31 - 1)
 
 
 class ValidationIssue(BaseModel):
@@ -122,13 +120,18 @@ def _check_storable(value: Any, where: str) -> None:
 
 
 class JobBody(BaseModel):
-    """POST /jobs: what to generate, and how the job is handled."""
+    """POST /jobs: what to generate, and how the job is handled.
+
+    An over-long `idempotency_key` is refused when `request` builds the ledger request (JobRequestError, a 422)
+    rather than by this model's validation, so that in a batch only its own entry is refused."""
 
     params: GenerationParams
     workflow: str | None = Field(None, description="A name from GET /workflows (default: ATELIER_DEFAULT_WORKFLOW).")
-    priority: int = Field(0, ge=INT32[0], le=INT32[1], description="Higher runs first.")
-    owner: str = Field("api", min_length=1, description="Who asked (filter GET /jobs by it).")
-    idempotency_key: str | None = Field(None, min_length=1, description="The same key twice returns the same job.")
+    priority: int = Field(0, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1], description="Higher runs first.")
+    owner: str = Field("api", min_length=1, max_length=MAX_OWNER_CHARS,
+                       description="Who asked (filter GET /jobs by it).")
+    idempotency_key: str | None = Field(None, min_length=1, json_schema_extra={"maxLength": MAX_KEY_CHARS},
+                                        description="The same key twice returns the same job.")
     use_cache: bool = True
 
     @field_validator("params", mode="before")

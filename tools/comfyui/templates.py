@@ -26,6 +26,7 @@ Shipped workflows live in the `workflows` package; user workflows in any folder 
       "limits":  {"steps": {"min": 1, "max": 10}, "width": {"max": 2048, "multiple_of": 64}},
       "catalog": {"purpose": "...", "task": "txt2img", "quality": "fast|medium|high|ultra", "vram_gb": 4,
                   "typical_seconds": 10, "cost_per_image": 0.005, "recommended_steps": 4,
+                  "max_steps": 10, "max_batch_size": 4,
                   "max_resolution": "1024x1024", "use_cases": ["rapid_prototyping"],
                   "models": {"checkpoints": ["sd_xl_turbo_1.0_fp16.safetensors"]}},
       "notes":   "free text for people"
@@ -66,7 +67,8 @@ keeps the workflow's own value. The prompt is mandatory in `GenerationParams`, s
 prompt input (upscale) ignores it; any other parameter set but not bound is an error naming what the
 workflow accepts. Nothing is clamped: width and height that are not multiples of 8, values outside the
 sidecar's `limits`, and (for catalogued workflows) sizes above `max_resolution`'s pixel count are
-refused with the nearest valid values. `render` never invents a seed: the caller picks one
+refused with the nearest valid values. `check_values` makes the same checks without rendering (the ledger's
+planning runs them before a job is stored). `render` never invents a seed: the caller picks one
 (`random_seed()` when the person gave none) and records it, so every run can be reproduced.
 
 Checking: `check_against_object_info(graph, object_info)` lists what ComfyUI would refuse (unknown
@@ -111,6 +113,7 @@ __all__ = [
     "WorkflowTemplate",
     "check_against_object_info",
     "check_bindings_against_object_info",
+    "check_values",
     "discover_workflows",
     "load_workflow",
     "random_seed",
@@ -206,7 +209,8 @@ def _check_range(template: WorkflowTemplate, param: str, value: Any, limit: Limi
     if (limit.min is not None and value < limit.min) or (limit.max is not None and value > limit.max):
         low = f"{limit.min:g}" if limit.min is not None else "-∞"
         high = f"{limit.max:g}" if limit.max is not None else "∞"
-        raise WorkflowError(f"{param} {value} is outside what workflow '{template.name}' can take ({low}..{high})")
+        raise WorkflowError(f"{param} {value} is outside what workflow '{template.name}' can take ({low}..{high}); "
+                            f"ask for a {param} in {low}..{high}, or leave it out for the workflow's own")
 
 
 def _check_resolution(template: WorkflowTemplate, values: Mapping[str, Any]) -> None:
@@ -225,6 +229,23 @@ def _check_resolution(template: WorkflowTemplate, values: Mapping[str, Any]) -> 
         )
 
 
+def _checked(template: WorkflowTemplate, params: GenerationParams, uploaded_image: str | None) -> dict[str, Any]:
+    """The values to write, once each passed the workflow's bindings, limits, multiples and max_resolution."""
+    values = _requested(template, params, uploaded_image)
+    for param, value in values.items():
+        limit = template.limits.get(param)
+        _check_multiple(template, param, value, limit)
+        _check_range(template, param, value, limit)
+    _check_resolution(template, values)
+    return values
+
+
+def check_values(template: WorkflowTemplate, params: GenerationParams) -> None:
+    """Refuse (WorkflowError) what `render` would refuse: a value the workflow has no input for, one outside its
+    sidecar `limits`, a width or height off its multiple, a size over its catalog's max_resolution."""
+    _checked(template, params, None)
+
+
 def render(
     template: WorkflowTemplate, params: GenerationParams, *, uploaded_image: str | None = None
 ) -> dict[str, Any]:
@@ -234,12 +255,7 @@ def render(
     is written as is (a name already in ComfyUI's input folder). The seed is never invented here: pass
     one (see `random_seed`) or the workflow's own seed is kept.
     """
-    values = _requested(template, params, uploaded_image)
-    for param, value in values.items():
-        limit = template.limits.get(param)
-        _check_multiple(template, param, value, limit)
-        _check_range(template, param, value, limit)
-    _check_resolution(template, values)
+    values = _checked(template, params, uploaded_image)
     graph = copy.deepcopy(template.graph)
     for param, value in values.items():
         for target in template.bindings[param]:

@@ -154,6 +154,6 @@ def read_batch(path: Path, *, owner: str = "batch", workflow: str | None = None,
             continue
         try:
             out.append(BatchRow(line, _request(values, batch, line, owner, workflow, use_cache, path.parent, inputs)))
-        except (ValueError, ValidationError) as exc:
+        except (ValueError, ValidationError, AtelierError) as exc:
             out.append(BatchRow(line, None, _describe(exc)))
     return batch, out

@@ -6,6 +6,11 @@ Recovery rules (a job's id is its ComfyUI prompt id):
 - Output keys are fixed per job and image index, so an attempt that repeats the upload overwrites the same
   object: one job, one set of outputs.
 - Every write to the ledger is fenced by the attempt number (see store.py).
+
+Time limit: a prompt that has run (from its first execution event) longer than `time_limit` allows — the
+settings' job_time_factor × the job's estimate, at least job_time_floor_seconds, or job_max_seconds for a job
+without an estimate — is interrupted in ComfyUI and the job failed (`time_limit`) with a message saying how to
+raise the limit. Failed and cancelled attempts record the GPU seconds and cost they used, which quotas charge.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tools.comfyui.client import ComfyClient
+from tools.comfyui.client import ComfyClient, RunOutcome
 from tools.comfyui.events import (
+    TERMINAL,
     ComfyEvent,
     NodeExecuting,
     NodeOutput,
@@ -27,10 +34,10 @@ from tools.comfyui.events import (
     Queued,
     Started,
     StepProgress,
-    Succeeded,
 )
 from tools.comfyui.templates import WorkflowTemplate
 from tools.errors import (
+    AtelierError,
     ComfyExecutionError,
     ComfyHTTPError,
     ComfyInterruptedError,
@@ -52,7 +59,7 @@ from tools.ledger.store import Claim, ClaimSpec, JobLedger, LeaseLostError
 from tools.schemas import ImageRef
 from tools.settings import Settings
 
-__all__ = ["JobRunner", "backoff_seconds", "classify"]
+__all__ = ["JobRunner", "JobTimeLimitError", "backoff_seconds", "classify", "time_limit"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,30 @@ PERMANENT = (ComfyValidationError, WorkflowError, ComfyNoOutputsError)
 TRANSIENT = (ComfyUnreachableError, ComfyLostError, OutputStoreError)
 # A lapsed lease more often than this means the job itself kills workers: stop trying.
 MAX_TAKEOVERS = 8
+# How long a prompt interrupted for its time limit may take to stop before its job is failed anyway.
+INTERRUPT_GRACE_SECONDS = 30.0
+
+
+class JobTimeLimitError(AtelierError):
+    """A job's prompt ran longer than its time limit and was interrupted."""
+
+    def __init__(self, limit: float, why: str) -> None:
+        self.limit = limit
+        super().__init__(
+            f"it ran longer than its time limit of {limit:g} s ({why}) and was interrupted in ComfyUI. Ask for fewer "
+            "steps, a smaller size or a smaller batch; if such jobs truly need longer, the server's admin raises "
+            "ATELIER_JOB_TIME_FACTOR, ATELIER_JOB_TIME_FLOOR_SECONDS or ATELIER_JOB_MAX_SECONDS"
+        )
+
+
+def time_limit(job: Job, settings: Settings) -> tuple[float, str]:
+    """How long a job's prompt may run, in seconds, and why that long."""
+    if not job.estimated_seconds:
+        return settings.job_max_seconds, "ATELIER_JOB_MAX_SECONDS, for a job without an estimate"
+    scaled = settings.job_time_factor * job.estimated_seconds
+    if scaled < settings.job_time_floor_seconds:
+        return settings.job_time_floor_seconds, "ATELIER_JOB_TIME_FLOOR_SECONDS, the shortest limit"
+    return scaled, f"ATELIER_JOB_TIME_FACTOR {settings.job_time_factor:g} × its estimate of {job.estimated_seconds:g} s"
 
 
 def classify(exc: BaseException) -> str | None:
@@ -92,6 +123,15 @@ class _Progress:
     mid_run_checked: bool = False
     publisher: EventPublisher | None = None
     in_comfyui: bool = False
+    server: str | None = None
+    running: asyncio.Event = field(default_factory=asyncio.Event)
+    timed_out: bool = False
+
+    def gpu_seconds(self) -> float | None:
+        """How long the prompt ran on the GPU (None when it never started): to its end, or until now."""
+        if self.started_at is None:
+            return None
+        return max(0.0, (self.finished_at or time.monotonic()) - self.started_at)
 
 
 class JobRunner:
@@ -135,13 +175,14 @@ class JobRunner:
         job = claim.job
         started = time.monotonic()
         handoff: list[Claim | None] = [None]
+        progress = _Progress()
         try:
-            result = await self._attempt(claim, server, next_spec, handoff)
+            result = await self._attempt(claim, server, next_spec, handoff, progress)
         except LeaseLostError as exc:
             log.warning("%s", exc)
             return None, handoff[0]
         except Exception as exc:
-            settled = await self._settle(job, exc)
+            settled = await self._settle(job, exc, progress)
             if settled is None:
                 return None, handoff[0]
             result = settled
@@ -149,14 +190,18 @@ class JobRunner:
         self.metrics.finished.labels(result.status).inc()
         return result, handoff[0]
 
-    async def _settle(self, job: Job, exc: Exception) -> Job | None:
-        """Turn an error into a recorded failure, cancellation or retry."""
+    async def _settle(self, job: Job, exc: Exception, progress: _Progress) -> Job | None:
+        """Turn an error into a recorded failure, cancellation or retry (a failure or cancellation with the GPU time
+        and cost the attempt used)."""
         kind = classify(exc)
+        used = self._used(job, progress)
         try:
+            if isinstance(exc, JobTimeLimitError):
+                return await self.ledger.fail(job, str(exc), "time_limit", **used)
             if isinstance(exc, ComfyInterruptedError) and await self.ledger.is_cancel_requested(job):
-                return await self.ledger.record_cancelled(job)
+                return await self.ledger.record_cancelled(job, **used)
             if isinstance(exc, ComfyInterruptedError):
-                return await self.ledger.fail(job, f"{exc} (interrupted outside Atelier)", "interrupted")
+                return await self.ledger.fail(job, f"{exc} (interrupted outside Atelier)", "interrupted", **used)
             if kind == "transient":
                 self.metrics.retries.inc()
                 delay = backoff_seconds(job.failures)
@@ -166,13 +211,23 @@ class JobRunner:
                 return await self.ledger.retry_later(job, str(exc), type(exc).__name__, delay_seconds=delay)
             if kind is None:
                 log.exception("job %s: unexpected error", job.id, exc_info=exc)
-            return await self.ledger.fail(job, str(exc), type(exc).__name__)
+            return await self.ledger.fail(job, str(exc), type(exc).__name__, **used)
         except LeaseLostError as lost:
             log.warning("%s", lost)
             return None
 
+    def _used(self, job: Job, progress: _Progress) -> dict[str, Any]:
+        """The GPU seconds and cost of an attempt that did not succeed (none when its prompt never ran)."""
+        gpu = progress.gpu_seconds()
+        if gpu is None:
+            return {}
+        if progress.server is not None:
+            self.metrics.gpu_seconds.labels(progress.server).inc(gpu)
+        return {"gpu_seconds": gpu, "actual_cost": self._cost(job, gpu)}
+
     async def _attempt(
-        self, claim: Claim, server: str, next_spec: Callable[[], ClaimSpec] | None, handoff: list[Claim | None]
+        self, claim: Claim, server: str, next_spec: Callable[[], ClaimSpec] | None, handoff: list[Claim | None],
+        progress: _Progress,
     ) -> Job:
         """One attempt: recover or submit, follow, store, record."""
         job = claim.job
@@ -201,7 +256,7 @@ class JobRunner:
         if self.gpu is not None and (job.attempts == 1 or not await _locate_quietly(comfy, job.prompt_id)):
             await make_room_for(self.gpu, job, target, comfy, models, publisher, self.metrics)
         self.failpoints.hit("before_submit")
-        progress = _Progress(publisher=publisher)
+        progress.publisher, progress.server = publisher, target
         job_ref = [job]
 
         async def on_event(event: ComfyEvent) -> None:
@@ -211,17 +266,15 @@ class JobRunner:
                 self.gpu.ran(target, models)
 
         try:
-            outcome = await comfy.run(graph, prompt_id=job.prompt_id, ui_workflow=template.ui_workflow,
-                                      on_event=on_event)
+            outcome = await self._run_limited(comfy, graph, job, template, on_event, progress)
         finally:
             await publisher.finish()
         job = job_ref[0]
         self.failpoints.hit("after_finish")
         outputs = await self._store_outputs(comfy, job, chosen_refs(outcome.images))
         self.failpoints.hit("after_store")
-        gpu = None
-        if progress.started_at is not None:
-            gpu = max(0.0, (progress.finished_at or time.monotonic()) - progress.started_at)
+        gpu = progress.gpu_seconds()
+        if gpu is not None:
             self.metrics.gpu_seconds.labels(target).inc(gpu)
         cost = self._cost(job, gpu)
         if next_spec is None:
@@ -232,6 +285,38 @@ class JobRunner:
         if done is None:
             raise LeaseLostError(job.prompt_id, job.attempts)
         return done
+
+    async def _run_limited(self, comfy: ComfyClient, graph: dict[str, Any], job: Job, template: WorkflowTemplate,
+                           on_event: Callable[[ComfyEvent], Awaitable[None]], progress: _Progress) -> RunOutcome:
+        """Run the prompt to its end, interrupting it once it has run past the job's time limit (JobTimeLimitError)."""
+        limit, why = time_limit(job, self.settings)
+        run = asyncio.create_task(comfy.run(graph, prompt_id=job.prompt_id, ui_workflow=template.ui_workflow,
+                                            on_event=on_event), name=f"run-{job.id}")
+        watchdog = asyncio.create_task(self._watch_time(comfy, job, progress, limit), name=f"time-limit-{job.id}")
+        try:
+            await asyncio.wait({run, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+            if not run.done():  # interrupted, yet still running after the grace period: give up on it
+                raise JobTimeLimitError(limit, why)
+            try:
+                return run.result()
+            except ComfyInterruptedError as exc:
+                if progress.timed_out:
+                    raise JobTimeLimitError(limit, why) from exc
+                raise
+        finally:
+            for task in (run, watchdog):
+                task.cancel()
+            await asyncio.gather(run, watchdog, return_exceptions=True)
+
+    async def _watch_time(self, comfy: ComfyClient, job: Job, progress: _Progress, limit: float) -> None:
+        """Once the prompt runs, wait out its time limit, then interrupt it; return after a grace period."""
+        await progress.running.wait()
+        assert progress.started_at is not None
+        await asyncio.sleep(max(0.0, limit - (time.monotonic() - progress.started_at)))
+        progress.timed_out = True
+        log.warning("job %s ran past its time limit of %g s; interrupting it", job.id, limit)
+        await _cancel_quietly(comfy, job.prompt_id)
+        await asyncio.sleep(INTERRUPT_GRACE_SECONDS)
 
     async def _on_event(self, job_ref: list[Job], event: ComfyEvent, progress: _Progress, server: str) -> None:
         """Mark the job running when ComfyUI starts it; time it; publish progress; honour the mid-run failpoint."""
@@ -247,12 +332,13 @@ class JobRunner:
         if isinstance(event, Started | NodeExecuting | StepProgress | NodeOutput) and not progress.marked_running:
             progress.marked_running = True
             progress.started_at = progress.started_at or time.monotonic()
+            progress.running.set()
             job_ref[0] = await self.ledger.mark_running(job_ref[0], server=server)
             await publisher.emit("started", {"server": server})
         if isinstance(event, StepProgress | NodeOutput) and not progress.mid_run_checked:
             progress.mid_run_checked = True
             self.failpoints.hit("mid_run")
-        if isinstance(event, Succeeded):
+        if isinstance(event, TERMINAL):
             progress.finished_at = time.monotonic()
 
     async def _store_outputs(self, comfy: ComfyClient, job: Job, refs: list[tuple[str, ImageRef]]) -> list[JobOutput]:

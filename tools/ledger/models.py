@@ -8,13 +8,49 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tools.errors import WorkflowError
 from tools.schemas import GenerationParams
 
-__all__ = ["ACTIVE", "TERMINAL_STATUSES", "Job", "JobOutput", "JobRequest", "JobStatus", "SubmitOutcome"]
+__all__ = ["ACTIVE", "MAX_KEY_CHARS", "MAX_OWNER_CHARS", "PRIORITY_RANGE", "TERMINAL_STATUSES", "Job", "JobOutput",
+           "JobRequest", "JobRequestError", "JobStatus", "SubmitOutcome", "bounds_problem"]
 
 JobStatus = Literal["queued", "submitted", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE: frozenset[str] = frozenset({"submitted", "running"})
+
+# Bounds of what a request may carry: keys and owners are indexed text (a btree row holds ~2.7 KB), and a priority
+# plus the owner's tier offset must fit the `integer` column with room to spare.
+MAX_KEY_CHARS = 200
+MAX_OWNER_CHARS = 200
+PRIORITY_RANGE = (-1000, 1000)
+
+
+class JobRequestError(WorkflowError):
+    """A request value the ledger does not take (an over-long idempotency key or owner, a priority out of range).
+
+    JobRequest's validators raise it as is (pydantic passes on errors that are not ValueErrors), so every front
+    end that builds a request gets one AtelierError naming the fix (a 422 on the APIs, one refused entry in a
+    batch) instead of a ValidationError it may not expect.
+    """
+
+
+def bounds_problem(*, owner: str = "", key: str | None = None, priority: int = 0) -> str | None:
+    """Why an owner, idempotency key or priority cannot be used (None when they can)."""
+    low, high = PRIORITY_RANGE
+    if key is not None and len(key) > MAX_KEY_CHARS:
+        return (f"the idempotency key is {len(key):,} characters long, more than the {MAX_KEY_CHARS} allowed; "
+                "send a shorter key (a hash of a long one, e.g. its sha256 in hex, fits)")
+    if len(owner) > MAX_OWNER_CHARS:
+        return f"the owner name is {len(owner):,} characters long, more than the {MAX_OWNER_CHARS} allowed"
+    if not low <= priority <= high:
+        return f"priority {priority} is outside {low}..{high}; higher runs first, so {high} is already the most urgent"
+    return None
+
+
+def _require(problem: str | None) -> None:
+    """Raise JobRequestError for a problem."""
+    if problem:
+        raise JobRequestError(problem)
 
 
 class JobRequest(BaseModel):
@@ -24,12 +60,40 @@ class JobRequest(BaseModel):
 
     params: GenerationParams
     workflow: str | None = Field(None, description="Workflow name or file; None: the settings' default.")
-    priority: int = Field(0, description="Higher runs first.")
-    owner: str = Field("anonymous", min_length=1, description="Who asked (a person, an agent, a batch).")
-    idempotency_key: str | None = Field(None, min_length=1, description="The same key twice returns the same job.")
+    priority: int = Field(0, json_schema_extra={"minimum": PRIORITY_RANGE[0], "maximum": PRIORITY_RANGE[1]},
+                          description="Higher runs first.")
+    owner: str = Field("anonymous", min_length=1, json_schema_extra={"maxLength": MAX_OWNER_CHARS},
+                       description="Who asked (a person, an agent, a batch).")
+    idempotency_key: str | None = Field(None, min_length=1, json_schema_extra={"maxLength": MAX_KEY_CHARS},
+                                        description="The same key twice returns the same job.")
     use_cache: bool = Field(True, description="Answer from an earlier identical success without the GPU.")
     batch: str | None = None
     batch_row: int | None = None
+
+    @field_validator("priority")
+    @classmethod
+    def _priority_in_range(cls, value: int) -> int:
+        """Refuse a priority outside PRIORITY_RANGE (JobRequestError)."""
+        _require(bounds_problem(priority=value))
+        return value
+
+    @field_validator("owner")
+    @classmethod
+    def _owner_fits(cls, value: str) -> str:
+        """Refuse an owner name longer than MAX_OWNER_CHARS (JobRequestError)."""
+        _require(bounds_problem(owner=value))
+        return value
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _key_fits(cls, value: str | None) -> str | None:
+        """Refuse a key longer than MAX_KEY_CHARS, saying how to shorten it (JobRequestError)."""
+        _require(bounds_problem(key=value))
+        return value
+
+    def check_bounds(self) -> None:
+        """Raise JobRequestError when a value is out of bounds (for requests built or changed without validation)."""
+        _require(bounds_problem(owner=self.owner, key=self.idempotency_key, priority=self.priority))
 
 
 class JobOutput(BaseModel):

@@ -10,8 +10,7 @@ from typing import Any
 
 from tools.catalog import require_workflow_name
 from tools.comfyui.templates import WorkflowTemplate, random_seed, required_models
-from tools.errors import WorkflowError
-from tools.generate import resolve_workflow
+from tools.generate import check_params, images_of, resolve_workflow
 from tools.gpu.holdings import model_keys
 from tools.inputs import resolve_input
 from tools.ledger.models import JobRequest
@@ -31,6 +30,7 @@ class PlannedJob:
     estimated_seconds: float | None
     estimated_cost: float | None
     models: tuple[str, ...] = ()
+    images: int = 1
 
 
 def _file_digest(path: Path) -> str:
@@ -58,11 +58,14 @@ def cache_key(template: WorkflowTemplate, params: dict[str, Any], input_path: Pa
 
 
 def plan_job(request: JobRequest, settings: Settings, template: WorkflowTemplate | None = None) -> PlannedJob:
-    """Check what the request names (a catalog workflow, a stored input image), resolve the workflow (WorkflowError
-    when it is unknown or broken), fix the seed, hash and estimate.
+    """Check what the request names (a catalog workflow, a stored input image) and carries (key and priority
+    bounds; values within the workflow's limits and the server's: `check_params`), resolve the workflow
+    (WorkflowError when it is unknown or broken), fix the seed, hash and estimate.
 
-    Every job any front end submits is planned here, so this is where the trust boundary's checks on values live.
+    Every job any front end submits is planned here, so this is where the trust boundary's checks on values live:
+    each refusal is a WorkflowError (422 on the job API) raised before anything is stored.
     """
+    request.check_bounds()
     require_workflow_name(request.workflow)
     template = template or resolve_workflow(request.workflow, settings)
     params = request.params
@@ -70,15 +73,14 @@ def plan_job(request: JobRequest, settings: Settings, template: WorkflowTemplate
     if params.input_image is not None:
         input_path = resolve_input(params.input_image, settings)
         params = params.model_copy(update={"input_image": input_path.name})
+    check_params(template, params, settings)
     if "seed" in template.bindings and params.seed is None:
         params = params.model_copy(update={"seed": random_seed()})
-    if params.input_image is not None and "input_image" not in template.bindings:
-        raise WorkflowError(
-            f"workflow '{template.name}' takes no input image; choose img2img or upscale, or drop the image"
-        )
+    images = images_of(template, params)
+    if params.batch_size is None and images > 1:  # the workflow's own batch: recorded, so quotas count it
+        params = params.model_copy(update={"batch_size": images})
     values = params.model_dump(mode="json")
     entry = template.catalog
-    images = params.batch_size or 1
     return PlannedJob(
         workflow=template.name,
         params=values,
@@ -87,4 +89,5 @@ def plan_job(request: JobRequest, settings: Settings, template: WorkflowTemplate
         estimated_seconds=entry.typical_seconds * images if entry else None,
         estimated_cost=entry.cost_per_image * images if entry else None,
         models=model_keys(required_models(template)),
+        images=images,
     )

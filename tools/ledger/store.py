@@ -102,6 +102,11 @@ _COMPLETE_SET = (
 )
 
 
+# What an attempt that did not succeed used on the GPU (kept as recorded when it did not measure any).
+_USED_SET = ("gpu_seconds = coalesce(%(gpu)s::double precision, gpu_seconds), "
+             "actual_cost = coalesce(%(cost)s::double precision, actual_cost)")
+
+
 def _complete_params(
     job: Job, outputs: Sequence[JobOutput], gpu_seconds: float | None, actual_cost: float | None
 ) -> dict[str, Any]:
@@ -218,7 +223,7 @@ class JobLedger:
                 known = await self._by_key(conn, request.idempotency_key, request.owner)
                 if known is not None:
                     return known
-                gate.admit(planned.estimated_seconds or 0.0, planned.estimated_cost or 0.0)
+                gate.admit(planned.images, planned.estimated_seconds or 0.0, planned.estimated_cost or 0.0)
             values = self._values(request, planned, max_attempts) | {"priority": gate.priority(request.priority)}
             cur = await conn.execute(_INSERT_UNLESS_CACHED, values)
             created = _job(await cur.fetchone())
@@ -268,7 +273,7 @@ class JobLedger:
                 row["priority"] = gate.priority(request.priority)
                 if gate.user is not None and request.idempotency_key not in known:
                     try:
-                        gate.admit(planned.estimated_seconds or 0.0, planned.estimated_cost or 0.0)
+                        gate.admit(planned.images, planned.estimated_seconds or 0.0, planned.estimated_cost or 0.0)
                     except AtelierError as exc:
                         results[index] = exc
                         continue
@@ -535,12 +540,15 @@ class JobLedger:
                 claimed = await conn.execute(_CLAIM, spec.params())
             return _job(await done.fetchone()), _claim(await claimed.fetchone())
 
-    async def fail(self, job: Job, error: str, kind: str) -> Job:
-        """Record a failure that no retry would fix."""
+    async def fail(self, job: Job, error: str, kind: str, *, gpu_seconds: float | None = None,
+                   actual_cost: float | None = None) -> Job:
+        """Record a failure that no retry would fix, with the GPU time and cost it used before it failed (quotas
+        charge them)."""
         return await self._fenced(
             "status = 'failed', error = %(error)s, error_kind = %(kind)s, finished_at = now(), "
-            "lease_expires_at = NULL",
-            {"id": job.id, "attempt": job.attempts, "error": error, "kind": kind},
+            f"lease_expires_at = NULL, {_USED_SET}",
+            {"id": job.id, "attempt": job.attempts, "error": error, "kind": kind, "gpu": gpu_seconds,
+             "cost": actual_cost},
         )
 
     async def retry_later(self, job: Job, error: str, kind: str, *, delay_seconds: float) -> Job:
@@ -553,11 +561,13 @@ class JobLedger:
             {"id": job.id, "attempt": job.attempts, "error": error, "kind": kind, "delay": delay_seconds},
         )
 
-    async def record_cancelled(self, job: Job) -> Job:
-        """The worker removed or interrupted the prompt after a cancel request."""
+    async def record_cancelled(self, job: Job, *, gpu_seconds: float | None = None,
+                               actual_cost: float | None = None) -> Job:
+        """The worker removed or interrupted the prompt after a cancel request; what it ran until then is recorded
+        (quotas charge it)."""
         return await self._fenced(
-            "status = 'cancelled', finished_at = now(), lease_expires_at = NULL",
-            {"id": job.id, "attempt": job.attempts},
+            f"status = 'cancelled', finished_at = now(), lease_expires_at = NULL, {_USED_SET}",
+            {"id": job.id, "attempt": job.attempts, "gpu": gpu_seconds, "cost": actual_cost},
         )
 
     async def release(self, worker: str, job: Job | None = None) -> int:
