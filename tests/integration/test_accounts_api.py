@@ -161,7 +161,8 @@ async def test_the_events_socket_needs_credentials_and_hides_other_users_jobs(
     api = build_job_api(settings, service=svc)
     with TestClient(api, base_url="http://127.0.0.1") as http:
         job = http.post("/jobs", json=JOB, headers=_as(keys["ana"])).json()["id"]
-        with pytest.raises(WebSocketDisconnect) as anonymous, http.websocket_connect(f"ws://127.0.0.1/jobs/{job}/events") as ws:
+        with pytest.raises(WebSocketDisconnect) as anonymous, \
+                http.websocket_connect(f"ws://127.0.0.1/jobs/{job}/events") as ws:
             ws.receive_json()
         assert anonymous.value.code == 4401 and "needs credentials" in anonymous.value.reason
         with pytest.raises(WebSocketDisconnect) as other, \
