@@ -53,7 +53,7 @@ async def test_every_edit_is_a_new_version_and_concurrent_saves_never_collide(sv
     first = await svc.prompts.save(PromptDraft(name="hero", template=HERO, category="product", purpose="hero",
                                                tags=["Studio", "studio", " product"]), author="ana")
     assert (first.created, first.version.version, first.prompt.tags) == (True, 1, ["product", "studio"])
-    with pytest.raises(NotTheAuthorError, match="prompt 'hero' belongs to ana.*prompts fork hero hero-bo"):
+    with pytest.raises(NotTheAuthorError, match=r"prompt 'hero' belongs to ana.*prompts fork hero hero-bo"):
         await svc.prompts.save(PromptDraft(name="hero", template=HERO, tags=["catalog"]), author="bo")
     same = await svc.prompts.save(PromptDraft(name="hero", template=HERO, tags=["catalog"]), author="ana")
     assert (same.created, same.version.version, same.prompt.tags) == (False, 1, ["catalog"])

@@ -141,10 +141,14 @@ class RenderPool:
         self._threads = ThreadPoolExecutor(size, thread_name_prefix="prompt-render")
 
     def _take(self) -> _Worker:
-        """An idle worker, or a new one."""
+        """An idle worker that is still alive, or a new one."""
         with self._lock:
-            if self._idle:
-                return self._idle.pop()
+            while self._idle:
+                idle = self._idle.pop()
+                if idle.proc.poll() is None:
+                    return idle
+                self._all.discard(idle)
+                idle.kill()
             worker = _Worker()
             self._all.add(worker)
             return worker
@@ -191,6 +195,11 @@ class RenderPool:
         """`render`, awaited on the pool's own threads (the event loop keeps running meanwhile)."""
         work = functools.partial(self.render, template, values, defaults=defaults, seconds=seconds)
         return await asyncio.get_running_loop().run_in_executor(self._threads, work)
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of this pool's workers (idle or busy)."""
+        with self._lock:
+            return sorted(worker.proc.pid for worker in self._all)
 
     def close(self) -> None:
         """Kill every worker (the pool starts new ones if it is used again)."""

@@ -38,6 +38,7 @@ MAX_VALUE = 100_000
 MAX_INT_BITS = 4_096
 _SEQUENCES = (str, list, tuple)
 # printf-style conversions: %[(key)][flags][width][.precision][length]type
+_CONTEXT_NAMES = ("context", "eval_ctx", "environment", "env")
 _PERCENT = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[a-zA-Z%]")
 
 
@@ -135,11 +136,14 @@ def _binop(operator: str, left: Any, right: Any) -> None:
 def _wrap_filter(name: str, original: Callable[..., Any], check: Callable[[dict[str, Any]], None] | None) -> Any:
     """The filter `original`, its arguments checked by `check` (by parameter name) and its result bounded."""
     signature = inspect.signature(original)
+    # Jinja's async-capable filters take an eval context their (sync) signature does not show: skip it.
+    first = next(iter(signature.parameters), "")
+    skip = 1 if getattr(original, "jinja_pass_arg", None) is not None and first not in _CONTEXT_NAMES else 0
 
     @wraps(original)
     def bounded_filter(*args: Any, **kwargs: Any) -> Any:
         if check is not None:
-            bound = signature.bind(*args, **kwargs)
+            bound = signature.bind(*args[skip:], **kwargs)
             bound.apply_defaults()
             check(bound.arguments)
         return _bounded(f"the filter {name}", original(*args, **kwargs))
