@@ -105,8 +105,8 @@ async def test_a_hostile_template_is_a_422_within_2_s_and_health_keeps_answering
     assert answer.status_code == 422 and says in answer.json()["detail"]
     assert ended - started < 2.0  # the requirement (the budget is 1 s)
     assert {status for _, _, status in health.answers} == {200}
-    if slow:  # a render stopped by its time budget: the server answered others all along
-        assert health.answered_between(started, ended) >= 5
+    if slow:  # a render stopped by its time budget: the server answered others all along (a blocked loop: 0 or 1)
+        assert health.answered_between(started, ended) >= 3
     after = await accounts_api.post("/prompts/calm/render", json={"values": {"subject": "a cup"}}, headers=ana)
     assert after.json()["text"] == "a cup, soft light"  # the killed worker was replaced
 

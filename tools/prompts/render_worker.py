@@ -40,6 +40,14 @@ def _cpu_backstop(seconds: float) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
 
 
+def _limit_memory(memory_bytes: int) -> None:
+    """Cap this process's address space (its data segment where a platform refuses that, as macOS may)."""
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
+
+
 def _send(channel: BinaryIO, reply: dict[str, Any]) -> None:
     """One JSON line to the server."""
     channel.write(json.dumps(reply).encode() + b"\n")
@@ -51,7 +59,7 @@ def main(memory_bytes: int) -> None:
     channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything else printed goes to stderr, never into the answers
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    _limit_memory(memory_bytes)
     _send(channel, {"ready": True})
     for line in sys.stdin.buffer:
         request = json.loads(line)

@@ -184,7 +184,7 @@ class RenderPool:
                                       "it loops too much or builds something huge: loop over short lists, keep it "
                                       "simple")
         if "error" in reply:
-            raise PromptTemplateError(str(reply["error"]))
+            raise PromptTemplateError(str(reply["error"])[:2000])
         text = reply.get("text")
         if not isinstance(text, str) or len(text) > MAX_OUTPUT:
             raise RendererError("the prompt renderer answered something that is not a prompt; try again")

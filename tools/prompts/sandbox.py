@@ -2,11 +2,12 @@
 
 Jinja's ImmutableSandboxedEnvironment keeps templates away from Python internals and from mutating values, and
 limits `range`; it does not stop `'x' * 4000000000`, `'x'|center(4000000000)`, `'%0999999999d' % 1` or
-`2 ** 10 ** 9`, each of which asks Python for gigabytes (or hours) in one step. `PromptSandbox` checks such
-steps first (the `*`, `**`, `%` and `+` operators, the filters and string methods that take a size, `join`,
+`10 ** 100000000`, each of which asks Python for gigabytes (or hours) in one step. `PromptSandbox` checks
+such steps first (the `*`, `**`, `%` and `+` operators, the filters and string methods that take a size, `join`,
 `namespace` attributes) and refuses with `SandboxLimitError` naming what the template did; every value a call
-or filter returns is bounded too. What these checks cannot see (a loop of loops, a macro calling itself twice)
-is what the worker process's time and memory limits are for (tools/prompts/rendering.py).
+or filter returns is bounded too. What these checks cannot see (a loop of loops, a macro calling itself twice,
+a variable doubled with `~` line after line) is what the worker process's time and memory limits are for
+(tools/prompts/rendering.py).
 
 This module imports only jinja2 and the standard library: it runs in that worker.
 """
