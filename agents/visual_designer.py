@@ -48,13 +48,16 @@ PROMPT_VARIABLES = ("subject", "notes", "look", "purpose", "style")
 
 
 def design_image(brief: Brief, route: RouteChoice, style: StyleProfile | None = None, *, max_modifiers: int = 3,
-                 seed: int | None = None, chosen: ChosenPrompt | None = None) -> Design:
+                 seed: int | None = None, chosen: ChosenPrompt | None = None,
+                 template_seconds: float | None = None) -> Design:
     """Compose the prompt: subject, notes, the purpose's look and the person's best-liked modifiers.
 
-    With a library prompt (`chosen`), its template is rendered with PROMPT_VARIABLES instead; the liked
-    modifiers are appended unless the template places `style` itself. A template that needs a variable the
-    designer lacks (and has no default for) falls back to the built-in composition, with a warning, and the
-    image counts for neither that prompt nor its A/B arm.
+    With a library prompt (`chosen`), its template is rendered with PROMPT_VARIABLES instead, in a rendering
+    worker within `template_seconds` (settings.template_seconds; this call blocks its thread meanwhile, so async
+    callers run it in one); the liked modifiers are appended unless the template places `style` itself. A
+    template that needs a variable the designer lacks (and has no default for), or fails or overruns in the
+    sandbox, falls back to the built-in composition, with a warning, and the image counts for neither that
+    prompt nor its A/B arm.
     """
     look, (width, height) = PURPOSE_LOOK.get(brief.purpose.lower(), PURPOSE_LOOK["illustration"])
     liked = [phrase for phrase, _ in (style.liked_modifiers if style else [])][:max_modifiers]
@@ -66,7 +69,7 @@ def design_image(brief: Brief, route: RouteChoice, style: StyleProfile | None = 
         values = {"subject": brief.subject.strip(), "notes": brief.notes.strip(), "look": look,
                   "purpose": brief.purpose, "style": ", ".join(liked)}
         try:
-            rendered = version.render(values)
+            rendered = version.render(values, seconds=template_seconds)
         except PromptTemplateError as exc:
             log.warning("library prompt %s not used: %s", version.ref, exc)
             chosen = None  # the image did not get this prompt (nor its A/B arm): record no use

@@ -258,7 +258,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
                     choose_route, brief.purpose, vram_free_gb=vram,
                     workflow=options.workflow or (chosen.workflow if chosen else None) or None,
                     quality=options.quality, target_seconds=options.target_seconds, measured=measured)
-                designs.append(design_image(brief, route, style, chosen=chosen))
+                designs.append(await asyncio.to_thread(design_image, brief, route, style, chosen=chosen,
+                                                       template_seconds=settings.template_seconds))
         except AtelierError as exc:
             return _failure(state, "design", meter, exc)
         estimate = {"images": len(designs), "seconds": sum(d.route.seconds for d in designs),

@@ -364,7 +364,8 @@ async def find_prompts(ctx: ToolContext, args: FindPromptsArgs,
         version = await library.version(prompt.name, stats.version)
         try:
             values = {item.name: item.value for item in args.values}
-            text: str | None = version.render(values) if values else None
+            text: str | None = (await version.render_async(values, seconds=ctx.settings.template_seconds)
+                                if values else None)
         except AtelierError:
             text = None  # the values do not cover this template's variables
         found.append(PromptInfo(name=prompt.name, version=version.version, purpose=prompt.purpose,

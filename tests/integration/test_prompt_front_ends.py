@@ -131,6 +131,10 @@ def test_the_cli_saves_versions_renders_and_reports(machine_pg_url: str, tmp_pat
     assert [(v["version"], v["note"], v["stats"]["uses"]) for v in json.loads(out)] == [(1, "", 0), (2, "rim", 0)]
     code, out, err = _cli(env, "prompts", "render", "hero", "--version", "1")
     assert code == 1 and "needs a value for subject" in err
+    code, out, err = _cli(env, "prompts", "fork", "hero", "hero-rim")
+    assert code == 0 and "hero-rim: forked from hero as version 1 (variables: subject)" in out, err
+    code, out, err = _cli(env, "prompts", "fork", "hero", "hero-rim")
+    assert code == 1 and "a prompt named 'hero-rim' exists" in err
     code, out, err = _cli(env, "ab", "create", "rim", "--variant", "A=hero@1", "--variant",
                           "B=hero@2,workflow=txt2img-turbo,weight=2", "--purpose", "hero", "--min-ratings", "5")
     assert code == 0, err

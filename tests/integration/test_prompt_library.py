@@ -14,7 +14,7 @@ from tools.ledger.models import JobOutput, JobRequest
 from tools.ledger.output_store import LocalOutputStore, output_key
 from tools.ledger.service import LedgerService
 from tools.prompts.abtests import ABTestError, assign_variant
-from tools.prompts.library import PromptNotFoundError
+from tools.prompts.library import NotTheAuthorError, PromptNotFoundError
 from tools.prompts.models import ChosenPrompt, PromptDraft, VariantSpec
 from tools.prompts.selection import choose_prompt
 from tools.schemas import GenerationParams
@@ -53,7 +53,9 @@ async def test_every_edit_is_a_new_version_and_concurrent_saves_never_collide(sv
     first = await svc.prompts.save(PromptDraft(name="hero", template=HERO, category="product", purpose="hero",
                                                tags=["Studio", "studio", " product"]), author="ana")
     assert (first.created, first.version.version, first.prompt.tags) == (True, 1, ["product", "studio"])
-    same = await svc.prompts.save(PromptDraft(name="hero", template=HERO, tags=["catalog"]), author="bo")
+    with pytest.raises(NotTheAuthorError, match=r"prompt 'hero' belongs to ana.*prompts fork hero hero-bo"):
+        await svc.prompts.save(PromptDraft(name="hero", template=HERO, tags=["catalog"]), author="bo")
+    same = await svc.prompts.save(PromptDraft(name="hero", template=HERO, tags=["catalog"]), author="ana")
     assert (same.created, same.version.version, same.prompt.tags) == (False, 1, ["catalog"])
     drafts = [PromptDraft(name="hero", template=HERO + f", variant {i}", note=f"edit {i}") for i in range(20)]
     results = await asyncio.gather(*(svc.prompts.save(d, author="ana") for d in drafts))
@@ -116,7 +118,7 @@ async def test_an_ab_report_matches_the_hand_computed_case(svc: LedgerService) -
     assert report.chi2 == pytest.approx(4.0) and report.p_value == pytest.approx(0.0455, abs=1e-4)
     assert report.significant and report.leader == "A" and rows["A"].p_best == pytest.approx(0.9764, abs=1e-4)
     assert report.recommendation.startswith("use A")
-    stopped = await svc.abtests.stop("lens")
+    stopped = await svc.abtests.stop("lens", "ana")
     assert stopped.status == "stopped" and (await svc.abtests.running_for("hero")) is None
     with pytest.raises(ABTestError, match="is stopped"):
         await svc.abtests.assign("lens", "k")

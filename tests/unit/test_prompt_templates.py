@@ -14,8 +14,9 @@ from agents.planner import Brief
 from agents.visual_designer import BASE_NEGATIVE, design_image
 from tools.prompts.abtests import assign_variant
 from tools.prompts.models import ChosenPrompt, PromptDraft, PromptVersion, Variant
+from tools.prompts.rendering import render_template
 from tools.prompts.significance import Outcome, chi_square, decide, probability_best
-from tools.prompts.templating import PromptTemplateError, render_template, template_variables
+from tools.prompts.templating import PromptTemplateError, template_variables
 
 
 def _version(template: str, negative: str = "", defaults: dict[str, object] | None = None) -> PromptVersion:

@@ -1,20 +1,26 @@
-"""Job API routes for the prompt library and A/B tests: read, save, render, generate from a prompt, rate, report.
+"""Job API routes for the prompt library and A/B tests: read, save, fork, render, generate from a prompt, rate, report.
 
 Mounted by `build_job_api` beside the job routes; generating from a prompt or an A/B test records which
 version (and arm) made the job, and `POST /jobs/{id}/rating` collects the ratings the reports count.
+Templates render in a worker process within settings.template_seconds (tools/prompts/rendering.py): the
+event loop never runs one. A prompt or a test changes only by its author (the caller who made it) or an
+admin; anyone else gets a 403 that says how to fork.
 """
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime (see tools/api/jobs.py).
+import asyncio
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from tools.accounts.models import Principal
 from tools.errors import AtelierError, WorkflowError
 from tools.ledger.models import JobRequest
 from tools.ledger.service import LedgerService
+from tools.prompts.library import NotTheAuthorError, PromptNameTakenError
 from tools.prompts.models import (
     NAME_PATTERN,
     ABReport,
@@ -30,8 +36,8 @@ from tools.prompts.models import (
 from tools.schemas import GenerationParams
 from tools.settings import Settings
 
-__all__ = ["ABJobBody", "ABJobView", "ABTestBody", "PromptJobBody", "RatingBody", "RenderBody", "RenderView",
-           "SaveBody", "VersionView", "add_prompt_routes"]
+__all__ = ["ABJobBody", "ABJobView", "ABTestBody", "ForkBody", "PromptJobBody", "RatingBody", "RenderBody",
+           "RenderView", "SaveBody", "VersionView", "add_prompt_routes"]
 
 Name = Annotated[str, Path(pattern=NAME_PATTERN, description="A library name: lower-case letters, digits, . _ -")]
 Text = Annotated[str, Query(pattern=r"^[^\x00]*$", max_length=200)]
@@ -50,7 +56,10 @@ class _Storable(BaseModel):
 
 
 class SaveBody(_Storable):
-    """POST /prompts/{name}/versions: a template (a new version when it changed) and optional metadata."""
+    """POST /prompts/{name}/versions: a template (a new version when it changed) and optional metadata.
+
+    The author is the caller (in local mode: "local"); an existing prompt takes saves from its author or an admin.
+    """
 
     template: str = Field(min_length=1, max_length=20_000, description="Jinja2 text, e.g. '{{ subject }}, {{ look }}'.")
     negative: str | None = Field(None, max_length=4_000, description="Omitted: the newest version's is kept.")
@@ -61,7 +70,13 @@ class SaveBody(_Storable):
     purpose: str | None = Field(None, max_length=64, description="The designer uses it for this purpose (hero, …).")
     tags: list[str] | None = Field(None, max_length=50)
     description: str | None = Field(None, max_length=2_000)
-    author: str = Field("api", min_length=1, max_length=200)
+
+
+class ForkBody(_Storable):
+    """POST /prompts/{name}/fork: a new prompt of the caller's own from the prompt's newest version."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="The new prompt's name (not in the library yet).")
+    note: str = Field("", max_length=2_000, description="Default: 'forked from NAME@VERSION'.")
 
 
 class VersionView(PromptVersion):
@@ -118,7 +133,6 @@ class ABTestBody(_Storable):
     purpose: str | None = Field(None, max_length=64, description="Apply it to the designer's images of this purpose.")
     min_ratings: int = Field(20, ge=1, le=100_000, description="Ratings each variant needs before a verdict.")
     description: str = Field("", max_length=2_000)
-    author: str = Field("api", min_length=1, max_length=200)
 
 
 class ABJobBody(_Storable):
@@ -158,16 +172,41 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
                       job_view: Callable[[Any, Request], BaseModel], caller: Callable[..., Any]) -> None:
     """Add the prompt-library, rating and A/B routes; jobs are answered as `job_model`, made by `job_view`.
 
-    Every route needs a caller (`caller`, the auth dependency): the library and the tests are the team's, jobs
-    and ratings are the caller's own (an admin's: anyone's).
+    Every route needs a caller (`caller`, the auth dependency): everyone reads the library and the tests; a prompt
+    or a test changes only by its author or an admin (others fork); jobs and ratings are the caller's own (an
+    admin's: anyone's).
     """
-    from tools.api.jobs import _confine, owner_for
+    from tools.api.jobs import ErrorResponse, _confine, owner_for
 
     Caller = Annotated[Principal, Depends(caller)]
+
+    def owned(*codes: int) -> dict[int | str, dict[str, Any]]:
+        """`errors(*codes)` for a route that changes an owned prompt or test: what its 403 and 409 also mean."""
+        described = errors(*codes)
+        if 403 in described:
+            described[403] = {**described[403], "description": "The credentials are valid but may not do this: a "
+                              "disabled account, or a change to another user's prompt or A/B test (fork it)"}
+        if 409 in described:
+            described[409] = {**described[409], "description": "A prompt by that name exists: choose another name"}
+        return described
 
     def owner(principal: Principal, body: BaseModel, default: str) -> str:
         """Whose job a body makes (see owner_for)."""
         return owner_for(principal, default if "owner" in body.model_fields_set else None, default=default)
+
+    async def rendered(version: PromptVersion, values: dict[str, Any]) -> str:
+        """The version's text for `values`, from a rendering worker within the template budget."""
+        return await version.render_async(values, seconds=settings.template_seconds)
+
+    @api.exception_handler(NotTheAuthorError)
+    async def not_the_author(request: Request, exc: NotTheAuthorError) -> JSONResponse:
+        """Changing someone else's prompt or test: 403, saying how to fork."""
+        return ErrorResponse({"detail": str(exc)}, status_code=403)
+
+    @api.exception_handler(PromptNameTakenError)
+    async def name_taken(request: Request, exc: PromptNameTakenError) -> JSONResponse:
+        """A fork under a name the library has: 409."""
+        return ErrorResponse({"detail": str(exc)}, status_code=409)
 
     @api.get("/prompts", response_model=list[Prompt], summary="The prompt library", tags=["prompts"],
              responses=errors(401, 403, 422))
@@ -186,15 +225,25 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
     @api.post("/prompts/{name}/versions", response_model=SaveResult, status_code=201, tags=["prompts"],
               summary="Save a prompt (a changed template is a new version)",
               responses={200: {"model": SaveResult, "description": "Nothing changed: the newest version is returned"},
-                         **errors(400, 401, 403, 422)})
+                         **owned(400, 401, 403, 422)})
     async def save_prompt(name: Name, body: SaveBody, request: Request, response: Response,
                           principal: Caller) -> SaveResult:
-        """201 with the new version; 200 when the template, negative and defaults equal the newest version's."""
-        draft = PromptDraft(name=name, **body.model_dump(exclude={"author"}))
-        author = body.author if principal.via == "local" else principal.user_id
-        result = await ledger(request).prompts.save(draft, author=author)
+        """201 with the new version; 200 when the template, negative and defaults equal the newest version's.
+
+        The caller is the author of what they save; someone else's prompt answers 403 (fork it instead).
+        """
+        # Reading the template (parse, variables) takes a few milliseconds, up to ~0.5 s at 20 000 characters.
+        draft = await asyncio.to_thread(lambda: PromptDraft(name=name, **body.model_dump()))
+        result = await ledger(request).prompts.save(draft, author=principal.user_id, admin=principal.is_admin)
         response.status_code = 201 if result.created else 200
         return result
+
+    @api.post("/prompts/{name}/fork", response_model=SaveResult, status_code=201, tags=["prompts"],
+              summary="Fork a prompt: a new prompt of your own from its newest version",
+              responses=owned(400, 401, 403, 404, 409, 422))
+    async def fork(name: Name, body: ForkBody, request: Request, principal: Caller) -> SaveResult:
+        """Copies the template, negative prompt, defaults, category, tags and description (not the purpose)."""
+        return await ledger(request).prompts.fork(name, body.name, author=principal.user_id, note=body.note)
 
     @api.get("/prompts/{name}/versions", response_model=list[VersionView], tags=["prompts"],
              summary="Every version with its usage and ratings", responses=errors(401, 403, 404, 422))
@@ -202,8 +251,9 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
         """Oldest first; `stats.score` is (liked + 1) / (rated + 2)."""
         library = ledger(request).prompts
         stats = {s.version: s for s in await library.stats(name)}
-        return [VersionView(**v.model_dump(), variables=v.variable_names(), stats=stats.get(v.version))
-                for v in await library.history(name)]
+        history = await library.history(name)
+        return await asyncio.to_thread(lambda: [VersionView(**v.model_dump(), variables=v.variable_names(),
+                                                            stats=stats.get(v.version)) for v in history])
 
     @api.get("/prompts/{name}/versions/{version}", response_model=VersionView, tags=["prompts"],
              summary="One version", responses=errors(401, 403, 404, 422))
@@ -211,14 +261,14 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
                       principal: Caller) -> VersionView:
         """The template, negative prompt, defaults and variables."""
         found = await ledger(request).prompts.version(name, version)
-        return VersionView(**found.model_dump(), variables=found.variable_names())
+        return VersionView(**found.model_dump(), variables=await asyncio.to_thread(found.variable_names))
 
     @api.post("/prompts/{name}/render", response_model=RenderView, tags=["prompts"],
               summary="Render a prompt with values", responses=errors(400, 401, 403, 404, 422))
     async def render(name: Name, body: RenderBody, request: Request, principal: Caller) -> RenderView:
         """The text the template gives for these values (a missing variable is a 422 naming it)."""
         found = await ledger(request).prompts.version(name, body.version)
-        return RenderView(ref=found.ref, text=found.render(body.values), negative=found.negative)
+        return RenderView(ref=found.ref, text=await rendered(found, body.values), negative=found.negative)
 
     @api.post("/prompts/{name}/jobs", status_code=201, response_model=job_model, tags=["prompts"],
               summary="Queue a job from a prompt", responses=errors(400, 401, 403, 404, 422))
@@ -226,7 +276,8 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
         """Render the prompt, queue the job and count it as a use of that version."""
         svc = ledger(request)
         found = await svc.prompts.version(name, body.version)
-        params = _confine(_params(found.render(body.values), found.negative, body.params), body.workflow, settings)
+        params = _confine(_params(await rendered(found, body.values), found.negative, body.params), body.workflow,
+                          settings)
         outcome = await svc.submit(JobRequest(params=params, workflow=body.workflow,
                                               owner=owner(principal, body, body.owner),
                                               idempotency_key=body.idempotency_key))
@@ -253,10 +304,13 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
     @api.post("/ab-tests", response_model=ABTest, status_code=201, tags=["ab-tests"], summary="Start an A/B test",
               responses=errors(400, 401, 403, 404, 422))
     async def create_test(body: ABTestBody, request: Request, principal: Caller) -> ABTest:
-        """Variants are prompt versions and/or workflows; each request is assigned by a hash of its key."""
-        author = body.author if principal.via == "local" else principal.user_id
-        return await ledger(request).abtests.create(body.name, body.variants, author, purpose=body.purpose,
-                                                    min_ratings=body.min_ratings, description=body.description)
+        """Variants are prompt versions and/or workflows; each request is assigned by a hash of its key.
+
+        The caller is the test's author: only they or an admin may stop it.
+        """
+        return await ledger(request).abtests.create(body.name, body.variants, principal.user_id,
+                                                    purpose=body.purpose, min_ratings=body.min_ratings,
+                                                    description=body.description)
 
     @api.get("/ab-tests/{name}", response_model=ABTest, tags=["ab-tests"], summary="One A/B test",
              responses=errors(401, 403, 404, 422))
@@ -271,12 +325,10 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
         return await ledger(request).abtests.report(name)
 
     @api.post("/ab-tests/{name}/stop", response_model=ABTest, tags=["ab-tests"], summary="Stop an A/B test",
-              responses=errors(401, 403, 404, 422))
+              responses=owned(401, 403, 404, 422))
     async def stop(name: Name, request: Request, principal: Caller) -> ABTest:
-        """No more assignments; the data and the report stay."""
-        svc = ledger(request)
-        await svc.abtests.get(name)
-        return await svc.abtests.stop(name)
+        """No more assignments; the data and the report stay. Only the test's author or an admin (else 403)."""
+        return await ledger(request).abtests.stop(name, principal.user_id, admin=principal.is_admin)
 
     @api.post("/ab-tests/{name}/jobs", response_model=ABJobView, status_code=201, tags=["ab-tests"],
               summary="Queue one request's job in its assigned variant", responses=errors(400, 401, 403, 404, 422))
@@ -286,7 +338,7 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
         variant = await svc.abtests.assign(name, body.key)
         version = await svc.prompts.version(variant.prompt, variant.version) if variant.prompt else None
         if version is not None:
-            text, negative = version.render(body.values), version.negative
+            text, negative = await rendered(version, body.values), version.negative
         elif body.prompt:
             text, negative = body.prompt, ""
         else:

@@ -1,4 +1,9 @@
-"""`atelier prompts …` (the versioned prompt library) and `atelier ab …` (A/B tests over prompts and workflows)."""
+"""`atelier prompts …` (the versioned prompt library) and `atelier ab …` (A/B tests over prompts and workflows).
+
+The CLI is the operator's: it acts as an admin (it may save versions of anyone's prompt and stop anyone's test),
+and what it creates is authored by the login name. Templates render in a worker process within
+ATELIER_TEMPLATE_SECONDS, as on the servers.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from tools.errors import AtelierError
 from tools.ledger.service import LedgerService
 from tools.prompts.models import ABReport, ABTest, PromptDraft, VariantSpec
 
-__all__ = ["ab_app", "parse_pairs", "parse_variant", "prompts_app"]
+__all__ = ["ab_app", "fork", "parse_pairs", "parse_variant", "prompts_app"]
 
 prompts_app = typer.Typer(help="The prompt library: versioned Jinja2 prompts with usage and ratings.",
                           no_args_is_help=True)
@@ -108,9 +113,21 @@ def save(
     draft = PromptDraft(name=name, template=text, negative=negative,
                         defaults=parse_pairs(default, "--default") if default else None,
                         category=category, purpose=purpose, tags=tag or None, description=description, note=note)
-    result = _with_ledger(lambda svc: svc.prompts.save(draft, author=_author()))
+    result = _with_ledger(lambda svc: svc.prompts.save(draft, author=_author(), admin=True))
     what = "saved as version" if result.created else "unchanged; newest is version"
     typer.echo(f"{result.prompt.name}: {what} {result.version.version} "
+               f"(variables: {', '.join(result.version.variable_names()) or 'none'})")
+
+
+@prompts_app.command("fork")
+def fork(
+    source: str = typer.Argument(..., help="The prompt to copy."),
+    name: str = typer.Argument(..., help="The new prompt's name (not in the library yet)."),
+    note: str = typer.Option("", help="The new version's note (default: 'forked from SOURCE@VERSION')."),
+) -> None:
+    """Copy a prompt's newest version into a new prompt of your own (its purpose is not copied: set it with save)."""
+    result = _with_ledger(lambda svc: svc.prompts.fork(source, name, author=_author(), note=note))
+    typer.echo(f"{result.prompt.name}: forked from {source} as version 1 "
                f"(variables: {', '.join(result.version.variable_names()) or 'none'})")
 
 
@@ -164,8 +181,13 @@ def render(
     var: list[str] = typer.Option([], "--var", "-v", help="A variable's value, name=value (repeat)."),
 ) -> None:
     """Print the prompt text for these values (the version's defaults fill the rest)."""
-    found = _with_ledger(lambda svc: svc.prompts.version(name, version))
-    typer.echo(found.render(parse_pairs(var, "--var")))
+    values = parse_pairs(var, "--var")
+
+    async def work(svc: LedgerService) -> str:
+        found = await svc.prompts.version(name, version)
+        return await found.render_async(values, seconds=svc.settings.template_seconds)
+
+    typer.echo(_with_ledger(work))
 
 
 def _test_table(tests: list[ABTest]) -> Table:
@@ -201,8 +223,8 @@ def list_tests(status: str | None = typer.Option(None, help="running or stopped.
 
 @ab_app.command("stop")
 def stop(name: str = typer.Argument(..., help="The test's name.")) -> None:
-    """Stop assigning variants (the data and the report stay)."""
-    test = _with_ledger(lambda svc: svc.abtests.stop(name))
+    """Stop assigning variants (the data and the report stay); the CLI may stop anyone's test."""
+    test = _with_ledger(lambda svc: svc.abtests.stop(name, _author(), admin=True))
     typer.echo(f"{test.name}: stopped")
 
 

@@ -3,6 +3,8 @@
 Assignment is a pure function of the test's name, its variants and the request's key (a SHA-256 bucket over
 the weights): the same request always gets the same variant, in any process, with no shared counter to race
 on. What each job got is recorded in `prompt_uses`; the report joins the jobs' ratings.
+
+A test belongs to its author: only they or an admin stop it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from psycopg.rows import DictRow
 
 from tools.catalog import list_templates
 from tools.errors import AtelierError
-from tools.prompts.library import LIKED_SQL, Pool, PromptNotFoundError
+from tools.prompts.library import LIKED_SQL, Pool, PromptNotFoundError, not_yours
 from tools.prompts.models import ABReport, ABTest, Variant, VariantReport, VariantSpec, check_name
 from tools.prompts.significance import THRESHOLD, Outcome, decide
 
@@ -148,8 +150,13 @@ class ABTests:
             row = await cur.fetchone()
             return None if row is None else await self._with_variants(conn, row)
 
-    async def stop(self, name: str) -> ABTest:
-        """Stop assigning the test's variants (its data and report stay)."""
+    async def stop(self, name: str, by: str, *, admin: bool = False) -> ABTest:
+        """Stop assigning the test's variants (its data and report stay): `by` its author or an `admin` only."""
+        test = await self.get(name)
+        if test.author != by and not admin:
+            raise not_yours("A/B test", name, test.author, by,
+                            "Ask them or an admin to stop it; to compare other variants, start your own test "
+                            "(POST /ab-tests) under another name.")
         async with self.pool.connection() as conn:
             await conn.execute("UPDATE ab_tests SET status = 'stopped', stopped_at = coalesce(stopped_at, now()) "
                                "WHERE name = %s", (name,))

@@ -3,6 +3,9 @@
 Versions are numbered under a row lock on the prompt, so concurrent saves get consecutive numbers with no
 gaps or duplicates, and saving the newest template again creates nothing. Usage and ratings are not copied:
 `prompt_uses` links each job to the version that made it, and the job row keeps its stars and thumb.
+
+A prompt belongs to its author (whoever created it): only they or an admin save versions of it or change its
+details, under the same row lock; anyone else forks it (`fork`: a new prompt of their own from its newest version).
 """
 
 from __future__ import annotations
@@ -16,9 +19,18 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from tools.errors import AtelierError
-from tools.prompts.models import ChosenPrompt, Prompt, PromptDraft, PromptVersion, SaveResult, VersionStats
+from tools.prompts.models import (
+    ChosenPrompt,
+    Prompt,
+    PromptDraft,
+    PromptVersion,
+    SaveResult,
+    VersionStats,
+    check_name,
+)
 
-__all__ = ["LIKED_SQL", "PromptLibrary", "PromptNotFoundError"]
+__all__ = ["LIKED_SQL", "NotTheAuthorError", "PromptLibrary", "PromptNameTakenError", "PromptNotFoundError",
+           "not_yours"]
 
 # Liked: ★4–★5, or a thumb up when there are no stars; NULL (not in the sample) when neither was given.
 # Uses count every job a version made; only finished images can be rated, so only they are in the sample.
@@ -40,6 +52,20 @@ class PromptNotFoundError(AtelierError):
     """A prompt or version that is not in the library."""
 
 
+class NotTheAuthorError(AtelierError):
+    """A change to a prompt or an A/B test by someone who is neither its author nor an admin (the job API's 403)."""
+
+
+class PromptNameTakenError(AtelierError):
+    """A fork under a name the library already has (the job API's 409)."""
+
+
+def not_yours(what: str, name: str, author: str, caller: str, fix: str) -> NotTheAuthorError:
+    """The refusal of `caller` changing `author`'s `what`, saying what to do instead."""
+    return NotTheAuthorError(f"{what} '{name}' belongs to {author}; only {author} or an admin may change it, and you "
+                             f"are {caller}. {fix}")
+
+
 def _stats(row: dict[str, Any]) -> VersionStats:
     """A stats row with its score: the posterior mean like-rate under a uniform prior (0.5 when unrated)."""
     rated, liked = int(row["rated"]), int(row["liked"])
@@ -53,10 +79,11 @@ class PromptLibrary:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
 
-    async def save(self, draft: PromptDraft, author: str) -> SaveResult:
+    async def save(self, draft: PromptDraft, author: str, *, admin: bool = False) -> SaveResult:
         """Create the prompt or add a version when the template, negative or defaults changed; update metadata.
 
-        A draft without a negative prompt or defaults keeps the newest version's.
+        A draft without a negative prompt or defaults keeps the newest version's. An existing prompt changes only
+        by its author or an `admin` (NotTheAuthorError naming the fork otherwise).
         """
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(
@@ -67,6 +94,11 @@ class PromptLibrary:
             cur = await conn.execute("SELECT * FROM prompts WHERE name = %s FOR UPDATE", (draft.name,))
             prompt = await cur.fetchone()
             assert prompt is not None
+            if prompt["author"] != author and not admin:
+                fork = f"{draft.name}-{author}"[:64]
+                raise not_yours("prompt", draft.name, prompt["author"], author,
+                                f"Fork it and change your copy: POST /prompts/{draft.name}/fork with "
+                                f'{{"name": "{fork}"}}, or `atelier prompts fork {draft.name} {fork}`.')
             newest = await self._version_row(conn, draft.name, int(prompt["latest"])) if prompt["latest"] else None
             negative = draft.negative if draft.negative is not None else newest["negative"] if newest else ""
             defaults = draft.defaults if draft.defaults is not None else newest["defaults"] if newest else {}
@@ -89,6 +121,37 @@ class PromptLibrary:
         assert updated is not None
         return SaveResult(prompt=Prompt.model_validate(updated), version=PromptVersion.model_validate(newest),
                           created=not same)
+
+    async def fork(self, source: str, name: str, author: str, *, note: str = "") -> SaveResult:
+        """A new prompt `name` by `author` whose version 1 is `source`'s newest version.
+
+        Its category, tags and description are copied; its purpose is not (the designer would start choosing the
+        copy for everyone's images of that purpose at once): give it one with a save when it is ready.
+        """
+        try:
+            check_name(name)
+        except ValueError as exc:
+            raise AtelierError(str(exc)) from exc
+        origin, newest = await self.get(source), await self.version(source)
+        async with self.pool.connection() as conn, conn.transaction():
+            try:
+                cur = await conn.execute(
+                    "INSERT INTO prompts (name, category, tags, description, latest, author) "
+                    "VALUES (%s, %s, %s, %s, 1, %s) RETURNING *",
+                    (name, origin.category, origin.tags, origin.description, author))
+            except psycopg.errors.UniqueViolation as exc:
+                raise PromptNameTakenError(f"a prompt named '{name}' exists; fork '{source}' under another "
+                                           "name") from exc
+            prompt = await cur.fetchone()
+            cur = await conn.execute(
+                "INSERT INTO prompt_versions (prompt, version, template, negative, defaults, note, author) "
+                "VALUES (%s, 1, %s, %s, %s, %s, %s) RETURNING *",
+                (name, newest.template, newest.negative, Jsonb(newest.defaults),
+                 note or f"forked from {newest.ref}", author))
+            version = await cur.fetchone()
+        assert prompt is not None and version is not None
+        return SaveResult(prompt=Prompt.model_validate(prompt), version=PromptVersion.model_validate(version),
+                          created=True)
 
     @staticmethod
     async def _version_row(conn: psycopg.AsyncConnection[DictRow], name: str, version: int) -> DictRow | None:

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from tools.prompts.templating import render_template, template_variables
+from tools.prompts.rendering import render_template, render_template_async
+from tools.prompts.templating import template_variables
 
 __all__ = ["NAME_PATTERN", "ABReport", "ABTest", "ChosenPrompt", "Prompt", "PromptDraft", "PromptVersion",
            "SaveResult", "Variant", "VariantReport", "VariantSpec", "VersionStats", "check_name"]
@@ -60,9 +61,14 @@ class PromptVersion(BaseModel):
         """The variables the template reads."""
         return template_variables(self.template)
 
-    def render(self, values: dict[str, Any]) -> str:
-        """The prompt text for these values (the version's defaults fill the rest)."""
-        return render_template(self.template, values, defaults=self.defaults)
+    def render(self, values: dict[str, Any], *, seconds: float | None = None) -> str:
+        """The prompt text for these values (the version's defaults fill the rest), rendered in a worker process
+        within `seconds` (settings.template_seconds; default 1): blocks the calling thread, not for event loops."""
+        return render_template(self.template, values, defaults=self.defaults, seconds=seconds)
+
+    async def render_async(self, values: dict[str, Any], *, seconds: float | None = None) -> str:
+        """`render` for async callers: the event loop keeps running while the worker renders."""
+        return await render_template_async(self.template, values, defaults=self.defaults, seconds=seconds)
 
 
 class PromptDraft(BaseModel):
