@@ -253,7 +253,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
             measured = await _measured(deps)
             designs = []
             for index, brief in enumerate(briefs):
-                chosen = await _library_prompt(deps, brief.purpose, chat_job_key(thread, turn, index), forced)
+                chosen = await _library_prompt(deps, brief.purpose, chat_job_key(thread, turn, index), forced,
+                                               acting_owner(config))
                 route = await asyncio.to_thread(
                     choose_route, brief.purpose, vram_free_gb=vram,
                     workflow=options.workflow or (chosen.workflow if chosen else None) or None,
@@ -407,8 +408,10 @@ async def _measured(deps: SupervisorDeps) -> dict[str, float]:
     return await ledger.timings.estimates() if ledger is not None else {}
 
 
-async def _library_prompt(deps: SupervisorDeps, purpose: str, request_key: str, forced: bool) -> ChosenPrompt | None:
-    """The prompt library's choice for one image (A/B arm or best-rated prompt); None without a ledger.
+async def _library_prompt(deps: SupervisorDeps, purpose: str, request_key: str, forced: bool,
+                          owner: str) -> ChosenPrompt | None:
+    """The prompt library's choice for one image of `owner` (A/B arm or best-rated prompt among the prompts and
+    tests that may shape their images: theirs, admins', operators'); None without a ledger.
 
     When the person forced a workflow or quality and the running test has an arm that sets a workflow, the image
     stays out of the test (it could not get that arm's workflow, and letting it into the other arms only would
@@ -418,11 +421,11 @@ async def _library_prompt(deps: SupervisorDeps, purpose: str, request_key: str, 
     if ledger is None:
         return None
     if forced:
-        test = await ledger.abtests.running_for(purpose)
+        test = await ledger.abtests.running_for(purpose, for_owner=owner)
         if test is not None and any(variant.workflow is not None for variant in test.variants):
-            best = await ledger.prompts.best_for(purpose)
+            best = await ledger.prompts.best_for(purpose, for_owner=owner)
             return ChosenPrompt(version=best[0], why="best-rated library prompt") if best else None
-    return await choose_prompt(ledger.prompts, ledger.abtests, purpose, request_key)
+    return await choose_prompt(ledger.prompts, ledger.abtests, purpose, request_key, for_owner=owner)
 
 
 def _style(deps: SupervisorDeps, owner: str) -> StyleProfile | None:

@@ -326,8 +326,9 @@ async def test_the_designer_uses_the_library_and_its_ab_test(settings: Settings,
     graph = make_graph(settings, ScriptedChatModel(replies=[]), ledger)
     seen = []
     for turn in range(8):
-        state = await graph.ainvoke({"messages": [HumanMessage(f"generate a thumbnail image of cup {turn}")]},
-                                    config(f"ab-{turn}"))
+        # Fixed message ids: the arm is a hash of thread, turn and index, so the spread over arms is the same each run.
+        ask = HumanMessage(f"generate a thumbnail image of cup {turn}", id=f"cup-turn-{turn}")
+        state = await graph.ainvoke({"messages": [ask]}, config(f"ab-{turn}"))
         (design,) = state["briefs"]
         arm = design["prompt_ref"]["variant"]
         surface = "walnut" if arm == "walnut" else "marble"

@@ -276,3 +276,33 @@ def test_a_forged_owner_in_the_input_and_in_run_config_is_ignored(
                                  input=_ask("Generate an owl"),
                                  config={"configurable": {"workflow": "/etc/flow.json", "target_seconds": "soon"}})
     assert "run option is not valid" in _last_reply(strange) or "file path" in _last_reply(strange), strange
+
+
+async def _bo_publishes_a_hero_prompt_and_test(database: str) -> None:
+    """bo, a user, saves a hero prompt and starts a hero A/B test (both theirs to use, nobody else's)."""
+    from tools.prompts.abtests import ABTests
+    from tools.prompts.library import PromptLibrary
+    from tools.prompts.models import PromptDraft, VariantSpec
+
+    async with JobLedger.open(database) as ledger:
+        library = PromptLibrary(ledger.pool)
+        await library.save(PromptDraft(name="bo-hero", template="{{ subject }}, BO-WAS-HERE", purpose="hero"), "bo")
+        await library.save(PromptDraft(name="bo-hero-2", template="{{ subject }}, BO-TEST-ARM", purpose="hero"), "bo")
+        await ABTests(ledger.pool).create("bo-heroes", [VariantSpec(label="a", prompt="bo-hero", version=1),
+                                                         VariantSpec(label="b", prompt="bo-hero-2", version=1)],
+                                          "bo", purpose="hero")
+
+
+def test_another_users_prompts_and_tests_never_shape_your_images(
+        accounts_server: tuple[Server, dict[str, str]]) -> None:
+    server, keys = accounts_server
+    asyncio.run(_bo_publishes_a_hero_prompt_and_test(server.database))
+    ana, bo = _sdk(server, keys["ana"]), _sdk(server, keys["bo"])
+    mine: Any = ana.runs.wait(ana.threads.create()["thread_id"], "supervisor",
+                              input=_ask("Generate a hero image of a copper kettle"))
+    theirs: Any = bo.runs.wait(bo.threads.create()["thread_id"], "supervisor",
+                               input=_ask("Generate a hero image of a copper kettle"))
+    assert _last_reply(mine).startswith("Queued 1") and _last_reply(theirs).startswith("Queued 1")
+    prompts = {owner: params["prompt"] for owner, _, params in _jobs(server.database)[-2:]}
+    assert "BO-" not in prompts["ana"], prompts
+    assert "BO-" in prompts["bo"], prompts

@@ -17,7 +17,7 @@ from psycopg.rows import DictRow
 
 from tools.catalog import list_templates
 from tools.errors import AtelierError
-from tools.prompts.library import LIKED_SQL, Pool, PromptNotFoundError, not_yours
+from tools.prompts.library import LIKED_SQL, TRUSTED_AUTHOR, Pool, PromptNotFoundError, not_yours
 from tools.prompts.models import ABReport, ABTest, Variant, VariantReport, VariantSpec, check_name
 from tools.prompts.significance import THRESHOLD, Outcome, decide
 
@@ -142,11 +142,13 @@ class ABTests:
                 {"s": status})
             return [await self._with_variants(conn, row) for row in await cur.fetchall()]
 
-    async def running_for(self, purpose: str) -> ABTest | None:
-        """The running test that applies to images of this purpose, if any."""
+    async def running_for(self, purpose: str, *, for_owner: str | None = None) -> ABTest | None:
+        """The running test that applies to images of this purpose, if any (with `for_owner`: only a test whose
+        author may shape that person's images — theirs, an admin's or an operator's)."""
+        trusted = f" AND {TRUSTED_AUTHOR}" if for_owner is not None else ""
         async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT * FROM ab_tests WHERE status = 'running' AND purpose = %s",
-                                     (purpose.strip().lower(),))
+            cur = await conn.execute(f"SELECT * FROM ab_tests WHERE status = 'running' AND purpose = %(purpose)s"
+                                     f"{trusted}".encode(), {"purpose": purpose.strip().lower(), "owner": for_owner})
             row = await cur.fetchone()
             return None if row is None else await self._with_variants(conn, row)
 

@@ -46,6 +46,9 @@ GROUP BY v.prompt, v.version ORDER BY v.prompt, v.version
 """
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
+# Whose prompts and A/B tests may shape an owner's images: their own, an admin account's, or an author who is no
+# account at all (the local admin, the CLI's operator). Another user's never do (issue 15: shared things).
+TRUSTED_AUTHOR = "(author = %(owner)s OR author NOT IN (SELECT id FROM users WHERE role <> 'admin'))"
 
 
 class PromptNotFoundError(AtelierError):
@@ -204,16 +207,19 @@ class PromptLibrary:
             cur = await conn.execute(_STATS.format(where="v.prompt = %s").encode(), (name,))
             return [_stats(row) for row in await cur.fetchall()]
 
-    async def best_for(self, purpose: str) -> tuple[PromptVersion, VersionStats] | None:
+    async def best_for(self, purpose: str, *,
+                       for_owner: str | None = None) -> tuple[PromptVersion, VersionStats] | None:
         """The best-rated version among the prompts for `purpose` (ties: more ratings, then newer); None if none.
 
         The score is the posterior mean like-rate (liked + 1) / (rated + 2): an untried version scores 0.5, so it
-        ranks above poorly rated versions and below well-rated ones.
+        ranks above poorly rated versions and below well-rated ones. With `for_owner`, only prompts that may shape
+        that person's images take part: their own, an admin's, or an operator's (TRUSTED_AUTHOR).
         """
+        where = "v.prompt IN (SELECT name FROM prompts WHERE purpose = %(purpose)s"
+        where += f" AND {TRUSTED_AUTHOR})" if for_owner is not None else ")"
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                _STATS.format(where="v.prompt IN (SELECT name FROM prompts WHERE purpose = %s)").encode(),
-                (purpose.strip().lower(),))
+            cur = await conn.execute(_STATS.format(where=where).encode(),
+                                     {"purpose": purpose.strip().lower(), "owner": for_owner})
             rows = [_stats(row) for row in await cur.fetchall()]
         if not rows:
             return None

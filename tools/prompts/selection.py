@@ -9,10 +9,14 @@ from tools.prompts.models import ChosenPrompt, PromptVersion
 __all__ = ["choose_prompt"]
 
 
-async def choose_prompt(library: PromptLibrary, tests: ABTests, purpose: str, request_key: str) -> ChosenPrompt | None:
-    """The A/B arm for this request when a test runs for `purpose`; else the library's best version; else None."""
-    test = await tests.running_for(purpose)
-    best = await library.best_for(purpose)
+async def choose_prompt(library: PromptLibrary, tests: ABTests, purpose: str, request_key: str, *,
+                        for_owner: str | None = None) -> ChosenPrompt | None:
+    """The A/B arm for this request when a test runs for `purpose`; else the library's best version; else None.
+
+    With `for_owner`, only that person's own, admins' and operators' prompts and tests take part.
+    """
+    test = await tests.running_for(purpose, for_owner=for_owner)
+    best = await library.best_for(purpose, for_owner=for_owner)
     if test is not None:
         variant = assign_variant(test.name, test.variants, request_key)
         version: PromptVersion | None
