@@ -8,6 +8,7 @@ test_job_api_connections.py).
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -97,3 +98,21 @@ async def test_reserved_names_cannot_be_accounts(accounts_svc: LedgerService) ->
     for name in ("shared", "anonymous", "local", "api", "mcp"):
         with pytest.raises(AccountError, match="a name Atelier uses itself"):
             await directory.create(name)
+
+
+async def test_the_result_cache_is_no_oracle_of_other_users_prompts(accounts_api: httpx.AsyncClient, keys: Keys,
+                                                                    accounts_svc: LedgerService) -> None:
+    job = {"params": {"prompt": "bo's secret product launch", "seed": 7}, "workflow": "txt2img-turbo"}
+    made = await accounts_api.post("/jobs", json=job, headers=keys.of("bo"))
+    assert made.status_code == 201
+    # bo's job succeeds (as a worker would record it): its image is in the output store.
+    stored = accounts_svc.store.put("jobs/bo.png", _png(), "image/png")
+    async with accounts_svc.ledger.pool.connection() as conn:
+        await conn.execute("UPDATE jobs SET status = 'succeeded', finished_at = now(), outputs = %s::jsonb "
+                           "WHERE id = %s", (json.dumps([{"uri": stored.uri, "key": stored.key, "size": stored.size,
+                                                          "sha256": stored.sha256, "node_id": "9",
+                                                          "comfy_filename": "bo.png"}]), made.json()["id"]))
+    again = await accounts_api.post("/jobs", json=job, headers=keys.of("bo"))
+    assert again.status_code == 201 and again.json()["cached"] is True  # bo's own repeat is answered from cache
+    guess = await accounts_api.post("/jobs", json=job, headers=keys.of("ana"))
+    assert guess.status_code == 201 and guess.json()["cached"] is False and guess.json()["status"] == "queued"
