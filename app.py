@@ -36,8 +36,8 @@ from starlette.requests import Request  # noqa: E402
 from starlette.routing import Mount  # noqa: E402
 from starlette.types import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
 
-from agents.cost_router import QUALITIES  # noqa: E402
-from graphs.chat_session import (  # noqa: E402
+from atelier.agents.cost_router import QUALITIES  # noqa: E402
+from atelier.graphs.chat_session import (  # noqa: E402
     Approval,
     ChatOptions,
     ChatServices,
@@ -48,19 +48,19 @@ from graphs.chat_session import (  # noqa: E402
     studio,
     thread_history,
 )
-from tools.accounts.directory import UserDirectory  # noqa: E402
-from tools.accounts.models import Principal  # noqa: E402
-from tools.accounts.tokens import AuthError, TokenClaims  # noqa: E402
-from tools.api.guard import RequestGuard  # noqa: E402
-from tools.api.jobs import build_job_api  # noqa: E402
-from tools.catalog import list_templates  # noqa: E402
-from tools.doctor import ServiceCheck, mask_secrets, run_doctor  # noqa: E402
-from tools.errors import AtelierError  # noqa: E402
-from tools.exposure import check_listen_address  # noqa: E402
-from tools.ledger.events import JobEvent  # noqa: E402
-from tools.ledger.models import Job, JobRequest  # noqa: E402
-from tools.memory.tools import MemoryContext, RateImageArgs, rate_image  # noqa: E402
-from tools.settings import Settings, load_settings  # noqa: E402
+from atelier.tools.accounts.directory import UserDirectory  # noqa: E402
+from atelier.tools.accounts.models import Principal  # noqa: E402
+from atelier.tools.accounts.tokens import AuthError, TokenClaims  # noqa: E402
+from atelier.tools.api.guard import RequestGuard  # noqa: E402
+from atelier.tools.api.jobs import build_job_api  # noqa: E402
+from atelier.tools.catalog import list_templates  # noqa: E402
+from atelier.tools.doctor import ServiceCheck, mask_secrets, run_doctor  # noqa: E402
+from atelier.tools.errors import AtelierError  # noqa: E402
+from atelier.tools.exposure import check_listen_address  # noqa: E402
+from atelier.tools.ledger.events import JobEvent  # noqa: E402
+from atelier.tools.ledger.models import Job, JobRequest  # noqa: E402
+from atelier.tools.memory.tools import MemoryContext, RateImageArgs, rate_image  # noqa: E402
+from atelier.tools.settings import Settings, load_settings  # noqa: E402
 
 __all__ = ["ChatRuntime", "build_page", "build_server", "doctor_rows", "main", "progress_bar", "service_banner"]
 

@@ -38,10 +38,10 @@ from autogen import AssistantAgent, ConversableAgent
 from autogen.tools import Tool
 from pydantic import ValidationError
 
-from agents.llm import LLMUnavailableError
-from tools.errors import AtelierError
-from tools.settings import Settings
-from tools.toolkit import (
+from atelier.agents.llm import LLMUnavailableError
+from atelier.tools.errors import AtelierError
+from atelier.tools.settings import Settings
+from atelier.tools.toolkit import (
     TOOLS,
     AskResult,
     JobInfo,

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel
 
-from tools.catalog import choose_workflow, list_templates
-from tools.comfyui.templates import WorkflowTemplate
-from tools.errors import WorkflowError
+from atelier.tools.catalog import choose_workflow, list_templates
+from atelier.tools.comfyui.templates import WorkflowTemplate
+from atelier.tools.errors import WorkflowError
 
 __all__ = ["QUALITIES", "RouteChoice", "choose_route", "purpose_key"]
 

@@ -43,10 +43,10 @@ from crewai.tools import BaseTool  # noqa: E402
 from crewai.tools.tool_failure import ToolFailure, ToolFailureReason  # noqa: E402
 from pydantic import PrivateAttr, ValidationError  # noqa: E402
 
-from agents.llm import LLMUnavailableError  # noqa: E402
-from tools.errors import AtelierError  # noqa: E402
-from tools.settings import Settings  # noqa: E402
-from tools.toolkit import TOOLS, JobInfo, ToolContext, ToolSpec, as_text  # noqa: E402
+from atelier.agents.llm import LLMUnavailableError  # noqa: E402
+from atelier.tools.errors import AtelierError  # noqa: E402
+from atelier.tools.settings import Settings  # noqa: E402
+from atelier.tools.toolkit import TOOLS, JobInfo, ToolContext, ToolSpec, as_text  # noqa: E402
 
 __all__ = [
     "TELEMETRY_SWITCHES",

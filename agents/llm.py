@@ -12,9 +12,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from pydantic import BaseModel
 
-from graphs.state import Hop
-from tools.errors import AtelierError
-from tools.settings import Settings
+from atelier.graphs.state import Hop
+from atelier.tools.errors import AtelierError
+from atelier.tools.settings import Settings
 
 __all__ = ["LLMUnavailableError", "Meter", "build_chat_model", "call_llm", "call_structured"]
 

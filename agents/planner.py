@@ -6,8 +6,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
-from agents.llm import Meter, call_structured
-from agents.prompts import PLANNER_SYSTEM
+from atelier.agents.llm import Meter, call_structured
+from atelier.agents.prompts import PLANNER_SYSTEM
 
 __all__ = ["Brief", "Plan", "plan_request"]
 

@@ -7,10 +7,10 @@ import asyncio
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from agents.llm import Meter, call_llm
-from agents.prompts import RAG_SYSTEM
-from tools.memory.records import DocumentHit
-from tools.memory.store import MemoryStore
+from atelier.agents.llm import Meter, call_llm
+from atelier.agents.prompts import RAG_SYSTEM
+from atelier.tools.memory.records import DocumentHit
+from atelier.tools.memory.store import MemoryStore
 
 __all__ = ["answer_from_documents", "format_passages"]
 

@@ -6,13 +6,13 @@ import logging
 
 from pydantic import BaseModel
 
-from agents.cost_router import RouteChoice
-from agents.planner import Brief
-from tools.ledger.models import JobRequest
-from tools.memory.style import StyleProfile
-from tools.prompts.models import ChosenPrompt
-from tools.prompts.templating import PromptTemplateError
-from tools.schemas import GenerationParams
+from atelier.agents.cost_router import RouteChoice
+from atelier.agents.planner import Brief
+from atelier.tools.ledger.models import JobRequest
+from atelier.tools.memory.style import StyleProfile
+from atelier.tools.prompts.models import ChosenPrompt
+from atelier.tools.prompts.templating import PromptTemplateError
+from atelier.tools.schemas import GenerationParams
 
 __all__ = ["BASE_NEGATIVE", "PROMPT_VARIABLES", "PURPOSE_LOOK", "Design", "design_image"]
 

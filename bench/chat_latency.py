@@ -47,10 +47,10 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from graphs.routing import classify  # noqa: E402
+from atelier.graphs.routing import classify  # noqa: E402
+from atelier.tools.schemas import GenerationParams  # noqa: E402
+from atelier.tools.settings import Settings, load_settings  # noqa: E402
 from tests.chat_server import message_files, message_text  # noqa: E402
-from tools.schemas import GenerationParams  # noqa: E402
-from tools.settings import Settings, load_settings  # noqa: E402
 
 QUESTION = "Which colours go well with a sage green kitchen?"
 ANSWER = ("Terracotta, cream and warm oak sit well beside sage green; brushed brass handles and a white marble "
@@ -187,7 +187,7 @@ def floor_first_tokens(ollama_url: str, model: str, count: int) -> list[float]:
 
 def workflow_steps(settings: Settings, workflow: str, params: GenerationParams) -> int | None:
     """The sampling steps a job of `workflow` with `params` runs (its own value, or the workflow's default)."""
-    from tools.generate import resolve_workflow
+    from atelier.tools.generate import resolve_workflow
 
     if params.steps is not None:
         return params.steps
@@ -201,7 +201,7 @@ def workflow_steps(settings: Settings, workflow: str, params: GenerationParams) 
 
 async def floor_images(settings: Settings, workflow: str, params: GenerationParams, prompts: list[str]) -> list[float]:
     """Seconds per image from generate_image straight on the fake ComfyUI (render, run, save the PNG)."""
-    from tools.generate import generate_image, resolve_workflow
+    from atelier.tools.generate import generate_image, resolve_workflow
 
     template = await asyncio.to_thread(resolve_workflow, workflow, settings)
     times: list[float] = []
@@ -221,7 +221,7 @@ async def floor_images(settings: Settings, workflow: str, params: GenerationPara
 async def turn_latencies(settings: Settings, conninfo: str, workflow: str | None, questions: int,
                          draws: list[str]) -> tuple[list[float], list[float]]:
     """(first-token seconds, image-done seconds) through `run_turn` here; the server's worker runs the jobs."""
-    from graphs.chat_session import ChatOptions, ChatServices, JobProgress, Token, run_turn
+    from atelier.graphs.chat_session import ChatOptions, ChatServices, JobProgress, Token, run_turn
 
     options = ChatOptions(workflow=workflow)
     firsts: list[float] = []
@@ -404,7 +404,7 @@ def serve(tmp: str, comfy_url: str, ollama_url: str, conninfo: str) -> None:
 
 async def ledger_tally(conninfo: str) -> dict[str, int]:
     """Jobs per status in the ledger, plus how many the result cache answered ("cached")."""
-    from tools.ledger.store import JobLedger
+    from atelier.tools.ledger.store import JobLedger
 
     tally: dict[str, int] = {}
     async with JobLedger.open(conninfo) as ledger:
@@ -416,7 +416,7 @@ async def ledger_tally(conninfo: str) -> dict[str, int]:
 
 async def chat_job(conninfo: str, subject: str) -> tuple[str, GenerationParams]:
     """The workflow and values of the chat's newest job for `subject` (read from the ledger)."""
-    from tools.ledger.store import JobLedger
+    from atelier.tools.ledger.store import JobLedger
 
     async with JobLedger.open(conninfo) as ledger:
         for job in await ledger.list_jobs(limit=20):

@@ -24,8 +24,8 @@ from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from atelier.tools.comfyui.client import ComfyClient
 from tests.fakes.comfyui_server import FakeComfyUI
-from tools.comfyui.client import ComfyClient
 
 STEPS, STEP_SECONDS = 5, 0.02  # the fake runs each job for 0.1 s
 POLL_SECONDS = 2.0  # the user's original client polls /history every 2 s

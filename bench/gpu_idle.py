@@ -27,14 +27,14 @@ from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from atelier.tools.ledger.models import JobRequest
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.settings import load_settings
 from tests.conftest import INSTALLED_MODELS
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.pg import MACHINE_ADMIN_URL, fresh_database
-from tools.ledger.models import JobRequest
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.schemas import GenerationParams
-from tools.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, STEP_SECONDS = 10, 0.02  # 200 ms of sampling per job
@@ -60,7 +60,7 @@ async def submit(conninfo: str, settings_dir: Path, jobs: int, fake_url: str) ->
 
 async def wait_done(conninfo: str, ids: list[str], label: str) -> None:
     """Show a bar until every job is finished (LISTEN)."""
-    from tools.ledger.store import JobLedger
+    from atelier.tools.ledger.store import JobLedger
 
     async with JobLedger.open(conninfo) as ledger:
         with Progress() as bar:
@@ -76,7 +76,7 @@ def run_atelier(jobs: int, tmp: Path) -> tuple[float, float, float]:
         ids = asyncio.run(submit(conninfo, tmp / "a", jobs, fake.url))
         env = os.environ | {"DATABASE_URL": conninfo, "COMFYUI_URLS": fake.url, "ATELIER_DATA_DIR": str(tmp / "a")}
         started = time.perf_counter()
-        worker = subprocess.Popen([sys.executable, "-m", "tools.cli.main", "worker"], cwd=ROOT, env=env)
+        worker = subprocess.Popen([sys.executable, "-m", "atelier.tools.cli.main", "worker"], cwd=ROOT, env=env)
         try:
             asyncio.run(wait_done(conninfo, ids, "atelier worker"))
         finally:
@@ -90,8 +90,8 @@ def run_atelier(jobs: int, tmp: Path) -> tuple[float, float, float]:
 
 def run_baseline(jobs: int, tmp: Path) -> tuple[float, float, float]:
     """The same with the §6 polling worker (on the same ledger table)."""
-    from tools.comfyui.templates import render
-    from tools.generate import resolve_workflow
+    from atelier.tools.comfyui.templates import render
+    from atelier.tools.generate import resolve_workflow
 
     settings = load_settings(data_dir=tmp / "b")
     template = resolve_workflow("txt2img", settings)

@@ -27,8 +27,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from atelier.tools.ledger.migrations import apply_migrations
 from tests.pg import fresh_database
-from tools.ledger.migrations import apply_migrations
 
 WORKERS = 4
 BATCH = 200
@@ -41,7 +41,7 @@ SERVER = "http://bench:8188"
 
 async def _atelier_worker(conninfo: str, total: int, ready: mp.Event, done: Any) -> None:  # type: ignore[valid-type]
     """Claim and complete until every job is done; sleep on LISTEN when there is nothing to claim."""
-    from tools.ledger.store import ClaimSpec, JobLedger
+    from atelier.tools.ledger.store import ClaimSpec, JobLedger
 
     async with JobLedger.open(conninfo, min_size=1, max_size=2) as ledger, \
             await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listen:
@@ -72,12 +72,12 @@ def _run_atelier_worker(conninfo: str, total: int, ready: mp.Event, done: Any) -
 
 async def _atelier_submit(conninfo: str, total: int, data_dir: Path, batch: int) -> None:
     """Submit `total` distinct jobs from SUBMITTERS concurrent tasks, one by one or `batch` per transaction."""
-    from tools.generate import resolve_workflow
-    from tools.ledger.models import JobRequest
-    from tools.ledger.output_store import LocalOutputStore
-    from tools.ledger.service import LedgerService
-    from tools.schemas import GenerationParams
-    from tools.settings import load_settings
+    from atelier.tools.generate import resolve_workflow
+    from atelier.tools.ledger.models import JobRequest
+    from atelier.tools.ledger.output_store import LocalOutputStore
+    from atelier.tools.ledger.service import LedgerService
+    from atelier.tools.schemas import GenerationParams
+    from atelier.tools.settings import load_settings
 
     settings = load_settings(data_dir=data_dir, comfyui_urls=SERVER)
     template = resolve_workflow("txt2img", settings)

@@ -32,10 +32,10 @@ from pydantic import Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.prompts import INTENT_SYSTEM, PLANNER_SYSTEM
-from graphs.deps import SupervisorDeps
-from graphs.supervisor import build_supervisor
-from tools.settings import load_settings
+from atelier.agents.prompts import INTENT_SYSTEM, PLANNER_SYSTEM
+from atelier.graphs.deps import SupervisorDeps
+from atelier.graphs.supervisor import build_supervisor
+from atelier.tools.settings import load_settings
 
 REQUESTS: dict[str, list[str]] = {
     "plain question": [
@@ -134,8 +134,8 @@ def _call(name: str, args: dict[str, Any]) -> AIMessage:
 
 async def run_atelier(model: CountingModel) -> None:
     """Every request through Atelier's supervisor (with the test corpus in its memory, so retrieval answers)."""
-    from tools.memory.documents import chunk_file, find_documents
-    from tools.memory.store import MemoryStore
+    from atelier.tools.memory.documents import chunk_file, find_documents
+    from atelier.tools.memory.store import MemoryStore
 
     async def vram() -> float:
         return 24.0

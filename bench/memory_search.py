@@ -24,10 +24,10 @@ from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.memory.embeddings import MiniLMEmbedder
-from tools.memory.records import ImageRecord
-from tools.memory.store import PIXEL_DIM, MemoryStore
-from tools.settings import load_settings
+from atelier.tools.memory.embeddings import MiniLMEmbedder
+from atelier.tools.memory.records import ImageRecord
+from atelier.tools.memory.store import PIXEL_DIM, MemoryStore
+from atelier.tools.settings import load_settings
 
 SUBJECTS = ["a red fox", "a lighthouse", "a bowl of ramen", "a vintage car", "a mountain lake", "a robot",
             "a cat on a sofa", "a city street", "a sailing boat", "a coffee cup", "a castle", "a forest path"]

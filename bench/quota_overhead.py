@@ -34,14 +34,14 @@ SERVER = "http://bench:8188"
 async def _submit_all(conninfo: str, total: int, data_dir: Path, owners: list[str], accounts: bool,
                       progress: Progress) -> float:
     """Seconds to submit `total` jobs from SUBMITTERS tasks; task i submits as owners[i % len(owners)]."""
-    from tools.accounts.directory import UserDirectory
-    from tools.accounts.models import Quotas
-    from tools.generate import resolve_workflow
-    from tools.ledger.models import JobRequest
-    from tools.ledger.output_store import LocalOutputStore
-    from tools.ledger.service import LedgerService
-    from tools.schemas import GenerationParams
-    from tools.settings import load_settings
+    from atelier.tools.accounts.directory import UserDirectory
+    from atelier.tools.accounts.models import Quotas
+    from atelier.tools.generate import resolve_workflow
+    from atelier.tools.ledger.models import JobRequest
+    from atelier.tools.ledger.output_store import LocalOutputStore
+    from atelier.tools.ledger.service import LedgerService
+    from atelier.tools.schemas import GenerationParams
+    from atelier.tools.settings import load_settings
 
     settings = load_settings(data_dir=data_dir, comfyui_urls=SERVER)
     template = resolve_workflow("txt2img", settings)

@@ -22,19 +22,19 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
-from graphs.checkpoint import postgres_checkpointer
-from graphs.deps import SupervisorDeps
-from graphs.owner import OWNER_KEY
-from graphs.state import SupervisorState
-from graphs.supervisor import build_supervisor
-from tools.errors import AtelierError
-from tools.ledger.events import JobEvent
-from tools.ledger.models import Job
-from tools.ledger.service import LedgerService
-from tools.ledger.threads import ThreadDirectory
-from tools.memory.store import MemoryStore
-from tools.settings import Settings
-from tools.toolkit import AskArgs, AskResult, ToolContext
+from atelier.graphs.checkpoint import postgres_checkpointer
+from atelier.graphs.deps import SupervisorDeps
+from atelier.graphs.owner import OWNER_KEY
+from atelier.graphs.state import SupervisorState
+from atelier.graphs.supervisor import build_supervisor
+from atelier.tools.errors import AtelierError
+from atelier.tools.ledger.events import JobEvent
+from atelier.tools.ledger.models import Job
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.ledger.threads import ThreadDirectory
+from atelier.tools.memory.store import MemoryStore
+from atelier.tools.settings import Settings
+from atelier.tools.toolkit import AskArgs, AskResult, ToolContext
 
 __all__ = [
     "Approval",
@@ -155,8 +155,8 @@ class ChatServices:
 async def studio(settings: Settings, *, llm: BaseChatModel | None = None, conninfo: str | None = None,
                  worker: bool = True, with_memory: bool = True) -> AsyncIterator[ChatServices]:
     """ChatServices plus, while the block runs, a ledger worker (unless `worker=False`) and the memory indexer."""
-    from tools.ledger.worker import Worker
-    from tools.memory.indexer import MemoryIndexer
+    from atelier.tools.ledger.worker import Worker
+    from atelier.tools.memory.indexer import MemoryIndexer
 
     stop = asyncio.Event()
     async with ChatServices.open(settings, llm=llm, conninfo=conninfo, with_memory=with_memory) as services:

@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager
 import psycopg
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
-from tools.ledger.service import database_url
-from tools.settings import Settings, load_settings
+from atelier.tools.ledger.service import database_url
+from atelier.tools.settings import Settings, load_settings
 
 __all__ = ["checkpointer", "postgres_checkpointer"]
 

@@ -8,18 +8,18 @@ from dataclasses import dataclass, field
 
 from langchain_core.language_models import BaseChatModel
 
-from agents.llm import build_chat_model
-from tools.errors import AtelierError
-from tools.ledger.service import LedgerService
-from tools.memory.store import MemoryStore
-from tools.settings import Settings
+from atelier.agents.llm import build_chat_model
+from atelier.tools.errors import AtelierError
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.memory.store import MemoryStore
+from atelier.tools.settings import Settings
 
 __all__ = ["SupervisorDeps", "comfy_vram_free"]
 
 
 async def comfy_vram_free(settings: Settings) -> float | None:
     """The most free VRAM any configured ComfyUI reports (GB); None when none answers."""
-    from tools.comfyui.rest import ComfyREST
+    from atelier.tools.comfyui.rest import ComfyREST
 
     best: float | None = None
     for url in settings.comfyui_urls:

@@ -8,12 +8,12 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from graphs.owner import require_admin
-from tools.catalog import require_workflow_name
-from tools.errors import AtelierError
-from tools.generate import generate_image
-from tools.schemas import GenerationParams
-from tools.settings import Settings, load_settings
+from atelier.graphs.owner import require_admin
+from atelier.tools.catalog import require_workflow_name
+from atelier.tools.errors import AtelierError
+from atelier.tools.generate import generate_image
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.settings import Settings, load_settings
 
 __all__ = ["GenerateRefusedError", "GenerateState", "build_generate_graph", "graph"]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from langchain_core.runnables import RunnableConfig
 
-from tools.errors import AtelierError
-from tools.settings import Settings
+from atelier.tools.errors import AtelierError
+from atelier.tools.settings import Settings
 
 __all__ = ["ADMIN_PERMISSION", "AUTH_USER_KEY", "LOCAL_OWNER", "OWNER_KEY", "AdminOnlyError", "acting_owner",
            "authenticated_user", "pinned_owner", "require_admin"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from graphs.state import Intent
+from atelier.graphs.state import Intent
 
 __all__ = ["RULES", "classify"]
 

@@ -19,14 +19,14 @@ from typing import Any, cast
 
 from langgraph_sdk import Auth
 
-from graphs.owner import ADMIN_PERMISSION
-from tools.accounts.auth import Authenticator
-from tools.accounts.directory import UserDirectory
-from tools.accounts.models import LOCAL, Principal
-from tools.accounts.tokens import AuthError
-from tools.ledger.service import database_url
-from tools.ledger.store import JobLedger
-from tools.settings import Settings, load_settings
+from atelier.graphs.owner import ADMIN_PERMISSION
+from atelier.tools.accounts.auth import Authenticator
+from atelier.tools.accounts.directory import UserDirectory
+from atelier.tools.accounts.models import LOCAL, Principal
+from atelier.tools.accounts.tokens import AuthError
+from atelier.tools.ledger.service import database_url
+from atelier.tools.ledger.store import JobLedger
+from atelier.tools.settings import Settings, load_settings
 
 __all__ = ["ADMIN", "auth", "authenticate", "user_of"]
 

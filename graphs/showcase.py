@@ -11,10 +11,10 @@ from typing import Any
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from graphs.deps import SupervisorDeps
-from graphs.state import SupervisorState
-from graphs.supervisor import build_supervisor
-from tools.settings import load_settings
+from atelier.graphs.deps import SupervisorDeps
+from atelier.graphs.state import SupervisorState
+from atelier.graphs.supervisor import build_supervisor
+from atelier.tools.settings import load_settings
 
 __all__ = ["build_showcase", "graph"]
 

@@ -35,24 +35,24 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agents.cost_router import choose_route
-from agents.llm import LLMUnavailableError, Meter, call_llm, call_structured
-from agents.planner import Brief, plan_request
-from agents.prompts import ANSWER_SYSTEM, INTENT_SYSTEM
-from agents.rag_retriever import answer_from_documents
-from agents.visual_designer import PURPOSE_LOOK, Design, design_image
-from graphs.deps import SupervisorDeps
-from graphs.owner import acting_owner
-from graphs.routing import classify
-from graphs.state import Intent, SupervisorState
-from tools.catalog import require_workflow_name
-from tools.errors import AtelierError
-from tools.ledger.threads import chat_job_key
-from tools.memory.style import StyleProfile, build_profile
-from tools.prompts.models import ChosenPrompt
-from tools.prompts.selection import choose_prompt
-from tools.schemas import GenerationParams
-from tools.settings import load_settings
+from atelier.agents.cost_router import choose_route
+from atelier.agents.llm import LLMUnavailableError, Meter, call_llm, call_structured
+from atelier.agents.planner import Brief, plan_request
+from atelier.agents.prompts import ANSWER_SYSTEM, INTENT_SYSTEM
+from atelier.agents.rag_retriever import answer_from_documents
+from atelier.agents.visual_designer import PURPOSE_LOOK, Design, design_image
+from atelier.graphs.deps import SupervisorDeps
+from atelier.graphs.owner import acting_owner
+from atelier.graphs.routing import classify
+from atelier.graphs.state import Intent, SupervisorState
+from atelier.tools.catalog import require_workflow_name
+from atelier.tools.errors import AtelierError
+from atelier.tools.ledger.threads import chat_job_key
+from atelier.tools.memory.style import StyleProfile, build_profile
+from atelier.tools.prompts.models import ChosenPrompt
+from atelier.tools.prompts.selection import choose_prompt
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.settings import load_settings
 
 __all__ = ["PIPELINES", "IntentChoice", "build_supervisor", "graph"]
 

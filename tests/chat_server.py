@@ -9,7 +9,7 @@ from typing import Any
 
 import uvicorn
 
-from tools.settings import Settings, load_settings
+from atelier.tools.settings import Settings, load_settings
 
 __all__ = ["ServerThread", "chat_settings", "free_port", "message_files", "message_text"]
 

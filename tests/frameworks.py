@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from graphs.chat_session import ChatServices, studio
+from atelier.graphs.chat_session import ChatServices, studio
+from atelier.tools.settings import Settings, load_settings
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.fakes.ollama_server import FakeOllama
-from tools.settings import Settings, load_settings
 
 __all__ = ["MODEL", "framework_settings", "is_loopback", "open_services", "openai_chats", "refuse_egress",
            "settings_fixture", "tool_call"]
@@ -38,8 +38,8 @@ def settings_fixture(tmp_path: Path, fake_comfy: FakeComfyUI, fake_ollama: FakeO
 @asynccontextmanager
 async def open_services(settings: Settings, conninfo: str, corpus: Path | None = None) -> AsyncIterator[ChatServices]:
     """Ledger + memory + a worker against the fake ComfyUI (with a document folder in the memory, if given)."""
-    from tools.memory.documents import chunk_file, find_documents
-    from tools.memory.records import SHARED
+    from atelier.tools.memory.documents import chunk_file, find_documents
+    from atelier.tools.memory.records import SHARED
 
     async with studio(settings, conninfo=conninfo) as opened:
         memory = opened.memory

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tools.errors import WorkflowError
-from tools.schemas import parse_size
+from atelier.tools.errors import WorkflowError
+from atelier.tools.schemas import parse_size
 
 if TYPE_CHECKING:
-    from tools.comfyui.templates import WorkflowTemplate
+    from atelier.tools.comfyui.templates import WorkflowTemplate
 
 __all__ = [
     "QUALITY_ORDER",
@@ -151,7 +151,7 @@ def list_templates(search_dirs: Sequence[Path] = ()) -> TemplateListing:
     A user folder's `NAME.json` replaces a shipped workflow of the same name. Shipped workflows come
     first, then user ones, each group by name.
     """
-    from tools.comfyui.templates import SHIPPED_DIR, discover_workflows, load_workflow
+    from atelier.tools.comfyui.templates import SHIPPED_DIR, discover_workflows, load_workflow
 
     listing = TemplateListing()
     for folder in search_dirs:

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from tools.comfyui.rest import ComfyREST
-from tools.errors import AtelierError
-from tools.settings import Settings
+from atelier.tools.comfyui.rest import ComfyREST
+from atelier.tools.errors import AtelierError
+from atelier.tools.settings import Settings
 
 __all__ = ["ServiceCheck", "check_comfyui", "check_ollama", "check_postgres", "check_qdrant", "mask_secrets",
            "run_doctor"]
@@ -127,8 +127,8 @@ async def check_qdrant(url: str | None, api_key: str | None, data_dir: Path, *, 
 async def check_postgres(database_url: str | None, data_dir: Path) -> ServiceCheck:
     """Connect to DATABASE_URL and read the server version, or describe the embedded default."""
     if database_url is None:
-        from tools.ledger.database import embedded_status
-        from tools.settings import load_settings
+        from atelier.tools.ledger.database import embedded_status
+        from atelier.tools.settings import load_settings
 
         where = data_dir / "postgres"
         state = await asyncio.to_thread(embedded_status, load_settings(data_dir=data_dir))

@@ -14,8 +14,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from tools.errors import SettingsError
-from tools.settings import Settings
+from atelier.tools.errors import SettingsError
+from atelier.tools.settings import Settings
 
 __all__ = ["LOOPBACK_NAMES", "check_listen_address", "host_allowed", "is_loopback", "is_remote_client",
            "origin_allowed", "own_origins"]

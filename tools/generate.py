@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools.comfyui.binding_inference import current_value
-from tools.comfyui.client import ComfyClient, EventCallback
-from tools.comfyui.rest import ComfyREST
-from tools.comfyui.templates import WorkflowTemplate, check_values, load_workflow, random_seed, render
-from tools.errors import ComfyUnreachableError, WorkflowError
-from tools.inputs import resolve_input
-from tools.schemas import GeneratedImage, GenerationParams, GenerationResult, ImageRef
-from tools.settings import Settings
+from atelier.tools.comfyui.binding_inference import current_value
+from atelier.tools.comfyui.client import ComfyClient, EventCallback
+from atelier.tools.comfyui.rest import ComfyREST
+from atelier.tools.comfyui.templates import WorkflowTemplate, check_values, load_workflow, random_seed, render
+from atelier.tools.errors import ComfyUnreachableError, WorkflowError
+from atelier.tools.inputs import resolve_input
+from atelier.tools.schemas import GeneratedImage, GenerationParams, GenerationResult, ImageRef
+from atelier.tools.settings import Settings
 
 __all__ = ["check_params", "chosen_refs", "generate_image", "images_of", "pick_server", "prepare_graph",
            "resolve_workflow"]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from tools.errors import InputImageError
-from tools.settings import Settings
+from atelier.tools.errors import InputImageError
+from atelier.tools.settings import Settings
 
 __all__ = ["INPUT_NAME_PATTERN", "InputStore", "StoredInput", "inputs_dir", "resolve_input"]
 

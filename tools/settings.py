@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from tools.errors import SettingsError
+from atelier.tools.errors import SettingsError
 
 __all__ = ["Settings", "default_data_dir", "load_settings"]
 

@@ -17,16 +17,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tools.catalog import list_templates, require_workflow_name
-from tools.errors import AtelierError
-from tools.ledger.events import JobEvent
-from tools.ledger.models import Job, JobRequest
-from tools.ledger.service import LedgerService
-from tools.ledger.store import JobNotFoundError
-from tools.memory.records import DocumentHit, ImageHit
-from tools.memory.store import MemoryStore
-from tools.schemas import GenerationParams
-from tools.settings import Settings
+from atelier.tools.catalog import list_templates, require_workflow_name
+from atelier.tools.errors import AtelierError
+from atelier.tools.ledger.events import JobEvent
+from atelier.tools.ledger.models import Job, JobRequest
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.ledger.store import JobNotFoundError
+from atelier.tools.memory.records import DocumentHit, ImageHit
+from atelier.tools.memory.store import MemoryStore
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.settings import Settings
 
 __all__ = [
     "TOOLS", "AskArgs", "AskResult", "FindPromptsArgs", "GenerateImageArgs", "ImageFile", "JobInfo", "JobStatusArgs",

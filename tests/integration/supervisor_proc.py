@@ -16,13 +16,13 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 
-from graphs.checkpoint import postgres_checkpointer
-from graphs.deps import SupervisorDeps
-from graphs.state import SupervisorState
-from graphs.supervisor import build_supervisor
+from atelier.graphs.checkpoint import postgres_checkpointer
+from atelier.graphs.deps import SupervisorDeps
+from atelier.graphs.state import SupervisorState
+from atelier.graphs.supervisor import build_supervisor
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.settings import load_settings
 from tests.fakes.chat_model import ScriptedChatModel
-from tools.ledger.service import LedgerService
-from tools.settings import load_settings
 
 SHOWCASE = {"briefs": [{"purpose": p, "subject": "a copper espresso cup", "notes": ""}
                        for p in ("hero", "lifestyle", "detail", "thumbnail")]}

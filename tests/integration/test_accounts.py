@@ -10,18 +10,18 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tools.accounts.auth import Authenticator
-from tools.accounts.directory import AccountError, UserDirectory
-from tools.accounts.keys import hash_key
-from tools.accounts.models import Quotas
-from tools.accounts.quotas import QuotaExceededError
-from tools.accounts.tokens import AuthError, issue_token
-from tools.errors import AtelierError
-from tools.ledger.models import JobRequest
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.schemas import GenerationParams
-from tools.settings import load_settings
+from atelier.tools.accounts.auth import Authenticator
+from atelier.tools.accounts.directory import AccountError, UserDirectory
+from atelier.tools.accounts.keys import hash_key
+from atelier.tools.accounts.models import Quotas
+from atelier.tools.accounts.quotas import QuotaExceededError
+from atelier.tools.accounts.tokens import AuthError, issue_token
+from atelier.tools.errors import AtelierError
+from atelier.tools.ledger.models import JobRequest
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.settings import load_settings
 
 pytestmark = pytest.mark.asyncio
 

@@ -14,14 +14,14 @@ import pytest_asyncio
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from tools.accounts.auth import jwt_secret
-from tools.accounts.directory import UserDirectory
-from tools.accounts.models import Principal, Quotas
-from tools.accounts.tokens import issue_token
-from tools.api.jobs import build_job_api
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.settings import Settings, load_settings
+from atelier.tools.accounts.auth import jwt_secret
+from atelier.tools.accounts.directory import UserDirectory
+from atelier.tools.accounts.models import Principal, Quotas
+from atelier.tools.accounts.tokens import issue_token
+from atelier.tools.api.jobs import build_job_api
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.settings import Settings, load_settings
 
 pytestmark = pytest.mark.asyncio
 JOB = {"params": {"prompt": "a red fox", "seed": 1, "steps": 2}, "workflow": "txt2img-turbo"}

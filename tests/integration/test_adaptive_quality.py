@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from agents.cost_router import choose_route
-from tools.ledger.models import JobOutput, JobRequest
-from tools.ledger.output_store import LocalOutputStore, output_key
-from tools.ledger.service import LedgerService
-from tools.schemas import GenerationParams
-from tools.settings import load_settings
+from atelier.agents.cost_router import choose_route
+from atelier.tools.ledger.models import JobOutput, JobRequest
+from atelier.tools.ledger.output_store import LocalOutputStore, output_key
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.settings import load_settings
 
 SERVER = "http://127.0.0.1:8188"
 

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from autogen import AssistantAgent, UserProxyAgent
 
-from agents.autogen_team import (
+from atelier.agents.autogen_team import (
     ToolLog,
     design_pair,
     ollama_llm_config,
@@ -21,13 +21,13 @@ from agents.autogen_team import (
     run_design_review,
     tool_schemas,
 )
-from agents.llm import LLMUnavailableError
-from graphs.chat_session import ChatServices, tool_context
+from atelier.agents.llm import LLMUnavailableError
+from atelier.graphs.chat_session import ChatServices, tool_context
+from atelier.tools.errors import AtelierError
+from atelier.tools.settings import Settings
+from atelier.tools.toolkit import TOOLS, JobInfo, ToolContext
 from tests.fakes.ollama_server import FakeOllama
 from tests.frameworks import MODEL, open_services, openai_chats, settings_fixture, tool_call  # noqa: F401
-from tools.errors import AtelierError
-from tools.settings import Settings
-from tools.toolkit import TOOLS, JobInfo, ToolContext
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow, pytest.mark.timeout(60)]
 
@@ -65,8 +65,8 @@ def _pair(settings: Settings) -> tuple[AssistantAgent, UserProxyAgent]:
 
 
 async def test_registered_schemas_equal_the_specs(settings: Settings) -> None:
-    from tools.adapters.langchain_tools import langchain_tools
-    from tools.adapters.mcp_server import build_mcp
+    from atelier.tools.adapters.langchain_tools import langchain_tools
+    from atelier.tools.adapters.mcp_server import build_mcp
 
     ctx = ToolContext(settings=settings, ledger=cast(Any, None), owner="ana")  # registration touches no service
     assistant, user = _pair(settings)

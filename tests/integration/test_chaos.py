@@ -25,9 +25,9 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from atelier.tools.ledger.migrations import apply_migrations
 from tests.conftest import INSTALLED_MODELS
 from tests.fakes.comfyui_server import FakeComfyUI
-from tools.ledger.migrations import apply_migrations
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = 200
@@ -74,7 +74,7 @@ class Workers:
         """Start one more worker process."""
         self.started += 1
         log = (self.logs / f"worker-{self.started}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "tools.cli.main", "worker", "--verbose"], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "atelier.tools.cli.main", "worker", "--verbose"], cwd=ROOT,
                                 env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
 

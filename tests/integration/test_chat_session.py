@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from graphs.chat_session import (
+from atelier.graphs.chat_session import (
     Approval,
     ChatOptions,
     ChatServices,
@@ -17,9 +17,9 @@ from graphs.chat_session import (
     run_turn,
     thread_history,
 )
+from atelier.tools.settings import Settings, load_settings
 from tests.fakes.chat_model import ScriptedChatModel
 from tests.fakes.comfyui_server import FakeComfyUI
-from tools.settings import Settings, load_settings
 
 pytestmark = pytest.mark.asyncio
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from atelier.tools.cli.main import main
 from tests.fakes.comfyui_server import FakeComfyUI
-from tools.cli.main import main
 
 DATA = Path(__file__).parent / "data"
 
@@ -94,7 +94,7 @@ def test_unreachable_comfyui(closed_port_url: str, capsys) -> None:
 
 
 def test_debug_shows_the_traceback(closed_port_url: str, capsys) -> None:
-    from tools.errors import ComfyUnreachableError
+    from atelier.tools.errors import ComfyUnreachableError
 
     with pytest.raises(ComfyUnreachableError):
         main(["--debug", "generate", "x", "--comfy-url", closed_port_url])

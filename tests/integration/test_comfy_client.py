@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.fakes.comfyui_server import FakeComfyUI
-from tests.integration import graphs
-from tools.comfyui.client import ComfyClient
-from tools.comfyui.events import (
+from atelier.tools.comfyui.client import ComfyClient
+from atelier.tools.comfyui.events import (
     Cached,
     ComfyEvent,
     NodeExecuting,
@@ -25,7 +23,7 @@ from tools.comfyui.events import (
     StepProgress,
     Succeeded,
 )
-from tools.errors import (
+from atelier.tools.errors import (
     ComfyExecutionError,
     ComfyHTTPError,
     ComfyInterruptedError,
@@ -33,7 +31,9 @@ from tools.errors import (
     ComfyUnreachableError,
     ComfyValidationError,
 )
-from tools.schemas import ImageRef
+from atelier.tools.schemas import ImageRef
+from tests.fakes.comfyui_server import FakeComfyUI
+from tests.integration import graphs
 
 pytestmark = pytest.mark.asyncio
 
@@ -132,8 +132,8 @@ async def test_validation_errors(
 
 
 async def test_missing_checkpoint_names_file_folder_and_installed_ones(tmp_path: Path) -> None:
-    from tools.comfyui.templates import load_workflow, render
-    from tools.schemas import GenerationParams
+    from atelier.tools.comfyui.templates import load_workflow, render
+    from atelier.tools.schemas import GenerationParams
 
     graph = render(load_workflow("txt2img"), GenerationParams(prompt="a fox", seed=1))
     with FakeComfyUI(models={"checkpoints": ["dreamshaper_8.safetensors"]}, output_dir=tmp_path) as fake:

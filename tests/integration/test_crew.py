@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from agents.crew import (
+from atelier.agents.crew import (
     TELEMETRY_SWITCHES,
     ToolCall,
     build_llm,
@@ -22,12 +22,12 @@ from agents.crew import (
     run_crew,
     telemetry_disabled,
 )
-from agents.llm import LLMUnavailableError
-from graphs.chat_session import ChatServices, tool_context
+from atelier.agents.llm import LLMUnavailableError
+from atelier.graphs.chat_session import ChatServices, tool_context
+from atelier.tools.settings import Settings
+from atelier.tools.toolkit import JobInfo, ToolContext
 from tests.fakes.ollama_server import FakeOllama
 from tests.frameworks import MODEL, open_services, openai_chats, settings_fixture, tool_call  # noqa: F401
-from tools.settings import Settings
-from tools.toolkit import JobInfo, ToolContext
 
 # crewai warns about its own deprecated fields when it reads them; not ours to fix
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow, pytest.mark.timeout(60),

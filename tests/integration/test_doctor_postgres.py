@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.doctor import check_postgres
+from atelier.tools.doctor import check_postgres
 
 pytestmark = pytest.mark.asyncio
 

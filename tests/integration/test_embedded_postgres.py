@@ -20,9 +20,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tools.cli.db_cmds import db_app
-from tools.ledger import database
-from tools.ledger.database import (
+from atelier.tools.cli.db_cmds import db_app
+from atelier.tools.ledger import database
+from atelier.tools.ledger.database import (
     DatabaseError,
     DatabaseInUseError,
     embedded_status,
@@ -30,7 +30,7 @@ from tools.ledger.database import (
     resolve_database,
     stop_embedded,
 )
-from tools.settings import Settings, load_settings
+from atelier.tools.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,8 +40,8 @@ CHILD = textwrap.dedent(
     """
     import json, os, sys
     import psycopg
-    from tools.settings import load_settings
-    from tools.ledger.database import embedded_status, resolve_database
+    from atelier.tools.settings import load_settings
+    from atelier.tools.ledger.database import embedded_status, resolve_database
     settings = load_settings()
     handle = resolve_database(settings)
     conn = psycopg.connect(handle.url, autocommit=True)

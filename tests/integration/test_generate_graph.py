@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from atelier.tools.settings import load_settings
 from tests.fakes.comfyui_server import FakeComfyUI
-from tools.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,7 @@ def test_langgraph_json_points_at_a_compiled_graph() -> None:
     config = json.loads((ROOT / "langgraph.json").read_text())
     path, _, name = config["graphs"]["generate"].partition(":")
     assert (ROOT / path).is_file() and name == "graph"
-    from graphs.generate import graph
+    from atelier.graphs.generate import graph
 
     assert "generate" in graph.get_graph().nodes
 
@@ -26,7 +26,7 @@ def test_langgraph_json_points_at_a_compiled_graph() -> None:
 async def test_graph_generates_on_the_settings_server_and_folder_whatever_the_run_config_says(
     fake_comfy: FakeComfyUI, tmp_path: Path, closed_port_url: str
 ) -> None:
-    from graphs.generate import build_generate_graph
+    from atelier.graphs.generate import build_generate_graph
 
     settings = load_settings(data_dir=tmp_path / "data", comfyui_urls=fake_comfy.url, output_dir=tmp_path / "out")
     graph = build_generate_graph(settings=settings).compile()

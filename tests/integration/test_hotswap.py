@@ -13,17 +13,17 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from atelier.tools.ledger.models import Job, JobRequest
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.ledger.worker import Worker, WorkerOptions
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.settings import Settings, load_settings
 from tests.conftest import INSTALLED_MODELS
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.fakes.fake_gpu import GIB, FakeGpu
 from tests.fakes.ollama_models import FakeModel
 from tests.fakes.ollama_server import FakeOllama
-from tools.ledger.models import Job, JobRequest
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.ledger.worker import Worker, WorkerOptions
-from tools.schemas import GenerationParams
-from tools.settings import Settings, load_settings
 
 pytestmark = pytest.mark.asyncio
 

@@ -10,12 +10,12 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from atelier.tools.api.jobs import build_job_api
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.ledger.worker import Worker, WorkerOptions
+from atelier.tools.settings import Settings, load_settings
 from tests.fakes.comfyui_server import FakeComfyUI
-from tools.api.jobs import build_job_api
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.ledger.worker import Worker, WorkerOptions
-from tools.settings import Settings, load_settings
 
 pytestmark = pytest.mark.asyncio
 

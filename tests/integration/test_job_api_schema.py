@@ -25,9 +25,9 @@ from hypothesis.internal.conjecture import utils as conjecture
 from schemathesis.generation.stateful.state_machine import APIStateMachine
 from schemathesis.python import asgi
 
+from atelier.tools.api.jobs import ApiError, build_job_api
+from atelier.tools.settings import load_settings
 from tests.pg import MACHINE_ADMIN_URL, fresh_database
-from tools.api.jobs import ApiError, build_job_api
-from tools.settings import load_settings
 
 # schemathesis releases that generate through hypothesis-jsonschema 0.23 (the ones langgraph-api's jsonschema-rs pin
 # allows) call `many.more()`, which Hypothesis 6.170.10 removed: say so instead of failing deep in collection.

@@ -16,15 +16,15 @@ import pytest_asyncio
 import uvicorn
 import websockets
 
+from atelier.tools.api.events import NOT_FOUND_CLOSE
+from atelier.tools.api.jobs import build_job_api
+from atelier.tools.ledger.models import JobRequest
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.ledger.worker import Worker, WorkerOptions
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.settings import Settings, load_settings
 from tests.fakes.comfyui_server import FakeComfyUI
-from tools.api.events import NOT_FOUND_CLOSE
-from tools.api.jobs import build_job_api
-from tools.ledger.models import JobRequest
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.ledger.worker import Worker, WorkerOptions
-from tools.schemas import GenerationParams
-from tools.settings import Settings, load_settings
 
 pytestmark = pytest.mark.asyncio
 

@@ -16,14 +16,14 @@ import pytest
 from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
 
+from atelier.tools.accounts.auth import Authenticator
+from atelier.tools.accounts.directory import UserDirectory
+from atelier.tools.ledger.store import JobLedger
+from atelier.tools.settings import load_settings
 from tests.conftest import INSTALLED_MODELS
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.integration.test_langgraph_server import langgraph_dev
 from tests.pg import MACHINE_ADMIN_URL, fresh_database
-from tools.accounts.auth import Authenticator
-from tools.accounts.directory import UserDirectory
-from tools.ledger.store import JobLedger
-from tools.settings import load_settings
 
 pytestmark = pytest.mark.timeout(240)
 FOX: Any = {"messages": [{"role": "user", "content": "Generate a red fox in the snow"}], "owner": "bo"}

@@ -17,18 +17,18 @@ import psycopg
 import pytest
 import pytest_asyncio
 
+from atelier.tools.accounts.auth import jwt_secret
+from atelier.tools.accounts.directory import UserDirectory
+from atelier.tools.accounts.models import Principal
+from atelier.tools.accounts.tokens import issue_token
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.settings import load_settings
 from tests.chat_server import free_port
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.fakes.ollama_server import FakeOllama
 from tests.integration.test_mcp_server import ATELIER, _env
 from tests.serving import serving
-from tools.accounts.auth import jwt_secret
-from tools.accounts.directory import UserDirectory
-from tools.accounts.models import Principal
-from tools.accounts.tokens import issue_token
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.settings import load_settings
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 

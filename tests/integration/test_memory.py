@@ -13,15 +13,15 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from tools.ledger.models import Job, JobOutput, JobRequest
-from tools.ledger.output_store import LocalOutputStore, output_key
-from tools.ledger.service import LedgerService
-from tools.memory.documents import chunk_file, find_documents
-from tools.memory.embeddings import MiniLMEmbedder
-from tools.memory.indexer import MemoryIndexer
-from tools.memory.records import SHARED
-from tools.memory.store import DOCUMENTS, IMAGES, EmbeddingMismatchError, MemoryLockedError, MemoryStore
-from tools.memory.tools import (
+from atelier.tools.ledger.models import Job, JobOutput, JobRequest
+from atelier.tools.ledger.output_store import LocalOutputStore, output_key
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.memory.documents import chunk_file, find_documents
+from atelier.tools.memory.embeddings import MiniLMEmbedder
+from atelier.tools.memory.indexer import MemoryIndexer
+from atelier.tools.memory.records import SHARED
+from atelier.tools.memory.store import DOCUMENTS, IMAGES, EmbeddingMismatchError, MemoryLockedError, MemoryStore
+from atelier.tools.memory.tools import (
     MemoryContext,
     RateImageArgs,
     ReuseArgs,
@@ -34,8 +34,8 @@ from tools.memory.tools import (
     style_profile,
     suggest_reuse,
 )
-from tools.schemas import GenerationParams
-from tools.settings import Settings, load_settings
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.settings import Settings, load_settings
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
 ROOT = Path(__file__).resolve().parents[2]
@@ -290,7 +290,7 @@ def test_an_owner_process_indexes_what_other_processes_record(settings: Settings
     import os
 
     env = os.environ | {"DATABASE_URL": machine_pg_url, "ATELIER_DATA_DIR": str(settings.data_dir)}
-    owner = subprocess.Popen([sys.executable, "-m", "tools.cli.main", "memory", "index", "--follow"], cwd=ROOT,
+    owner = subprocess.Popen([sys.executable, "-m", "atelier.tools.cli.main", "memory", "index", "--follow"], cwd=ROOT,
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     async def record() -> str:
@@ -363,7 +363,7 @@ async def test_submit_with_reuse_offers_the_existing_image_instead_of_generating
 ) -> None:
     from typer.testing import CliRunner
 
-    from tools.cli.main import app
+    from atelier.tools.cli.main import app
 
     fox = await finished_job(ledger_svc, "a red fox in the snow, watercolor", "ana", _png((200, 40, 30)))
     store = MemoryStore.open(settings, minilm)

@@ -18,15 +18,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from psycopg_pool import AsyncConnectionPool
 
+from atelier.tools.api.comfy_probe import ComfyProbeCollector
+from atelier.tools.api.jobs import build_job_api
+from atelier.tools.ledger.migrations import apply_migrations
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.ledger.store import JobLedger
+from atelier.tools.ledger.usage_collector import OTHER_OWNERS, LedgerPool, UsageCollector
+from atelier.tools.settings import Settings, load_settings
 from tests.fakes.comfyui_server import FakeComfyUI
-from tools.api.comfy_probe import ComfyProbeCollector
-from tools.api.jobs import build_job_api
-from tools.ledger.migrations import apply_migrations
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.ledger.store import JobLedger
-from tools.ledger.usage_collector import OTHER_OWNERS, LedgerPool, UsageCollector
-from tools.settings import Settings, load_settings
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

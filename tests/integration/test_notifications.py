@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tools.ledger.events import JobEvent
-from tools.ledger.models import Job, JobRequest
-from tools.ledger.notifications import NotificationsClosedError
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.schemas import GenerationParams
-from tools.settings import load_settings
+from atelier.tools.ledger.events import JobEvent
+from atelier.tools.ledger.models import Job, JobRequest
+from atelier.tools.ledger.notifications import NotificationsClosedError
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.settings import load_settings
 
 pytestmark = pytest.mark.asyncio
 

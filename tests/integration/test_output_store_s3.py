@@ -18,8 +18,14 @@ from botocore.config import Config
 from botocore.stub import Stubber
 from moto.server import ThreadedMotoServer
 
-from tools.ledger.output_store import OutputStore, OutputStoreError, S3OutputStore, build_output_store, output_key
-from tools.settings import load_settings
+from atelier.tools.ledger.output_store import (
+    OutputStore,
+    OutputStoreError,
+    S3OutputStore,
+    build_output_store,
+    output_key,
+)
+from atelier.tools.settings import load_settings
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 PNG = b"\x89PNG\r\n\x1a\n" + hashlib.sha256(b"pixels").digest() * 64
@@ -252,10 +258,10 @@ async def test_a_worker_puts_job_images_in_the_bucket_with_working_links(
     """End to end: ledger job → worker → ComfyUI (fake) → S3 (moto) → presigned link a browser can open."""
     import asyncio
 
-    from tools.ledger.models import JobRequest
-    from tools.ledger.service import LedgerService
-    from tools.ledger.worker import Worker, WorkerOptions
-    from tools.schemas import GenerationParams
+    from atelier.tools.ledger.models import JobRequest
+    from atelier.tools.ledger.service import LedgerService
+    from atelier.tools.ledger.worker import Worker, WorkerOptions
+    from atelier.tools.schemas import GenerationParams
 
     settings = load_settings(data_dir=tmp_path, comfyui_urls=fake_comfy.url, s3_bucket=bucket,
                              s3_endpoint_url=endpoint, s3_access_key=ACCESS, s3_secret_key=SECRET)

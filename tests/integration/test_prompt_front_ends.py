@@ -12,12 +12,12 @@ import pytest
 import pytest_asyncio
 from typer.testing import CliRunner
 
+from atelier.tools.api.jobs import build_job_api
+from atelier.tools.cli.main import app
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.settings import Settings, load_settings
 from tests.fakes.comfyui_server import FakeComfyUI
-from tools.api.jobs import build_job_api
-from tools.cli.main import app
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.settings import Settings, load_settings
 
 
 @pytest.fixture

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tools.ledger.models import JobOutput, JobRequest
-from tools.ledger.output_store import LocalOutputStore, output_key
-from tools.ledger.service import LedgerService
-from tools.prompts.abtests import ABTestError, assign_variant
-from tools.prompts.library import NotTheAuthorError, PromptNotFoundError
-from tools.prompts.models import ChosenPrompt, PromptDraft, VariantSpec
-from tools.prompts.selection import choose_prompt
-from tools.schemas import GenerationParams
-from tools.settings import load_settings
+from atelier.tools.ledger.models import JobOutput, JobRequest
+from atelier.tools.ledger.output_store import LocalOutputStore, output_key
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.prompts.abtests import ABTestError, assign_variant
+from atelier.tools.prompts.library import NotTheAuthorError, PromptNotFoundError
+from atelier.tools.prompts.models import ChosenPrompt, PromptDraft, VariantSpec
+from atelier.tools.prompts.selection import choose_prompt
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.settings import load_settings
 
 SERVER = "http://127.0.0.1:8188"
 HERO = "{{ subject }}, {{ look }}, {{ light }}"
@@ -164,7 +164,7 @@ async def test_assignment_is_the_same_from_every_process_view(svc: LedgerService
 
 @pytest.mark.asyncio
 async def test_find_prompts_ranks_by_rating_and_renders_for_agents(svc: LedgerService) -> None:
-    from tools.toolkit import TOOLS, ToolContext, run_tool
+    from atelier.tools.toolkit import TOOLS, ToolContext, run_tool
 
     liked = (await svc.prompts.save(PromptDraft(name="hero-warm", template="{{ subject }}, warm light",
                                                 purpose="hero"), author="ana")).version

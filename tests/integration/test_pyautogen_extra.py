@@ -94,7 +94,7 @@ asyncio.run(main(*sys.argv[1:4]))
 
 def _generate_image_schema() -> dict[str, Any]:
     """generate_image as AutoGen is offered it (name, description, parameters = the args model's JSON schema)."""
-    from tools.toolkit import TOOLS
+    from atelier.tools.toolkit import TOOLS
 
     spec = next(spec for spec in TOOLS if spec.name == "generate_image")
     return {"name": spec.name, "description": spec.description, "parameters": spec.args.model_json_schema()}

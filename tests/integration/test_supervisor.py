@@ -12,13 +12,13 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from graphs.deps import SupervisorDeps
-from graphs.routing import classify
-from graphs.supervisor import build_supervisor
+from atelier.graphs.deps import SupervisorDeps
+from atelier.graphs.routing import classify
+from atelier.graphs.supervisor import build_supervisor
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.settings import Settings, load_settings
 from tests.fakes.chat_model import ScriptedChatModel
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.settings import Settings, load_settings
 
 pytestmark = pytest.mark.asyncio
 
@@ -208,10 +208,10 @@ async def test_a_paused_plan_survives_its_process_and_is_generated_once(
     assert len(outcomes[0]["jobs"]) == 4 and outcomes[1]["jobs"] == outcomes[0]["jobs"]
     assert "Queued 4 image(s)" in outcomes[0]["reply"]
     if backend == "embedded":
-        from tools.ledger.database import stop_embedded
+        from atelier.tools.ledger.database import stop_embedded
 
         settings = load_settings(data_dir=tmp_path / "d")
-        from tools.ledger.service import database_url
+        from atelier.tools.ledger.service import database_url
 
         async with LedgerService.open(settings, conninfo=database_url(settings)) as svc:
             assert len(await svc.list_jobs()) == 4
@@ -236,7 +236,7 @@ async def test_an_illustrated_answer_streams_before_the_image_is_queued(settings
 
 
 async def test_the_showcase_graph_plans_without_routing(settings: Settings, ledger: LedgerService) -> None:
-    from graphs.showcase import build_showcase
+    from atelier.graphs.showcase import build_showcase
 
     async def vram() -> float:
         return 24.0
@@ -251,8 +251,8 @@ async def test_the_showcase_graph_plans_without_routing(settings: Settings, ledg
 
 
 async def test_retrieve_answers_from_the_owners_documents_with_sources(settings: Settings) -> None:
-    from tools.memory.documents import chunk_file, find_documents
-    from tools.memory.store import MemoryStore
+    from atelier.tools.memory.documents import chunk_file, find_documents
+    from atelier.tools.memory.store import MemoryStore
 
     memory = MemoryStore.open(settings)
     try:
@@ -287,8 +287,8 @@ async def test_a_budget_in_a_cost_question_picks_a_cheaper_workflow(settings: Se
 
 
 async def test_asking_for_earlier_images_lists_reusable_ones_without_an_llm_call(settings: Settings) -> None:
-    from tools.memory.records import ImageRecord
-    from tools.memory.store import PIXEL_DIM, MemoryStore
+    from atelier.tools.memory.records import ImageRecord
+    from atelier.tools.memory.store import PIXEL_DIM, MemoryStore
 
     memory = MemoryStore.open(settings)
     try:
@@ -314,8 +314,8 @@ async def test_asking_for_earlier_images_lists_reusable_ones_without_an_llm_call
 
 
 async def test_the_designer_uses_the_library_and_its_ab_test(settings: Settings, ledger: LedgerService) -> None:
-    from agents.visual_designer import PURPOSE_LOOK
-    from tools.prompts.models import PromptDraft, VariantSpec
+    from atelier.agents.visual_designer import PURPOSE_LOOK
+    from atelier.tools.prompts.models import PromptDraft, VariantSpec
 
     await ledger.prompts.save(PromptDraft(name="hero-a", template="{{ subject }}, {{ look }}, walnut",
                                           purpose="thumbnail", negative="plastic"), author="t")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from atelier.tools.comfyui.events import ComfyEvent, StepProgress
+from atelier.tools.comfyui.sync import SyncComfyClient
+from atelier.tools.errors import ComfyExecutionError
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.integration import graphs
-from tools.comfyui.events import ComfyEvent, StepProgress
-from tools.comfyui.sync import SyncComfyClient
-from tools.errors import ComfyExecutionError
 
 
 def test_sync_client_runs_downloads_and_reports_errors(fake_comfy: FakeComfyUI, tmp_path) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-import tools.toolkit as toolkit
-from tools.errors import AtelierError
-from tools.ledger.service import LedgerService
-from tools.settings import load_settings
-from tools.toolkit import GenerateImageArgs, SubmitJobArgs, ToolContext, generate_image, submit_job
+import atelier.tools.toolkit as toolkit
+from atelier.tools.errors import AtelierError
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.settings import load_settings
+from atelier.tools.toolkit import GenerateImageArgs, SubmitJobArgs, ToolContext, generate_image, submit_job
 
 pytestmark = pytest.mark.asyncio
 

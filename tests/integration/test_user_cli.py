@@ -11,12 +11,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tools.api.jobs import build_job_api
-from tools.cli.main import app
-from tools.errors import AtelierError
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.settings import load_settings
+from atelier.tools.api.jobs import build_job_api
+from atelier.tools.cli.main import app
+from atelier.tools.errors import AtelierError
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.settings import load_settings
 
 KEY = re.compile(r"atl_[0-9a-f]{8}_\S+")
 

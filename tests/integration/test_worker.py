@@ -12,18 +12,18 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from atelier.tools.comfyui.client import ComfyClient
+from atelier.tools.generate import resolve_workflow
+from atelier.tools.ledger.metrics import WorkerMetrics, serve_metrics
+from atelier.tools.ledger.models import Job, JobRequest
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.ledger.store import Claim
+from atelier.tools.ledger.worker import Worker, WorkerOptions
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.settings import Settings, load_settings
 from tests.conftest import INSTALLED_MODELS
 from tests.fakes.comfyui_server import FakeComfyUI
-from tools.comfyui.client import ComfyClient
-from tools.generate import resolve_workflow
-from tools.ledger.metrics import WorkerMetrics, serve_metrics
-from tools.ledger.models import Job, JobRequest
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.ledger.store import Claim
-from tools.ledger.worker import Worker, WorkerOptions
-from tools.schemas import GenerationParams
-from tools.settings import Settings, load_settings
 
 pytestmark = pytest.mark.asyncio
 
@@ -70,7 +70,7 @@ async def ghost_submits(svc: LedgerService, fake: FakeComfyUI, job: Job) -> Clai
                                    lease_seconds=30)
     assert claim is not None and claim.job.id == job.id
     template = resolve_workflow(job.workflow, svc.settings)
-    from tools.comfyui.templates import render
+    from atelier.tools.comfyui.templates import render
 
     async with ComfyClient(fake.url) as comfy:
         await comfy.submit(render(template, job.generation), prompt_id=job.prompt_id)

@@ -14,11 +14,11 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tools.accounts.directory import UserDirectory
-from tools.api.jobs import build_job_api
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.settings import Settings, load_settings
+from atelier.tools.accounts.directory import UserDirectory
+from atelier.tools.api.jobs import build_job_api
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.settings import Settings, load_settings
 
 
 @dataclass(frozen=True)

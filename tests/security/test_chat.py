@@ -14,13 +14,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from atelier.tools.accounts.directory import UserDirectory
+from atelier.tools.accounts.keys import split_key
+from atelier.tools.cli.main import main as atelier
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.settings import Settings, load_settings
 from tests.chat_server import ServerThread
-from tools.accounts.directory import UserDirectory
-from tools.accounts.keys import split_key
-from tools.cli.main import main as atelier
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.settings import Settings, load_settings
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.cli.main import main as atelier
+from atelier.tools.cli.main import main as atelier
 
 SECRET = "hunter2-doctor"
 
@@ -56,7 +56,7 @@ def test_doctor_prints_no_password(dsn: str, machine_pg_url: str, tmp_path: Path
     ("embedded: /data/postgres", "embedded: /data/postgres"),
 ])
 def test_what_is_masked(shown: str, masked: str) -> None:
-    from tools.doctor import ServiceCheck, mask_secrets
+    from atelier.tools.doctor import ServiceCheck, mask_secrets
 
     assert mask_secrets(shown) == masked
     check = ServiceCheck("X", shown, False, True, details=[shown], hint=shown)

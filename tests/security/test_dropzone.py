@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tools.ledger.dropzone import DropZone, DropZoneOptions
-from tools.ledger.service import LedgerService
+from atelier.tools.ledger.dropzone import DropZone, DropZoneOptions
+from atelier.tools.ledger.service import LedgerService
 
 pytestmark = pytest.mark.asyncio
 

@@ -17,10 +17,10 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
+from atelier.tools.api.jobs import build_job_api
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.settings import Settings
 from tests.security.conftest import Keys
-from tools.api.jobs import build_job_api
-from tools.ledger.service import LedgerService
-from tools.settings import Settings
 
 pytestmark = pytest.mark.asyncio
 
@@ -92,7 +92,7 @@ async def test_uploads_need_credentials_with_accounts(accounts_api: httpx.AsyncC
 
 
 async def test_reserved_names_cannot_be_accounts(accounts_svc: LedgerService) -> None:
-    from tools.accounts.directory import AccountError, UserDirectory
+    from atelier.tools.accounts.directory import AccountError, UserDirectory
 
     directory = UserDirectory(accounts_svc.ledger.pool)
     for name in ("shared", "anonymous", "local", "api", "mcp"):

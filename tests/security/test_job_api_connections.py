@@ -31,15 +31,15 @@ import websockets
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.frames import Close
 
+from atelier.tools.accounts.directory import UserDirectory
+from atelier.tools.api.events import TOO_MANY_SOCKETS_CLOSE
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.settings import load_settings
 from tests.conftest import INSTALLED_MODELS
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.pg import MACHINE_ADMIN_URL, fresh_database
 from tests.serving import serving
-from tools.accounts.directory import UserDirectory
-from tools.api.events import TOO_MANY_SOCKETS_CLOSE
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SOCKETS = 300
@@ -105,9 +105,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                    "COMFYUI_URLS": f"{comfy},http://u:tok-in-userinfo@127.0.0.1:9/secret-path?token=tok-in-query"}
         api = f"http://127.0.0.1:{api_port}"
         worker_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
-        with (serving([sys.executable, "-m", "tools.cli.main", "api", "--port", str(api_port)], f"{api}/health",
+        with (serving([sys.executable, "-m", "atelier.tools.cli.main", "api", "--port", str(api_port)], f"{api}/health",
                       tmp / "api.log", env=api_env, cwd=ROOT, ready=200),
-              serving([sys.executable, "-m", "tools.cli.main", "worker", "--metrics-port", str(metrics_port)],
+              serving([sys.executable, "-m", "atelier.tools.cli.main", "worker", "--metrics-port", str(metrics_port)],
                       worker_metrics, tmp / "worker.log", env=env, cwd=ROOT, ready=401)):  # accounts: no anonymous
             yield Stack(api, worker_metrics, url, fake, keys)
 

@@ -23,17 +23,17 @@ import pytest_asyncio
 import uvicorn
 from PIL import Image
 
+from atelier.tools.accounts.directory import UserDirectory
+from atelier.tools.accounts.models import Quotas
+from atelier.tools.api.jobs import build_job_api
+from atelier.tools.cli.main import main as cli_main
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.ledger.worker import Worker, WorkerOptions
+from atelier.tools.settings import Settings, load_settings
 from tests.conftest import INSTALLED_MODELS
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.security.conftest import Keys
-from tools.accounts.directory import UserDirectory
-from tools.accounts.models import Quotas
-from tools.api.jobs import build_job_api
-from tools.cli.main import main as cli_main
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.ledger.worker import Worker, WorkerOptions
-from tools.settings import Settings, load_settings
 
 pytestmark = pytest.mark.asyncio
 

@@ -25,12 +25,12 @@ from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
 from langgraph_sdk.schema import Command
 
+from atelier.tools.accounts.directory import UserDirectory
+from atelier.tools.ledger.store import JobLedger
 from tests.conftest import INSTALLED_MODELS
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.integration.test_langgraph_server import langgraph_dev
 from tests.pg import MACHINE_ADMIN_URL, fresh_database
-from tools.accounts.directory import UserDirectory
-from tools.ledger.store import JobLedger
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -280,9 +280,9 @@ def test_a_forged_owner_in_the_input_and_in_run_config_is_ignored(
 
 async def _bo_publishes_a_hero_prompt_and_test(database: str) -> None:
     """bo, a user, saves a hero prompt and starts a hero A/B test (both theirs to use, nobody else's)."""
-    from tools.prompts.abtests import ABTests
-    from tools.prompts.library import PromptLibrary
-    from tools.prompts.models import PromptDraft, VariantSpec
+    from atelier.tools.prompts.abtests import ABTests
+    from atelier.tools.prompts.library import PromptLibrary
+    from atelier.tools.prompts.models import PromptDraft, VariantSpec
 
     async with JobLedger.open(database) as ledger:
         library = PromptLibrary(ledger.pool)

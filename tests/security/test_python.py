@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tools.errors import InputImageError, WorkflowError
-from tools.inputs import InputStore, resolve_input
-from tools.ledger.models import JobRequest
-from tools.ledger.output_store import LocalOutputStore, OutputStoreError
-from tools.ledger.service import LedgerService
-from tools.schemas import GenerationParams
-from tools.toolkit import TOOLS, ToolContext, run_tool
+from atelier.tools.errors import InputImageError, WorkflowError
+from atelier.tools.inputs import InputStore, resolve_input
+from atelier.tools.ledger.models import JobRequest
+from atelier.tools.ledger.output_store import LocalOutputStore, OutputStoreError
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.toolkit import TOOLS, ToolContext, run_tool
 
 pytestmark = pytest.mark.asyncio
 
@@ -63,7 +63,7 @@ async def test_tools_and_the_output_store_stay_inside_their_folders(local_svc: L
 
 
 async def test_the_result_cache_never_answers_across_owners(local_svc: LedgerService) -> None:
-    from tools.ledger.planning import plan_job
+    from atelier.tools.ledger.planning import plan_job
 
     request = JobRequest(params=GenerationParams(prompt="a secret product", seed=1), workflow="txt2img", owner="ana")
     other = request.model_copy(update={"owner": "bo"})

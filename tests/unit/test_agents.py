@@ -10,13 +10,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.outputs import ChatResult
 
-from agents.cost_router import choose_route
-from agents.llm import LLMUnavailableError, Meter, call_llm
-from agents.planner import Brief
-from agents.visual_designer import BASE_NEGATIVE, design_image
-from graphs.routing import classify
-from tools.errors import WorkflowError
-from tools.memory.style import StyleProfile
+from atelier.agents.cost_router import choose_route
+from atelier.agents.llm import LLMUnavailableError, Meter, call_llm
+from atelier.agents.planner import Brief
+from atelier.agents.visual_designer import BASE_NEGATIVE, design_image
+from atelier.graphs.routing import classify
+from atelier.tools.errors import WorkflowError
+from atelier.tools.memory.style import StyleProfile
 
 
 class _Failing(BaseChatModel):

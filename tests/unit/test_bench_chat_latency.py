@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from atelier.graphs.routing import classify
 from bench.chat_latency import (
     QUESTION,
     Stats,
@@ -17,7 +18,6 @@ from bench.chat_latency import (
     percentile,
     subject_of,
 )
-from graphs.routing import classify
 
 
 def test_percentile_interpolates_like_numpy() -> None:

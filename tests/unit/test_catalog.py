@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tools.catalog import CatalogEntry, choose_workflow, list_templates, normalize_purpose
-from tools.comfyui.templates import WorkflowTemplate
-from tools.errors import WorkflowError
-from workflows import SHIPPED_DIR
+from atelier.tools.catalog import CatalogEntry, choose_workflow, list_templates, normalize_purpose
+from atelier.tools.comfyui.templates import WorkflowTemplate
+from atelier.tools.errors import WorkflowError
+from atelier.workflows import SHIPPED_DIR
 
 DATA = Path(__file__).parent / "data"
 SHIPPED = ["img2img", "txt2img", "txt2img-hq", "txt2img-turbo", "upscale"]

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import app
-from graphs.chat_session import Approval, ChatOptions
-from tools.doctor import ServiceCheck
-from tools.ledger.events import JobEvent
-from tools.ledger.models import Job
-from tools.settings import load_settings
+from atelier.graphs.chat_session import Approval, ChatOptions
+from atelier.tools.doctor import ServiceCheck
+from atelier.tools.ledger.events import JobEvent
+from atelier.tools.ledger.models import Job
+from atelier.tools.settings import load_settings
 
 
 def _job(**changes: Any) -> Job:

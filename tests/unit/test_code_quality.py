@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["tools", "tools.comfyui", "tools.cli", "tools.ledger", "tools.memory", "tools.api", "tools.adapters",
-            "tools.gpu", "tools.prompts", "tools.accounts", "agents", "graphs", "workflows", "atelier"]
+PACKAGES = ["atelier", "atelier.tools", "atelier.tools.comfyui", "atelier.tools.cli", "atelier.tools.ledger",
+            "atelier.tools.memory", "atelier.tools.api", "atelier.tools.adapters", "atelier.tools.gpu",
+            "atelier.tools.prompts", "atelier.tools.accounts", "atelier.agents", "atelier.graphs", "atelier.workflows"]
 
 
 def _run(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -25,8 +26,7 @@ def test_ruff_clean() -> None:
 
 
 def test_mypy_clean() -> None:
-    result = _run(sys.executable, "-m", "mypy", "tools", "agents", "graphs", "workflows", "app.py", "bench", "tests",
-                  "atelier", "examples")
+    result = _run(sys.executable, "-m", "mypy", "atelier", "app.py", "bench", "tests", "examples")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -37,17 +37,17 @@ def test_packages_import_from_built_wheel(tmp_path: Path) -> None:
     assert built.returncode == 0, built.stderr
     wheel = next((tmp_path / "dist").glob("comfy_atelier-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert "app.py" in names
-    assert any(n.startswith("workflows/") and n.endswith(".meta.json") for n in names), names
+    assert {name.split("/", 1)[0] for name in names if not name.startswith("comfy_atelier-")} == {"atelier"}, names
+    assert any(n.startswith("atelier/workflows/") and n.endswith(".meta.json") for n in names), names
     assert not any(n.startswith(("tests/", "bench/")) for n in names), "tests or bench leaked into the wheel"
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     code = (
         "import importlib, sys\n"
-        f"for name in {PACKAGES!r} + ['app']:\n"
+        f"for name in {PACKAGES!r}:\n"
         "    module = importlib.import_module(name)\n"
         f"    assert module.__file__.startswith({str(target)!r}), (name, module.__file__)\n"
-        "from tools.catalog import list_templates\n"
+        "from atelier.tools.catalog import list_templates\n"
         "assert list_templates().templates, 'no shipped workflow found in the wheel'\n"
         "print('ok')\n"
     )

@@ -15,7 +15,7 @@ from crewai.tools.tool_failure import ToolFailure, ToolFailureReason
 from crewai.utilities.agent_utils import convert_tools_to_openai_schema
 from pydantic import BaseModel, Field
 
-from agents.crew import (
+from atelier.agents.crew import (
     TELEMETRY_SWITCHES,
     AtelierCrewTool,
     ToolCall,
@@ -24,10 +24,10 @@ from agents.crew import (
     explain_llm_error,
     telemetry_disabled,
 )
-from agents.llm import LLMUnavailableError
-from tools.errors import AtelierError
-from tools.settings import load_settings
-from tools.toolkit import TOOLS, ToolContext, ToolSpec
+from atelier.agents.llm import LLMUnavailableError
+from atelier.tools.errors import AtelierError
+from atelier.tools.settings import load_settings
+from atelier.tools.toolkit import TOOLS, ToolContext, ToolSpec
 
 # crewai warns about its own deprecated fields when it reads them; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:crewai")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from atelier.tools.errors import ComfyExecutionError, ComfyValidationError, MissingModel
 from tests import reference
-from tools.errors import ComfyExecutionError, ComfyValidationError, MissingModel
 
 
 def test_missing_checkpoint_names_file_folder_and_alternatives() -> None:

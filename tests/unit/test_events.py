@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import struct
 
-from tests import reference
-from tools.comfyui.events import (
+from atelier.tools.comfyui.events import (
     Cached,
     Failed,
     Interrupted,
@@ -20,7 +19,8 @@ from tools.comfyui.events import (
     parse_binary,
     parse_message,
 )
-from tools.schemas import ImageRef
+from atelier.tools.schemas import ImageRef
+from tests import reference
 
 
 def _events(label: str, prompt_id: str | None = None) -> list[object]:

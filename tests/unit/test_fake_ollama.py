@@ -637,9 +637,9 @@ async def test_chat_ollama_and_ollama_embeddings_work_against_it(fake: FakeOllam
 async def test_the_supervisor_answers_through_chat_ollama_on_the_fake(fake: FakeOllama, tmp_path: Path) -> None:
     from langchain_core.messages import HumanMessage
 
-    from graphs.deps import SupervisorDeps
-    from graphs.supervisor import build_supervisor
-    from tools.settings import load_settings
+    from atelier.graphs.deps import SupervisorDeps
+    from atelier.graphs.supervisor import build_supervisor
+    from atelier.tools.settings import load_settings
 
     fake.script("llama3.2", ["Lisbon."])
     settings = load_settings(ollama_url=fake.url, data_dir=str(tmp_path))

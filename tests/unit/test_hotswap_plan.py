@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tools.comfyui.models import Device, QueueState, SystemStats
-from tools.gpu.holdings import ComfyHoldings, Holdings, model_keys
-from tools.gpu.hotswap import HotswapRecord, make_room
-from tools.gpu.ollama_models import LoadedModel, OllamaModels, OllamaUnreachableError
-from tools.gpu.plan import (
+from atelier.tools.comfyui.models import Device, QueueState, SystemStats
+from atelier.tools.gpu.holdings import ComfyHoldings, Holdings, model_keys
+from atelier.tools.gpu.hotswap import HotswapRecord, make_room
+from atelier.tools.gpu.ollama_models import LoadedModel, OllamaModels, OllamaUnreachableError
+from atelier.tools.gpu.plan import (
     GpuSnapshot,
     HotswapPolicy,
     claimable_gb,
@@ -21,7 +21,7 @@ from tools.gpu.plan import (
     pick_ollama,
     plan_hotswap,
 )
-from tools.gpu.room import host_key
+from atelier.tools.gpu.room import host_key
 
 GIB = 2**30
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -266,9 +266,9 @@ def test_the_ollama_client_names_the_problem_and_the_fix() -> None:
 
 
 def test_which_comfyui_shares_ollamas_gpu_is_configurable() -> None:
-    from tools.errors import SettingsError
-    from tools.gpu.room import GpuRoom
-    from tools.settings import load_settings
+    from atelier.tools.errors import SettingsError
+    from atelier.tools.gpu.room import GpuRoom
+    from atelier.tools.settings import load_settings
 
     def room(**values: object) -> GpuRoom:
         return GpuRoom(load_settings(ollama_url="http://localhost:11434", **values))

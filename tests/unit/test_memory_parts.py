@@ -11,13 +11,13 @@ import httpx
 import pytest
 from PIL import Image
 
-from tools.errors import AtelierError
-from tools.memory.documents import DocumentError, chunk_file, find_documents
-from tools.memory.embeddings import EmbedError, MiniLMEmbedder, OllamaEmbedder, build_embedder
-from tools.memory.images import caption_image, colour_layout
-from tools.memory.records import ImageRecord
-from tools.memory.style import build_profile, liking
-from tools.settings import load_settings
+from atelier.tools.errors import AtelierError
+from atelier.tools.memory.documents import DocumentError, chunk_file, find_documents
+from atelier.tools.memory.embeddings import EmbedError, MiniLMEmbedder, OllamaEmbedder, build_embedder
+from atelier.tools.memory.images import caption_image, colour_layout
+from atelier.tools.memory.records import ImageRecord
+from atelier.tools.memory.style import build_profile, liking
+from atelier.tools.settings import load_settings
 
 
 def _embed_server(status: int = 200, vectors: list[list[float]] | None = None) -> httpx.MockTransport:

@@ -18,14 +18,14 @@ import pytest_asyncio
 import yaml
 from prometheus_client import CollectorRegistry
 
+from atelier.tools.api.comfy_probe import ComfyProbeCollector
+from atelier.tools.api.jobs import build_job_api
+from atelier.tools.ledger.metrics import WorkerMetrics
+from atelier.tools.ledger.output_store import LocalOutputStore
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.ledger.usage_collector import LedgerPool, UsageCollector
+from atelier.tools.settings import Settings, load_settings
 from tests.fakes.comfyui_server import FakeComfyUI
-from tools.api.comfy_probe import ComfyProbeCollector
-from tools.api.jobs import build_job_api
-from tools.ledger.metrics import WorkerMetrics
-from tools.ledger.output_store import LocalOutputStore
-from tools.ledger.service import LedgerService
-from tools.ledger.usage_collector import LedgerPool, UsageCollector
-from tools.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -239,8 +239,8 @@ async def svc(machine_pg_url: str, settings: Settings) -> AsyncIterator[LedgerSe
 @pytest_asyncio.fixture
 async def exported(svc: LedgerService, settings: Settings) -> AsyncIterator[set[str]]:
     """Every metric name Atelier exports: a worker's, the ledger collectors', the API's (its /metrics scraped)."""
-    from tools.ledger.models import JobRequest
-    from tools.schemas import GenerationParams
+    from atelier.tools.ledger.models import JobRequest
+    from atelier.tools.schemas import GenerationParams
 
     await svc.submit(JobRequest(params=GenerationParams(prompt="a fox", seed=1), owner="ana"))
     ledger = LedgerPool(svc.ledger.pool, asyncio.get_running_loop())

@@ -11,10 +11,10 @@ from typing import Any, get_args
 import pytest
 from pydantic import BaseModel
 
-import tools.api.jobs as job_api
-from tools.catalog import list_templates
-from tools.ledger.models import JobStatus
-from tools.settings import load_settings
+import atelier.tools.api.jobs as job_api
+from atelier.tools.catalog import list_templates
+from atelier.tools.ledger.models import JobStatus
+from atelier.tools.settings import load_settings
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "docs" / "n8n").glob("*.json"))
 HTTP = "n8n-nodes-base.httpRequest"

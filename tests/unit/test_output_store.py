@@ -13,8 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import pydantic
 import pytest
 
-from tools.errors import AtelierError
-from tools.ledger.output_store import (
+from atelier.tools.errors import AtelierError
+from atelier.tools.ledger.output_store import (
     LocalOutputStore,
     OutputStore,
     OutputStoreError,
@@ -23,7 +23,7 @@ from tools.ledger.output_store import (
     build_output_store,
     output_key,
 )
-from tools.settings import load_settings
+from atelier.tools.settings import load_settings
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 KEY = "jobs/2026/11/25/0b7f_00.png"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tools.prompts.rendering import MEMORY_LIMIT, RenderPool
-from tools.prompts.sandbox import MAX_VALUE
-from tools.prompts.templating import _ENV, _READER, PromptTemplateError, render_here, template_variables
+from atelier.tools.prompts.rendering import MEMORY_LIMIT, RenderPool
+from atelier.tools.prompts.sandbox import MAX_VALUE
+from atelier.tools.prompts.templating import _ENV, _READER, PromptTemplateError, render_here, template_variables
 
 LOOPS = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
 BIG = "x" * 60_000

@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 import pytest
 from scipy.special import betaln
 
-from agents.cost_router import choose_route
-from agents.planner import Brief
-from agents.visual_designer import BASE_NEGATIVE, design_image
-from tools.prompts.abtests import assign_variant
-from tools.prompts.models import ChosenPrompt, PromptDraft, PromptVersion, Variant
-from tools.prompts.rendering import render_template
-from tools.prompts.significance import Outcome, chi_square, decide, probability_best
-from tools.prompts.templating import PromptTemplateError, template_variables
+from atelier.agents.cost_router import choose_route
+from atelier.agents.planner import Brief
+from atelier.agents.visual_designer import BASE_NEGATIVE, design_image
+from atelier.tools.prompts.abtests import assign_variant
+from atelier.tools.prompts.models import ChosenPrompt, PromptDraft, PromptVersion, Variant
+from atelier.tools.prompts.rendering import render_template
+from atelier.tools.prompts.significance import Outcome, chi_square, decide, probability_best
+from atelier.tools.prompts.templating import PromptTemplateError, template_variables
 
 
 def _version(template: str, negative: str = "", defaults: dict[str, object] | None = None) -> PromptVersion:

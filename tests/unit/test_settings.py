@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.errors import SettingsError
-from tools.settings import load_settings
+from atelier.tools.errors import SettingsError
+from atelier.tools.settings import load_settings
 
 ALL = ("COMFYUI_URLS", "COMFYUI_URL", "OLLAMA_URL", "QDRANT_URL", "DATABASE_URL", "ATELIER_DATA_DIR",
        "ATELIER_OUTPUT_DIR", "ATELIER_CHAT_PORT", "ATELIER_COMFYUI_SILENCE_SECONDS")

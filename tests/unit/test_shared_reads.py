@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tools.ledger.events import SharedReads
+from atelier.tools.ledger.events import SharedReads
 
 pytestmark = pytest.mark.asyncio
 

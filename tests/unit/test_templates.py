@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image, PngImagePlugin
 
-from tools.comfyui.templates import (
+from atelier.tools.comfyui.templates import (
     PARAM_KINDS,
     Binding,
     WorkflowTemplate,
@@ -22,9 +22,9 @@ from tools.comfyui.templates import (
     render,
     required_models,
 )
-from tools.errors import WorkflowError
-from tools.schemas import GenerationParams
-from workflows import SHIPPED_DIR
+from atelier.tools.errors import WorkflowError
+from atelier.tools.schemas import GenerationParams
+from atelier.workflows import SHIPPED_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"

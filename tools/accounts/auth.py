@@ -7,11 +7,11 @@ admin. In accounts mode every request must carry `Authorization: Bearer <token>`
 
 from __future__ import annotations
 
-from tools.accounts.directory import UserDirectory
-from tools.accounts.keys import KEY_PREFIX
-from tools.accounts.models import LOCAL, Principal
-from tools.accounts.tokens import AuthError, issue_token, read_token
-from tools.settings import Settings
+from atelier.tools.accounts.directory import UserDirectory
+from atelier.tools.accounts.keys import KEY_PREFIX
+from atelier.tools.accounts.models import LOCAL, Principal
+from atelier.tools.accounts.tokens import AuthError, issue_token, read_token
+from atelier.tools.settings import Settings
 
 __all__ = ["Authenticator", "jwt_secret"]
 

@@ -9,11 +9,11 @@ import psycopg
 from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
-from tools.accounts.keys import hash_key, matches, new_secret, split_key
-from tools.accounts.models import ApiKey, NewKey, Principal, Quotas, Role, User, check_user_id
-from tools.accounts.quotas import TIER_PRIORITY
-from tools.accounts.tokens import AuthError, TokenClaims
-from tools.errors import AtelierError
+from atelier.tools.accounts.keys import hash_key, matches, new_secret, split_key
+from atelier.tools.accounts.models import ApiKey, NewKey, Principal, Quotas, Role, User, check_user_id
+from atelier.tools.accounts.quotas import TIER_PRIORITY
+from atelier.tools.accounts.tokens import AuthError, TokenClaims
+from atelier.tools.errors import AtelierError
 
 __all__ = ["AccountError", "UserDirectory"]
 

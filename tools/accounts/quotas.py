@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import DictRow
 
-from tools.errors import AtelierError
+from atelier.tools.errors import AtelierError
 
 __all__ = ["TIER_PRIORITY", "QuotaExceededError", "QuotaGate", "Usage", "open_gate", "resets_at"]
 

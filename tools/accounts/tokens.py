@@ -7,7 +7,7 @@ import uuid
 
 import jwt
 
-from tools.accounts.models import Principal
+from atelier.tools.accounts.models import Principal
 
 __all__ = ["AuthError", "TokenClaims", "issue_token", "read_token"]
 

@@ -7,8 +7,8 @@ from typing import Any
 from langchain_core.tools import StructuredTool, ToolException
 from pydantic import ValidationError
 
-from tools.errors import AtelierError
-from tools.toolkit import TOOLS, ToolContext, ToolSpec, as_text
+from atelier.tools.errors import AtelierError
+from atelier.tools.toolkit import TOOLS, ToolContext, ToolSpec, as_text
 
 __all__ = ["langchain_tools"]
 

@@ -27,15 +27,15 @@ from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import ValidationError
 from starlette.types import ASGIApp
 
-from tools.accounts.auth import Authenticator
-from tools.accounts.directory import UserDirectory
-from tools.adapters.mcp_auth import RequireCaller, principal_of
-from tools.api.guard import RequestGuard
-from tools.errors import AtelierError
-from tools.exposure import is_loopback, own_origins
-from tools.ledger.store import JobNotFoundError
-from tools.settings import Settings
-from tools.toolkit import (
+from atelier.tools.accounts.auth import Authenticator
+from atelier.tools.accounts.directory import UserDirectory
+from atelier.tools.adapters.mcp_auth import RequireCaller, principal_of
+from atelier.tools.api.guard import RequestGuard
+from atelier.tools.errors import AtelierError
+from atelier.tools.exposure import is_loopback, own_origins
+from atelier.tools.ledger.store import JobNotFoundError
+from atelier.tools.settings import Settings
+from atelier.tools.toolkit import (
     TOOLS,
     ListWorkflowsArgs,
     ToolContext,
@@ -115,7 +115,7 @@ def acting_context(server: FastMCP, current: Callable[[], ToolContext]) -> Calla
         if request is not None and ctx.settings.auth_mode == "accounts":
             # Fail closed: an HTTP app served without RequireCaller must not act as the process's owner.
             raise AtelierError("this request's caller is unknown; the MCP HTTP app must be served through "
-                               "tools.adapters.mcp_server.http_app in accounts mode")
+                               "atelier.tools.adapters.mcp_server.http_app in accounts mode")
         return ctx
 
     return acting

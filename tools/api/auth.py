@@ -14,12 +14,12 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BaseModel, Field
 
-from tools.accounts.auth import Authenticator
-from tools.accounts.directory import UserDirectory
-from tools.accounts.models import Principal
-from tools.accounts.tokens import AuthError
-from tools.ledger.service import LedgerService
-from tools.settings import Settings
+from atelier.tools.accounts.auth import Authenticator
+from atelier.tools.accounts.directory import UserDirectory
+from atelier.tools.accounts.models import Principal
+from atelier.tools.accounts.tokens import AuthError
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.settings import Settings
 
 __all__ = ["TokenBody", "TokenView", "add_auth_routes", "auth_error_response", "authenticator", "caller_of"]
 

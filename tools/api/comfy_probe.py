@@ -16,8 +16,8 @@ import httpx
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tools.comfyui.models import SystemStats
-from tools.ledger.metrics import server_label
+from atelier.tools.comfyui.models import SystemStats
+from atelier.tools.ledger.metrics import server_label
 
 __all__ = ["ComfyProbe", "ComfyProbeCollector", "probe_comfyui"]
 

@@ -21,11 +21,11 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 
-from tools.accounts.models import Principal
-from tools.accounts.tokens import AuthError
-from tools.errors import AtelierError
-from tools.ledger.events import JobEvent
-from tools.ledger.service import LedgerService
+from atelier.tools.accounts.models import Principal
+from atelier.tools.accounts.tokens import AuthError
+from atelier.tools.errors import AtelierError
+from atelier.tools.ledger.events import JobEvent
+from atelier.tools.ledger.service import LedgerService
 
 __all__ = ["INT64_MAX", "JOB_ID_PATTERN", "NOT_FOUND_CLOSE", "TOO_MANY_SOCKETS_CLOSE", "SocketPlaces",
            "add_event_routes"]

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tools.exposure import host_allowed, is_remote_client, origin_allowed
-from tools.settings import Settings
+from atelier.tools.exposure import host_allowed, is_remote_client, origin_allowed
+from atelier.tools.settings import Settings
 
 __all__ = ["UPLOAD_SUFFIXES", "RequestGuard", "refusal"]
 

@@ -15,10 +15,10 @@ from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from tools.accounts.models import Principal
-from tools.errors import InputImageError
-from tools.inputs import InputStore
-from tools.settings import Settings
+from atelier.tools.accounts.models import Principal
+from atelier.tools.errors import InputImageError
+from atelier.tools.inputs import InputStore
+from atelier.tools.settings import Settings
 
 __all__ = ["InputView", "add_input_routes"]
 

@@ -21,26 +21,26 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from tools.accounts.models import LOCAL, Principal
-from tools.accounts.quotas import QuotaExceededError
-from tools.accounts.tokens import AuthError
-from tools.api.auth import add_auth_routes, auth_error_response, caller_of, socket_caller
-from tools.api.events import JOB_ID_PATTERN, add_event_routes
-from tools.api.guard import RequestGuard
-from tools.api.inputs import add_input_routes
-from tools.catalog import CatalogEntry, list_templates, require_workflow_name
-from tools.errors import AtelierError, WorkflowError
-from tools.exposure import own_origins
-from tools.inputs import resolve_input
-from tools.ledger.models import MAX_KEY_CHARS, MAX_OWNER_CHARS, PRIORITY_RANGE, Job, JobRequest, JobStatus
-from tools.ledger.output_store import OutputStoreError
-from tools.ledger.service import LedgerService
-from tools.ledger.store import IdempotencyKeyTakenError, JobNotFoundError
-from tools.prompts.abtests import ABTestNotFoundError
-from tools.prompts.library import PromptNotFoundError
-from tools.prompts.templating import PromptTemplateError
-from tools.schemas import GenerationParams
-from tools.settings import Settings, load_settings
+from atelier.tools.accounts.models import LOCAL, Principal
+from atelier.tools.accounts.quotas import QuotaExceededError
+from atelier.tools.accounts.tokens import AuthError
+from atelier.tools.api.auth import add_auth_routes, auth_error_response, caller_of, socket_caller
+from atelier.tools.api.events import JOB_ID_PATTERN, add_event_routes
+from atelier.tools.api.guard import RequestGuard
+from atelier.tools.api.inputs import add_input_routes
+from atelier.tools.catalog import CatalogEntry, list_templates, require_workflow_name
+from atelier.tools.errors import AtelierError, WorkflowError
+from atelier.tools.exposure import own_origins
+from atelier.tools.inputs import resolve_input
+from atelier.tools.ledger.models import MAX_KEY_CHARS, MAX_OWNER_CHARS, PRIORITY_RANGE, Job, JobRequest, JobStatus
+from atelier.tools.ledger.output_store import OutputStoreError
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.ledger.store import IdempotencyKeyTakenError, JobNotFoundError
+from atelier.tools.prompts.abtests import ABTestNotFoundError
+from atelier.tools.prompts.library import PromptNotFoundError
+from atelier.tools.prompts.templating import PromptTemplateError
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.settings import Settings, load_settings
 
 __all__ = ["JOB_ID_PATTERN", "ApiError", "BatchBody", "BatchEntryError", "BatchView", "ErrorResponse", "HealthView",
            "JobBody", "JobView", "ValidationIssue", "WorkflowView", "app", "build_job_api", "error_responses"]
@@ -386,11 +386,11 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
                      lambda socket: socket_caller(settings, ledger(socket), socket),
                      max_sockets_per_user=settings.max_event_sockets_per_user)
     add_auth_routes(api, settings, ledger, caller, error_responses)
-    from tools.api.prompts import add_prompt_routes  # here: that module reads this one's helpers
+    from atelier.tools.api.prompts import add_prompt_routes  # here: that module reads this one's helpers
 
     add_prompt_routes(api, ledger, settings, error_responses, JobView,
                       lambda job, request: JobView.of(job, base(request)), caller)
-    from tools.api.metrics import add_metrics_route
+    from atelier.tools.api.metrics import add_metrics_route
 
     add_metrics_route(api, settings)
     add_input_routes(api, settings, caller, error_responses)

@@ -21,11 +21,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tools.accounts.tokens import AuthError
-from tools.api.auth import authenticator
-from tools.api.comfy_probe import ComfyProbeCollector
-from tools.ledger.usage_collector import LedgerPool, UsageCollector
-from tools.settings import Settings
+from atelier.tools.accounts.tokens import AuthError
+from atelier.tools.api.auth import authenticator
+from atelier.tools.api.comfy_probe import ComfyProbeCollector
+from atelier.tools.ledger.usage_collector import LedgerPool, UsageCollector
+from atelier.tools.settings import Settings
 
 __all__ = ["AppLedgerCollector", "RequestMetrics", "add_metrics_route", "require_admin"]
 

@@ -16,12 +16,12 @@ from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from tools.accounts.models import Principal
-from tools.errors import AtelierError, WorkflowError
-from tools.ledger.models import JobRequest
-from tools.ledger.service import LedgerService
-from tools.prompts.library import NotTheAuthorError, PromptNameTakenError
-from tools.prompts.models import (
+from atelier.tools.accounts.models import Principal
+from atelier.tools.errors import AtelierError, WorkflowError
+from atelier.tools.ledger.models import JobRequest
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.prompts.library import NotTheAuthorError, PromptNameTakenError
+from atelier.tools.prompts.models import (
     NAME_PATTERN,
     ABReport,
     ABTest,
@@ -33,8 +33,8 @@ from tools.prompts.models import (
     VariantSpec,
     VersionStats,
 )
-from tools.schemas import GenerationParams
-from tools.settings import Settings
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.settings import Settings
 
 __all__ = ["ABJobBody", "ABJobView", "ABTestBody", "ForkBody", "PromptJobBody", "RatingBody", "RenderBody",
            "RenderView", "SaveBody", "VersionView", "add_prompt_routes"]
@@ -49,7 +49,7 @@ class _Storable(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _storable(cls, value: Any) -> Any:
-        from tools.api.jobs import _check_storable
+        from atelier.tools.api.jobs import _check_storable
 
         _check_storable(value, "body")
         return value
@@ -176,7 +176,7 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
     or a test changes only by its author or an admin (others fork); jobs and ratings are the caller's own (an
     admin's: anyone's).
     """
-    from tools.api.jobs import ErrorResponse, _confine, owner_for
+    from atelier.tools.api.jobs import ErrorResponse, _confine, owner_for
 
     Caller = Annotated[Principal, Depends(caller)]
 

@@ -20,9 +20,9 @@ def api(
     """Serve POST/GET/DELETE /jobs, images, /batches, /workflows and /health (OpenAPI at /docs)."""
     import uvicorn
 
-    from tools.api.jobs import build_job_api
-    from tools.exposure import check_listen_address
-    from tools.settings import load_settings
+    from atelier.tools.api.jobs import build_job_api
+    from atelier.tools.exposure import check_listen_address
+    from atelier.tools.settings import load_settings
 
     settings = load_settings()
     check_listen_address(host, settings, server="The job API", allow_unauthenticated=allow_unauthenticated)

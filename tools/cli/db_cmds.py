@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tools.ledger.database import EmbeddedStatus, embedded_status, stop_embedded
-from tools.settings import load_settings
+from atelier.tools.ledger.database import EmbeddedStatus, embedded_status, stop_embedded
+from atelier.tools.settings import load_settings
 
 __all__ = ["db_app", "status", "status_table", "stop"]
 

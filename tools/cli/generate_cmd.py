@@ -8,13 +8,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from tools.comfyui.events import Cached, ComfyEvent, NodeExecuting, Queued, Reconnected, StepProgress
-from tools.comfyui.sync import generate_image_sync
-from tools.errors import AtelierError
-from tools.generate import resolve_workflow
-from tools.inputs import InputStore
-from tools.schemas import GenerationParams, parse_size
-from tools.settings import Settings, load_settings
+from atelier.tools.comfyui.events import Cached, ComfyEvent, NodeExecuting, Queued, Reconnected, StepProgress
+from atelier.tools.comfyui.sync import generate_image_sync
+from atelier.tools.errors import AtelierError
+from atelier.tools.generate import resolve_workflow
+from atelier.tools.inputs import InputStore
+from atelier.tools.schemas import GenerationParams, parse_size
+from atelier.tools.settings import Settings, load_settings
 
 __all__ = ["StepBars", "generate", "generation_params"]
 

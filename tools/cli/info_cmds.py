@@ -8,9 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tools.catalog import list_templates
-from tools.doctor import ServiceCheck, mask_secrets, run_doctor
-from tools.settings import Settings, load_settings
+from atelier.tools.catalog import list_templates
+from atelier.tools.doctor import ServiceCheck, mask_secrets, run_doctor
+from atelier.tools.settings import Settings, load_settings
 
 __all__ = ["doctor", "doctor_table", "workflows"]
 
@@ -48,7 +48,7 @@ def workflows(
 
 def _measured_times(settings: Settings) -> dict[str, str]:
     """Per workflow: "avg s (runs)", and per server when it ran on several (from the ledger's measurements)."""
-    from tools.ledger.service import LedgerService
+    from atelier.tools.ledger.service import LedgerService
 
     async def read() -> dict[str, str]:
         async with LedgerService.open(settings) as svc:

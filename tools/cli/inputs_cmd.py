@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from tools.inputs import InputStore
-from tools.settings import load_settings
+from atelier.tools.inputs import InputStore
+from atelier.tools.settings import load_settings
 
 __all__ = ["inputs_app"]
 

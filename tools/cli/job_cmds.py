@@ -13,14 +13,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tools.cli.generate_cmd import generation_params
-from tools.comfyui.templates import WorkflowTemplate
-from tools.errors import AtelierError
-from tools.inputs import InputStore
-from tools.ledger.batch import read_batch
-from tools.ledger.models import Job, JobRequest
-from tools.ledger.service import LedgerService
-from tools.settings import load_settings
+from atelier.tools.cli.generate_cmd import generation_params
+from atelier.tools.comfyui.templates import WorkflowTemplate
+from atelier.tools.errors import AtelierError
+from atelier.tools.inputs import InputStore
+from atelier.tools.ledger.batch import read_batch
+from atelier.tools.ledger.models import Job, JobRequest
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.settings import load_settings
 
 __all__ = ["batch", "cancel", "job", "jobs", "submit"]
 
@@ -158,8 +158,8 @@ def submit(
 
 def _offer_existing(prompt: str, owner: str) -> bool:
     """With --reuse: print an existing close-enough image and return True; False to go on and generate."""
-    from tools.memory.store import MemoryLockedError, MemoryStore
-    from tools.memory.tools import MemoryContext, ReuseArgs, suggest_reuse
+    from atelier.tools.memory.store import MemoryLockedError, MemoryStore
+    from atelier.tools.memory.tools import MemoryContext, ReuseArgs, suggest_reuse
 
     settings = load_settings()
     console = Console(stderr=True)

@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from tools.cli import (
+from atelier.tools.cli import (
     api_cmd,
     db_cmds,
     generate_cmd,
@@ -21,7 +21,7 @@ from tools.cli import (
     watch_cmd,
     worker_cmd,
 )
-from tools.errors import AtelierError
+from atelier.tools.errors import AtelierError
 
 __all__ = ["app", "main"]
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import typer
 
-from tools.cli.api_cmd import ALLOW_UNAUTHENTICATED_HELP
+from atelier.tools.cli.api_cmd import ALLOW_UNAUTHENTICATED_HELP
 
 __all__ = ["mcp"]
 
@@ -31,8 +31,8 @@ def mcp(
     """Tools: generate_image, submit_job, job_status, list_workflows, search_images, search_documents, ask_atelier."""
     import asyncio
 
-    from tools.exposure import check_listen_address
-    from tools.settings import load_settings
+    from atelier.tools.exposure import check_listen_address
+    from atelier.tools.settings import load_settings
 
     # stdout is the protocol under stdio: every log line goes to stderr.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
@@ -40,9 +40,9 @@ def mcp(
     if http:  # before the heavy imports: a refusal is immediate
         check_listen_address(host, settings, server="The MCP server", allow_unauthenticated=allow_unauthenticated)
 
-    from graphs.chat_session import studio, tool_context
-    from tools.adapters.mcp_server import serve_mcp
-    from tools.toolkit import ToolContext
+    from atelier.graphs.chat_session import studio, tool_context
+    from atelier.tools.adapters.mcp_server import serve_mcp
+    from atelier.tools.toolkit import ToolContext
 
     @contextlib.asynccontextmanager
     async def open_context() -> AsyncIterator[ToolContext]:

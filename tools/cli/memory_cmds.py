@@ -15,12 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tools.settings import Settings, load_settings
+from atelier.tools.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from tools.ledger.output_store import OutputStore
-    from tools.memory.records import ImageHit
-    from tools.memory.tools import MemoryContext
+    from atelier.tools.ledger.output_store import OutputStore
+    from atelier.tools.memory.records import ImageHit
+    from atelier.tools.memory.tools import MemoryContext
 
 # The memory's modules (Qdrant, LangChain) take a second or more to import: commands import them when run,
 # so that `atelier worker` and the other commands start fast.
@@ -34,9 +34,9 @@ memory_app = typer.Typer(help="Search, index and maintain the memory of document
 async def _context(settings: Settings, *, ledger: bool,
                    outputs: OutputStore | None = None) -> AsyncIterator[MemoryContext]:
     """The memory (and the ledger when needed, with `outputs` or the configured output store), closed on exit."""
-    from tools.ledger.service import LedgerService
-    from tools.memory.store import MemoryStore
-    from tools.memory.tools import MemoryContext
+    from atelier.tools.ledger.service import LedgerService
+    from atelier.tools.memory.store import MemoryStore
+    from atelier.tools.memory.tools import MemoryContext
 
     memory = MemoryStore.open(settings)
     try:
@@ -64,8 +64,8 @@ def ingest(
     owner: str = typer.Option("shared", help="Whose documents these are ('shared': everyone's)."),
 ) -> None:
     """Chunk and embed documents into the memory; re-ingesting unchanged files adds nothing."""
-    from tools.memory.documents import chunk_file, find_documents
-    from tools.memory.store import MemoryStore
+    from atelier.tools.memory.documents import chunk_file, find_documents
+    from atelier.tools.memory.store import MemoryStore
 
     settings = load_settings()
     files = find_documents(paths)
@@ -96,7 +96,7 @@ def rate(
     owner: str = typer.Option("cli", help="Whose image it is."),
 ) -> None:
     """Rate an image: stored in the ledger and in the memory, and used for your style profile."""
-    from tools.memory.tools import RateImageArgs, rate_image
+    from atelier.tools.memory.tools import RateImageArgs, rate_image
 
     thumb = "up" if up else "down" if down else None
     try:
@@ -123,7 +123,7 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per result."),
 ) -> None:
     """Search documents (with sources) or images (with scores)."""
-    from tools.memory.tools import SearchDocumentsArgs, SearchImagesArgs, search_documents, search_images
+    from atelier.tools.memory.tools import SearchDocumentsArgs, SearchImagesArgs, search_documents, search_images
 
     async def work() -> None:
         async with _context(load_settings(), ledger=False) as ctx:
@@ -154,7 +154,7 @@ def similar(
     k: int = typer.Option(8, min=1, max=100),
 ) -> None:
     """Images like a given one."""
-    from tools.memory.tools import SimilarImagesArgs, similar_images
+    from atelier.tools.memory.tools import SimilarImagesArgs, similar_images
 
     is_file = Path(target).expanduser().is_file()
     args = SimilarImagesArgs(owner=owner, k=k, by="look" if by == "look" else "meaning",
@@ -170,7 +170,7 @@ def similar(
 @memory_app.command("style")
 def style(owner: str = typer.Option("cli", help="Whose taste."), limit: int = typer.Option(10, min=1)) -> None:
     """Your best-rated modifiers, workflows and prompts."""
-    from tools.memory.tools import StyleProfileArgs, style_profile
+    from atelier.tools.memory.tools import StyleProfileArgs, style_profile
 
     async def work() -> None:
         async with _context(load_settings(), ledger=False) as ctx:
@@ -183,8 +183,8 @@ def style(owner: str = typer.Option("cli", help="Whose taste."), limit: int = ty
 @memory_app.command("index")
 def index(follow: bool = typer.Option(False, "--follow", help="Keep indexing as jobs succeed (Ctrl-C stops).")) -> None:
     """Index the images of succeeded jobs not in the memory yet (this process owns the memory meanwhile)."""
-    from tools.ledger.output_store import build_output_store
-    from tools.memory.indexer import MemoryIndexer
+    from atelier.tools.ledger.output_store import build_output_store
+    from atelier.tools.memory.indexer import MemoryIndexer
 
     async def work() -> None:
         settings = load_settings()
@@ -208,7 +208,7 @@ def index(follow: bool = typer.Option(False, "--follow", help="Keep indexing as 
 @memory_app.command("reindex")
 def reindex() -> None:
     """Re-embed every collection with the configured model (after changing ATELIER_EMBED_MODEL)."""
-    from tools.memory.store import DOCUMENTS, IMAGES, MemoryStore
+    from atelier.tools.memory.store import DOCUMENTS, IMAGES, MemoryStore
 
     memory = MemoryStore.open(load_settings(), verify_model=False)
     try:

@@ -16,10 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tools.cli.job_cmds import _with_ledger
-from tools.errors import AtelierError
-from tools.ledger.service import LedgerService
-from tools.prompts.models import ABReport, ABTest, PromptDraft, VariantSpec
+from atelier.tools.cli.job_cmds import _with_ledger
+from atelier.tools.errors import AtelierError
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.prompts.models import ABReport, ABTest, PromptDraft, VariantSpec
 
 __all__ = ["ab_app", "fork", "parse_pairs", "parse_variant", "prompts_app"]
 

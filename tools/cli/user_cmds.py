@@ -8,11 +8,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tools.accounts.directory import UserDirectory
-from tools.accounts.models import Quotas, User
-from tools.accounts.quotas import TIER_PRIORITY
-from tools.cli.job_cmds import _with_ledger
-from tools.ledger.service import LedgerService
+from atelier.tools.accounts.directory import UserDirectory
+from atelier.tools.accounts.models import Quotas, User
+from atelier.tools.accounts.quotas import TIER_PRIORITY
+from atelier.tools.cli.job_cmds import _with_ledger
+from atelier.tools.ledger.service import LedgerService
 
 __all__ = ["users_app"]
 

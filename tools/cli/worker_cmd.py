@@ -10,13 +10,13 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from tools.cli.api_cmd import ALLOW_UNAUTHENTICATED_HELP
-from tools.doctor import mask_secrets
-from tools.exposure import check_listen_address
-from tools.ledger.metrics import WorkerMetrics, serve_metrics
-from tools.ledger.service import LedgerService
-from tools.ledger.worker import Worker, WorkerOptions
-from tools.settings import load_settings
+from atelier.tools.cli.api_cmd import ALLOW_UNAUTHENTICATED_HELP
+from atelier.tools.doctor import mask_secrets
+from atelier.tools.exposure import check_listen_address
+from atelier.tools.ledger.metrics import WorkerMetrics, serve_metrics
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.ledger.worker import Worker, WorkerOptions
+from atelier.tools.settings import load_settings
 
 __all__ = ["worker"]
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tools.comfyui.template_graph import (
+from atelier.tools.comfyui.template_graph import (
     IMAGE_LOADERS,
     LATENT_LINKS,
     PARAM_KINDS,
@@ -25,8 +25,8 @@ from tools.comfyui.template_graph import (
     node_ref,
     node_title,
 )
-from tools.comfyui.template_models import Binding
-from tools.errors import WorkflowError
+from atelier.tools.comfyui.template_models import Binding
+from atelier.tools.errors import WorkflowError
 
 # ----------------------------------------------------------------------------- inference
 

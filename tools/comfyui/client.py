@@ -24,7 +24,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from tools.comfyui.events import (
+from atelier.tools.comfyui.events import (
     TERMINAL,
     ComfyEvent,
     Failed,
@@ -37,9 +37,9 @@ from tools.comfyui.events import (
     parse_binary,
     parse_message,
 )
-from tools.comfyui.models import QueueState, SystemStats, UploadedImage
-from tools.comfyui.rest import ComfyREST
-from tools.errors import (
+from atelier.tools.comfyui.models import QueueState, SystemStats, UploadedImage
+from atelier.tools.comfyui.rest import ComfyREST
+from atelier.tools.errors import (
     ComfyExecutionError,
     ComfyInterruptedError,
     ComfyLostError,
@@ -47,7 +47,7 @@ from tools.errors import (
     ComfyUIError,
     ComfyUnreachableError,
 )
-from tools.schemas import ImageRef
+from atelier.tools.schemas import ImageRef
 
 __all__ = ["ComfyClient", "EventCallback", "RunOutcome"]
 

@@ -7,7 +7,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from tools.schemas import ImageRef
+from atelier.tools.schemas import ImageRef
 
 __all__ = [
     "TERMINAL",

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tools.comfyui.template_graph import (
+from atelier.tools.comfyui.template_graph import (
     KIND_TYPES,
     PARAM_KINDS,
     UPLOAD_FLAGS,
@@ -16,8 +16,8 @@ from tools.comfyui.template_graph import (
     node_inputs,
     node_ref,
 )
-from tools.comfyui.template_models import WorkflowTemplate
-from tools.errors import MODEL_FOLDERS, MODEL_SUFFIXES
+from atelier.tools.comfyui.template_models import WorkflowTemplate
+from atelier.tools.errors import MODEL_FOLDERS, MODEL_SUFFIXES
 
 # ----------------------------------------------------------------------------- object_info checks
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 
-from tools.comfyui.models import QueueState, SystemStats, UploadedImage
-from tools.errors import ComfyHTTPError, ComfyUnreachableError, ComfyValidationError
-from tools.schemas import ImageRef
+from atelier.tools.comfyui.models import QueueState, SystemStats, UploadedImage
+from atelier.tools.errors import ComfyHTTPError, ComfyUnreachableError, ComfyValidationError
+from atelier.tools.schemas import ImageRef
 
 __all__ = ["ComfyREST"]
 

@@ -8,12 +8,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from tools.comfyui.client import ComfyClient, RunOutcome
-from tools.comfyui.events import ComfyEvent
-from tools.comfyui.models import QueueState, SystemStats, UploadedImage
-from tools.comfyui.templates import WorkflowTemplate
-from tools.schemas import GenerationParams, GenerationResult, ImageRef
-from tools.settings import Settings
+from atelier.tools.comfyui.client import ComfyClient, RunOutcome
+from atelier.tools.comfyui.events import ComfyEvent
+from atelier.tools.comfyui.models import QueueState, SystemStats, UploadedImage
+from atelier.tools.comfyui.templates import WorkflowTemplate
+from atelier.tools.schemas import GenerationParams, GenerationResult, ImageRef
+from atelier.tools.settings import Settings
 
 __all__ = ["SyncComfyClient", "generate_image_sync"]
 
@@ -103,7 +103,7 @@ def generate_image_sync(
     on_event: Callable[[ComfyEvent], None] | None = None,
 ) -> GenerationResult:
     """Blocking generate_image: render, run, save, return where the images are."""
-    from tools.generate import generate_image
+    from atelier.tools.generate import generate_image
 
     return asyncio.run(
         generate_image(

@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tools.catalog import CatalogEntry
-from tools.comfyui.template_graph import PARAM_KINDS
-from workflows import SHIPPED_DIR
+from atelier.tools.catalog import CatalogEntry
+from atelier.tools.comfyui.template_graph import PARAM_KINDS
+from atelier.workflows import SHIPPED_DIR
 
 
 class Binding(BaseModel):

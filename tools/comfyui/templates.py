@@ -85,11 +85,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tools.comfyui.binding_inference import InferredBindings, current_value, infer_bindings
-from tools.comfyui.graph_check import check_against_object_info, check_bindings_against_object_info, required_models
-from tools.comfyui.template_graph import PARAM_KINDS, is_number
-from tools.comfyui.template_models import Binding, Limit, Sidecar, WorkflowTemplate
-from tools.comfyui.workflow_files import (
+from atelier.tools.comfyui.binding_inference import InferredBindings, current_value, infer_bindings
+from atelier.tools.comfyui.graph_check import (
+    check_against_object_info,
+    check_bindings_against_object_info,
+    required_models,
+)
+from atelier.tools.comfyui.template_graph import PARAM_KINDS, is_number
+from atelier.tools.comfyui.template_models import Binding, Limit, Sidecar, WorkflowTemplate
+from atelier.tools.comfyui.workflow_files import (
     check_binding_values,
     discover_workflows,
     load_graph_file,
@@ -100,9 +104,9 @@ from tools.comfyui.workflow_files import (
     unknown_param_error,
     workflow_name,
 )
-from tools.errors import WorkflowError
-from tools.schemas import GenerationParams
-from workflows import SHIPPED_DIR
+from atelier.tools.errors import WorkflowError
+from atelier.tools.schemas import GenerationParams
+from atelier.workflows import SHIPPED_DIR
 
 __all__ = [
     "PARAM_KINDS",

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tools.comfyui.template_graph import (
+from atelier.tools.comfyui.template_graph import (
     EXPORT_HINT,
     KIND_WORDS,
     PARAM_KINDS,
@@ -23,9 +23,9 @@ from tools.comfyui.template_graph import (
     node_ref,
     node_title,
 )
-from tools.comfyui.template_models import Binding, Sidecar, SidecarTarget
-from tools.errors import WorkflowError
-from workflows import SHIPPED_DIR
+from atelier.tools.comfyui.template_models import Binding, Sidecar, SidecarTarget
+from atelier.tools.errors import WorkflowError
+from atelier.workflows import SHIPPED_DIR
 
 # ----------------------------------------------------------------------------- reading files
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from tools.comfyui.models import QueueState, SystemStats
-from tools.gpu.holdings import ComfyHoldings
-from tools.gpu.ollama_models import LoadedModel, OllamaAdminError, OllamaModels
-from tools.gpu.plan import GpuSnapshot, HotswapPolicy, plan_hotswap
+from atelier.tools.comfyui.models import QueueState, SystemStats
+from atelier.tools.gpu.holdings import ComfyHoldings
+from atelier.tools.gpu.ollama_models import LoadedModel, OllamaAdminError, OllamaModels
+from atelier.tools.gpu.plan import GpuSnapshot, HotswapPolicy, plan_hotswap
 
 __all__ = ["ComfyMemory", "HotswapRecord", "Unload", "make_room", "roomiest"]
 

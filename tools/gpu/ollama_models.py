@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tools.errors import AtelierError
+from atelier.tools.errors import AtelierError
 
 __all__ = ["LoadedModel", "OllamaAdminError", "OllamaHTTPError", "OllamaModels", "OllamaUnreachableError"]
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from tools.gpu.holdings import Holdings
-from tools.gpu.ollama_models import LoadedModel
-from tools.settings import Settings
+from atelier.tools.gpu.holdings import Holdings
+from atelier.tools.gpu.ollama_models import LoadedModel
+from atelier.tools.settings import Settings
 
 __all__ = [
     "GpuSnapshot",

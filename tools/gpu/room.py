@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from tools.comfyui.models import SystemStats
-from tools.gpu.holdings import ComfyHoldings
-from tools.gpu.hotswap import ComfyMemory, HotswapRecord, make_room, roomiest
-from tools.gpu.ollama_models import LoadedModel, OllamaAdminError, OllamaModels
-from tools.gpu.plan import GpuSnapshot, HotswapPolicy, claimable_gb
-from tools.settings import Settings
+from atelier.tools.comfyui.models import SystemStats
+from atelier.tools.gpu.holdings import ComfyHoldings
+from atelier.tools.gpu.hotswap import ComfyMemory, HotswapRecord, make_room, roomiest
+from atelier.tools.gpu.ollama_models import LoadedModel, OllamaAdminError, OllamaModels
+from atelier.tools.gpu.plan import GpuSnapshot, HotswapPolicy, claimable_gb
+from atelier.tools.settings import Settings
 
 __all__ = ["GpuRoom", "host_key"]
 

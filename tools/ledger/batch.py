@@ -20,10 +20,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tools.errors import AtelierError
-from tools.inputs import InputStore
-from tools.ledger.models import JobRequest
-from tools.schemas import GenerationParams, parse_size
+from atelier.tools.errors import AtelierError
+from atelier.tools.inputs import InputStore
+from atelier.tools.ledger.models import JobRequest
+from atelier.tools.schemas import GenerationParams, parse_size
 
 __all__ = ["BINDING_COLUMNS", "JOB_COLUMNS", "BatchFileError", "BatchRow", "batch_id", "read_batch"]
 

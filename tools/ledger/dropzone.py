@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.catalog import list_templates
-from tools.errors import AtelierError
-from tools.inputs import InputStore
-from tools.ledger.models import Job, JobRequest
-from tools.ledger.service import LedgerService
-from tools.schemas import GenerationParams
+from atelier.tools.catalog import list_templates
+from atelier.tools.errors import AtelierError
+from atelier.tools.inputs import InputStore
+from atelier.tools.ledger.models import Job, JobRequest
+from atelier.tools.ledger.service import LedgerService
+from atelier.tools.schemas import GenerationParams
 
 __all__ = [
     "DEFAULT_PROMPT",

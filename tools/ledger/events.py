@@ -25,8 +25,8 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from tools.ledger.models import Job
-from tools.ledger.notifications import NotificationHub
+from atelier.tools.ledger.models import Job
+from atelier.tools.ledger.notifications import NotificationHub
 
 __all__ = ["EventPublisher", "JobEvent", "JobEvents", "SharedReads"]
 

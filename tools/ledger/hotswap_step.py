@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from tools.comfyui.client import ComfyClient
-from tools.comfyui.templates import WorkflowTemplate, required_models
-from tools.errors import ComfyHTTPError, ComfyUnreachableError
-from tools.gpu.holdings import model_keys
-from tools.gpu.room import GpuRoom
-from tools.ledger.events import EventPublisher
-from tools.ledger.metrics import WorkerMetrics
-from tools.ledger.models import Job
+from atelier.tools.comfyui.client import ComfyClient
+from atelier.tools.comfyui.templates import WorkflowTemplate, required_models
+from atelier.tools.errors import ComfyHTTPError, ComfyUnreachableError
+from atelier.tools.gpu.holdings import model_keys
+from atelier.tools.gpu.room import GpuRoom
+from atelier.tools.ledger.events import EventPublisher
+from atelier.tools.ledger.metrics import WorkerMetrics
+from atelier.tools.ledger.models import Job
 
 __all__ = ["job_models", "make_room_for"]
 

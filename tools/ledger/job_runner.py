@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.comfyui.client import ComfyClient, RunOutcome
-from tools.comfyui.events import (
+from atelier.tools.comfyui.client import ComfyClient, RunOutcome
+from atelier.tools.comfyui.events import (
     TERMINAL,
     ComfyEvent,
     NodeExecuting,
@@ -35,8 +35,8 @@ from tools.comfyui.events import (
     Started,
     StepProgress,
 )
-from tools.comfyui.templates import WorkflowTemplate
-from tools.errors import (
+from atelier.tools.comfyui.templates import WorkflowTemplate
+from atelier.tools.errors import (
     AtelierError,
     ComfyExecutionError,
     ComfyHTTPError,
@@ -47,17 +47,17 @@ from tools.errors import (
     ComfyValidationError,
     WorkflowError,
 )
-from tools.generate import chosen_refs, prepare_graph, resolve_workflow
-from tools.gpu.room import GpuRoom
-from tools.ledger.events import EventPublisher, JobEvents
-from tools.ledger.failpoints import Failpoints
-from tools.ledger.hotswap_step import job_models, make_room_for
-from tools.ledger.metrics import WorkerMetrics
-from tools.ledger.models import Job, JobOutput
-from tools.ledger.output_store import OutputStore, OutputStoreError, output_key
-from tools.ledger.store import Claim, ClaimSpec, JobLedger, LeaseLostError
-from tools.schemas import ImageRef
-from tools.settings import Settings
+from atelier.tools.generate import chosen_refs, prepare_graph, resolve_workflow
+from atelier.tools.gpu.room import GpuRoom
+from atelier.tools.ledger.events import EventPublisher, JobEvents
+from atelier.tools.ledger.failpoints import Failpoints
+from atelier.tools.ledger.hotswap_step import job_models, make_room_for
+from atelier.tools.ledger.metrics import WorkerMetrics
+from atelier.tools.ledger.models import Job, JobOutput
+from atelier.tools.ledger.output_store import OutputStore, OutputStoreError, output_key
+from atelier.tools.ledger.store import Claim, ClaimSpec, JobLedger, LeaseLostError
+from atelier.tools.schemas import ImageRef
+from atelier.tools.settings import Settings
 
 __all__ = ["JobRunner", "JobTimeLimitError", "backoff_seconds", "classify", "time_limit"]
 

@@ -19,14 +19,14 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from tools.accounts.auth import Authenticator
-from tools.accounts.directory import UserDirectory
-from tools.accounts.tokens import AuthError
-from tools.ledger.usage_collector import LedgerPool, UsageCollector
-from tools.settings import Settings
+from atelier.tools.accounts.auth import Authenticator
+from atelier.tools.accounts.directory import UserDirectory
+from atelier.tools.accounts.tokens import AuthError
+from atelier.tools.ledger.usage_collector import LedgerPool, UsageCollector
+from atelier.tools.settings import Settings
 
 if TYPE_CHECKING:
-    from tools.ledger.store import JobLedger
+    from atelier.tools.ledger.store import JobLedger
 
 __all__ = ["ByServer", "WorkerMetrics", "serve_metrics", "server_label"]
 

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tools.errors import WorkflowError
-from tools.schemas import GenerationParams
+from atelier.tools.errors import WorkflowError
+from atelier.tools.schemas import GenerationParams
 
 __all__ = ["ACTIVE", "MAX_KEY_CHARS", "MAX_OWNER_CHARS", "PRIORITY_RANGE", "TERMINAL_STATUSES", "Job", "JobOutput",
            "JobRequest", "JobRequestError", "JobStatus", "SubmitOutcome", "bounds_problem"]

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from tools.errors import AtelierError
+from atelier.tools.errors import AtelierError
 
 __all__ = ["EVENTS", "STATUS", "NotificationHub", "NotificationsClosedError", "Subscription"]
 

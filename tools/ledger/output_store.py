@@ -27,8 +27,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from tools.errors import AtelierError
-from tools.settings import Settings
+from atelier.tools.errors import AtelierError
+from atelier.tools.settings import Settings
 
 __all__ = [
     "LocalOutputStore",

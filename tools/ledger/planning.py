@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tools.catalog import require_workflow_name
-from tools.comfyui.templates import WorkflowTemplate, random_seed, required_models
-from tools.generate import check_params, images_of, resolve_workflow
-from tools.gpu.holdings import model_keys
-from tools.inputs import resolve_input
-from tools.ledger.models import JobRequest
-from tools.settings import Settings
+from atelier.tools.catalog import require_workflow_name
+from atelier.tools.comfyui.templates import WorkflowTemplate, random_seed, required_models
+from atelier.tools.generate import check_params, images_of, resolve_workflow
+from atelier.tools.gpu.holdings import model_keys
+from atelier.tools.inputs import resolve_input
+from atelier.tools.ledger.models import JobRequest
+from atelier.tools.settings import Settings
 
 __all__ = ["PlannedJob", "cache_key", "plan_job"]
 

@@ -8,27 +8,27 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Self
 
-from tools.accounts.directory import UserDirectory
-from tools.catalog import require_workflow_name
-from tools.comfyui.templates import WorkflowTemplate
-from tools.errors import AtelierError
-from tools.generate import resolve_workflow
-from tools.ledger.events import JobEvents
-from tools.ledger.models import Job, JobRequest, SubmitOutcome
-from tools.ledger.output_store import OutputStore, build_output_store
-from tools.ledger.planning import PlannedJob, plan_job
-from tools.ledger.store import JobLedger
-from tools.ledger.timings import WorkflowTimings
-from tools.prompts.abtests import ABTests
-from tools.prompts.library import PromptLibrary
-from tools.settings import Settings
+from atelier.tools.accounts.directory import UserDirectory
+from atelier.tools.catalog import require_workflow_name
+from atelier.tools.comfyui.templates import WorkflowTemplate
+from atelier.tools.errors import AtelierError
+from atelier.tools.generate import resolve_workflow
+from atelier.tools.ledger.events import JobEvents
+from atelier.tools.ledger.models import Job, JobRequest, SubmitOutcome
+from atelier.tools.ledger.output_store import OutputStore, build_output_store
+from atelier.tools.ledger.planning import PlannedJob, plan_job
+from atelier.tools.ledger.store import JobLedger
+from atelier.tools.ledger.timings import WorkflowTimings
+from atelier.tools.prompts.abtests import ABTests
+from atelier.tools.prompts.library import PromptLibrary
+from atelier.tools.settings import Settings
 
 __all__ = ["LedgerService", "database_url"]
 
 
 def database_url(settings: Settings) -> str:
     """DATABASE_URL when set; otherwise the embedded PostgreSQL in the data folder (started if needed)."""
-    from tools.ledger.database import resolve_database
+    from atelier.tools.ledger.database import resolve_database
 
     return resolve_database(settings).url
 

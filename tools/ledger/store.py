@@ -20,12 +20,12 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from tools.accounts.quotas import open_gate
-from tools.errors import AtelierError
-from tools.ledger.migrations import apply_migrations
-from tools.ledger.models import Job, JobOutput, JobRequest, SubmitOutcome
-from tools.ledger.notifications import STATUS, NotificationHub
-from tools.ledger.planning import PlannedJob
+from atelier.tools.accounts.quotas import open_gate
+from atelier.tools.errors import AtelierError
+from atelier.tools.ledger.migrations import apply_migrations
+from atelier.tools.ledger.models import Job, JobOutput, JobRequest, SubmitOutcome
+from atelier.tools.ledger.notifications import STATUS, NotificationHub
+from atelier.tools.ledger.planning import PlannedJob
 
 __all__ = ["Claim", "ClaimSpec", "IdempotencyKeyTakenError", "JobLedger", "JobNotFoundError", "LeaseLostError",
            "LedgerUnavailableError", "RatingToSync"]

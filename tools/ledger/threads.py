@@ -14,8 +14,8 @@ from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
-from tools.errors import AtelierError
-from tools.ledger.models import Job
+from atelier.tools.errors import AtelierError
+from atelier.tools.ledger.models import Job
 
 __all__ = ["ChatThread", "ThreadDirectory", "chat_job_key"]
 

@@ -25,17 +25,17 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from tools.comfyui.client import ComfyClient
-from tools.errors import ComfyHTTPError, ComfyUnreachableError
-from tools.gpu.room import GpuRoom
-from tools.ledger.failpoints import Failpoints
-from tools.ledger.heartbeat import Heartbeat, HeldJobs
-from tools.ledger.job_runner import JobRunner
-from tools.ledger.metrics import WorkerMetrics
-from tools.ledger.models import Job
-from tools.ledger.output_store import OutputStore
-from tools.ledger.store import Claim, ClaimSpec, JobLedger
-from tools.settings import Settings
+from atelier.tools.comfyui.client import ComfyClient
+from atelier.tools.errors import ComfyHTTPError, ComfyUnreachableError
+from atelier.tools.gpu.room import GpuRoom
+from atelier.tools.ledger.failpoints import Failpoints
+from atelier.tools.ledger.heartbeat import Heartbeat, HeldJobs
+from atelier.tools.ledger.job_runner import JobRunner
+from atelier.tools.ledger.metrics import WorkerMetrics
+from atelier.tools.ledger.models import Job
+from atelier.tools.ledger.output_store import OutputStore
+from atelier.tools.ledger.store import Claim, ClaimSpec, JobLedger
+from atelier.tools.settings import Settings
 
 __all__ = ["Worker", "WorkerOptions"]
 

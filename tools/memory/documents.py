@@ -8,8 +8,8 @@ from pathlib import Path
 
 from langchain_text_splitters import Language, RecursiveCharacterTextSplitter
 
-from tools.errors import AtelierError
-from tools.memory.records import DocumentChunk
+from atelier.tools.errors import AtelierError
+from atelier.tools.memory.records import DocumentChunk
 
 __all__ = ["SUFFIXES", "DocumentError", "chunk_file", "find_documents"]
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 from langchain_core.embeddings import Embeddings
 
-from tools.errors import AtelierError
-from tools.settings import Settings
+from atelier.tools.errors import AtelierError
+from atelier.tools.settings import Settings
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -15,11 +15,11 @@ import math
 import httpx
 from PIL import Image, UnidentifiedImageError
 
-from tools.errors import AtelierError
-from tools.ledger.models import Job
-from tools.memory.records import ImageRecord
-from tools.memory.store import PIXEL_DIM
-from tools.settings import Settings
+from atelier.tools.errors import AtelierError
+from atelier.tools.ledger.models import Job
+from atelier.tools.memory.records import ImageRecord
+from atelier.tools.memory.store import PIXEL_DIM
+from atelier.tools.settings import Settings
 
 __all__ = ["CAPTION_PROMPT", "caption_image", "colour_layout", "records_for_job"]
 

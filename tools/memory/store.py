@@ -16,10 +16,10 @@ from langchain_core.vectorstores import VectorStoreRetriever
 from langchain_qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient, models
 
-from tools.errors import AtelierError
-from tools.memory.embeddings import Embedder, LangChainEmbeddings, build_embedder
-from tools.memory.records import SHARED, DocumentChunk, DocumentHit, ImageHit, ImageRecord
-from tools.settings import Settings
+from atelier.tools.errors import AtelierError
+from atelier.tools.memory.embeddings import Embedder, LangChainEmbeddings, build_embedder
+from atelier.tools.memory.records import SHARED, DocumentChunk, DocumentHit, ImageHit, ImageRecord
+from atelier.tools.settings import Settings
 
 __all__ = ["DOCUMENTS", "IMAGES", "EmbeddingMismatchError", "MemoryLockedError", "MemoryStore", "memory_path"]
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
 
-from tools.memory.records import ImageRecord
+from atelier.tools.memory.records import ImageRecord
 
 __all__ = ["StyleProfile", "build_profile", "liking"]
 

@@ -9,13 +9,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from tools.errors import AtelierError
-from tools.ledger.store import JobLedger
-from tools.memory.images import caption_image, colour_layout
-from tools.memory.records import DocumentHit, ImageHit, image_point_id
-from tools.memory.store import MemoryStore
-from tools.memory.style import StyleProfile, build_profile
-from tools.settings import Settings
+from atelier.tools.errors import AtelierError
+from atelier.tools.ledger.store import JobLedger
+from atelier.tools.memory.images import caption_image, colour_layout
+from atelier.tools.memory.records import DocumentHit, ImageHit, image_point_id
+from atelier.tools.memory.store import MemoryStore
+from atelier.tools.memory.style import StyleProfile, build_profile
+from atelier.tools.settings import Settings
 
 __all__ = [
     "MemoryContext", "RateImageArgs", "RatingResult", "ReuseArgs", "ReuseSuggestion", "SearchDocumentsArgs",

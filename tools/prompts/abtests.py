@@ -15,11 +15,11 @@ from collections.abc import Sequence
 import psycopg
 from psycopg.rows import DictRow
 
-from tools.catalog import list_templates
-from tools.errors import AtelierError
-from tools.prompts.library import LIKED_SQL, TRUSTED_AUTHOR, Pool, PromptNotFoundError, not_yours
-from tools.prompts.models import ABReport, ABTest, Variant, VariantReport, VariantSpec, check_name
-from tools.prompts.significance import THRESHOLD, Outcome, decide
+from atelier.tools.catalog import list_templates
+from atelier.tools.errors import AtelierError
+from atelier.tools.prompts.library import LIKED_SQL, TRUSTED_AUTHOR, Pool, PromptNotFoundError, not_yours
+from atelier.tools.prompts.models import ABReport, ABTest, Variant, VariantReport, VariantSpec, check_name
+from atelier.tools.prompts.significance import THRESHOLD, Outcome, decide
 
 __all__ = ["METHOD", "ABTestError", "ABTestNotFoundError", "ABTests", "assign_variant"]
 

@@ -18,8 +18,8 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from tools.errors import AtelierError
-from tools.prompts.models import (
+from atelier.tools.errors import AtelierError
+from atelier.tools.prompts.models import (
     ChosenPrompt,
     Prompt,
     PromptDraft,

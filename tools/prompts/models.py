@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from tools.prompts.rendering import render_template, render_template_async
-from tools.prompts.templating import template_variables
+from atelier.tools.prompts.rendering import render_template, render_template_async
+from atelier.tools.prompts.templating import template_variables
 
 __all__ = ["NAME_PATTERN", "ABReport", "ABTest", "ChosenPrompt", "Prompt", "PromptDraft", "PromptVersion",
            "SaveResult", "Variant", "VariantReport", "VariantSpec", "VersionStats", "check_name"]

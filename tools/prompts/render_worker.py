@@ -14,7 +14,7 @@ import resource
 import sys
 from typing import Any, BinaryIO
 
-from tools.prompts.templating import PromptTemplateError, render_here
+from atelier.tools.prompts.templating import PromptTemplateError, render_here
 
 __all__ = ["answer", "main"]
 

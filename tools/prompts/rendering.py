@@ -30,8 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tools.errors import AtelierError
-from tools.prompts.templating import MAX_OUTPUT, PromptTemplateError, merged_values
+from atelier.tools.errors import AtelierError
+from atelier.tools.prompts.templating import MAX_OUTPUT, PromptTemplateError, merged_values
 
 __all__ = ["DEFAULT_SECONDS", "MEMORY_LIMIT", "RenderPool", "RendererError", "render_template",
            "render_template_async"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tools.prompts.abtests import ABTests, assign_variant
-from tools.prompts.library import PromptLibrary
-from tools.prompts.models import ChosenPrompt, PromptVersion
+from atelier.tools.prompts.abtests import ABTests, assign_variant
+from atelier.tools.prompts.library import PromptLibrary
+from atelier.tools.prompts.models import ChosenPrompt, PromptVersion
 
 __all__ = ["choose_prompt"]
 

@@ -15,8 +15,8 @@ from typing import Any
 from jinja2 import Template, TemplateError, UndefinedError, meta
 from jinja2.exceptions import SecurityError
 
-from tools.errors import AtelierError
-from tools.prompts.sandbox import PromptSandbox, SandboxLimitError
+from atelier.tools.errors import AtelierError
+from atelier.tools.prompts.sandbox import PromptSandbox, SandboxLimitError
 
 __all__ = ["MAX_OUTPUT", "MAX_TEMPLATE", "PromptTemplateError", "check_template", "merged_values", "render_here",
            "template_variables"]
