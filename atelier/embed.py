@@ -25,10 +25,10 @@ from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 
-from atelier.graphs.chat_session import ChatServices, studio, tool_context
+from atelier.adapters.langchain_tools import langchain_tools
 from atelier.graphs.deps import SupervisorDeps
 from atelier.graphs.supervisor import build_supervisor
-from atelier.tools.adapters.langchain_tools import langchain_tools
+from atelier.studio import ChatServices, studio, tool_context
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.models import Job, JobRequest
 from atelier.tools.ledger.service import LedgerService

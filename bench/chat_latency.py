@@ -221,7 +221,7 @@ async def floor_images(settings: Settings, workflow: str, params: GenerationPara
 async def turn_latencies(settings: Settings, conninfo: str, workflow: str | None, questions: int,
                          draws: list[str]) -> tuple[list[float], list[float]]:
     """(first-token seconds, image-done seconds) through `run_turn` here; the server's worker runs the jobs."""
-    from atelier.graphs.chat_session import ChatOptions, ChatServices, JobProgress, Token, run_turn
+    from atelier.studio import ChatOptions, ChatServices, JobProgress, Token, run_turn
 
     options = ChatOptions(workflow=workflow)
     firsts: list[float] = []

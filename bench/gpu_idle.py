@@ -76,7 +76,7 @@ def run_atelier(jobs: int, tmp: Path) -> tuple[float, float, float]:
         ids = asyncio.run(submit(conninfo, tmp / "a", jobs, fake.url))
         env = os.environ | {"DATABASE_URL": conninfo, "COMFYUI_URLS": fake.url, "ATELIER_DATA_DIR": str(tmp / "a")}
         started = time.perf_counter()
-        worker = subprocess.Popen([sys.executable, "-m", "atelier.tools.cli.main", "worker"], cwd=ROOT, env=env)
+        worker = subprocess.Popen([sys.executable, "-m", "atelier.cli.main", "worker"], cwd=ROOT, env=env)
         try:
             asyncio.run(wait_done(conninfo, ids, "atelier worker"))
         finally:

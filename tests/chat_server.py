@@ -1,4 +1,4 @@
-"""The chat server (app.build_server) under uvicorn in a thread on a loopback port, for browser and client tests."""
+"""The chat server (atelier.chat.build_server) under uvicorn in a thread on a loopback port, for browser tests."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ class ServerThread:
     """`with ServerThread(settings, conninfo) as url:` serves the chat until the block ends."""
 
     def __init__(self, settings: Settings, conninfo: str, *, worker: bool = True) -> None:
-        import app
+        from atelier.chat import build_server
 
         self.port = free_port()
-        config = uvicorn.Config(app.build_server(settings, conninfo=conninfo, worker=worker), host="127.0.0.1",
+        config = uvicorn.Config(build_server(settings, conninfo=conninfo, worker=worker), host="127.0.0.1",
                                 port=self.port, log_level="warning", timeout_graceful_shutdown=3)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True, name="chat-server")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from atelier.graphs.chat_session import ChatServices, studio
+from atelier.studio import ChatServices, studio
 from atelier.tools.settings import Settings, load_settings
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.fakes.ollama_server import FakeOllama

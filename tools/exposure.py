@@ -6,7 +6,7 @@
 - A web page on another origin must not drive a server through the user's browser: requests naming a DNS
   host other than loopback ones and ATELIER_ALLOWED_HOSTS are refused (DNS rebinding), and a request whose
   `Origin` is neither the server itself, Atelier's own chat page, nor ATELIER_ALLOWED_ORIGINS is refused
-  (`host_allowed`, `origin_allowed`; the HTTP guard in tools/api/guard.py applies them).
+  (`host_allowed`, `origin_allowed`; the HTTP guard in atelier/api/guard.py applies them).
 """
 
 from __future__ import annotations

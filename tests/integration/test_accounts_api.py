@@ -14,11 +14,11 @@ import pytest_asyncio
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from atelier.api.jobs import build_job_api
 from atelier.tools.accounts.auth import jwt_secret
 from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.accounts.models import Principal, Quotas
 from atelier.tools.accounts.tokens import issue_token
-from atelier.tools.api.jobs import build_job_api
 from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.settings import Settings, load_settings

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from autogen import AssistantAgent, UserProxyAgent
 
-from atelier.agents.autogen_team import (
+from atelier.adapters.autogen import (
     ToolLog,
     design_pair,
     ollama_llm_config,
@@ -22,7 +22,7 @@ from atelier.agents.autogen_team import (
     tool_schemas,
 )
 from atelier.agents.llm import LLMUnavailableError
-from atelier.graphs.chat_session import ChatServices, tool_context
+from atelier.studio import ChatServices, tool_context
 from atelier.tools.errors import AtelierError
 from atelier.tools.settings import Settings
 from atelier.tools.toolkit import TOOLS, JobInfo, ToolContext
@@ -65,8 +65,8 @@ def _pair(settings: Settings) -> tuple[AssistantAgent, UserProxyAgent]:
 
 
 async def test_registered_schemas_equal_the_specs(settings: Settings) -> None:
-    from atelier.tools.adapters.langchain_tools import langchain_tools
-    from atelier.tools.adapters.mcp_server import build_mcp
+    from atelier.adapters.langchain_tools import langchain_tools
+    from atelier.mcp.server import build_mcp
 
     ctx = ToolContext(settings=settings, ledger=cast(Any, None), owner="ana")  # registration touches no service
     assistant, user = _pair(settings)

@@ -41,10 +41,10 @@ def submit_jobs(url: str, count: int) -> list[str]:
     """Queue `count` distinct jobs through the CLI's own path (one process, the ledger service)."""
     code = (
         "import asyncio, sys\n"
-        "from tools.ledger.service import LedgerService\n"
-        "from tools.ledger.models import JobRequest\n"
-        "from tools.schemas import GenerationParams\n"
-        "from tools.settings import load_settings\n"
+        "from atelier.tools.ledger.service import LedgerService\n"
+        "from atelier.tools.ledger.models import JobRequest\n"
+        "from atelier.tools.schemas import GenerationParams\n"
+        "from atelier.tools.settings import load_settings\n"
         "async def main():\n"
         "    async with LedgerService.open(load_settings()) as svc:\n"
         f"        for i in range({count}):\n"
@@ -74,7 +74,7 @@ class Workers:
         """Start one more worker process."""
         self.started += 1
         log = (self.logs / f"worker-{self.started}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "atelier.tools.cli.main", "worker", "--verbose"], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "atelier.cli.main", "worker", "--verbose"], cwd=ROOT,
                                 env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from atelier.graphs.chat_session import (
+from atelier.studio import (
     Approval,
     ChatOptions,
     ChatServices,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from atelier.tools.cli.main import main
+from atelier.cli.main import main
 from tests.fakes.comfyui_server import FakeComfyUI
 
 DATA = Path(__file__).parent / "data"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from atelier.agents.crew import (
+from atelier.adapters.crewai import (
     TELEMETRY_SWITCHES,
     ToolCall,
     build_llm,
@@ -23,7 +23,7 @@ from atelier.agents.crew import (
     telemetry_disabled,
 )
 from atelier.agents.llm import LLMUnavailableError
-from atelier.graphs.chat_session import ChatServices, tool_context
+from atelier.studio import ChatServices, tool_context
 from atelier.tools.settings import Settings
 from atelier.tools.toolkit import JobInfo, ToolContext
 from tests.fakes.ollama_server import FakeOllama

@@ -20,7 +20,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from atelier.tools.cli.db_cmds import db_app
+from atelier.cli.db_cmds import db_app
 from atelier.tools.ledger import database
 from atelier.tools.ledger.database import (
     DatabaseError,

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from atelier.tools.api.jobs import build_job_api
+from atelier.api.jobs import build_job_api
 from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.ledger.worker import Worker, WorkerOptions

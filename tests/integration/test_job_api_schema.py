@@ -25,7 +25,7 @@ from hypothesis.internal.conjecture import utils as conjecture
 from schemathesis.generation.stateful.state_machine import APIStateMachine
 from schemathesis.python import asgi
 
-from atelier.tools.api.jobs import ApiError, build_job_api
+from atelier.api.jobs import ApiError, build_job_api
 from atelier.tools.settings import load_settings
 from tests.pg import MACHINE_ADMIN_URL, fresh_database
 

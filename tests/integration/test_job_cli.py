@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from atelier.tools.cli.main import app
+from atelier.cli.main import app
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.ledger.worker import Worker, WorkerOptions
 from atelier.tools.settings import load_settings
@@ -143,14 +143,14 @@ def test_submit_wait_prints_where_the_image_is(cli_env: dict[str, str], worker_t
 
 def _atelier(env: dict[str, str], *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     """Run `atelier …` as its own process."""
-    return subprocess.run([sys.executable, "-m", "atelier.tools.cli.main", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "atelier.cli.main", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
 def test_the_embedded_default_is_shared_by_separate_processes(tmp_path: Path, fake_comfy: FakeComfyUI) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env |= {"ATELIER_DATA_DIR": str(tmp_path / "data"), "COMFYUI_URLS": fake_comfy.url, "ATELIER_LEASE_SECONDS": "3"}
-    worker = subprocess.Popen([sys.executable, "-m", "atelier.tools.cli.main", "worker"], cwd=ROOT, env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "atelier.cli.main", "worker"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         submitted = _atelier(env, "submit", "a shared database", "--seed", "5", "--wait", "--json")

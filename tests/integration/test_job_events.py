@@ -16,8 +16,8 @@ import pytest_asyncio
 import uvicorn
 import websockets
 
-from atelier.tools.api.events import NOT_FOUND_CLOSE
-from atelier.tools.api.jobs import build_job_api
+from atelier.api.events import NOT_FOUND_CLOSE
+from atelier.api.jobs import build_job_api
 from atelier.tools.ledger.models import JobRequest
 from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService

@@ -133,7 +133,7 @@ def test_a_collection_made_by_another_model_is_refused_with_the_fix(settings: Se
 
 
 def test_a_second_process_is_told_to_run_a_qdrant_server(settings: Settings, memory: MemoryStore) -> None:
-    code = ("from tools.memory.store import MemoryStore\nfrom tools.settings import load_settings\n"
+    code = ("from atelier.tools.memory.store import MemoryStore\nfrom atelier.tools.settings import load_settings\n"
             f"MemoryStore.open(load_settings(data_dir={str(settings.data_dir)!r}))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "MemoryLockedError" in result.stderr
@@ -290,7 +290,7 @@ def test_an_owner_process_indexes_what_other_processes_record(settings: Settings
     import os
 
     env = os.environ | {"DATABASE_URL": machine_pg_url, "ATELIER_DATA_DIR": str(settings.data_dir)}
-    owner = subprocess.Popen([sys.executable, "-m", "atelier.tools.cli.main", "memory", "index", "--follow"], cwd=ROOT,
+    owner = subprocess.Popen([sys.executable, "-m", "atelier.cli.main", "memory", "index", "--follow"], cwd=ROOT,
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     async def record() -> str:
@@ -363,7 +363,7 @@ async def test_submit_with_reuse_offers_the_existing_image_instead_of_generating
 ) -> None:
     from typer.testing import CliRunner
 
-    from atelier.tools.cli.main import app
+    from atelier.cli.main import app
 
     fox = await finished_job(ledger_svc, "a red fox in the snow, watercolor", "ana", _png((200, 40, 30)))
     store = MemoryStore.open(settings, minilm)

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from psycopg_pool import AsyncConnectionPool
 
-from atelier.tools.api.comfy_probe import ComfyProbeCollector
-from atelier.tools.api.jobs import build_job_api
+from atelier.api.comfy_probe import ComfyProbeCollector
+from atelier.api.jobs import build_job_api
 from atelier.tools.ledger.migrations import apply_migrations
 from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService

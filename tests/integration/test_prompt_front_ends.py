@@ -12,8 +12,8 @@ import pytest
 import pytest_asyncio
 from typer.testing import CliRunner
 
-from atelier.tools.api.jobs import build_job_api
-from atelier.tools.cli.main import app
+from atelier.api.jobs import build_job_api
+from atelier.cli.main import app
 from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.settings import Settings, load_settings

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from atelier.tools.api.jobs import build_job_api
-from atelier.tools.cli.main import app
+from atelier.api.jobs import build_job_api
+from atelier.cli.main import app
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from atelier.api.jobs import build_job_api
 from atelier.tools.accounts.directory import UserDirectory
-from atelier.tools.api.jobs import build_job_api
 from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.settings import Settings, load_settings

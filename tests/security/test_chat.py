@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from atelier.cli.main import main as atelier
 from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.accounts.keys import split_key
-from atelier.tools.cli.main import main as atelier
 from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.settings import Settings, load_settings

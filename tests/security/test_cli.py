@@ -15,7 +15,7 @@ import psycopg
 from PIL import Image
 from typer.testing import CliRunner, Result
 
-from atelier.tools.cli.main import app
+from atelier.cli.main import app
 
 
 def _env(database: str, tmp_path: Path) -> dict[str, str]:

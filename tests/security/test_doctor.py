@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from atelier.tools.cli.main import main as atelier
+from atelier.cli.main import main as atelier
 
 SECRET = "hunter2-doctor"
 

@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from atelier.tools.api.jobs import build_job_api
+from atelier.api.jobs import build_job_api
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.settings import Settings
 from tests.security.conftest import Keys

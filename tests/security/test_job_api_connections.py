@@ -31,8 +31,8 @@ import websockets
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.frames import Close
 
+from atelier.api.events import TOO_MANY_SOCKETS_CLOSE
 from atelier.tools.accounts.directory import UserDirectory
-from atelier.tools.api.events import TOO_MANY_SOCKETS_CLOSE
 from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.settings import load_settings
@@ -105,9 +105,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                    "COMFYUI_URLS": f"{comfy},http://u:tok-in-userinfo@127.0.0.1:9/secret-path?token=tok-in-query"}
         api = f"http://127.0.0.1:{api_port}"
         worker_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
-        with (serving([sys.executable, "-m", "atelier.tools.cli.main", "api", "--port", str(api_port)], f"{api}/health",
+        with (serving([sys.executable, "-m", "atelier.cli.main", "api", "--port", str(api_port)], f"{api}/health",
                       tmp / "api.log", env=api_env, cwd=ROOT, ready=200),
-              serving([sys.executable, "-m", "atelier.tools.cli.main", "worker", "--metrics-port", str(metrics_port)],
+              serving([sys.executable, "-m", "atelier.cli.main", "worker", "--metrics-port", str(metrics_port)],
                       worker_metrics, tmp / "worker.log", env=env, cwd=ROOT, ready=401)):  # accounts: no anonymous
             yield Stack(api, worker_metrics, url, fake, keys)
 

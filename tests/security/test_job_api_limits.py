@@ -23,10 +23,10 @@ import pytest_asyncio
 import uvicorn
 from PIL import Image
 
+from atelier.api.jobs import build_job_api
+from atelier.cli.main import main as cli_main
 from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.accounts.models import Quotas
-from atelier.tools.api.jobs import build_job_api
-from atelier.tools.cli.main import main as cli_main
 from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.ledger.worker import Worker, WorkerOptions

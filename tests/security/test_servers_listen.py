@@ -22,7 +22,7 @@ from tests.serving import serving
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "atelier.tools.cli.main"]
+CLI = [sys.executable, "-m", "atelier.cli.main"]
 REFUSAL = "will not listen on 0.0.0.0 in local mode"
 WARNING = "WITHOUT AUTHENTICATION"
 # Where each server answers once it listens (any HTTP answer will do).

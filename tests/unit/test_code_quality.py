@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["atelier", "atelier.tools", "atelier.tools.comfyui", "atelier.tools.cli", "atelier.tools.ledger",
-            "atelier.tools.memory", "atelier.tools.api", "atelier.tools.adapters", "atelier.tools.gpu",
-            "atelier.tools.prompts", "atelier.tools.accounts", "atelier.agents", "atelier.graphs", "atelier.workflows"]
+PACKAGES: list[str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
 
 
 def _run(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -54,3 +53,12 @@ def test_packages_import_from_built_wheel(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(target)}
     result = _run(sys.executable, "-P", "-c", code, cwd=tmp_path, env=env)
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr
+
+
+def test_every_package_folder_is_listed_for_the_wheel() -> None:
+    found = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "atelier").rglob("__init__.py")}
+    found |= {"atelier." + ".".join(init.parent.relative_to(ROOT).parts)
+              for folder in ("tools", "agents", "graphs", "workflows") for init in (ROOT / folder).rglob("__init__.py")}
+    found = {name for name in found if not name.startswith("atelier.atelier") and "__pycache__" not in name}
+    # rglob does not enter the links atelier/tools etc., so each folder is counted once, under its atelier name.
+    assert set(PACKAGES) == found, (sorted(set(PACKAGES) - found), sorted(found - set(PACKAGES)))

@@ -15,7 +15,7 @@ from crewai.tools.tool_failure import ToolFailure, ToolFailureReason
 from crewai.utilities.agent_utils import convert_tools_to_openai_schema
 from pydantic import BaseModel, Field
 
-from atelier.agents.crew import (
+from atelier.adapters.crewai import (
     TELEMETRY_SWITCHES,
     AtelierCrewTool,
     ToolCall,
@@ -226,7 +226,7 @@ def test_crewai_imported_first_still_sends_nothing() -> None:
         "import threading, crewai\n"
         "from crewai.telemetry import Telemetry\n"
         "early = Telemetry().ready\n"
-        "import agents.crew as crew\n"
+        "import atelier.adapters.crewai as crew\n"
         "names = [t.name for t in threading.enumerate()]\n"
         "print(early, crew.telemetry_disabled(), any('Span' in n for n in names))\n"
     )

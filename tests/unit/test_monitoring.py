@@ -18,8 +18,8 @@ import pytest_asyncio
 import yaml
 from prometheus_client import CollectorRegistry
 
-from atelier.tools.api.comfy_probe import ComfyProbeCollector
-from atelier.tools.api.jobs import build_job_api
+from atelier.api.comfy_probe import ComfyProbeCollector
+from atelier.api.jobs import build_job_api
 from atelier.tools.ledger.metrics import WorkerMetrics
 from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService

@@ -11,7 +11,7 @@ from typing import Any, get_args
 import pytest
 from pydantic import BaseModel
 
-import atelier.tools.api.jobs as job_api
+import atelier.api.jobs as job_api
 from atelier.tools.catalog import list_templates
 from atelier.tools.ledger.models import JobStatus
 from atelier.tools.settings import load_settings

@@ -28,7 +28,7 @@ def _context(tmp_path: Path) -> ToolContext:
 
 
 def test_langchain_tools_match_the_specs(tmp_path: Path) -> None:
-    from atelier.tools.adapters.langchain_tools import langchain_tools
+    from atelier.adapters.langchain_tools import langchain_tools
 
     found = {t.name: (t.description, schema(t.tool_call_schema.model_json_schema()))  # type: ignore[union-attr]
              for t in langchain_tools(_context(tmp_path))}
@@ -37,7 +37,7 @@ def test_langchain_tools_match_the_specs(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_mcp_tools_match_the_specs(tmp_path: Path) -> None:
-    from atelier.tools.adapters.mcp_server import build_mcp
+    from atelier.mcp.server import build_mcp
 
     context = _context(tmp_path)
     server = build_mcp(lambda: context)
@@ -47,7 +47,7 @@ async def test_mcp_tools_match_the_specs(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_crewai_tools_match_the_specs(tmp_path: Path) -> None:
-    from atelier.agents.crew import crew_tools
+    from atelier.adapters.crewai import crew_tools
 
     found = {t.name: (t.description, schema(t.args_schema.model_json_schema())) for t in crew_tools(_context(tmp_path))}
     assert found == expected()
@@ -57,7 +57,7 @@ async def test_crewai_tools_match_the_specs(tmp_path: Path) -> None:
 async def test_autogen_tools_match_the_specs(tmp_path: Path) -> None:
     from autogen import AssistantAgent, UserProxyAgent
 
-    from atelier.agents.autogen_team import ollama_llm_config, register_tools
+    from atelier.adapters.autogen import ollama_llm_config, register_tools
 
     context = _context(tmp_path)
     caller = AssistantAgent("caller", llm_config=ollama_llm_config(context.settings))

@@ -21,13 +21,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
+from atelier.api.auth import add_auth_routes, auth_error_response, caller_of, socket_caller
+from atelier.api.events import JOB_ID_PATTERN, add_event_routes
+from atelier.api.guard import RequestGuard
+from atelier.api.inputs import add_input_routes
 from atelier.tools.accounts.models import LOCAL, Principal
 from atelier.tools.accounts.quotas import QuotaExceededError
 from atelier.tools.accounts.tokens import AuthError
-from atelier.tools.api.auth import add_auth_routes, auth_error_response, caller_of, socket_caller
-from atelier.tools.api.events import JOB_ID_PATTERN, add_event_routes
-from atelier.tools.api.guard import RequestGuard
-from atelier.tools.api.inputs import add_input_routes
 from atelier.tools.catalog import CatalogEntry, list_templates, require_workflow_name
 from atelier.tools.errors import AtelierError, WorkflowError
 from atelier.tools.exposure import own_origins
@@ -386,11 +386,11 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
                      lambda socket: socket_caller(settings, ledger(socket), socket),
                      max_sockets_per_user=settings.max_event_sockets_per_user)
     add_auth_routes(api, settings, ledger, caller, error_responses)
-    from atelier.tools.api.prompts import add_prompt_routes  # here: that module reads this one's helpers
+    from atelier.api.prompts import add_prompt_routes  # here: that module reads this one's helpers
 
     add_prompt_routes(api, ledger, settings, error_responses, JobView,
                       lambda job, request: JobView.of(job, base(request)), caller)
-    from atelier.tools.api.metrics import add_metrics_route
+    from atelier.api.metrics import add_metrics_route
 
     add_metrics_route(api, settings)
     add_input_routes(api, settings, caller, error_responses)

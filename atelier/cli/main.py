@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from atelier.tools.cli import (
+from atelier.cli import (
     api_cmd,
     db_cmds,
     generate_cmd,

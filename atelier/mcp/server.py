@@ -7,7 +7,7 @@ carrying the message that names the fix. `serve_mcp` opens the services once per
 session: an HTTP server has many sessions, and one worker and one memory must serve them all).
 
 Who the tools act for: over stdio (and over HTTP in local mode) the process's owner (`atelier mcp --owner`);
-over HTTP in accounts mode the user behind each request's credentials (tools/adapters/mcp_auth.py), so one
+over HTTP in accounts mode the user behind each request's credentials (atelier/mcp/auth.py), so one
 server serves many users and each sees only their own jobs, images and memory (plus shared items).
 """
 
@@ -27,10 +27,10 @@ from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import ValidationError
 from starlette.types import ASGIApp
 
+from atelier.api.guard import RequestGuard
+from atelier.mcp.auth import RequireCaller, principal_of
 from atelier.tools.accounts.auth import Authenticator
 from atelier.tools.accounts.directory import UserDirectory
-from atelier.tools.adapters.mcp_auth import RequireCaller, principal_of
-from atelier.tools.api.guard import RequestGuard
 from atelier.tools.errors import AtelierError
 from atelier.tools.exposure import is_loopback, own_origins
 from atelier.tools.ledger.store import JobNotFoundError
@@ -115,7 +115,7 @@ def acting_context(server: FastMCP, current: Callable[[], ToolContext]) -> Calla
         if request is not None and ctx.settings.auth_mode == "accounts":
             # Fail closed: an HTTP app served without RequireCaller must not act as the process's owner.
             raise AtelierError("this request's caller is unknown; the MCP HTTP app must be served through "
-                               "atelier.tools.adapters.mcp_server.http_app in accounts mode")
+                               "atelier.mcp.server.http_app in accounts mode")
         return ctx
 
     return acting

@@ -7,7 +7,7 @@ event loop never runs one. A prompt or a test changes only by its author (the ca
 admin; anyone else gets a 403 that says how to fork.
 """
 
-# No `from __future__ import annotations`: FastAPI reads these annotations at runtime (see tools/api/jobs.py).
+# No `from __future__ import annotations`: FastAPI reads these annotations at runtime (see atelier/api/jobs.py).
 import asyncio
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -49,7 +49,7 @@ class _Storable(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _storable(cls, value: Any) -> Any:
-        from atelier.tools.api.jobs import _check_storable
+        from atelier.api.jobs import _check_storable
 
         _check_storable(value, "body")
         return value
@@ -176,7 +176,7 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
     or a test changes only by its author or an admin (others fork); jobs and ratings are the caller's own (an
     admin's: anyone's).
     """
-    from atelier.tools.api.jobs import ErrorResponse, _confine, owner_for
+    from atelier.api.jobs import ErrorResponse, _confine, owner_for
 
     Caller = Annotated[Principal, Depends(caller)]
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from atelier.tools.cli.generate_cmd import generation_params
+from atelier.cli.generate_cmd import generation_params
 from atelier.tools.comfyui.templates import WorkflowTemplate
 from atelier.tools.errors import AtelierError
 from atelier.tools.inputs import InputStore

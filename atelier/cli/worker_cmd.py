@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from atelier.tools.cli.api_cmd import ALLOW_UNAUTHENTICATED_HELP
+from atelier.cli.api_cmd import ALLOW_UNAUTHENTICATED_HELP
 from atelier.tools.doctor import mask_secrets
 from atelier.tools.exposure import check_listen_address
 from atelier.tools.ledger.metrics import WorkerMetrics, serve_metrics

@@ -20,7 +20,7 @@ def api(
     """Serve POST/GET/DELETE /jobs, images, /batches, /workflows and /health (OpenAPI at /docs)."""
     import uvicorn
 
-    from atelier.tools.api.jobs import build_job_api
+    from atelier.api.jobs import build_job_api
     from atelier.tools.exposure import check_listen_address
     from atelier.tools.settings import load_settings
 

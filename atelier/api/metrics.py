@@ -21,9 +21,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from atelier.api.auth import authenticator
+from atelier.api.comfy_probe import ComfyProbeCollector
 from atelier.tools.accounts.tokens import AuthError
-from atelier.tools.api.auth import authenticator
-from atelier.tools.api.comfy_probe import ComfyProbeCollector
 from atelier.tools.ledger.usage_collector import LedgerPool, UsageCollector
 from atelier.tools.settings import Settings
 

@@ -5,7 +5,7 @@ admin, in accounts mode the user behind the request's token or key. WebSocket cl
 headers there) may pass the token as `?access_token=`.
 """
 
-# No `from __future__ import annotations`: FastAPI reads these annotations at runtime (see tools/api/jobs.py).
+# No `from __future__ import annotations`: FastAPI reads these annotations at runtime (see atelier/api/jobs.py).
 from collections.abc import Callable
 from typing import Annotated, Any
 

@@ -8,10 +8,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from atelier.cli.job_cmds import _with_ledger
 from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.accounts.models import Quotas, User
 from atelier.tools.accounts.quotas import TIER_PRIORITY
-from atelier.tools.cli.job_cmds import _with_ledger
 from atelier.tools.ledger.service import LedgerService
 
 __all__ = ["users_app"]

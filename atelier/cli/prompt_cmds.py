@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from atelier.tools.cli.job_cmds import _with_ledger
+from atelier.cli.job_cmds import _with_ledger
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.prompts.models import ABReport, ABTest, PromptDraft, VariantSpec

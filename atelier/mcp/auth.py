@@ -15,10 +15,10 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from atelier.api.auth import auth_error_response
 from atelier.tools.accounts.auth import Authenticator
 from atelier.tools.accounts.models import Principal
 from atelier.tools.accounts.tokens import AuthError
-from atelier.tools.api.auth import auth_error_response
 
 __all__ = ["PRINCIPAL_KEY", "RequireCaller", "principal_of"]
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import typer
 
-from atelier.tools.cli.api_cmd import ALLOW_UNAUTHENTICATED_HELP
+from atelier.cli.api_cmd import ALLOW_UNAUTHENTICATED_HELP
 
 __all__ = ["mcp"]
 
@@ -40,8 +40,8 @@ def mcp(
     if http:  # before the heavy imports: a refusal is immediate
         check_listen_address(host, settings, server="The MCP server", allow_unauthenticated=allow_unauthenticated)
 
-    from atelier.graphs.chat_session import studio, tool_context
-    from atelier.tools.adapters.mcp_server import serve_mcp
+    from atelier.mcp.server import serve_mcp
+    from atelier.studio import studio, tool_context
     from atelier.tools.toolkit import ToolContext
 
     @contextlib.asynccontextmanager
