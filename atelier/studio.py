@@ -27,11 +27,11 @@ from atelier.graphs.deps import SupervisorDeps
 from atelier.graphs.owner import OWNER_KEY
 from atelier.graphs.state import SupervisorState
 from atelier.graphs.supervisor import build_supervisor
+from atelier.tools.conversations import ThreadDirectory
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.events import JobEvent
 from atelier.tools.ledger.models import Job
 from atelier.tools.ledger.service import LedgerService
-from atelier.tools.ledger.threads import ThreadDirectory
 from atelier.tools.memory.store import MemoryStore
 from atelier.tools.settings import Settings
 from atelier.tools.toolkit import AskArgs, AskResult, ToolContext
@@ -155,8 +155,8 @@ class ChatServices:
 async def studio(settings: Settings, *, llm: BaseChatModel | None = None, conninfo: str | None = None,
                  worker: bool = True, with_memory: bool = True) -> AsyncIterator[ChatServices]:
     """ChatServices plus, while the block runs, a ledger worker (unless `worker=False`) and the memory indexer."""
-    from atelier.tools.ledger.worker import Worker
     from atelier.tools.memory.indexer import MemoryIndexer
+    from atelier.tools.worker.worker import Worker
 
     stop = asyncio.Event()
     async with ChatServices.open(settings, llm=llm, conninfo=conninfo, with_memory=with_memory) as services:

@@ -28,8 +28,8 @@ from rich.progress import Progress
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from atelier.tools.ledger.models import JobRequest
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import load_settings
 from tests.conftest import INSTALLED_MODELS

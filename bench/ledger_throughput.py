@@ -74,8 +74,8 @@ async def _atelier_submit(conninfo: str, total: int, data_dir: Path, batch: int)
     """Submit `total` distinct jobs from SUBMITTERS concurrent tasks, one by one or `batch` per transaction."""
     from atelier.tools.generate import resolve_workflow
     from atelier.tools.ledger.models import JobRequest
-    from atelier.tools.ledger.output_store import LocalOutputStore
     from atelier.tools.ledger.service import LedgerService
+    from atelier.tools.outputs.store import LocalOutputStore
     from atelier.tools.schemas import GenerationParams
     from atelier.tools.settings import load_settings
 

@@ -38,8 +38,8 @@ async def _submit_all(conninfo: str, total: int, data_dir: Path, owners: list[st
     from atelier.tools.accounts.models import Quotas
     from atelier.tools.generate import resolve_workflow
     from atelier.tools.ledger.models import JobRequest
-    from atelier.tools.ledger.output_store import LocalOutputStore
     from atelier.tools.ledger.service import LedgerService
+    from atelier.tools.outputs.store import LocalOutputStore
     from atelier.tools.schemas import GenerationParams
     from atelier.tools.settings import load_settings
 

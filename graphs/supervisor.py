@@ -46,8 +46,8 @@ from atelier.graphs.owner import acting_owner
 from atelier.graphs.routing import classify
 from atelier.graphs.state import Intent, SupervisorState
 from atelier.tools.catalog import require_workflow_name
+from atelier.tools.conversations import chat_job_key
 from atelier.tools.errors import AtelierError
-from atelier.tools.ledger.threads import chat_job_key
 from atelier.tools.memory.style import StyleProfile, build_profile
 from atelier.tools.prompts.models import ChosenPrompt
 from atelier.tools.prompts.selection import choose_prompt

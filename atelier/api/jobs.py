@@ -33,9 +33,9 @@ from atelier.tools.errors import AtelierError, WorkflowError
 from atelier.tools.exposure import own_origins
 from atelier.tools.inputs import resolve_input
 from atelier.tools.ledger.models import MAX_KEY_CHARS, MAX_OWNER_CHARS, PRIORITY_RANGE, Job, JobRequest, JobStatus
-from atelier.tools.ledger.output_store import OutputStoreError
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.ledger.store import IdempotencyKeyTakenError, JobNotFoundError
+from atelier.tools.outputs.store import OutputStoreError
 from atelier.tools.prompts.abtests import ABTestNotFoundError
 from atelier.tools.prompts.library import PromptNotFoundError
 from atelier.tools.prompts.templating import PromptTemplateError

@@ -22,9 +22,9 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atelier.api.auth import authenticator
-from atelier.api.comfy_probe import ComfyProbeCollector
 from atelier.tools.accounts.tokens import AuthError
-from atelier.tools.ledger.usage_collector import LedgerPool, UsageCollector
+from atelier.tools.metrics.comfy_probe import ComfyProbeCollector
+from atelier.tools.metrics.usage import LedgerPool, UsageCollector
 from atelier.tools.settings import Settings
 
 __all__ = ["AppLedgerCollector", "RequestMetrics", "add_metrics_route", "require_admin"]

@@ -17,7 +17,7 @@ from atelier.cli.generate_cmd import generation_params
 from atelier.tools.comfyui.templates import WorkflowTemplate
 from atelier.tools.errors import AtelierError
 from atelier.tools.inputs import InputStore
-from atelier.tools.ledger.batch import read_batch
+from atelier.tools.intake.batch import read_batch
 from atelier.tools.ledger.models import Job, JobRequest
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.settings import load_settings

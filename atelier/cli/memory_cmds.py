@@ -18,9 +18,9 @@ from rich.table import Table
 from atelier.tools.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from atelier.tools.ledger.output_store import OutputStore
     from atelier.tools.memory.records import ImageHit
     from atelier.tools.memory.tools import MemoryContext
+    from atelier.tools.outputs.store import OutputStore
 
 # The memory's modules (Qdrant, LangChain) take a second or more to import: commands import them when run,
 # so that `atelier worker` and the other commands start fast.
@@ -183,8 +183,8 @@ def style(owner: str = typer.Option("cli", help="Whose taste."), limit: int = ty
 @memory_app.command("index")
 def index(follow: bool = typer.Option(False, "--follow", help="Keep indexing as jobs succeed (Ctrl-C stops).")) -> None:
     """Index the images of succeeded jobs not in the memory yet (this process owns the memory meanwhile)."""
-    from atelier.tools.ledger.output_store import build_output_store
     from atelier.tools.memory.indexer import MemoryIndexer
+    from atelier.tools.outputs.store import build_output_store
 
     async def work() -> None:
         settings = load_settings()

@@ -15,10 +15,10 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from atelier.tools.ledger.dropzone import DropZone, DropZoneOptions, Outcome
+from atelier.tools.intake.dropzone import DropZone, DropZoneOptions, Outcome
 from atelier.tools.ledger.service import LedgerService
-from atelier.tools.ledger.worker import Worker, WorkerOptions
 from atelier.tools.settings import load_settings
+from atelier.tools.worker.worker import Worker, WorkerOptions
 
 __all__ = ["watch"]
 

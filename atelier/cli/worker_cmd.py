@@ -13,10 +13,10 @@ from rich.logging import RichHandler
 from atelier.cli.api_cmd import ALLOW_UNAUTHENTICATED_HELP
 from atelier.tools.doctor import mask_secrets
 from atelier.tools.exposure import check_listen_address
-from atelier.tools.ledger.metrics import WorkerMetrics, serve_metrics
 from atelier.tools.ledger.service import LedgerService
-from atelier.tools.ledger.worker import Worker, WorkerOptions
 from atelier.tools.settings import load_settings
+from atelier.tools.worker.metrics import WorkerMetrics, serve_metrics
+from atelier.tools.worker.worker import Worker, WorkerOptions
 
 __all__ = ["worker"]
 

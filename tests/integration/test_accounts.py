@@ -18,8 +18,8 @@ from atelier.tools.accounts.quotas import QuotaExceededError
 from atelier.tools.accounts.tokens import AuthError, issue_token
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.models import JobRequest
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import load_settings
 

@@ -19,8 +19,8 @@ from atelier.tools.accounts.auth import jwt_secret
 from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.accounts.models import Principal, Quotas
 from atelier.tools.accounts.tokens import issue_token
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.settings import Settings, load_settings
 
 pytestmark = pytest.mark.asyncio

@@ -11,8 +11,8 @@ import pytest_asyncio
 
 from atelier.agents.cost_router import choose_route
 from atelier.tools.ledger.models import JobOutput, JobRequest
-from atelier.tools.ledger.output_store import LocalOutputStore, output_key
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.outputs.store import LocalOutputStore, output_key
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import load_settings
 

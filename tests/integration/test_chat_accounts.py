@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from atelier.tools.accounts.directory import UserDirectory
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.settings import Settings, load_settings
 from tests.chat_server import ServerThread, message_text
 from tests.fakes.comfyui_server import FakeComfyUI
@@ -106,8 +106,8 @@ def test_each_person_sees_only_their_own_work_in_the_chat(
 
 
 def test_a_conversation_cannot_be_continued_or_resumed_by_another_owner(machine_pg_url: str, tmp_path: Path) -> None:
+    from atelier.tools.conversations import ThreadDirectory
     from atelier.tools.errors import AtelierError
-    from atelier.tools.ledger.threads import ThreadDirectory
 
     settings = load_settings(data_dir=tmp_path / "data", comfyui_urls="http://127.0.0.1:9")
 

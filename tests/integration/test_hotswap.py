@@ -14,11 +14,11 @@ import pytest
 import pytest_asyncio
 
 from atelier.tools.ledger.models import Job, JobRequest
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
-from atelier.tools.ledger.worker import Worker, WorkerOptions
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import Settings, load_settings
+from atelier.tools.worker.worker import Worker, WorkerOptions
 from tests.conftest import INSTALLED_MODELS
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.fakes.fake_gpu import GIB, FakeGpu

@@ -11,10 +11,10 @@ import pytest
 import pytest_asyncio
 
 from atelier.api.jobs import build_job_api
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
-from atelier.tools.ledger.worker import Worker, WorkerOptions
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.settings import Settings, load_settings
+from atelier.tools.worker.worker import Worker, WorkerOptions
 from tests.fakes.comfyui_server import FakeComfyUI
 
 pytestmark = pytest.mark.asyncio

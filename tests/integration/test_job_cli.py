@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from atelier.cli.main import app
 from atelier.tools.ledger.service import LedgerService
-from atelier.tools.ledger.worker import Worker, WorkerOptions
 from atelier.tools.settings import load_settings
+from atelier.tools.worker.worker import Worker, WorkerOptions
 from tests.fakes.comfyui_server import FakeComfyUI
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,11 +19,11 @@ import websockets
 from atelier.api.events import NOT_FOUND_CLOSE
 from atelier.api.jobs import build_job_api
 from atelier.tools.ledger.models import JobRequest
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
-from atelier.tools.ledger.worker import Worker, WorkerOptions
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import Settings, load_settings
+from atelier.tools.worker.worker import Worker, WorkerOptions
 from tests.fakes.comfyui_server import FakeComfyUI
 
 pytestmark = pytest.mark.asyncio

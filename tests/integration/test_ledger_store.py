@@ -13,14 +13,14 @@ import psycopg
 import pytest
 import pytest_asyncio
 
-from atelier.tools.ledger.heartbeat import Heartbeat, HeldJobs
 from atelier.tools.ledger.migrations import MIGRATIONS, apply_migrations
 from atelier.tools.ledger.models import JobOutput, JobRequest
-from atelier.tools.ledger.output_store import LocalOutputStore, output_key
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.ledger.store import Claim, LeaseLostError
+from atelier.tools.outputs.store import LocalOutputStore, output_key
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import load_settings
+from atelier.tools.worker.heartbeat import Heartbeat, HeldJobs
 
 pytestmark = pytest.mark.asyncio
 

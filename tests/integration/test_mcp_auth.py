@@ -21,8 +21,8 @@ from atelier.tools.accounts.auth import jwt_secret
 from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.accounts.models import Principal
 from atelier.tools.accounts.tokens import issue_token
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.settings import load_settings
 from tests.chat_server import free_port
 from tests.fakes.comfyui_server import FakeComfyUI

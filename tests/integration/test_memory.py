@@ -14,7 +14,6 @@ import pytest_asyncio
 from PIL import Image
 
 from atelier.tools.ledger.models import Job, JobOutput, JobRequest
-from atelier.tools.ledger.output_store import LocalOutputStore, output_key
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.memory.documents import chunk_file, find_documents
 from atelier.tools.memory.embeddings import MiniLMEmbedder
@@ -34,6 +33,7 @@ from atelier.tools.memory.tools import (
     style_profile,
     suggest_reuse,
 )
+from atelier.tools.outputs.store import LocalOutputStore, output_key
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import Settings, load_settings
 

@@ -18,13 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from psycopg_pool import AsyncConnectionPool
 
-from atelier.api.comfy_probe import ComfyProbeCollector
 from atelier.api.jobs import build_job_api
 from atelier.tools.ledger.migrations import apply_migrations
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.ledger.store import JobLedger
-from atelier.tools.ledger.usage_collector import OTHER_OWNERS, LedgerPool, UsageCollector
+from atelier.tools.metrics.comfy_probe import ComfyProbeCollector
+from atelier.tools.metrics.usage import OTHER_OWNERS, LedgerPool, UsageCollector
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.settings import Settings, load_settings
 from tests.fakes.comfyui_server import FakeComfyUI
 

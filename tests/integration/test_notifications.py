@@ -13,8 +13,8 @@ import pytest_asyncio
 from atelier.tools.ledger.events import JobEvent
 from atelier.tools.ledger.models import Job, JobRequest
 from atelier.tools.ledger.notifications import NotificationsClosedError
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import load_settings
 

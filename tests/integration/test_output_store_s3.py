@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.stub import Stubber
 from moto.server import ThreadedMotoServer
 
-from atelier.tools.ledger.output_store import (
+from atelier.tools.outputs.store import (
     OutputStore,
     OutputStoreError,
     S3OutputStore,
@@ -260,8 +260,8 @@ async def test_a_worker_puts_job_images_in_the_bucket_with_working_links(
 
     from atelier.tools.ledger.models import JobRequest
     from atelier.tools.ledger.service import LedgerService
-    from atelier.tools.ledger.worker import Worker, WorkerOptions
     from atelier.tools.schemas import GenerationParams
+    from atelier.tools.worker.worker import Worker, WorkerOptions
 
     settings = load_settings(data_dir=tmp_path, comfyui_urls=fake_comfy.url, s3_bucket=bucket,
                              s3_endpoint_url=endpoint, s3_access_key=ACCESS, s3_secret_key=SECRET)

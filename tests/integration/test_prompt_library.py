@@ -11,8 +11,8 @@ import pytest
 import pytest_asyncio
 
 from atelier.tools.ledger.models import JobOutput, JobRequest
-from atelier.tools.ledger.output_store import LocalOutputStore, output_key
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.outputs.store import LocalOutputStore, output_key
 from atelier.tools.prompts.abtests import ABTestError, assign_variant
 from atelier.tools.prompts.library import NotTheAuthorError, PromptNotFoundError
 from atelier.tools.prompts.models import ChosenPrompt, PromptDraft, VariantSpec

@@ -15,8 +15,8 @@ from langgraph.types import Command
 from atelier.graphs.deps import SupervisorDeps
 from atelier.graphs.routing import classify
 from atelier.graphs.supervisor import build_supervisor
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.settings import Settings, load_settings
 from tests.fakes.chat_model import ScriptedChatModel
 

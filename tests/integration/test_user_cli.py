@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from atelier.api.jobs import build_job_api
 from atelier.cli.main import app
 from atelier.tools.errors import AtelierError
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.settings import load_settings
 
 KEY = re.compile(r"atl_[0-9a-f]{8}_\S+")

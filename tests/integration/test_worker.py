@@ -14,14 +14,14 @@ import pytest_asyncio
 
 from atelier.tools.comfyui.client import ComfyClient
 from atelier.tools.generate import resolve_workflow
-from atelier.tools.ledger.metrics import WorkerMetrics, serve_metrics
 from atelier.tools.ledger.models import Job, JobRequest
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.ledger.store import Claim
-from atelier.tools.ledger.worker import Worker, WorkerOptions
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import Settings, load_settings
+from atelier.tools.worker.metrics import WorkerMetrics, serve_metrics
+from atelier.tools.worker.worker import Worker, WorkerOptions
 from tests.conftest import INSTALLED_MODELS
 from tests.fakes.comfyui_server import FakeComfyUI
 

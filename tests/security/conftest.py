@@ -16,8 +16,8 @@ import pytest_asyncio
 
 from atelier.api.jobs import build_job_api
 from atelier.tools.accounts.directory import UserDirectory
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.settings import Settings, load_settings
 
 

@@ -17,8 +17,8 @@ from psycopg import sql
 from atelier.cli.main import main as atelier
 from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.accounts.keys import split_key
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.settings import Settings, load_settings
 from tests.chat_server import ServerThread
 

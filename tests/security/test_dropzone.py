@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from atelier.tools.ledger.dropzone import DropZone, DropZoneOptions
+from atelier.tools.intake.dropzone import DropZone, DropZoneOptions
 from atelier.tools.ledger.service import LedgerService
 
 pytestmark = pytest.mark.asyncio

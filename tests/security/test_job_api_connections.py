@@ -33,8 +33,8 @@ from websockets.frames import Close
 
 from atelier.api.events import TOO_MANY_SOCKETS_CLOSE
 from atelier.tools.accounts.directory import UserDirectory
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.settings import load_settings
 from tests.conftest import INSTALLED_MODELS
 from tests.fakes.comfyui_server import FakeComfyUI

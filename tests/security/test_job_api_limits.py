@@ -27,10 +27,10 @@ from atelier.api.jobs import build_job_api
 from atelier.cli.main import main as cli_main
 from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.accounts.models import Quotas
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
-from atelier.tools.ledger.worker import Worker, WorkerOptions
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.settings import Settings, load_settings
+from atelier.tools.worker.worker import Worker, WorkerOptions
 from tests.conftest import INSTALLED_MODELS
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.security.conftest import Keys

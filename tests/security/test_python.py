@@ -14,8 +14,8 @@ from PIL import Image
 from atelier.tools.errors import InputImageError, WorkflowError
 from atelier.tools.inputs import InputStore, resolve_input
 from atelier.tools.ledger.models import JobRequest
-from atelier.tools.ledger.output_store import LocalOutputStore, OutputStoreError
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.outputs.store import LocalOutputStore, OutputStoreError
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.toolkit import TOOLS, ToolContext, run_tool
 

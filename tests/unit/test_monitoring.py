@@ -18,13 +18,13 @@ import pytest_asyncio
 import yaml
 from prometheus_client import CollectorRegistry
 
-from atelier.api.comfy_probe import ComfyProbeCollector
 from atelier.api.jobs import build_job_api
-from atelier.tools.ledger.metrics import WorkerMetrics
-from atelier.tools.ledger.output_store import LocalOutputStore
 from atelier.tools.ledger.service import LedgerService
-from atelier.tools.ledger.usage_collector import LedgerPool, UsageCollector
+from atelier.tools.metrics.comfy_probe import ComfyProbeCollector
+from atelier.tools.metrics.usage import LedgerPool, UsageCollector
+from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.settings import Settings, load_settings
+from atelier.tools.worker.metrics import WorkerMetrics
 from tests.fakes.comfyui_server import FakeComfyUI
 
 ROOT = Path(__file__).resolve().parents[2]

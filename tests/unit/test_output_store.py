@@ -14,7 +14,7 @@ import pydantic
 import pytest
 
 from atelier.tools.errors import AtelierError
-from atelier.tools.ledger.output_store import (
+from atelier.tools.outputs.store import (
     LocalOutputStore,
     OutputStore,
     OutputStoreError,

@@ -1,1 +1,1 @@
-"""The durable job ledger on PostgreSQL: database, migrations, jobs, workers and outputs."""
+"""The job queue on PostgreSQL: the database, its migrations, jobs and their planning, events and notifications."""

@@ -15,10 +15,10 @@ from atelier.tools.errors import AtelierError
 from atelier.tools.generate import resolve_workflow
 from atelier.tools.ledger.events import JobEvents
 from atelier.tools.ledger.models import Job, JobRequest, SubmitOutcome
-from atelier.tools.ledger.output_store import OutputStore, build_output_store
 from atelier.tools.ledger.planning import PlannedJob, plan_job
 from atelier.tools.ledger.store import JobLedger
 from atelier.tools.ledger.timings import WorkflowTimings
+from atelier.tools.outputs.store import OutputStore, build_output_store
 from atelier.tools.prompts.abtests import ABTests
 from atelier.tools.prompts.library import PromptLibrary
 from atelier.tools.settings import Settings

@@ -17,11 +17,11 @@ import psycopg
 
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.models import Job
-from atelier.tools.ledger.output_store import OutputStore
 from atelier.tools.ledger.store import JobLedger
 from atelier.tools.memory.images import caption_image, colour_layout, records_for_job
 from atelier.tools.memory.records import image_point_id
 from atelier.tools.memory.store import PIXEL_DIM, MemoryStore
+from atelier.tools.outputs.store import OutputStore
 from atelier.tools.settings import Settings
 
 __all__ = ["MemoryIndexer"]

@@ -50,14 +50,14 @@ from atelier.tools.errors import (
 from atelier.tools.generate import chosen_refs, prepare_graph, resolve_workflow
 from atelier.tools.gpu.room import GpuRoom
 from atelier.tools.ledger.events import EventPublisher, JobEvents
-from atelier.tools.ledger.failpoints import Failpoints
-from atelier.tools.ledger.hotswap_step import job_models, make_room_for
-from atelier.tools.ledger.metrics import WorkerMetrics
 from atelier.tools.ledger.models import Job, JobOutput
-from atelier.tools.ledger.output_store import OutputStore, OutputStoreError, output_key
 from atelier.tools.ledger.store import Claim, ClaimSpec, JobLedger, LeaseLostError
+from atelier.tools.outputs.store import OutputStore, OutputStoreError, output_key
 from atelier.tools.schemas import ImageRef
 from atelier.tools.settings import Settings
+from atelier.tools.worker.failpoints import Failpoints
+from atelier.tools.worker.hotswap import job_models, make_room_for
+from atelier.tools.worker.metrics import WorkerMetrics
 
 __all__ = ["JobRunner", "JobTimeLimitError", "backoff_seconds", "classify", "time_limit"]
 

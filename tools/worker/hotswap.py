@@ -10,8 +10,8 @@ from atelier.tools.errors import ComfyHTTPError, ComfyUnreachableError
 from atelier.tools.gpu.holdings import model_keys
 from atelier.tools.gpu.room import GpuRoom
 from atelier.tools.ledger.events import EventPublisher
-from atelier.tools.ledger.metrics import WorkerMetrics
 from atelier.tools.ledger.models import Job
+from atelier.tools.worker.metrics import WorkerMetrics
 
 __all__ = ["job_models", "make_room_for"]
 

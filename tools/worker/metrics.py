@@ -1,5 +1,5 @@
 """Prometheus metrics of a worker: its own counters and histograms, plus the ledger-wide series read at scrape time
-(tools/ledger/usage_collector.py) through the worker's own connection pool.
+(tools/metrics/usage.py) through the worker's own connection pool.
 
 The ledger-wide series name every user, so with accounts (ATELIER_AUTH=accounts) the worker's /metrics, like the
 job API's, answers only an admin's credentials (`Authorization: Bearer <key or token>` or `X-API-Key`). A ComfyUI
@@ -22,7 +22,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from atelier.tools.accounts.auth import Authenticator
 from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.accounts.tokens import AuthError
-from atelier.tools.ledger.usage_collector import LedgerPool, UsageCollector
+from atelier.tools.metrics.usage import LedgerPool, UsageCollector
 from atelier.tools.settings import Settings
 
 if TYPE_CHECKING:

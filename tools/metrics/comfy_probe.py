@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from atelier.tools.comfyui.models import SystemStats
-from atelier.tools.ledger.metrics import server_label
+from atelier.tools.worker.metrics import server_label
 
 __all__ = ["ComfyProbe", "ComfyProbeCollector", "probe_comfyui"]
 

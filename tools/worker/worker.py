@@ -28,14 +28,14 @@ import psycopg
 from atelier.tools.comfyui.client import ComfyClient
 from atelier.tools.errors import ComfyHTTPError, ComfyUnreachableError
 from atelier.tools.gpu.room import GpuRoom
-from atelier.tools.ledger.failpoints import Failpoints
-from atelier.tools.ledger.heartbeat import Heartbeat, HeldJobs
-from atelier.tools.ledger.job_runner import JobRunner
-from atelier.tools.ledger.metrics import WorkerMetrics
 from atelier.tools.ledger.models import Job
-from atelier.tools.ledger.output_store import OutputStore
 from atelier.tools.ledger.store import Claim, ClaimSpec, JobLedger
+from atelier.tools.outputs.store import OutputStore
 from atelier.tools.settings import Settings
+from atelier.tools.worker.failpoints import Failpoints
+from atelier.tools.worker.heartbeat import Heartbeat, HeldJobs
+from atelier.tools.worker.metrics import WorkerMetrics
+from atelier.tools.worker.runner import JobRunner
 
 __all__ = ["Worker", "WorkerOptions"]
 

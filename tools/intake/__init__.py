@@ -1,0 +1,1 @@
+"""Intake: turn batch files and a watched drop-zone folder into ledger jobs, exactly once."""

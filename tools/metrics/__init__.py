@@ -1,0 +1,1 @@
+"""Prometheus collectors read at scrape time: ledger-wide usage and ComfyUI probes (workers keep their own)."""
