@@ -1,7 +1,8 @@
 """The workflow catalog: what each workflow is for, what it costs, and which one to pick for a request.
 
-Every catalog fact lives in the `catalog` object of a workflow's `NAME.meta.json` sidecar (see
-tools/comfyui/templates.py for the whole sidecar format); this module only reads and ranks them.
+Every catalog fact lives in the `catalog` object of a workflow's `NAME.meta.json` sidecar (the model is
+tools/comfyui/catalog_entry.py, re-exported here; tools/comfyui/templates.py has the whole sidecar format); this
+module only lists and ranks them.
 
 Routing (`choose_workflow`), in the spirit of a model router:
 
@@ -22,21 +23,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
+from atelier.tools.comfyui.catalog_entry import QUALITY_ORDER, CatalogEntry, Quality, normalize_purpose
+from atelier.tools.comfyui.templates import SHIPPED_DIR, WorkflowTemplate, discover_workflows, load_workflow
 from atelier.tools.errors import WorkflowError
-from atelier.tools.schemas import parse_size
-
-if TYPE_CHECKING:
-    from atelier.tools.comfyui.templates import WorkflowTemplate
 
 __all__ = [
     "QUALITY_ORDER",
     "URGENCIES",
     "WORKFLOW_NAME_PATTERN",
     "CatalogEntry",
+    "Quality",
     "TemplateListing",
     "choose_workflow",
     "list_templates",
@@ -44,93 +41,8 @@ __all__ = [
     "require_workflow_name",
 ]
 
-Quality = Literal["fast", "medium", "high", "ultra"]
-
-QUALITY_ORDER: tuple[str, ...] = ("fast", "medium", "high", "ultra")
-
 # Urgency → the longest typical run it prefers to wait for (None: any).
 URGENCIES: dict[str, float | None] = {"immediate": 0.0, "standard": 120.0, "flexible": None}
-
-
-class CatalogEntry(BaseModel):
-    """What one workflow is for and what it needs: the `catalog` object of its sidecar."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    purpose: str = Field(..., min_length=1, description="One line: what this workflow makes.")
-    task: str = Field("txt2img", min_length=1, description="txt2img, img2img, upscale, … (routing never mixes them).")
-    quality: Quality = Field(..., description="Quality tier: fast, medium, high or ultra.")
-    vram_gb: float = Field(..., ge=0, description="GPU memory it needs, in GB.")
-    typical_seconds: float = Field(..., gt=0, description="Typical time for one image on a mid-range GPU.")
-    cost_per_image: float = Field(..., ge=0, description="Estimated cost of one image (energy, amortised GPU).")
-    recommended_steps: int | None = Field(None, ge=1, description="Sampling steps it is tuned for (None: no sampler).")
-    max_steps: int | None = Field(None, ge=1, description="Most sampling steps a job may ask for (None: the server's "
-                                                          "ATELIER_MAX_STEPS; it can only lower that).")
-    max_batch_size: int | None = Field(None, ge=1, description="Most images one job may make (None: the server's "
-                                                               "ATELIER_MAX_BATCH_SIZE; it can only lower that).")
-    max_resolution: str = Field(..., description="Largest size it makes well, as WIDTHxHEIGHT (its pixel count).")
-    use_cases: list[str] = Field(default_factory=list, description="Purposes it serves, e.g. hero_images.")
-    models: dict[str, list[str]] = Field(default_factory=dict, description="Model folder → files it loads.")
-
-    @field_validator("max_resolution")
-    @classmethod
-    def _valid_resolution(cls, value: str) -> str:
-        """Accept only WIDTHxHEIGHT."""
-        parse_size(value)
-        return value
-
-    @field_validator("task")
-    @classmethod
-    def _lower_task(cls, value: str) -> str:
-        """Tasks compare case-insensitively."""
-        return value.strip().lower()
-
-    @model_validator(mode="after")
-    def _steps_fit(self) -> CatalogEntry:
-        """The steps it is tuned for must be allowed."""
-        steps, most = self.recommended_steps, self.max_steps
-        if steps is not None and most is not None and steps > most:
-            raise ValueError(f"recommended_steps {self.recommended_steps} is more than max_steps {self.max_steps}; "
-                             "raise max_steps or lower recommended_steps")
-        return self
-
-    @property
-    def resolution(self) -> tuple[int, int]:
-        """`max_resolution` as (width, height)."""
-        return parse_size(self.max_resolution)
-
-    @property
-    def max_width(self) -> int:
-        """Width part of `max_resolution`."""
-        return self.resolution[0]
-
-    @property
-    def max_height(self) -> int:
-        """Height part of `max_resolution`."""
-        return self.resolution[1]
-
-    @property
-    def max_pixels(self) -> int:
-        """The pixel count `max_resolution` stands for (render refuses sizes above it)."""
-        width, height = self.resolution
-        return width * height
-
-    @property
-    def quality_rank(self) -> int:
-        """0 for fast … 3 for ultra."""
-        return QUALITY_ORDER.index(self.quality)
-
-    def serves(self, purpose: str) -> bool:
-        """Whether `purpose` is one of its use cases (loosely spelled)."""
-        wanted = normalize_purpose(purpose)
-        return any(normalize_purpose(case) == wanted for case in self.use_cases)
-
-
-def normalize_purpose(text: str) -> str:
-    """Lower-case words joined by '_' without a plural 's': 'Hero images' → 'hero_image'."""
-    words = re.findall(r"[a-z0-9]+", text.casefold())
-    joined = "_".join(words)
-    return joined[:-1] if joined.endswith("s") and len(joined) > 3 else joined
 
 
 @dataclass
@@ -151,8 +63,6 @@ def list_templates(search_dirs: Sequence[Path] = ()) -> TemplateListing:
     A user folder's `NAME.json` replaces a shipped workflow of the same name. Shipped workflows come
     first, then user ones, each group by name.
     """
-    from atelier.tools.comfyui.templates import SHIPPED_DIR, discover_workflows, load_workflow
-
     listing = TemplateListing()
     for folder in search_dirs:
         if not Path(folder).expanduser().is_dir():

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from atelier.tools.catalog import CatalogEntry
+from atelier.tools.comfyui.catalog_entry import CatalogEntry
 from atelier.tools.comfyui.template_graph import PARAM_KINDS
 from atelier.workflows import SHIPPED_DIR
 
