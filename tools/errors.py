@@ -1,4 +1,25 @@
-"""The flat exception tree every Atelier tool raises: one base, one class per kind of failure."""
+"""The root of Atelier's one exception tree: `AtelierError`, and the families of settings, workflows and ComfyUI.
+
+Every error Atelier raises on purpose derives from AtelierError (tests/unit/test_errors.py checks it) and reads as a
+message fit for a person: the problem and the fix. Each family lives beside the code that raises it:
+
+- here: SettingsError; WorkflowError (InputImageError; JobRequestError in tools/ledger/models.py); the ComfyUI family
+  ComfyUIError → ComfyUnreachableError, ComfyHTTPError, ComfyValidationError, ComfyExecutionError,
+  ComfyInterruptedError, ComfyNoOutputsError, ComfyLostError;
+- the ledger (tools/ledger/): JobNotFoundError, IdempotencyKeyTakenError, LeaseLostError, LedgerUnavailableError
+  (store.py), DatabaseError/DatabaseInUseError (database.py), NotificationsClosedError (notifications.py);
+- the worker (tools/worker/runner.py): JobTimeLimitError; outputs (tools/outputs/store.py): OutputStoreError;
+  intake (tools/intake/batch.py): BatchFileError;
+- accounts (tools/accounts/): AuthError (401/403, tokens.py), AccountError (directory.py), QuotaExceededError
+  (quotas.py);
+- prompts (tools/prompts/): PromptTemplateError (templating.py), SandboxLimitError (sandbox.py), RendererError
+  (rendering.py), PromptNotFoundError, NotTheAuthorError, PromptNameTakenError (library.py), ABTestError,
+  ABTestNotFoundError (abtests.py);
+- memory (tools/memory/): DocumentError, EmbedError, MemoryLockedError, EmbeddingMismatchError;
+- GPU hot-swap (tools/gpu/ollama_models.py): OllamaAdminError → OllamaUnreachableError, OllamaHTTPError;
+- agents and graphs: LLMUnavailableError (agents/llm.py), AdminOnlyError (graphs/owner.py), GenerateRefusedError
+  (graphs/generate.py) — the last two are ValueErrors too, so the LangGraph server shows their messages.
+"""
 
 from __future__ import annotations
 

@@ -57,3 +57,29 @@ def test_execution_error_message_is_one_line_with_node_and_exception() -> None:
     error = ComfyExecutionError("p", "2", "ProbeFail", "RuntimeError", "boom\n", ["line"])
     assert str(error) == "ComfyUI failed in node 2 (ProbeFail): RuntimeError: boom"
     assert error.traceback == ["line"]
+
+
+def test_every_atelier_error_derives_from_the_one_root_and_is_named_in_it() -> None:
+    import importlib
+    import inspect
+    import pkgutil
+
+    import atelier
+    from atelier.tools import errors
+    from atelier.tools.errors import AtelierError
+
+    heavy = {"atelier.adapters.crewai", "atelier.adapters.autogen"}  # optional extras: checked where installed
+    found: dict[str, type[BaseException]] = {}
+    for module in pkgutil.walk_packages(atelier.__path__, "atelier."):
+        if module.name in heavy or module.name.endswith("render_worker"):
+            continue
+        imported = importlib.import_module(module.name)
+        for name, value in vars(imported).items():
+            if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == module.name \
+                    and not name.startswith("_"):  # private control flow (e.g. the guard's _TooLarge) is not an error
+                found[name] = value
+    assert len(found) > 30, sorted(found)
+    strays = sorted(name for name, cls in found.items() if not issubclass(cls, AtelierError))
+    assert strays == [], f"errors outside the tree rooted in tools/errors.py: {strays}"
+    unnamed = sorted(name for name in found if name not in (errors.__doc__ or "") and name != "AtelierError")
+    assert unnamed == [], f"tools/errors.py does not say where these live: {unnamed}"

@@ -8,6 +8,7 @@ import uuid
 import jwt
 
 from atelier.tools.accounts.models import Principal
+from atelier.tools.errors import AtelierError
 
 __all__ = ["AuthError", "TokenClaims", "issue_token", "read_token"]
 
@@ -15,7 +16,7 @@ _ALGORITHM = "HS256"
 _ISSUER = "atelier"
 
 
-class AuthError(Exception):
+class AuthError(AtelierError):
     """Credentials refused: `status` is 401 (missing, malformed, expired, tampered, revoked) or 403 (not allowed)."""
 
     def __init__(self, message: str, status: int = 401) -> None:

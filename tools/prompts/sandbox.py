@@ -30,6 +30,8 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
+from atelier.tools.errors import AtelierError
+
 __all__ = ["MAX_INT_BITS", "MAX_VALUE", "PromptSandbox", "SandboxLimitError", "bounded_join"]
 
 # The most characters (or items) any value a template makes may have: prompts are a few hundred characters,
@@ -43,7 +45,7 @@ _CONTEXT_NAMES = ("context", "eval_ctx", "environment", "env")
 _PERCENT = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[a-zA-Z%]")
 
 
-class SandboxLimitError(SecurityError):
+class SandboxLimitError(SecurityError, AtelierError):
     """A template step that would make a value larger than a prompt template may (names the step and sizes)."""
 
 
