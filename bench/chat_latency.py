@@ -14,10 +14,13 @@ Atelier paths are timed beside it:
   last assistant message has text / a "Done:" message shows its image, whose bytes are then fetched by URL.
 - /chat via gradio_client (`Client.submit(..., api_name="/chat")`), until the same update arrives (with the image
   downloaded). gradio_client's own hand-over (it polls for messages every 50 ms) is part of this figure.
-Each request starts a new conversation. The chat server runs in a child process (as it would beside a browser);
-`--same-process` serves it from a thread of this one (tests/chat_server.py's ServerThread) instead.
+Each request starts a new conversation. Both chat paths fill `/chat`'s inputs as the chat declares them (its
+/config and its API page): the message and the workflow by their labels, every other input its default, so an option
+the page gains does not break the bench. The chat server (atelier.chat.build_server) runs in a child process (as it
+would beside a browser); `--same-process` serves it from a thread of this one instead.
 Ratios are Atelier / floor on the medians; no timing is asserted.
 Run: .venv/bin/python bench/chat_latency.py [--requests 20] [--warmup 2] [--step-seconds 0.03] [--chunk-delay 0.015]
+     [--smoke]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import itertools
 import json
 import math
@@ -50,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 from atelier.graphs.routing import classify  # noqa: E402
 from atelier.tools.schemas import GenerationParams  # noqa: E402
 from atelier.tools.settings import Settings, load_settings  # noqa: E402
+from bench.smoke import parse_args  # noqa: E402
 from tests.chat_server import message_files, message_text  # noqa: E402
 
 QUESTION = "Which colours go well with a sage green kitchen?"
@@ -60,6 +65,8 @@ SUBJECTS = ("paper boat", "red fox", "glass lantern", "copper kettle", "wooden r
 PLACES = ("on a pond", "in a snowy forest", "on a windowsill", "beside a canal", "under a night sky",
           "in a wheat field", "on a harbour wall", "in a moss garden")
 OWNER = "bench"
+SMOKE = {"requests": 1, "warmup": 0, "step_seconds": 0.005, "chunk_delay": 0.002}
+MESSAGE_LABEL, WORKFLOW_LABEL = "Message", "Workflow"  # the /chat inputs the bench fills, by their labels
 
 
 # --- pure helpers ------------------------------------------------------------------------------------------------
@@ -117,9 +124,11 @@ def floor_prompt(job_prompt: str, job_subject: str, subject: str) -> str:
 
 
 def history_of(update: Any) -> list[dict[str, Any]]:
-    """The chat history in one streamed `/chat` update (textbox, chatbot, approval box, approval text)."""
-    if isinstance(update, list | tuple) and len(update) > 1 and isinstance(update[1], list):
-        return [m for m in update[1] if isinstance(m, dict)]
+    """The chat history in one streamed `/chat` update: its one list-valued output (the chatbot's messages)."""
+    if isinstance(update, list | tuple):
+        for output in update:
+            if isinstance(output, list):
+                return [m for m in output if isinstance(m, dict)]
     return []
 
 
@@ -157,6 +166,41 @@ def apply_update(current: list[Any] | None, output: list[Any]) -> list[Any]:
     if current is None:
         return list(output)
     return [apply_diff(value, diff) for value, diff in zip(current, output, strict=True)]
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input of the `/chat` event as the chat declares it: its label, and its default value if it has one."""
+
+    label: str | None
+    default: Any = None
+    has_default: bool = True
+
+
+def chat_values(inputs: Sequence[Input], given: dict[str, Any]) -> list[Any]:
+    """The values of the `/chat` event's inputs in order: `given` by label, every other input its default.
+
+    The bench names only the inputs it sets (the message and the workflow), so an input the chat gains with a
+    default (as `send` gained the target seconds) changes nothing here.
+    """
+    labels = [item.label for item in inputs]
+    unknown = sorted(set(given) - set(labels))
+    if unknown:
+        raise RuntimeError(f"the chat's /chat endpoint has no input labelled {unknown}; its inputs: {labels}")
+    values = []
+    for item in inputs:
+        if item.label in given:
+            values.append(given[item.label])
+        elif not item.has_default:
+            raise RuntimeError(f"the chat's /chat input {item.label!r} has no default and the bench gives none")
+        else:
+            values.append(item.default)
+    return values
+
+
+def request_values(text: str, workflow: str) -> dict[str, Any]:
+    """The inputs the bench sets on `/chat`, by the label the page shows: the message and the workflow option."""
+    return {MESSAGE_LABEL: text, WORKFLOW_LABEL: workflow}
 
 
 Want = Literal["token", "image"]
@@ -270,24 +314,40 @@ def _stream(job: Any, started: float, timeout: float) -> Iterator[tuple[float, A
         time.sleep(0.001)
 
 
-def client_call(client: Any, text: str, workflow: str, want: Want, timeout: float) -> float:
-    """Seconds from gradio_client's submit of `text` to `/chat` (a new conversation) to the update showing `want`.
+@dataclass(frozen=True)
+class ClientWire:
+    """The `/chat` endpoint through gradio_client, with the inputs its API page declares (view_api)."""
 
-    gradio_client hands the updates over through its own threads (it looks for new messages every 50 ms when
-    none is waiting), so this includes the client library's delays as well as the server's.
-    """
-    client.predict(api_name="/new_conversation")
-    started = time.perf_counter()
-    job = client.submit(text, [], workflow, "auto", "auto", api_name="/chat")
-    found: float | None = None
-    last: Any = None
-    for elapsed, update in _stream(job, started, timeout):
-        last = update
-        if found is None and SEEN[want](update):
-            found = elapsed
-    if found is None:
-        raise RuntimeError(f"/chat never showed the {want} for {text!r}; last history: {history_of(last)}")
-    return found
+    client: Any
+    inputs: tuple[Input, ...]
+
+    @classmethod
+    def discover(cls, client: Any) -> ClientWire:
+        """Read `/chat`'s parameters (label, default) from the client's view of the API."""
+        api = client.view_api(return_format="dict", print_info=False)
+        parameters = api["named_endpoints"]["/chat"]["parameters"]
+        return cls(client, tuple(Input(p.get("label"), p.get("parameter_default"), bool(p.get("parameter_has_default")))
+                                 for p in parameters))
+
+    def call(self, text: str, workflow: str, want: Want, timeout: float) -> float:
+        """Seconds from gradio_client's submit of `text` to `/chat` (a new conversation) to the update showing `want`.
+
+        gradio_client hands the updates over through its own threads (it looks for new messages every 50 ms when
+        none is waiting), so this includes the client library's delays as well as the server's.
+        """
+        self.client.predict(api_name="/new_conversation")
+        values = chat_values(self.inputs, request_values(text, workflow))
+        started = time.perf_counter()
+        job = self.client.submit(*values, api_name="/chat")
+        found: float | None = None
+        last: Any = None
+        for elapsed, update in _stream(job, started, timeout):
+            last = update
+            if found is None and SEEN[want](update):
+                found = elapsed
+        if found is None:
+            raise RuntimeError(f"/chat never showed the {want} for {text!r}; last history: {history_of(last)}")
+        return found
 
 
 @dataclass(frozen=True)
@@ -296,13 +356,16 @@ class PageWire:
 
     base: str
     fn_index: int
+    inputs: tuple[Input, ...]
 
     @classmethod
     def discover(cls, url: str) -> PageWire:
-        """The API root and the event index of `/chat`, from the page's /config."""
+        """The API root, the event index of `/chat` and its inputs (label, initial value), from the page's /config."""
         config = httpx.get(url + "config", timeout=30).json()
-        fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "chat")
-        return cls(url + str(config.get("api_prefix", "/gradio_api")).strip("/") + "/", int(fn_index))
+        event = next(d for d in config["dependencies"] if d.get("api_name") == "chat")
+        props = {c["id"]: c.get("props", {}) for c in config["components"]}
+        inputs = tuple(Input(props[i].get("label"), props[i].get("value")) for i in event["inputs"])
+        return cls(url + str(config.get("api_prefix", "/gradio_api")).strip("/") + "/", int(event["id"]), inputs)
 
     def call(self, http: httpx.Client, text: str, workflow: str, want: Want, timeout: float) -> float:
         """Seconds from joining the queue with `text` (a new session: a new conversation) to `want` shown.
@@ -312,7 +375,7 @@ class PageWire:
         session = uuid.uuid4().hex
         started = time.perf_counter()
         joined = http.post(self.base + "queue/join", json={
-            "data": [text, [], None, None, workflow, "auto", "auto"], "fn_index": self.fn_index,
+            "data": chat_values(self.inputs, request_values(text, workflow)), "fn_index": self.fn_index,
             "session_hash": session, "event_data": None, "trigger_id": None})
         joined.raise_for_status()
         outputs: list[Any] | None = None
@@ -344,7 +407,10 @@ class PageWire:
 
 @contextlib.contextmanager
 def chat_server(tmp: Path, comfy_url: str, ollama_url: str, conninfo: str, *, same_process: bool) -> Iterator[str]:
-    """Serve app.build_server (with its worker) on a loopback port; yield its URL."""
+    """Serve atelier.chat.build_server (with its worker) on a loopback port; yield its URL.
+
+    While a child process starts the server, this one imports what run_turn needs (the two overlap on two cores).
+    """
     if same_process:
         from tests.chat_server import ServerThread, chat_settings
 
@@ -358,6 +424,7 @@ def chat_server(tmp: Path, comfy_url: str, ollama_url: str, conninfo: str, *, sa
                                   ollama_url, conninfo], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=errors, text=True, env=os.environ | {"TQDM_DISABLE": "1"})
     try:
+        importlib.import_module("atelier.studio")
         assert child.stdout is not None
         url = ""
         for line in child.stdout:  # the child prints its URL once serving (anything before it is skipped)
@@ -394,7 +461,7 @@ def split_server_log(text: str) -> tuple[str, str]:
 
 
 def serve(tmp: str, comfy_url: str, ollama_url: str, conninfo: str) -> None:
-    """Child mode: serve the chat (tests/chat_server.py), print its URL, stop when stdin closes."""
+    """Child mode: serve the chat (atelier.chat.build_server), print its URL, stop when stdin closes."""
     from tests.chat_server import ServerThread, chat_settings
 
     with ServerThread(chat_settings(Path(tmp), comfy_url, ollama_url, conninfo), conninfo) as url:
@@ -473,10 +540,10 @@ def measure(args: argparse.Namespace, tmp: Path, conninfo: str, console: Console
                 httpx.Client(timeout=timeout) as http:
             console.print(f"chat server at {url} ({'this process' if args.same_process else 'a child process'})")
             client = Client(url, verbose=False, download_files=str(tmp / "downloads"))
-            page = PageWire.discover(url)
+            wire, page = ClientWire.discover(client), PageWire.discover(url)
             console.print("warming up the chat …")
-            client_call(client, QUESTION, workflow, "token", timeout)
-            client_call(client, first_draw, workflow, "image", timeout)
+            wire.call(QUESTION, workflow, "token", timeout)
+            wire.call(first_draw, workflow, "image", timeout)
             used_workflow, params = asyncio.run(chat_job(conninfo, subject_of(first_draw)))
             prompts = [floor_prompt(params.prompt, subject_of(first_draw), subject_of(d)) for d in floor_draws]
 
@@ -485,14 +552,14 @@ def measure(args: argparse.Namespace, tmp: Path, conninfo: str, console: Console
             token["floor"] = floor_first_tokens(ollama.url, model, per_path)
             token["turn"], _ = asyncio.run(turn_latencies(here, conninfo, workflow or None, per_path, []))
             token["page"] = [page.call(http, QUESTION, workflow, "token", timeout) for _ in range(per_path)]
-            token["client"] = [client_call(client, QUESTION, workflow, "token", timeout) for _ in range(per_path)]
+            token["client"] = [wire.call(QUESTION, workflow, "token", timeout) for _ in range(per_path)]
 
             console.print(f"request → image shown: {per_path} requests per path ({warm} of them warm-up) …")
             image = samples["image"]
             image["floor"] = asyncio.run(floor_images(here, used_workflow, params, prompts))
             _, image["turn"] = asyncio.run(turn_latencies(here, conninfo, workflow or None, 0, turn_draws))
             image["page"] = [page.call(http, d, workflow, "image", timeout) for d in page_draws]
-            image["client"] = [client_call(client, d, workflow, "image", timeout) for d in client_draws]
+            image["client"] = [wire.call(d, workflow, "image", timeout) for d in client_draws]
             client.close()
             tally = asyncio.run(ledger_tally(conninfo))
     timed = {metric: {path: values[warm:] for path, values in paths.items()} for metric, paths in samples.items()}
@@ -552,7 +619,7 @@ def main() -> None:
     parser.add_argument("--same-process", action="store_true", help="serve the chat from a thread of this process")
     parser.add_argument("--json", type=Path, help="also write every sample (seconds) to this JSON file")
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
     if args.serve:
         serve(*args.serve)
         return

@@ -4,7 +4,7 @@ For each job: end-to-end time (submit → image bytes in hand) minus the fake's 
 time (its execution_start → execution_success timestamps in /history) is the overhead the
 client adds. Atelier's WebSocket client is measured beside the original sketch (POST, then
 poll /history every 2 s, then /view), reimplemented here as the baseline, in the same run.
-Run: .venv/bin/python bench/comfy_overhead.py [--jobs 100] [--baseline-jobs 100]
+Run: .venv/bin/python bench/comfy_overhead.py [--jobs 100] [--baseline-jobs 100] [--smoke]
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from rich.progress import Progress
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from atelier.tools.comfyui.client import ComfyClient
+from bench.smoke import parse_args
 from tests.fakes.comfyui_server import FakeComfyUI
 
 STEPS, STEP_SECONDS = 5, 0.02  # the fake runs each job for 0.1 s
 POLL_SECONDS = 2.0  # the user's original client polls /history every 2 s
+SMOKE = {"jobs": 3, "baseline_jobs": 1}
 
 
 def job(seed: int) -> dict[str, Any]:
@@ -92,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--baseline-jobs", type=int, default=100)
-    args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
     console = Console()
     with FakeComfyUI() as fake, Progress(console=console) as progress:
         ours = asyncio.run(atelier_client(fake.url, args.jobs, progress))

@@ -7,7 +7,7 @@ it spent not executing between the first start and the last end.
   current one runs; LISTEN wakes it, the WebSocket says when a prompt is done).
 - Baseline (§6): poll the table for the next job (5 s when empty), submit, poll /history every 2 s,
   download, mark done — one job at a time, written here from the user's sketch.
-Run: .venv/bin/python bench/gpu_idle.py [--jobs 100] [--baseline-jobs 20]
+Run: .venv/bin/python bench/gpu_idle.py [--jobs 100] [--baseline-jobs 20] [--smoke]
 """
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ from atelier.tools.ledger.service import LedgerService
 from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import load_settings
+from bench.smoke import parse_args
 from tests.conftest import INSTALLED_MODELS
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.pg import MACHINE_ADMIN_URL, fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, STEP_SECONDS = 10, 0.02  # 200 ms of sampling per job
+SMOKE = {"jobs": 3, "baseline_jobs": 2}  # two jobs at least: idle time is measured between jobs
 
 
 def idle_fraction(spans: list[tuple[str, float, float]]) -> tuple[float, float]:
@@ -134,7 +136,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--baseline-jobs", type=int, default=20, help="the baseline needs ~2 s per job")
-    args = parser.parse_args()
+    args = parse_args(parser, SMOKE)
+    if args.jobs < 2 or args.baseline_jobs < 2:
+        parser.error("--jobs and --baseline-jobs must be at least 2 (idle time is measured between jobs)")
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         ours, ours_busy, ours_wall = run_atelier(args.jobs, tmp)
@@ -143,7 +147,7 @@ def main() -> None:
           f"(busy {ours_busy:.1f} s, wall {ours_wall:.1f} s incl. start-up)")
     print(f"§6 polling worker: {args.baseline_jobs} jobs, GPU idle {base:6.2%} between jobs "
           f"(busy {base_busy:.1f} s, wall {base_wall:.1f} s)")
-    print(f"idle ratio       : {base / ours if ours else float('inf'):.0f}x less idle time; target: idle < 2 %")
+    print(f"idle ratio       : {base / ours if ours else float('inf'):.1f}x less idle time; target: idle < 2 %")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ Both queues run on the same local PostgreSQL, each in a fresh database, in the s
   `defer_async` calls while 4 worker processes (`run_worker_async`, LISTEN/NOTIFY on) run a task that
   does nothing.
 No ComfyUI: this measures the queue. Throughput = jobs / (first submit → last job recorded done).
-Needs the bench extra: pip install -e '.[bench]'.
-Run: .venv/bin/python bench/ledger_throughput.py [--jobs 5000] [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+The procrastinate side needs the bench extra (pip install -e '.[bench]'); without it the bench says so and compares
+Atelier's batched submits with its one-by-one submits only.
+Run: .venv/bin/python bench/ledger_throughput.py [--jobs 5000] [--workers 4] [--smoke]
+     [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import multiprocessing as mp
 import sys
 import time
@@ -28,12 +31,14 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from atelier.tools.ledger.migrations import apply_migrations
-from tests.pg import fresh_database
+from bench.smoke import missing, parse_args, skipped_line
+from tests.pg import MACHINE_ADMIN_URL, fresh_database
 
-WORKERS = 4
 BATCH = 200
 SUBMITTERS = 8
 SERVER = "http://bench:8188"
+SMOKE = {"jobs": 40, "workers": 2}
+SUBMIT_MODULES = ("atelier.tools.generate", "atelier.tools.ledger.service", "atelier.tools.outputs.store")
 
 
 # --- Atelier ---------------------------------------------------------------------------------------------
@@ -97,18 +102,20 @@ async def _atelier_submit(conninfo: str, total: int, data_dir: Path, batch: int)
         await asyncio.gather(*(submitter(s) for s in range(SUBMITTERS)))
 
 
-def bench_atelier(admin_url: str, total: int, data_dir: Path, batch: int = 1) -> float:
-    """Jobs per second for Atelier's ledger."""
+def bench_atelier(admin_url: str, total: int, data_dir: Path, workers: int, batch: int = 1) -> float:
+    """Jobs per second for Atelier's ledger with `workers` worker processes."""
     with fresh_database(admin_url, "bench_atelier") as conninfo:
         apply_migrations(conninfo)
         ctx = mp.get_context("spawn")
-        ready = [ctx.Event() for _ in range(WORKERS)]
+        ready = [ctx.Event() for _ in range(workers)]
         done = ctx.Value("i", 0)
         procs = [ctx.Process(target=_run_atelier_worker, args=(conninfo, total, r, done)) for r in ready]
         for proc in procs:
             proc.start()
         for event in ready:
             event.wait(60)
+        for module in SUBMIT_MODULES:  # imported before the clock starts, as procrastinate is by its schema step
+            importlib.import_module(module)
         started = time.perf_counter()
         asyncio.run(_atelier_submit(conninfo, total, data_dir, batch))
         for proc in procs:
@@ -184,12 +191,12 @@ async def _procrastinate_schema(conninfo: str) -> None:
         await app.schema_manager.apply_schema_async()
 
 
-def bench_procrastinate(admin_url: str, total: int, batch: int = 1) -> float:
-    """Jobs per second for procrastinate."""
+def bench_procrastinate(admin_url: str, total: int, workers: int, batch: int = 1) -> float:
+    """Jobs per second for procrastinate with `workers` worker processes."""
     with fresh_database(admin_url, "bench_procrastinate") as conninfo:
         asyncio.run(_procrastinate_schema(conninfo))
         ctx = mp.get_context("spawn")
-        ready = [ctx.Event() for _ in range(WORKERS)]
+        ready = [ctx.Event() for _ in range(workers)]
         procs = [ctx.Process(target=_run_procrastinate_worker, args=(conninfo, total, r)) for r in ready]
         for proc in procs:
             proc.start()
@@ -205,23 +212,28 @@ def bench_procrastinate(admin_url: str, total: int, batch: int = 1) -> float:
 
 
 def main() -> None:
-    """Run both and print the figures and the ratio."""
+    """Run both and print the figures and the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--jobs", type=int, default=5000)
-    parser.add_argument("--skip-baseline", action="store_true")
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    args = parser.parse_args()
+    parser.add_argument("--workers", type=int, default=4, help="worker processes per queue")
+    parser.add_argument("--skip-baseline", action="store_true", help="leave procrastinate out")
+    parser.add_argument("--admin-url", default=MACHINE_ADMIN_URL)
+    args = parse_args(parser, SMOKE)
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        single = bench_atelier(args.admin_url, args.jobs, Path(tmp))
-        batched = bench_atelier(args.admin_url, args.jobs, Path(tmp), batch=BATCH)
-    nan = float("nan")
-    theirs = bench_procrastinate(args.admin_url, args.jobs) if not args.skip_baseline else nan
-    theirs_batched = bench_procrastinate(args.admin_url, args.jobs, batch=BATCH) if not args.skip_baseline else nan
-    print(f"jobs: {args.jobs}, worker processes: {WORKERS}, submitting tasks: {SUBMITTERS}")
+        single = bench_atelier(args.admin_url, args.jobs, Path(tmp), args.workers)
+        batched = bench_atelier(args.admin_url, args.jobs, Path(tmp), args.workers, batch=BATCH)
+    print(f"jobs: {args.jobs}, worker processes: {args.workers}, submitting tasks: {SUBMITTERS}")
     print(f"atelier, one submit per job       : {single:7.0f} jobs/s (submit + claim + complete)")
     print(f"atelier, {BATCH} jobs per transaction: {batched:7.0f} jobs/s (`atelier batch` path)")
+    print(f"ratio batched / one by one        : {batched / single:7.2f}x")
+    if args.skip_baseline or missing("procrastinate"):
+        print("skipped: the comparison with procrastinate (--skip-baseline)" if args.skip_baseline
+              else skipped_line("the comparison with procrastinate", "procrastinate"))
+        return
+    theirs = bench_procrastinate(args.admin_url, args.jobs, args.workers)
+    theirs_batched = bench_procrastinate(args.admin_url, args.jobs, args.workers, batch=BATCH)
     print(f"procrastinate, one defer per job  : {theirs:7.0f} jobs/s (defer + fetch + finish)")
     print(f"procrastinate, {BATCH} per batch_defer: {theirs_batched:7.0f} jobs/s")
     print(f"ratio vs procrastinate            : {single / theirs:7.2f}x one by one, "

@@ -8,12 +8,14 @@
   off with tool calls, agents call tools, control returns to the supervisor, which writes the answer.
 Both use one fake chat model that answers every call the same deterministic way (it follows the
 handoffs and tool calls a capable model would make) and counts calls and prompt tokens (words).
-Needs the bench extra: pip install -e '.[bench]'.
-Run: .venv/bin/python bench/llm_calls.py
+The create_supervisor side needs the bench extra (pip install -e '.[bench]'); without it the bench says so and
+prints Atelier's side alone.
+Run: .venv/bin/python bench/llm_calls.py [--per-category 10] [--smoke]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
@@ -36,6 +38,7 @@ from atelier.agents.prompts import INTENT_SYSTEM, PLANNER_SYSTEM
 from atelier.graphs.deps import SupervisorDeps
 from atelier.graphs.supervisor import build_supervisor
 from atelier.tools.settings import load_settings
+from bench.smoke import missing, parse_args, skipped_line
 
 REQUESTS: dict[str, list[str]] = {
     "plain question": [
@@ -61,6 +64,7 @@ REQUESTS: dict[str, list[str]] = {
 }
 SHOWCASE = {"briefs": [{"purpose": p, "subject": "the product", "notes": ""}
                        for p in ("hero", "lifestyle", "detail", "thumbnail")]}
+SMOKE = {"per_category": 1}
 AGENT_FOR = {"plain question": "answerer", "illustrate": "visual_designer", "retrieve": "rag_retriever",
              "showcase": "planner"}
 
@@ -132,7 +136,7 @@ def _call(name: str, args: dict[str, Any]) -> AIMessage:
     return AIMessage("", tool_calls=[{"name": name, "args": args, "id": f"call_{name}", "type": "tool_call"}])
 
 
-async def run_atelier(model: CountingModel) -> None:
+async def run_atelier(model: CountingModel, requests: dict[str, list[str]]) -> None:
     """Every request through Atelier's supervisor (with the test corpus in its memory, so retrieval answers)."""
     from atelier.tools.memory.documents import chunk_file, find_documents
     from atelier.tools.memory.store import MemoryStore
@@ -148,14 +152,14 @@ async def run_atelier(model: CountingModel) -> None:
             memory.add_documents(chunk_file(path, "shared"))
         deps = SupervisorDeps(settings=settings, llm=model, vram_probe=vram, memory=memory)
         graph = build_supervisor(deps=deps).compile()
-        for category, texts in REQUESTS.items():
+        for category, texts in requests.items():
             model.current["category"] = category
             for text in texts:
                 await graph.ainvoke({"messages": [HumanMessage(text)], "mode": "auto"})
         memory.close()
 
 
-async def run_baseline(model: CountingModel) -> None:
+async def run_baseline(model: CountingModel, requests: dict[str, list[str]]) -> None:
     """Every request through create_supervisor with four ReAct agents."""
     import warnings
 
@@ -182,7 +186,7 @@ async def run_baseline(model: CountingModel) -> None:
     ]
     team = create_supervisor(agents, model=model, prompt="You manage a creative team. Hand each request to the "
                              "right agent, then answer the user.").compile()
-    for category, texts in REQUESTS.items():
+    for category, texts in requests.items():
         model.current["category"] = category
         for text in texts:
             await team.ainvoke({"messages": [HumanMessage(text)]})
@@ -190,18 +194,30 @@ async def run_baseline(model: CountingModel) -> None:
 
 def main() -> None:
     """Run both and print calls and tokens per category, with the ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--per-category", type=int, default=max(map(len, REQUESTS.values())),
+                        help="requests per category at most (the first ones of each)")
+    args = parse_args(parser, SMOKE)
+    requests = {category: texts[:args.per_category] for category, texts in REQUESTS.items()}
     ours, theirs = CountingModel(), CountingModel()
-    asyncio.run(run_atelier(ours))
-    asyncio.run(run_baseline(theirs))
+    asyncio.run(run_atelier(ours, requests))
+    if missing("langgraph_supervisor"):
+        print(skipped_line("the comparison with langgraph-supervisor's create_supervisor", "langgraph-supervisor"))
+        print(f"{'category':<16}{'n':>3}  {'atelier calls/req':>18}{'tokens/req':>12}")
+        for category, texts in requests.items():
+            n = len(texts)
+            print(f"{category:<16}{n:>3}  {ours.calls[category] / n:>18.2f}{ours.tokens[category] / n:>12.0f}")
+        return
+    asyncio.run(run_baseline(theirs, requests))
     print(f"{'category':<16}{'n':>3}  {'atelier calls/req':>18}{'tokens/req':>12}  "
           f"{'create_supervisor calls/req':>28}{'tokens/req':>12}  {'ratio':>6}")
-    for category, texts in REQUESTS.items():
+    for category, texts in requests.items():
         n = len(texts)
         a_calls, b_calls = ours.calls[category] / n, theirs.calls[category] / n
         print(f"{category:<16}{n:>3}  {a_calls:>18.2f}{ours.tokens[category] / n:>12.0f}  {b_calls:>28.2f}"
               f"{theirs.tokens[category] / n:>12.0f}  {b_calls / a_calls if a_calls else float('inf'):>5.1f}x")
     total_a, total_b = sum(ours.calls.values()), sum(theirs.calls.values())
-    print(f"{'all':<16}{sum(map(len, REQUESTS.values())):>3}  {total_a:>18}{'':>12}  {total_b:>28}{'':>12}  "
+    print(f"{'all':<16}{sum(map(len, requests.values())):>3}  {total_a:>18}{'':>12}  {total_b:>28}{'':>12}  "
           f"{total_b / total_a:>5.1f}x fewer calls; target: fewer on every category, exactly 1 for a plain question")
 
 

@@ -1,7 +1,11 @@
-"""The pure helpers of bench/chat_latency.py: percentiles, overhead, requests and gradio_client updates."""
+"""The benches' pure helpers: the shared --smoke option; chat_latency's percentiles, requests, inputs and updates.
+
+tests/integration/test_benches.py runs every bench's smoke size.
+"""
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import pytest
@@ -9,15 +13,50 @@ import pytest
 from atelier.graphs.routing import classify
 from bench.chat_latency import (
     QUESTION,
+    Input,
     Stats,
     answer_started,
+    chat_values,
     draw_requests,
     floor_prompt,
+    history_of,
     image_shown,
     overhead,
     percentile,
+    request_values,
     subject_of,
 )
+from bench.smoke import missing, parse_args, skipped_line
+
+
+def sized_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    return parser
+
+
+def test_smoke_replaces_the_default_sizes_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse_args(sized_parser(), {"jobs": 40, "sizes": [120]}, ["--smoke"])
+    assert (args.jobs, args.sizes, args.smoke) == (40, [120], True)
+    assert capsys.readouterr().out == ("smoke run (--jobs 40, --sizes 120): these figures show the bench works, "
+                                       "not how fast Atelier is\n")
+
+
+def test_sizes_given_beside_smoke_win_and_without_it_the_defaults_stay(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse_args(sized_parser(), {"jobs": 40, "sizes": [120]}, ["--smoke", "--jobs", "7"])
+    assert (args.jobs, args.sizes) == (7, [120])
+    capsys.readouterr()
+    args = parse_args(sized_parser(), {"jobs": 40, "sizes": [120]}, [])
+    assert (args.jobs, args.sizes, args.smoke) == (5000, [10_000, 100_000], False)
+    assert capsys.readouterr().out == ""
+
+
+def test_a_skipped_comparison_names_its_package_and_the_install() -> None:
+    assert missing("no_such_module_for_atelier") and not missing("httpx")
+    line = skipped_line("the comparison with procrastinate", "procrastinate")
+    assert line == ("skipped: the comparison with procrastinate: procrastinate is not installed "
+                    "(pip install -e '.[bench]' adds it)")
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -53,6 +92,33 @@ def test_floor_prompt_swaps_the_subject_only() -> None:
         "red fox in a wheat field, illustration, coherent style"
     with pytest.raises(ValueError):
         floor_prompt(job, "red fox", "tin robot")
+
+
+CHAT_INPUTS = (Input("Message", None), Input("Atelier", []), Input(None), Input(None), Input("Workflow", ""),
+               Input("Quality", "auto"), Input("Illustrate answers", "auto"), Input("Target seconds", None))
+
+
+def test_the_chat_inputs_are_filled_by_label_and_every_other_input_keeps_its_default() -> None:
+    values = chat_values(CHAT_INPUTS, request_values("draw a boat", "txt2img"))
+    assert values == ["draw a boat", [], None, None, "txt2img", "auto", "auto", None]
+    grown = (*CHAT_INPUTS, Input("Seed", 7))  # an input the chat gains later, with a default
+    assert chat_values(grown, request_values("hi", "")) == ["hi", [], None, None, "", "auto", "auto", None, 7]
+
+
+def test_the_chat_inputs_name_what_no_longer_fits() -> None:
+    without_workflow = tuple(i for i in CHAT_INPUTS if i.label != "Workflow")
+    with pytest.raises(RuntimeError, match=r"no input labelled \['Workflow'\]"):
+        chat_values(without_workflow, request_values("hi", "txt2img"))
+    required = (*CHAT_INPUTS, Input("Style", has_default=False))
+    with pytest.raises(RuntimeError, match="'Style' has no default"):
+        chat_values(required, request_values("hi", "txt2img"))
+
+
+def test_the_history_is_the_updates_one_list_wherever_it_sits() -> None:
+    user = {"role": "user", "content": "hi"}
+    assert history_of(("", [user], None, "")) == [user]
+    assert history_of(["", {"jobs": 1}, {"visible": False}, [user], ""]) == [user]
+    assert history_of(("", None)) == [] and history_of(None) == []
 
 
 def test_updates_are_read_like_gradio_client_returns_them() -> None:
