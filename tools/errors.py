@@ -17,6 +17,7 @@ __all__ = [
     "ComfyUnreachableError",
     "ComfyValidationError",
     "InputImageError",
+    "MissingExtraError",
     "MissingModel",
     "NodeProblem",
     "SettingsError",
@@ -265,3 +266,16 @@ class ComfyLostError(ComfyUIError):
             f"prompt {prompt_id} is no longer known to ComfyUI at {url} (not queued, no history): "
             "ComfyUI probably restarted; submit it again"
         )
+
+
+class MissingExtraError(AtelierError):
+    """A front end's framework (an optional extra of the distribution) cannot be imported: one line naming the
+    `pip install` that adds it (and the missing module, when it is one of the framework's own dependencies)."""
+
+    def __init__(self, extra: str, framework: str, package: str, missing: str | None = None) -> None:
+        self.extra = extra
+        self.framework = framework
+        self.package = package
+        self.missing = missing
+        what = "" if missing is None or missing.split(".")[0] == package else f" (its module {missing!r} is missing)"
+        super().__init__(f"{framework} is not installed{what}: run pip install 'comfy-atelier[{extra}]'")
