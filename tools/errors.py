@@ -272,10 +272,14 @@ class MissingExtraError(AtelierError):
     """A front end's framework (an optional extra of the distribution) cannot be imported: one line naming the
     `pip install` that adds it (and the missing module, when it is one of the framework's own dependencies)."""
 
-    def __init__(self, extra: str, framework: str, package: str, missing: str | None = None) -> None:
+    def __init__(self, extra: str, framework: str, package: str, error: ImportError) -> None:
         self.extra = extra
         self.framework = framework
-        self.package = package
-        self.missing = missing
-        what = "" if missing is None or missing.split(".")[0] == package else f" (its module {missing!r} is missing)"
-        super().__init__(f"{framework} is not installed{what}: run pip install 'comfy-atelier[{extra}]'")
+        missing = (error.name or "").split(".")[0]
+        if not isinstance(error, ModuleNotFoundError):  # installed, but not a version we can import
+            problem = f"cannot be imported ({error})"
+        elif missing and missing != package:
+            problem = f"is not installed completely (its module {missing!r} is missing)"
+        else:
+            problem = "is not installed"
+        super().__init__(f"{framework} {problem}: run pip install 'comfy-atelier[{extra}]'")

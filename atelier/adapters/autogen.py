@@ -12,7 +12,8 @@ opened them, so every call runs there, whichever way ag2 calls it:
 
 - `await agent.a_initiate_chat(...)` on that loop: ag2 awaits the call on the loop itself.
 - a chat on another thread (`await asyncio.to_thread(agent.initiate_chat, ...)`, or `a_initiate_chat` on
-  another loop): the call is handed to the owning loop (`run_coroutine_threadsafe`) and its answer waited for.
+  another loop): the call is handed to the owning loop (the adapters' `LoopBridge`, atelier/adapters/bridge.py)
+  and its answer waited for.
 - a sync `initiate_chat` called on the owning loop's own thread blocks that loop, so no tool could ever run:
   the model gets an error naming the two ways above instead of a deadlock.
 
@@ -42,7 +43,7 @@ try:  # ag2 is an extra: without it, importing this module is one line naming th
     from autogen import AssistantAgent, ConversableAgent
     from autogen.tools import Tool
 except ImportError as _missing:
-    raise MissingExtraError("autogen", "AutoGen (ag2)", "autogen", _missing.name) from None
+    raise MissingExtraError("autogen", "AutoGen (ag2)", "autogen", _missing) from None
 
 from atelier.tools.settings import Settings
 from atelier.tools.toolkit import (

@@ -48,7 +48,7 @@ try:  # CrewAI is an extra: without it, importing this module is one line naming
     from crewai.tools import BaseTool
     from crewai.tools.tool_failure import ToolFailure, ToolFailureReason
 except ImportError as _missing:
-    raise MissingExtraError("crewai", "CrewAI", "crewai", _missing.name) from None
+    raise MissingExtraError("crewai", "CrewAI", "crewai", _missing) from None
 
 from atelier.tools.service_errors import LLMUnavailableError, explain_ollama_error  # noqa: E402
 from atelier.tools.settings import Settings  # noqa: E402
