@@ -71,8 +71,7 @@ def check_params(template: WorkflowTemplate, params: GenerationParams, settings:
 
 
 async def pick_server(urls: list[str], *, timeout: float = 5.0) -> str:
-    """The first ComfyUI in `urls` that answers /system_stats (one is used as it is); ComfyUnreachableError naming
-    all when none does."""
+    """The first ComfyUI in `urls` that answers /system_stats (a lone one is not asked); else ComfyUnreachableError."""
     if len(urls) == 1:
         return urls[0]
     return await first_up(urls, timeout=timeout)
