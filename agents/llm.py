@@ -7,22 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from pydantic import BaseModel
 
 from atelier.graphs.state import Hop
-from atelier.tools.errors import AtelierError
+from atelier.tools.service_errors import LLMUnavailableError, explain_ollama_error
 from atelier.tools.settings import Settings
 
 __all__ = ["LLMUnavailableError", "Meter", "build_chat_model", "call_llm", "call_structured"]
 
 T = TypeVar("T", bound=BaseModel)
-
-
-class LLMUnavailableError(AtelierError):
-    """The chat model cannot answer (Ollama down, model not pulled)."""
 
 
 def build_chat_model(settings: Settings, model: str | None = None) -> BaseChatModel:
@@ -56,16 +51,8 @@ class Meter:
 
 
 def _explain(exc: BaseException, llm: BaseChatModel) -> LLMUnavailableError | None:
-    """A clear error for Ollama being down or a model not pulled; None for other errors."""
-    model = str(getattr(llm, "model", "the model"))
-    base = str(getattr(llm, "base_url", "") or "http://localhost:11434")
-    text = str(exc)
-    if isinstance(exc, httpx.ConnectError | ConnectionError) or "Failed to connect" in text:
-        return LLMUnavailableError(f"Ollama at {base} is unreachable: start it (`ollama serve`) or fix OLLAMA_URL")
-    if "not found" in text and ("pull" in text or "model" in text):
-        return LLMUnavailableError(f"the model {model!r} is not pulled: run `ollama pull {model}` "
-                                   "or set ATELIER_CHAT_MODEL to one you have")
-    return None
+    """A clear error for Ollama being down, a model not pulled or no answer in time; None for other errors."""
+    return explain_ollama_error(exc, url=getattr(llm, "base_url", None), model=getattr(llm, "model", None))
 
 
 async def call_llm(llm: BaseChatModel, messages: Sequence[BaseMessage], meter: Meter) -> AIMessage:

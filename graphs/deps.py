@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from langchain_core.language_models import BaseChatModel
 
 from atelier.agents.llm import build_chat_model
-from atelier.tools.errors import AtelierError
+from atelier.tools.comfyui.probe import most_free_vram
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.memory.store import MemoryStore
 from atelier.tools.settings import Settings
@@ -19,19 +19,7 @@ __all__ = ["SupervisorDeps", "comfy_vram_free"]
 
 async def comfy_vram_free(settings: Settings) -> float | None:
     """The most free VRAM any configured ComfyUI reports (GB); None when none answers."""
-    from atelier.tools.comfyui.rest import ComfyREST
-
-    best: float | None = None
-    for url in settings.comfyui_urls:
-        rest = ComfyREST(url, timeout=3.0)
-        try:
-            stats = await rest.system_stats()
-            best = max(best or 0.0, stats.vram_free_gb)
-        except AtelierError:
-            continue
-        finally:
-            await rest.aclose()
-    return best
+    return await most_free_vram(settings.comfyui_urls, timeout=3.0)
 
 
 @dataclass

@@ -15,8 +15,10 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from atelier.tools.comfyui.probe import probe_stats
 from atelier.tools.comfyui.rest import ComfyREST
 from atelier.tools.errors import AtelierError
+from atelier.tools.service_errors import OLLAMA_START
 from atelier.tools.settings import Settings
 
 __all__ = ["ServiceCheck", "check_comfyui", "check_ollama", "check_postgres", "check_qdrant", "mask_secrets",
@@ -85,11 +87,13 @@ async def check_comfyui(url: str, *, timeout: float = 5.0) -> ServiceCheck:
     """Ask one ComfyUI for its version, devices' VRAM and installed checkpoints."""
     rest = ComfyREST(url, timeout=timeout)
     try:
-        stats = await rest.system_stats()
-        details = [f"{d.name}: {_gb(d.vram_free)} free of {_gb(d.vram_total)}" for d in stats.devices]
+        status = await probe_stats(rest, url)
+        if status.stats is None:
+            return ServiceCheck("ComfyUI", url, False, True, hint=str(status.error))
+        details = [f"{d.name}: {_gb(d.vram_free)} free of {_gb(d.vram_total)}" for d in status.stats.devices]
         checkpoints = await rest.models("checkpoints")
         details.append(f"{len(checkpoints)} checkpoint(s)" + (f": {', '.join(checkpoints[:4])}" if checkpoints else ""))
-        return ServiceCheck("ComfyUI", url, True, True, stats.comfyui_version, details)
+        return ServiceCheck("ComfyUI", url, True, True, status.stats.comfyui_version, details)
     except AtelierError as exc:
         return ServiceCheck("ComfyUI", url, False, True, hint=str(exc))
     finally:
@@ -105,7 +109,7 @@ async def check_ollama(url: str, *, required: bool, timeout: float = 5.0) -> Ser
         details = [f"{len(models)} model(s)" + (f": {', '.join(map(str, models[:5]))}" if models else "")]
         return ServiceCheck("Ollama", url, True, required, str(version), details)
     except (httpx.HTTPError, ValueError) as exc:
-        hint = f"unreachable ({type(exc).__name__}); start it with `ollama serve` or set OLLAMA_URL"
+        hint = f"unreachable ({type(exc).__name__}); {OLLAMA_START}"
         return ServiceCheck("Ollama", url, False, required, hint=hint)
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "ComfyUnreachableError",
     "ComfyValidationError",
     "InputImageError",
+    "MissingExtraError",
     "MissingModel",
     "NodeProblem",
     "SettingsError",
@@ -286,3 +287,20 @@ class ComfyLostError(ComfyUIError):
             f"prompt {prompt_id} is no longer known to ComfyUI at {url} (not queued, no history): "
             "ComfyUI probably restarted; submit it again"
         )
+
+
+class MissingExtraError(AtelierError):
+    """A front end's framework (an optional extra of the distribution) cannot be imported: one line naming the
+    `pip install` that adds it (and the missing module, when it is one of the framework's own dependencies)."""
+
+    def __init__(self, extra: str, framework: str, package: str, error: ImportError) -> None:
+        self.extra = extra
+        self.framework = framework
+        missing = (error.name or "").split(".")[0]
+        if not isinstance(error, ModuleNotFoundError):  # installed, but not a version we can import
+            problem = f"cannot be imported ({error})"
+        elif missing and missing != package:
+            problem = f"is not installed completely (its module {missing!r} is missing)"
+        else:
+            problem = "is not installed"
+        super().__init__(f"{framework} {problem}: run pip install 'comfy-atelier[{extra}]'")

@@ -9,9 +9,9 @@ from typing import Any
 
 from atelier.tools.comfyui.binding_inference import current_value
 from atelier.tools.comfyui.client import ComfyClient, EventCallback
-from atelier.tools.comfyui.rest import ComfyREST
+from atelier.tools.comfyui.probe import first_up
 from atelier.tools.comfyui.templates import WorkflowTemplate, check_values, load_workflow, random_seed, render
-from atelier.tools.errors import ComfyUnreachableError, WorkflowError
+from atelier.tools.errors import WorkflowError
 from atelier.tools.inputs import resolve_input
 from atelier.tools.schemas import GeneratedImage, GenerationParams, GenerationResult, ImageRef
 from atelier.tools.settings import Settings
@@ -71,20 +71,10 @@ def check_params(template: WorkflowTemplate, params: GenerationParams, settings:
 
 
 async def pick_server(urls: list[str], *, timeout: float = 5.0) -> str:
-    """The first ComfyUI in `urls` that answers /system_stats; ComfyUnreachableError naming all when none does."""
+    """The first ComfyUI in `urls` that answers /system_stats (a lone one is not asked); else ComfyUnreachableError."""
     if len(urls) == 1:
         return urls[0]
-    reasons = []
-    for url in urls:
-        rest = ComfyREST(url, timeout=timeout)
-        try:
-            await rest.system_stats()
-            return url
-        except ComfyUnreachableError as exc:
-            reasons.append(exc.reason)
-        finally:
-            await rest.aclose()
-    raise ComfyUnreachableError(", ".join(urls), "; ".join(reasons))
+    return await first_up(urls, timeout=timeout)
 
 
 async def prepare_graph(comfy: ComfyClient, template: WorkflowTemplate, params: GenerationParams,

@@ -12,7 +12,8 @@ opened them, so every call runs there, whichever way ag2 calls it:
 
 - `await agent.a_initiate_chat(...)` on that loop: ag2 awaits the call on the loop itself.
 - a chat on another thread (`await asyncio.to_thread(agent.initiate_chat, ...)`, or `a_initiate_chat` on
-  another loop): the call is handed to the owning loop (`run_coroutine_threadsafe`) and its answer waited for.
+  another loop): the call is handed to the owning loop (the adapters' `LoopBridge`, atelier/adapters/bridge.py)
+  and its answer waited for.
 - a sync `initiate_chat` called on the owning loop's own thread blocks that loop, so no tool could ever run:
   the model gets an error naming the two ways above instead of a deadlock.
 
@@ -23,23 +24,27 @@ cache, no code execution (hence no Docker probe) and no runtime logging: it cont
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import logging
 import re
-import threading
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autogen import AssistantAgent, ConversableAgent
-from autogen.tools import Tool
 from pydantic import ValidationError
 
-from atelier.agents.llm import LLMUnavailableError
-from atelier.tools.errors import AtelierError
+from atelier.adapters.bridge import LoopBridge, LoopBridgeError, running_loop
+from atelier.tools.errors import AtelierError, MissingExtraError
+from atelier.tools.service_errors import explain_ollama_error
+
+try:  # ag2 is an extra: without it, importing this module is one line naming the pip install
+    from autogen import AssistantAgent, ConversableAgent
+    from autogen.tools import Tool
+except ImportError as _missing:
+    raise MissingExtraError("autogen", "AutoGen (ag2)", "autogen", _missing) from None
+
 from atelier.tools.settings import Settings
 from atelier.tools.toolkit import (
     TOOLS,
@@ -152,19 +157,20 @@ def _invalid(spec: ToolSpec, exc: ValidationError) -> str:
     return f"Error: invalid arguments for {spec.name}: {problems}"
 
 
-class _Bridge:
-    """Runs tool calls on the event loop that owns the ToolContext, from wherever ag2 makes them."""
+# How an ag2 chat is started off the studio's loop (the end of the refusal of a tool call that would block it).
+_BLOCKED_ADVICE = ("This chat was started with the synchronous initiate_chat there: use `await "
+                   "agent.a_initiate_chat(...)` on that loop, or `await asyncio.to_thread(agent.initiate_chat, ...)`.")
+_OFF_LOOP = ("register_tools must be called on the event loop that opened the ToolContext (its database pool lives "
+             "there): call it from async code, e.g. inside `async with studio(settings)`")
+
+
+class _ToolRunner:
+    """Runs ag2's tool calls on the event loop that owns the ToolContext (through the adapters' LoopBridge)."""
 
     def __init__(self, ctx: ToolContext, log: ToolLog) -> None:
         self.ctx = ctx
         self.log = log
-        try:
-            self.loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise AtelierError("register_tools must be called on the event loop that opened the ToolContext "
-                               "(its database pool lives there): call it from async code, e.g. inside "
-                               "`async with studio(settings)`") from None
-        self.thread = threading.get_ident()
+        self.bridge = LoopBridge.here(blocked_advice=_BLOCKED_ADVICE, elsewhere=_OFF_LOOP)
 
     async def run(self, spec: ToolSpec, arguments: dict[str, Any]) -> str:
         """Validate and run one call on the owning loop; the model's text, errors included."""
@@ -187,12 +193,6 @@ class _Bridge:
 
         return report
 
-    def blocked(self) -> str:
-        """What the model reads when the chat blocks the very loop the tools need."""
-        return ("Error: the tool cannot run: this chat was started with the synchronous initiate_chat on the thread "
-                "of the event loop that owns Atelier's connections, which blocks it. Use `await "
-                "agent.a_initiate_chat(...)` there, or `await asyncio.to_thread(agent.initiate_chat, ...)`.")
-
     def function(self, spec: ToolSpec) -> Callable[..., str | Awaitable[str]]:
         """The function ag2 executes: a plain function answering text, or an awaitable when a loop runs here.
 
@@ -200,44 +200,33 @@ class _Bridge:
         event loop per call, where the context's pool cannot be used. This function decides itself, knowing which
         thread and loop call it.
         """
-        bridge = self
+        runner = self
 
         def call(**arguments: Any) -> str | Awaitable[str]:
-            try:
-                here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-            except RuntimeError:
-                here = None
+            here = running_loop()
             if here is None:  # a sync chat on a plain thread (e.g. asyncio.to_thread): wait for the owning loop
-                if threading.get_ident() == bridge.thread:
-                    return bridge.blocked()
-                return bridge.wait(spec, arguments)
-            return bridge.awaited(spec, arguments, here)
+                return runner.wait(spec, arguments)
+            return runner.awaited(spec, arguments, here)
 
         call.__name__ = spec.name
         call.__doc__ = spec.description
         return call
 
     def wait(self, spec: ToolSpec, arguments: dict[str, Any]) -> str:
-        """Run the call on the owning loop from a thread without a loop, and wait (giving up if the loop stops)."""
-        stopped = "Error: Atelier's event loop has stopped; the tools are no longer available."
-        if self.loop.is_closed() or not self.loop.is_running():
-            return stopped
-        future = asyncio.run_coroutine_threadsafe(self.run(spec, arguments), self.loop)
-        while True:
-            try:
-                return future.result(timeout=1.0)
-            except concurrent.futures.TimeoutError:
-                if not self.loop.is_running():
-                    future.cancel()
-                    return stopped
+        """Run the call on the owning loop from a thread without a loop, and wait (an error text if it cannot)."""
+        try:
+            return self.bridge.call(lambda: self.run(spec, arguments))
+        except LoopBridgeError as exc:
+            return f"Error: {exc}"
 
     async def awaited(self, spec: ToolSpec, arguments: dict[str, Any], created_on: asyncio.AbstractEventLoop) -> str:
         """The call as awaited by ag2: directly on the owning loop, else handed over to it."""
-        if asyncio.get_running_loop() is self.loop:
-            return await self.run(spec, arguments)
-        if created_on is self.loop:  # ag2's sync path moved the call off a loop its caller blocks
-            return self.blocked()
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.run(spec, arguments), self.loop))
+        if created_on is self.bridge.loop and not self.bridge.on_owner():
+            return f"Error: {self.bridge.blocked()}"  # ag2's sync path moved the call off a loop its caller blocks
+        try:
+            return await self.bridge.acall(lambda: self.run(spec, arguments))
+        except LoopBridgeError as exc:
+            return f"Error: {exc}"
 
 
 def register_tools(caller: ConversableAgent, executor: ConversableAgent, ctx: ToolContext, *,
@@ -248,9 +237,9 @@ def register_tools(caller: ConversableAgent, executor: ConversableAgent, ctx: To
     description and `args.model_json_schema()` unchanged; the executor's calls land in the returned log.
     """
     log = log if log is not None else ToolLog()
-    bridge = _Bridge(ctx, log)
+    runner = _ToolRunner(ctx, log)
     for spec in _chosen(names):
-        tool = Tool(name=spec.name, description=spec.description, func_or_tool=bridge.function(spec),
+        tool = Tool(name=spec.name, description=spec.description, func_or_tool=runner.function(spec),
                     parameters_json_schema=spec.args.model_json_schema())
         tool.register_for_llm(caller)
         # serialize=False: the function already answers text, and ag2 must see its awaitable, not a string of it
@@ -283,28 +272,14 @@ def ollama_llm_config(settings: Settings, *, model: str | None = None, temperatu
     }
 
 
-def _explain(exc: BaseException, settings: Settings, model: str) -> LLMUnavailableError | None:
-    """Our clear error for Ollama being down or the model not pulled (the OpenAI client's errors); else None."""
-    import openai
-
-    if isinstance(exc, openai.APIConnectionError | ConnectionError):
-        return LLMUnavailableError(f"Ollama at {settings.ollama_url} is unreachable: start it (`ollama serve`) or "
-                                   "fix OLLAMA_URL")
-    if isinstance(exc, openai.NotFoundError) and "not found" in str(exc):
-        return LLMUnavailableError(f"the model {model!r} is not pulled: run `ollama pull {model}` or set "
-                                   "ATELIER_CHAT_MODEL to one you have")
-    if isinstance(exc, TimeoutError | openai.APITimeoutError):
-        return LLMUnavailableError(f"Ollama at {settings.ollama_url} did not answer in time (model {model!r})")
-    return None
-
-
 @contextlib.contextmanager
 def ollama_errors(settings: Settings, model: str | None = None) -> Iterator[None]:
-    """Around a chat: Ollama being down or a model missing raises LLMUnavailableError naming the fix."""
+    """Around a chat: Ollama being down, a model missing or no answer in time raises LLMUnavailableError naming the
+    fix."""
     try:
         yield
     except Exception as exc:
-        explained = _explain(exc, settings, model or settings.chat_model)
+        explained = explain_ollama_error(exc, url=settings.ollama_url, model=model or settings.chat_model)
         if explained is None:
             raise
         raise explained from exc

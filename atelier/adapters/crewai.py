@@ -8,9 +8,9 @@ Ollama, and our own ledger through the tools.
 The bridge from CrewAI's threads to our async tools: CrewAI calls a tool's `_run` synchronously, from the thread
 that runs `Crew.kickoff` (or a pool thread when it runs several tool calls at once). Our tools are coroutines
 that use the ToolContext's connection pools, and the psycopg pool in `ctx.ledger` (like the ledger's event
-listener) belongs to the event loop that opened it. So every tool call is sent with
-`asyncio.run_coroutine_threadsafe` to THAT loop, captured when the tools are made (`crew_tools` inside the
-studio's async code, or `loop=`), and the calling CrewAI thread waits for the answer. The loop must stay free
+listener) belongs to the event loop that opened it. So every tool call is sent through the adapters' `LoopBridge`
+(atelier/adapters/bridge.py) to THAT loop, captured when the tools are made (`crew_tools` inside the studio's
+async code, or `loop=`), and the calling CrewAI thread waits for the answer. The loop must stay free
 while a crew runs: start the crew in a worker thread (`await run_crew(crew)` / `Crew.kickoff_async`, which uses
 `asyncio.to_thread`). A call made on the loop's own thread would wait for itself; it is refused with a message
 saying so instead of hanging, and a loop that stops while a call waits ends the wait with an error.
@@ -33,18 +33,24 @@ for _name, _value in TELEMETRY_SWITCHES.items():
 
 import asyncio  # noqa: E402
 import threading  # noqa: E402
-from collections.abc import Callable, Coroutine, Iterator  # noqa: E402
+from collections.abc import Callable, Coroutine  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
-from crewai import LLM, Agent, Crew, CrewOutput, Process, Task  # noqa: E402
-from crewai.llms.base_llm import BaseLLM  # noqa: E402
-from crewai.tools import BaseTool  # noqa: E402
-from crewai.tools.tool_failure import ToolFailure, ToolFailureReason  # noqa: E402
 from pydantic import PrivateAttr, ValidationError  # noqa: E402
 
-from atelier.agents.llm import LLMUnavailableError  # noqa: E402
-from atelier.tools.errors import AtelierError  # noqa: E402
+from atelier.adapters.bridge import LoopBridge  # noqa: E402
+from atelier.tools.errors import AtelierError, MissingExtraError  # noqa: E402
+
+try:  # CrewAI is an extra: without it, importing this module is one line naming the pip install
+    from crewai import LLM, Agent, Crew, CrewOutput, Process, Task
+    from crewai.llms.base_llm import BaseLLM
+    from crewai.tools import BaseTool
+    from crewai.tools.tool_failure import ToolFailure, ToolFailureReason
+except ImportError as _missing:
+    raise MissingExtraError("crewai", "CrewAI", "crewai", _missing) from None
+
+from atelier.tools.service_errors import LLMUnavailableError, explain_ollama_error  # noqa: E402
 from atelier.tools.settings import Settings  # noqa: E402
 from atelier.tools.toolkit import TOOLS, JobInfo, ToolContext, ToolSpec, as_text  # noqa: E402
 
@@ -62,8 +68,8 @@ __all__ = [
     "telemetry_disabled",
 ]
 
-# How often a CrewAI thread waiting for a tool checks that the studio's loop still runs.
-_LOOP_CHECK_SECONDS = 0.5
+# How a crew is started off the studio's loop (the end of the refusal of a tool call that would block it).
+_BLOCKED_ADVICE = "Start the crew in a worker thread: await run_crew(crew) or crew.kickoff_async()."
 OnResult = Callable[["ToolCall"], None]
 
 
@@ -101,44 +107,6 @@ class ToolCall:
     error: str | None = None
 
 
-class _LoopBridge:
-    """Runs the toolkit's coroutines on the loop that owns the ToolContext, for callers on other threads."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-
-    def _on_loop_thread(self) -> bool:
-        """Whether the caller runs inside the owning loop (blocking there would wait forever)."""
-        try:
-            return asyncio.get_running_loop() is self.loop
-        except RuntimeError:
-            return False
-
-    def call(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-        """Run `make()` on the owning loop and wait for its result from this (CrewAI's) thread."""
-        if self._on_loop_thread():
-            raise AtelierError("a CrewAI tool was called on the studio's event loop thread, where waiting for it "
-                               "would block forever: start the crew in a worker thread (await run_crew(crew) or "
-                               "crew.kickoff_async())")
-        if self.loop.is_closed() or not self.loop.is_running():
-            raise AtelierError("the studio's event loop is not running (the studio was closed); the tools cannot "
-                               "reach the ledger")
-        future = asyncio.run_coroutine_threadsafe(make(), self.loop)
-        while True:
-            try:
-                return future.result(timeout=_LOOP_CHECK_SECONDS)
-            except TimeoutError:
-                if not self.loop.is_running():
-                    future.cancel()
-                    raise AtelierError("the studio's event loop stopped while a tool was running") from None
-
-    async def acall(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-        """Await `make()` on the owning loop, from any loop (directly when already on it)."""
-        if self._on_loop_thread():
-            return await make()
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(make(), self.loop))
-
-
 async def _no_progress(_done: float, _total: float | None, _message: str) -> None:
     """CrewAI has no progress channel."""
 
@@ -153,7 +121,7 @@ class AtelierCrewTool(BaseTool):
 
     _spec: ToolSpec = PrivateAttr()
     _ctx: ToolContext = PrivateAttr()
-    _bridge: _LoopBridge = PrivateAttr()
+    _bridge: LoopBridge = PrivateAttr()
     _on_result: OnResult | None = PrivateAttr(default=None)
 
     @classmethod
@@ -161,7 +129,8 @@ class AtelierCrewTool(BaseTool):
                   on_result: OnResult | None = None) -> AtelierCrewTool:
         """The tool for `spec`, acting on `ctx` through `loop`."""
         tool = cls(name=spec.name, description=spec.description, args_schema=spec.args, cache_function=_never_cache)
-        tool._spec, tool._ctx, tool._bridge, tool._on_result = spec, ctx, _LoopBridge(loop), on_result
+        bridge = LoopBridge(loop, blocked_advice=_BLOCKED_ADVICE)
+        tool._spec, tool._ctx, tool._bridge, tool._on_result = spec, ctx, bridge, on_result
         return tool
 
     @property
@@ -279,38 +248,9 @@ def build_llm(settings: Settings, *, model: str | None = None, temperature: floa
                temperature=temperature, max_retries=max_retries)
 
 
-def _ollama_url(llm: Any) -> str:
-    """Ollama's URL behind a CrewAI LLM (without the `/v1` of the OpenAI-compatible endpoint)."""
-    base = str(getattr(llm, "base_url", None) or "http://localhost:11434").rstrip("/")
-    return base.removesuffix("/v1")
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """The exception and its causes/contexts (each once)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 def explain_llm_error(exc: BaseException, llm: Any) -> LLMUnavailableError | None:
-    """Our clear error for Ollama being down or a model not pulled (CrewAI says "OpenAI API"); else None."""
-    import httpx
-    import openai
-
-    model = str(getattr(llm, "model", "") or "the model")
-    for error in _chain(exc):
-        if isinstance(error, openai.APIConnectionError | httpx.ConnectError | ConnectionError) or (
-                "Failed to connect to OpenAI API" in str(error)):
-            return LLMUnavailableError(f"Ollama at {_ollama_url(llm)} is unreachable: start it (`ollama serve`) or "
-                                       "fix OLLAMA_URL")
-        if isinstance(error, openai.NotFoundError) or (
-                f"Model {model} not found" in str(error)):
-            return LLMUnavailableError(f"the model {model!r} is not pulled into Ollama at {_ollama_url(llm)}: run "
-                                       f"`ollama pull {model}` or set ATELIER_CHAT_MODEL to one you have")
-    return None
+    """Our clear error for Ollama being down, a model not pulled or too slow (CrewAI says "OpenAI API"); else None."""
+    return explain_ollama_error(exc, url=getattr(llm, "base_url", None), model=getattr(llm, "model", None))
 
 
 async def run_crew(crew: Crew, inputs: dict[str, Any] | None = None) -> CrewOutput:

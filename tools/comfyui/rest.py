@@ -73,8 +73,15 @@ class ComfyREST:
         return result
 
     async def system_stats(self) -> SystemStats:
-        """GET /system_stats: version and memory per device."""
-        return SystemStats.from_response(await self._json("GET", "/system_stats"))
+        """GET /system_stats: version and memory per device; ComfyHTTPError for an answer that is not ComfyUI's."""
+        body = await self._json("GET", "/system_stats")
+        try:
+            if not isinstance(body, dict) or not isinstance(body.get("system"), dict):
+                raise TypeError("not a JSON object with a `system` object")
+            return SystemStats.from_response(body)
+        except (TypeError, ValueError) as exc:  # ValueError: pydantic's ValidationError
+            raise ComfyHTTPError(f"{self.base_url}/system_stats", 200,
+                                 f"not ComfyUI's /system_stats: {str(body)[:200]}") from exc
 
     async def object_info(self, node_class: str | None = None) -> dict[str, Any]:
         """GET /object_info (or one class): node inputs, types, defaults and installed models."""

@@ -7,48 +7,15 @@ The `server` label is the URL's scheme://host:port only: user info, path and que
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-import httpx
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from atelier.tools.comfyui.models import SystemStats
+from atelier.tools.comfyui.probe import ComfyStatus, probe_all_blocking
 from atelier.tools.worker.metrics import server_label
 
-__all__ = ["ComfyProbe", "ComfyProbeCollector", "probe_comfyui"]
-
-
-@dataclass(frozen=True)
-class ComfyProbe:
-    """What one probe of one server found (`server` is the URL as configured: never a label as it is)."""
-
-    server: str
-    up: bool
-    seconds: float
-    vram_total_bytes: int | None = None
-
-
-def probe_comfyui(server: str, timeout: float) -> ComfyProbe:
-    """GET /system_stats once; up when it answers 200 with a JSON object."""
-    started = time.monotonic()
-    try:
-        response = httpx.get(f"{server}/system_stats", timeout=timeout)
-        body = response.json() if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError):
-        body = None
-    seconds = time.monotonic() - started
-    if not isinstance(body, dict):
-        return ComfyProbe(server, False, seconds)
-    try:
-        stats = SystemStats.from_response(body)
-    except ValueError:  # pydantic's ValidationError: an answer that is not ComfyUI's
-        return ComfyProbe(server, False, seconds)
-    total = max((d.vram_total for d in stats.devices), default=0)
-    return ComfyProbe(server, True, seconds, total or None)
+__all__ = ["ComfyProbeCollector"]
 
 
 class ComfyProbeCollector(Collector):
@@ -58,12 +25,9 @@ class ComfyProbeCollector(Collector):
         self.servers = list(servers)
         self.timeout_seconds = timeout_seconds
 
-    def probe_all(self) -> list[ComfyProbe]:
-        """Probe every server in parallel."""
-        if not self.servers:
-            return []
-        with ThreadPoolExecutor(max_workers=min(8, len(self.servers)), thread_name_prefix="comfy-probe") as pool:
-            return list(pool.map(lambda url: probe_comfyui(url, self.timeout_seconds), self.servers))
+    def probe_all(self) -> list[ComfyStatus]:
+        """Probe every server in parallel, on a loop of its own (a scrape may come from any thread)."""
+        return probe_all_blocking(self.servers, timeout=self.timeout_seconds)
 
     def collect(self) -> Iterator[Metric]:
         """Yield the probe results (a probe never raises: an unreachable server is up 0)."""
@@ -76,7 +40,7 @@ class ComfyProbeCollector(Collector):
                                   labels=["server"])
         seen: set[str] = set()
         for probe in probes:
-            label = [server_label(probe.server)]
+            label = [server_label(probe.url)]
             if label[0] in seen:  # two URLs of one server (say, with and without credentials): one series
                 continue
             seen.add(label[0])

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from atelier.tools.comfyui.client import ComfyClient
+from atelier.tools.comfyui.probe import probe_stats
 from atelier.tools.errors import ComfyHTTPError, ComfyUnreachableError
 from atelier.tools.gpu.room import GpuRoom
 from atelier.tools.ledger.models import Job
@@ -214,11 +215,11 @@ class Worker:
         if state.healthy and now - state.checked_at < self.options.vram_cache_seconds:
             return True
         client = await self.client_for(state.url)
-        try:
-            stats = await client.system_stats()
-        except (ComfyUnreachableError, ComfyHTTPError) as exc:
+        status = await probe_stats(client, state.url)
+        stats = status.stats
+        if stats is None:
             if state.healthy:
-                log.warning("ComfyUI %s is unreachable: %s", state.url, exc)
+                log.warning("ComfyUI %s is unreachable: %s", state.url, status.error)
             state.healthy = False
             self.gpu.forget(state.url)
             return False
