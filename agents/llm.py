@@ -5,17 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from pydantic import BaseModel
 
-from atelier.graphs.state import Hop
 from atelier.tools.service_errors import LLMUnavailableError, explain_ollama_error
 from atelier.tools.settings import Settings
 
-__all__ = ["LLMUnavailableError", "Meter", "build_chat_model", "call_llm", "call_structured"]
+__all__ = ["Hop", "LLMUnavailableError", "Meter", "build_chat_model", "call_llm", "call_structured"]
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -25,6 +24,16 @@ def build_chat_model(settings: Settings, model: str | None = None) -> BaseChatMo
     from langchain_ollama import ChatOllama
 
     return ChatOllama(model=model or settings.chat_model, base_url=settings.ollama_url, temperature=0.2)
+
+
+class Hop(TypedDict):
+    """One agent step: who acted, how many LLM calls and tokens it spent, and how long it took."""
+
+    agent: str
+    llm_calls: int
+    prompt_tokens: int
+    output_tokens: int
+    seconds: float
 
 
 @dataclass

@@ -6,7 +6,7 @@ metric the floor is what the fake itself takes, measured in the same run with th
 Atelier paths are timed beside it:
 - time to first token: floor = POST /api/chat (stream) to the fake Ollama with httpx, until the first NDJSON line
   with content. A plain question the rules route to "answer", one scripted reply per request.
-- request → image shown: floor = `tools.generate.generate_image` straight on the fake ComfyUI with the workflow and
+- request → image shown: floor = `tools.comfyui.direct.run_workflow` straight on the fake ComfyUI with the workflow and
   values the chat's own job used (its steps, size, negative prompt). "draw a …" requests, each a different subject
   so the ledger's result cache never answers; the server's in-process worker (build_server's default) runs them.
 - run_turn in this process (no Gradio): until the first Token event / the job's final event.
@@ -231,7 +231,7 @@ def floor_first_tokens(ollama_url: str, model: str, count: int) -> list[float]:
 
 def workflow_steps(settings: Settings, workflow: str, params: GenerationParams) -> int | None:
     """The sampling steps a job of `workflow` with `params` runs (its own value, or the workflow's default)."""
-    from atelier.tools.generate import resolve_workflow
+    from atelier.tools.comfyui.direct import resolve_workflow
 
     if params.steps is not None:
         return params.steps
@@ -244,18 +244,18 @@ def workflow_steps(settings: Settings, workflow: str, params: GenerationParams) 
 
 
 async def floor_images(settings: Settings, workflow: str, params: GenerationParams, prompts: list[str]) -> list[float]:
-    """Seconds per image from generate_image straight on the fake ComfyUI (render, run, save the PNG)."""
-    from atelier.tools.generate import generate_image, resolve_workflow
+    """Seconds per image from run_workflow straight on the fake ComfyUI (render, run, save the PNG)."""
+    from atelier.tools.comfyui.direct import resolve_workflow, run_workflow
 
     template = await asyncio.to_thread(resolve_workflow, workflow, settings)
     times: list[float] = []
     for prompt in prompts:
         values = params.model_copy(update={"prompt": prompt, "seed": None})
         started = time.perf_counter()
-        result = await generate_image(values, settings=settings, workflow=template)
+        result = await run_workflow(values, settings=settings, workflow=template)
         times.append(time.perf_counter() - started)
         if not result.images:
-            raise RuntimeError(f"generate_image made no image for {prompt!r}")
+            raise RuntimeError(f"run_workflow made no image for {prompt!r}")
     return times
 
 
@@ -499,7 +499,7 @@ PATHS: dict[str, str] = {
     "page": "chat: /chat as the page does",
     "client": "chat: /chat via gradio_client",
 }
-FLOORS = {"token": "floor: fake Ollama via httpx", "image": "floor: generate_image direct"}
+FLOORS = {"token": "floor: fake Ollama via httpx", "image": "floor: run_workflow direct"}
 
 
 @dataclass

@@ -92,8 +92,8 @@ def run_atelier(jobs: int, tmp: Path) -> tuple[float, float, float]:
 
 def run_baseline(jobs: int, tmp: Path) -> tuple[float, float, float]:
     """The same with the §6 polling worker (on the same ledger table)."""
+    from atelier.tools.comfyui.direct import resolve_workflow
     from atelier.tools.comfyui.templates import render
-    from atelier.tools.generate import resolve_workflow
 
     settings = load_settings(data_dir=tmp / "b")
     template = resolve_workflow("txt2img", settings)

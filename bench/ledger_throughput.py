@@ -38,7 +38,7 @@ BATCH = 200
 SUBMITTERS = 8
 SERVER = "http://bench:8188"
 SMOKE = {"jobs": 40, "workers": 2}
-SUBMIT_MODULES = ("atelier.tools.generate", "atelier.tools.ledger.service", "atelier.tools.outputs.store")
+SUBMIT_MODULES = ("atelier.tools.comfyui.direct", "atelier.tools.ledger.service", "atelier.tools.outputs.store")
 
 
 # --- Atelier ---------------------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def _run_atelier_worker(conninfo: str, total: int, ready: mp.Event, done: Any) -
 
 async def _atelier_submit(conninfo: str, total: int, data_dir: Path, batch: int) -> None:
     """Submit `total` distinct jobs from SUBMITTERS concurrent tasks, one by one or `batch` per transaction."""
-    from atelier.tools.generate import resolve_workflow
+    from atelier.tools.comfyui.direct import resolve_workflow
     from atelier.tools.ledger.models import JobRequest
     from atelier.tools.ledger.service import LedgerService
     from atelier.tools.outputs.store import LocalOutputStore

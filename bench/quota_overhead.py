@@ -39,7 +39,7 @@ async def _submit_all(conninfo: str, total: int, data_dir: Path, owners: list[st
     """Seconds to submit `total` jobs from SUBMITTERS tasks; task i submits as owners[i % len(owners)]."""
     from atelier.tools.accounts.directory import UserDirectory
     from atelier.tools.accounts.models import Quotas
-    from atelier.tools.generate import resolve_workflow
+    from atelier.tools.comfyui.direct import resolve_workflow
     from atelier.tools.ledger.models import JobRequest
     from atelier.tools.ledger.service import LedgerService
     from atelier.tools.outputs.store import LocalOutputStore

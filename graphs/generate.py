@@ -10,8 +10,8 @@ from langgraph.graph.state import CompiledStateGraph
 
 from atelier.graphs.owner import require_admin
 from atelier.tools.catalog import require_workflow_name
+from atelier.tools.comfyui.direct import run_workflow
 from atelier.tools.errors import AtelierError
-from atelier.tools.generate import generate_image
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import Settings, load_settings
 
@@ -43,7 +43,7 @@ def build_generate_graph(*, settings: Settings) -> StateGraph[GenerateState]:
         workflow = state.get("workflow")
         try:
             require_workflow_name(workflow)
-            result = await generate_image(GenerationParams.model_validate(state.get("params")), settings=settings,
+            result = await run_workflow(GenerationParams.model_validate(state.get("params")), settings=settings,
                                           workflow=workflow)
         except AtelierError as exc:
             raise GenerateRefusedError(str(exc)) from exc

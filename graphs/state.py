@@ -8,20 +8,12 @@ from typing import Annotated, Any, Literal, TypedDict
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 
+from atelier.agents.llm import Hop
+
 __all__ = ["INTENTS", "Hop", "Intent", "SupervisorState"]
 
 Intent = Literal["answer", "generate", "illustrate", "retrieve", "plan", "cost"]
 INTENTS: tuple[str, ...] = ("answer", "generate", "illustrate", "retrieve", "plan", "cost")
-
-
-class Hop(TypedDict):
-    """One agent step: who acted, how many LLM calls and tokens it spent, and how long it took."""
-
-    agent: str
-    llm_calls: int
-    prompt_tokens: int
-    output_tokens: int
-    seconds: float
 
 
 class SupervisorState(TypedDict, total=False):

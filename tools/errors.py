@@ -3,7 +3,8 @@
 Every error Atelier raises on purpose derives from AtelierError (tests/unit/test_errors.py checks it) and reads as a
 message fit for a person: the problem and the fix. Each family lives beside the code that raises it:
 
-- here: SettingsError; WorkflowError (InputImageError; JobRequestError in tools/ledger/models.py); the ComfyUI family
+- here: SettingsError; MissingExtraError (an optional extra is not installed: names the pip install);
+  WorkflowError (InputImageError; JobRequestError in tools/ledger/models.py); the ComfyUI family
   ComfyUIError → ComfyUnreachableError, ComfyHTTPError, ComfyValidationError, ComfyExecutionError,
   ComfyInterruptedError, ComfyNoOutputsError, ComfyLostError;
 - the ledger (tools/ledger/): JobNotFoundError, IdempotencyKeyTakenError, LeaseLostError, LedgerUnavailableError
@@ -17,8 +18,11 @@ message fit for a person: the problem and the fix. Each family lives beside the 
   ABTestNotFoundError (abtests.py);
 - memory (tools/memory/): DocumentError, EmbedError, MemoryLockedError, EmbeddingMismatchError;
 - GPU hot-swap (tools/gpu/ollama_models.py): OllamaAdminError → OllamaUnreachableError, OllamaHTTPError;
-- agents and graphs: LLMUnavailableError (agents/llm.py), AdminOnlyError (graphs/owner.py), GenerateRefusedError
-  (graphs/generate.py) — the last two are ValueErrors too, so the LangGraph server shows their messages.
+- Ollama: LLMUnavailableError (tools/service_errors.py, which explains every client's failures the same way);
+- agents and graphs: AdminOnlyError (graphs/owner.py), GenerateRefusedError
+  (graphs/generate.py) — both are ValueErrors too, so the LangGraph server shows their messages;
+- front ends: LoopBridgeError → LoopBlockedError, LoopStoppedError (atelier/adapters/bridge.py, CrewAI and AutoGen
+  calling tools on the studio's loop).
 """
 
 from __future__ import annotations

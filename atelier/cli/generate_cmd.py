@@ -8,10 +8,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from atelier.tools.comfyui.direct import resolve_workflow
 from atelier.tools.comfyui.events import Cached, ComfyEvent, NodeExecuting, Queued, Reconnected, StepProgress
-from atelier.tools.comfyui.sync import generate_image_sync
+from atelier.tools.comfyui.sync import run_workflow_sync
 from atelier.tools.errors import AtelierError
-from atelier.tools.generate import resolve_workflow
 from atelier.tools.inputs import InputStore
 from atelier.tools.schemas import GenerationParams, parse_size
 from atelier.tools.settings import Settings, load_settings
@@ -98,7 +98,7 @@ def generate(
     with Progress(*columns, console=console, transient=False) as progress:
         bars = StepBars(progress, template.graph)
         try:
-            result = generate_image_sync(
+            result = run_workflow_sync(
                 params, settings=settings, workflow=template, comfy_url=comfy_url, out_dir=out, on_event=bars
             )
         except AtelierError:

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from atelier.tools.comfyui.client import ComfyClient
-from atelier.tools.generate import resolve_workflow
+from atelier.tools.comfyui.direct import resolve_workflow
 from atelier.tools.ledger.models import Job, JobRequest
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.ledger.store import Claim

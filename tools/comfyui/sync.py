@@ -15,7 +15,7 @@ from atelier.tools.comfyui.templates import WorkflowTemplate
 from atelier.tools.schemas import GenerationParams, GenerationResult, ImageRef
 from atelier.tools.settings import Settings
 
-__all__ = ["SyncComfyClient", "generate_image_sync"]
+__all__ = ["SyncComfyClient", "run_workflow_sync"]
 
 
 class SyncComfyClient:
@@ -93,7 +93,7 @@ async def _make_client(base_url: str, options: dict[str, Any]) -> ComfyClient:
     return ComfyClient(base_url, **options)
 
 
-def generate_image_sync(
+def run_workflow_sync(
     params: GenerationParams,
     *,
     settings: Settings,
@@ -102,11 +102,11 @@ def generate_image_sync(
     out_dir: Path | None = None,
     on_event: Callable[[ComfyEvent], None] | None = None,
 ) -> GenerationResult:
-    """Blocking generate_image: render, run, save, return where the images are."""
-    from atelier.tools.generate import generate_image
+    """Blocking run_workflow: render, run, save, return where the images are."""
+    from atelier.tools.comfyui.direct import run_workflow
 
     return asyncio.run(
-        generate_image(
+        run_workflow(
             params, settings=settings, workflow=workflow, comfy_url=comfy_url, out_dir=out_dir, on_event=on_event
         )
     )

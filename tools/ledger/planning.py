@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from atelier.tools.catalog import require_workflow_name
+from atelier.tools.comfyui.direct import check_params, images_of, resolve_workflow
 from atelier.tools.comfyui.templates import WorkflowTemplate, random_seed, required_models
-from atelier.tools.generate import check_params, images_of, resolve_workflow
 from atelier.tools.gpu.holdings import model_keys
 from atelier.tools.inputs import resolve_input
 from atelier.tools.ledger.models import JobRequest

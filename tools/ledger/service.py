@@ -10,9 +10,9 @@ from typing import Self
 
 from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.catalog import require_workflow_name
+from atelier.tools.comfyui.direct import resolve_workflow
 from atelier.tools.comfyui.templates import WorkflowTemplate
 from atelier.tools.errors import AtelierError
-from atelier.tools.generate import resolve_workflow
 from atelier.tools.ledger.events import JobEvents
 from atelier.tools.ledger.models import Job, JobRequest, SubmitOutcome
 from atelier.tools.ledger.planning import PlannedJob, plan_job

@@ -13,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from atelier.tools.comfyui.probe import ComfyStatus, probe_all_blocking
-from atelier.tools.worker.metrics import server_label
+from atelier.tools.metrics.labels import server_label
 
 __all__ = ["ComfyProbeCollector"]
 

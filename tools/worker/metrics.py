@@ -13,7 +13,6 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
-from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -22,6 +21,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from atelier.tools.accounts.auth import Authenticator
 from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.accounts.tokens import AuthError
+from atelier.tools.metrics.labels import server_label
 from atelier.tools.metrics.usage import LedgerPool, UsageCollector
 from atelier.tools.settings import Settings
 
@@ -33,24 +33,8 @@ __all__ = ["ByServer", "WorkerMetrics", "serve_metrics", "server_label"]
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 _DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 M = TypeVar("M", Counter, Gauge)
-
-
-def server_label(url: str) -> str:
-    """A server URL as a metric label: scheme://host:port only (credentials, path and query stay out of metrics)."""
-    try:
-        parts = urlsplit(url.strip())
-        host, port = parts.hostname, parts.port
-    except ValueError:  # an unparsable port or host
-        return "invalid-url"
-    if not parts.scheme or not host:
-        return "invalid-url"
-    scheme = parts.scheme.lower()
-    port = port if port is not None else _DEFAULT_PORTS.get(scheme)
-    shown = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{shown}" if port is None else f"{scheme}://{shown}:{port}"
 
 
 class ByServer(Generic[M]):

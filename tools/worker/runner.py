@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from atelier.tools.comfyui.client import ComfyClient, RunOutcome
+from atelier.tools.comfyui.direct import chosen_refs, prepare_graph, resolve_workflow
 from atelier.tools.comfyui.events import (
     TERMINAL,
     ComfyEvent,
@@ -47,7 +48,6 @@ from atelier.tools.errors import (
     ComfyValidationError,
     WorkflowError,
 )
-from atelier.tools.generate import chosen_refs, prepare_graph, resolve_workflow
 from atelier.tools.gpu.room import GpuRoom
 from atelier.tools.ledger.events import EventPublisher, JobEvents
 from atelier.tools.ledger.models import Job, JobOutput

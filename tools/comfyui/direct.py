@@ -1,4 +1,8 @@
-"""The image-generation tool every front end calls: template → ComfyUI → PNG files on disk."""
+"""A workflow run straight on ComfyUI, outside the ledger (`atelier generate`, the generate graph).
+
+Resolve the workflow, check the values, upload the input image, render, run and save. The same value checks as the
+ledger's planning apply (`check_params`); the ledger and its workers reuse the helpers here (`resolve_workflow`,
+`prepare_graph`, `chosen_refs`)."""
 
 from __future__ import annotations
 
@@ -16,8 +20,15 @@ from atelier.tools.inputs import resolve_input
 from atelier.tools.schemas import GeneratedImage, GenerationParams, GenerationResult, ImageRef
 from atelier.tools.settings import Settings
 
-__all__ = ["check_params", "chosen_refs", "generate_image", "images_of", "pick_server", "prepare_graph",
-           "resolve_workflow"]
+__all__ = [
+    "check_params",
+    "chosen_refs",
+    "images_of",
+    "pick_server",
+    "prepare_graph",
+    "resolve_workflow",
+    "run_workflow",
+]
 
 
 def resolve_workflow(name_or_path: str | None, settings: Settings) -> WorkflowTemplate:
@@ -94,7 +105,7 @@ def chosen_refs(images: list[tuple[str, ImageRef]]) -> list[tuple[str, ImageRef]
     return saved or images
 
 
-async def generate_image(
+async def run_workflow(
     params: GenerationParams,
     *,
     settings: Settings,
