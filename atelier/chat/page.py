@@ -50,7 +50,6 @@ from atelier.studio import (  # noqa: E402
     studio,
     thread_history,
 )
-from atelier.tools.accounts.directory import UserDirectory  # noqa: E402
 from atelier.tools.accounts.models import Principal  # noqa: E402
 from atelier.tools.accounts.tokens import AuthError, TokenClaims  # noqa: E402
 from atelier.tools.catalog import list_templates  # noqa: E402
@@ -58,7 +57,7 @@ from atelier.tools.doctor import ServiceCheck, mask_secrets, run_doctor  # noqa:
 from atelier.tools.errors import AtelierError  # noqa: E402
 from atelier.tools.exposure import check_listen_address  # noqa: E402
 from atelier.tools.ledger.events import JobEvent  # noqa: E402
-from atelier.tools.ledger.models import Job, JobRequest  # noqa: E402
+from atelier.tools.ledger.models import Job  # noqa: E402
 from atelier.tools.memory.tools import MemoryContext, RateImageArgs, rate_image  # noqa: E402
 from atelier.tools.settings import Settings, load_settings  # noqa: E402
 
@@ -129,7 +128,7 @@ class ChatRuntime:
                            "page and log in again.")
         services = await self.get()
         try:
-            return await UserDirectory(services.ledger.ledger.pool).authenticate_claims(
+            return await services.ledger.accounts.authenticate_claims(
                 TokenClaims(user_id=name, role="user", key_id=key_id, expires=0))
         except AuthError as exc:
             self.end_session(session)
@@ -171,7 +170,7 @@ class ChatRuntime:
         if self.services is None:
             return False
         try:
-            principal = await UserDirectory(self.services.ledger.ledger.pool).authenticate_key(password)
+            principal = await self.services.ledger.accounts.authenticate_key(password)
         except AuthError as exc:
             log.info("chat login refused for %r: %s", username, exc)
             return False
@@ -322,8 +321,8 @@ async def _image_file(runtime: ChatRuntime, job: Job, index: int = 0) -> Path | 
     target = runtime.cache_dir() / f"{job.id}-{index}{Path(output.key).suffix or '.png'}"
     if not target.exists():
         services = await runtime.get()
-        data = await asyncio.to_thread(services.ledger.store.read, output.uri)
-        await asyncio.to_thread(target.write_bytes, data)
+        image = await services.ledger.output(job, index)
+        await asyncio.to_thread(target.write_bytes, image.data)
     return target
 
 
@@ -513,11 +512,11 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
         args = RateImageArgs(job_id=job_id, owner=me.user_id, stars=stars, thumb=thumb)
         try:
             if services.memory is not None:
-                result = await rate_image(MemoryContext(services.memory, settings, services.ledger.ledger), args)
+                result = await rate_image(MemoryContext(services.memory, settings, services.ledger), args)
                 stars_now, thumb_now = result.stars, result.thumb
             else:
-                job = await services.ledger.ledger.rate(job_id, me.user_id, rating=stars,
-                                                       thumb=None if thumb is None else (1 if thumb == "up" else -1))
+                job = await services.ledger.rate(job_id, owner=me.user_id, stars=stars,
+                                                 thumb=None if thumb is None else (1 if thumb == "up" else -1))
                 stars_now, thumb_now = job.rating, job.thumb
         except AtelierError as exc:
             raise gr.Error(str(exc)) from None
@@ -556,15 +555,11 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
         return [[str(j.id), j.status, j.workflow.rsplit("/", 1)[-1], str(j.params.get("prompt", ""))[:80],
                  j.created_at.strftime("%Y-%m-%d %H:%M:%S"), j.error or ""] for j in jobs]
 
-    async def mine(services: ChatServices, job_id: str, me: Principal) -> Job:
-        """A job the caller may act on (another user's is reported as unknown)."""
-        return await services.ledger.get(job_id.strip(), owner=me.sees_only)
-
     async def cancel_job(job_id: str, request: gr.Request) -> tuple[list[list[str]], str]:
         services = await runtime.get()
         me = await runtime.caller(request)
         try:
-            job = await services.ledger.cancel((await mine(services, job_id, me)).id)
+            job = await services.ledger.cancel(job_id.strip(), owner=me.sees_only)
         except AtelierError as exc:
             raise gr.Error(str(exc)) from None
         return await queue_rows(request), f"Job {str(job.id)[:8]}: {job.status}" + (
@@ -574,13 +569,10 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
         services = await runtime.get()
         me = await runtime.caller(request)
         try:
-            old = await mine(services, job_id, me)
-            outcome = await services.ledger.submit(JobRequest(
-                params=old.generation, workflow=old.workflow, owner=old.owner, priority=old.priority,
-                use_cache=False))
+            old, new = await services.ledger.retry(job_id.strip(), owner=me.sees_only)
         except AtelierError as exc:
             raise gr.Error(str(exc)) from None
-        return await queue_rows(request), f"Job {str(old.id)[:8]} queued again as {str(outcome.job.id)[:8]}"
+        return await queue_rows(request), f"Job {str(old.id)[:8]} queued again as {str(new.id)[:8]}"
 
     async def whoami(request: gr.Request) -> str:
         """With accounts, who is signed in and a way out; nothing in local mode."""
