@@ -3,7 +3,7 @@
 `ChatServices.open(settings)` opens what the chat needs (ledger, Postgres checkpointer, memory, the compiled
 supervisor); `run_turn` streams one turn — answer tokens, finished messages, an approval question when the
 graph pauses, the images it queued and their progress until each is done — and `thread_history` rebuilds a
-saved conversation with its images. No UI code here: the Gradio page (app.py) only draws these events.
+saved conversation with its images. No UI code here: the Gradio chat (atelier/chat) only draws these events.
 """
 
 from __future__ import annotations
