@@ -155,7 +155,8 @@ async def similar_images(ctx: MemoryContext, args: SimilarImagesArgs) -> list[Im
 
 
 async def rate_image(ctx: MemoryContext, args: RateImageArgs) -> RatingResult:
-    """Store a rating in the ledger and on the image in the memory (only the image's owner may)."""
+    """Store a rating through LedgerService.rate, as every front end does, and on the image in the memory at once
+    (only the image's owner may; the indexer would copy it later, see tools/memory/indexer.py)."""
     if ctx.ledger is None:
         raise AtelierError("rating needs the job ledger; open the memory tools with a ledger")
     thumb = None if args.thumb is None else (1 if args.thumb == "up" else -1)
