@@ -3,7 +3,7 @@
 `ChatServices.open(settings)` opens what the chat needs (ledger, Postgres checkpointer, memory, the compiled
 supervisor); `run_turn` streams one turn — answer tokens, finished messages, an approval question when the
 graph pauses, the images it queued and their progress until each is done — and `thread_history` rebuilds a
-saved conversation with its images. No UI code here: the Gradio page (app.py) only draws these events.
+saved conversation with its images. No UI code here: the Gradio chat (atelier/chat) only draws these events.
 """
 
 from __future__ import annotations
@@ -141,14 +141,14 @@ class ChatServices:
         """Open the ledger, checkpointer and memory; compile the supervisor on them; close all on exit."""
         async with contextlib.AsyncExitStack() as stack:
             ledger = await stack.enter_async_context(LedgerService.open(settings, conninfo=conninfo))
-            saver = await stack.enter_async_context(postgres_checkpointer(settings, ledger.ledger.conninfo))
+            saver = await stack.enter_async_context(postgres_checkpointer(settings, ledger.conninfo))
             memory, problem = (await _open_memory(settings)) if with_memory else (None, "memory disabled")
             if memory is not None:
                 stack.callback(memory.close)
             deps = SupervisorDeps(settings=settings, llm=llm, ledger=ledger, memory=memory)
             graph: Graph = build_supervisor(deps=deps).compile(checkpointer=saver, name="supervisor")
-            yield cls(settings=settings, ledger=ledger, threads=ThreadDirectory(ledger.ledger.pool), graph=graph,
-                      deps=deps, memory=memory, memory_problem=problem)
+            yield cls(settings=settings, ledger=ledger, threads=ledger.threads, graph=graph, deps=deps, memory=memory,
+                      memory_problem=problem)
 
 
 @contextlib.asynccontextmanager
@@ -163,9 +163,9 @@ async def studio(settings: Settings, *, llm: BaseChatModel | None = None, connin
         ledger = services.ledger
         tasks = []
         if worker:
-            tasks.append(asyncio.create_task(Worker(ledger.ledger, settings, ledger.store).run(stop), name="worker"))
+            tasks.append(asyncio.create_task(Worker.for_service(ledger).run(stop), name="worker"))
         if services.memory is not None:
-            indexer = MemoryIndexer(ledger.ledger, services.memory, ledger.store, settings)
+            indexer = MemoryIndexer.for_service(ledger, services.memory)
             tasks.append(asyncio.create_task(indexer.follow(stop), name="memory-indexer"))
         try:
             yield services

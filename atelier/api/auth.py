@@ -14,14 +14,12 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BaseModel, Field
 
-from atelier.tools.accounts.auth import Authenticator
-from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.accounts.models import Principal
 from atelier.tools.accounts.tokens import AuthError
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.settings import Settings
 
-__all__ = ["TokenBody", "TokenView", "add_auth_routes", "auth_error_response", "authenticator", "caller_of"]
+__all__ = ["TokenBody", "TokenView", "add_auth_routes", "auth_error_response", "caller_of"]
 
 
 class TokenBody(BaseModel):
@@ -47,21 +45,12 @@ API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKey",
                        description="An API key from `atelier users key NAME` (shown once).")
 
 
-def authenticator(settings: Settings, ledger: LedgerService, app_state: Any) -> Authenticator:
-    """The app's Authenticator (one per app, made on first use)."""
-    found: Authenticator | None = getattr(app_state, "authenticator", None)
-    if found is None or found.directory.pool is not ledger.ledger.pool:
-        found = Authenticator(settings, UserDirectory(ledger.ledger.pool))
-        app_state.authenticator = found
-    return found
-
-
 def caller_of(settings: Settings, ledger: Callable[[Any], LedgerService]) -> Callable[..., Any]:
     """A FastAPI dependency giving the request's Principal (AuthError → 401/403 via the app's handler)."""
 
     async def caller(request: Request) -> Principal:
         """The caller of this request."""
-        auth = authenticator(settings, ledger(request), request.app.state)
+        auth = ledger(request).authenticator
         return await auth.principal(request.headers.get("authorization"), request.headers.get("x-api-key"))
 
     if settings.auth_mode != "accounts":
@@ -75,9 +64,9 @@ def caller_of(settings: Settings, ledger: Callable[[Any], LedgerService]) -> Cal
     return account_caller
 
 
-async def socket_caller(settings: Settings, svc: LedgerService, socket: WebSocket) -> Principal:
+async def socket_caller(svc: LedgerService, socket: WebSocket) -> Principal:
     """The caller of a WebSocket: headers as for HTTP, or `?access_token=` (a token or an API key)."""
-    auth = authenticator(settings, svc, socket.app.state)
+    auth = svc.authenticator
     token = socket.query_params.get("access_token")
     header = socket.headers.get("authorization") or (f"Bearer {token}" if token else None)
     return await auth.principal(header, socket.headers.get("x-api-key"))
@@ -89,15 +78,15 @@ def auth_error_response(exc: AuthError) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
 
 
-def add_auth_routes(api: FastAPI, settings: Settings, ledger: Callable[[Any], LedgerService],
-                    caller: Callable[..., Any], errors: Callable[..., dict[int | str, dict[str, Any]]]) -> None:
+def add_auth_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], caller: Callable[..., Any],
+                    errors: Callable[..., dict[int | str, dict[str, Any]]]) -> None:
     """POST /auth/token and GET /auth/me."""
 
     @api.post("/auth/token", response_model=TokenView, tags=["auth"], summary="Exchange an API key for a token",
               responses=errors(400, 401, 403, 422))
     async def token(body: TokenBody, request: Request) -> TokenView:
         """A bearer token valid for ATELIER_TOKEN_TTL_SECONDS; refused once its key is revoked."""
-        auth = authenticator(settings, ledger(request), request.app.state)
+        auth = ledger(request).authenticator
         if not auth.required:
             raise AuthError("this Atelier runs in local mode (ATELIER_AUTH=local): no token is needed", status=400)
         principal = await auth.directory.authenticate_key(body.api_key)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
+from fastapi import Depends, FastAPI, Path, Query, Request, WebSocket
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -33,9 +33,8 @@ from atelier.tools.errors import AtelierError, WorkflowError
 from atelier.tools.exposure import own_origins
 from atelier.tools.inputs import resolve_input
 from atelier.tools.ledger.models import MAX_KEY_CHARS, MAX_OWNER_CHARS, PRIORITY_RANGE, Job, JobRequest, JobStatus
-from atelier.tools.ledger.service import LedgerService
+from atelier.tools.ledger.service import ImageGoneError, ImageNotFoundError, LedgerService
 from atelier.tools.ledger.store import IdempotencyKeyTakenError, JobNotFoundError
-from atelier.tools.outputs.store import OutputStoreError
 from atelier.tools.prompts.abtests import ABTestNotFoundError
 from atelier.tools.prompts.library import PromptNotFoundError
 from atelier.tools.prompts.templating import PromptTemplateError
@@ -280,7 +279,9 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
     @api.exception_handler(AtelierError)
     async def atelier_error(request: Request, exc: AtelierError) -> JSONResponse:
         """Our errors as 4xx with the message that names the fix."""
-        status = (404 if isinstance(exc, JobNotFoundError | PromptNotFoundError | ABTestNotFoundError)
+        status = (404 if isinstance(exc, JobNotFoundError | ImageNotFoundError | PromptNotFoundError
+                                    | ABTestNotFoundError)
+                  else 410 if isinstance(exc, ImageGoneError)
                   else 429 if isinstance(exc, QuotaExceededError)
                   else 409 if isinstance(exc, IdempotencyKeyTakenError)
                   else 422 if isinstance(exc, WorkflowError | PromptTemplateError) else 400)
@@ -327,8 +328,7 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
                 responses=error_responses(401, 403, 404, 422))
     async def cancel(job_id: JobId, request: Request, principal: Caller) -> JobView:
         """Queued: cancelled at once; submitted or running: its worker removes or interrupts it."""
-        job = await visible(request, job_id, principal)
-        return JobView.of(await ledger(request).cancel(job.id), base(request))
+        return JobView.of(await ledger(request).cancel(job_id, owner=principal.sees_only), base(request))
 
     @api.get("/jobs/{job_id}/images/{n}", summary="An image of a finished job", response_class=Response,
              responses={200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
@@ -337,17 +337,8 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
     async def image(job_id: JobId, n: Annotated[int, Path(ge=0, description="Index in the job's `images`.")],
                     request: Request, principal: Caller) -> Response:
         """The bytes, from Atelier's output store."""
-        svc = ledger(request)
-        job = await visible(request, job_id, principal)
-        if not 0 <= n < len(job.outputs):
-            raise HTTPException(404, f"job {job.id} has {len(job.outputs)} image(s) (status {job.status}); "
-                                     f"ask for 0..{max(0, len(job.outputs) - 1)}")
-        output = job.outputs[n]
-        try:
-            data = await asyncio.to_thread(svc.store.read, output.uri)
-        except OutputStoreError as exc:
-            raise HTTPException(410, str(exc)) from exc
-        return Response(data, media_type=output.content_type)
+        found = await ledger(request).image(job_id, n, owner=principal.sees_only)
+        return Response(found.data, media_type=found.content_type)
 
     @api.post("/batches", status_code=201, response_model=BatchView, summary="Queue many jobs at once",
               responses=error_responses(400, 401, 403, 422))
@@ -380,12 +371,12 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
     @api.get("/health", response_model=HealthView, summary="Is the API up and its database reachable?")
     async def health(request: Request) -> HealthView:
         """Job counts by status (reading them proves the database answers)."""
-        return HealthView(status="ok", jobs=await ledger(request).ledger.counts())
+        return HealthView(status="ok", jobs=await ledger(request).counts())
 
     add_event_routes(api, ledger, error_responses, caller,
-                     lambda socket: socket_caller(settings, ledger(socket), socket),
+                     lambda socket: socket_caller(ledger(socket), socket),
                      max_sockets_per_user=settings.max_event_sockets_per_user)
-    add_auth_routes(api, settings, ledger, caller, error_responses)
+    add_auth_routes(api, ledger, caller, error_responses)
     from atelier.api.prompts import add_prompt_routes  # here: that module reads this one's helpers
 
     add_prompt_routes(api, ledger, settings, error_responses, JobView,

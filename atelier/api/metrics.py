@@ -21,7 +21,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from atelier.api.auth import authenticator
 from atelier.tools.accounts.tokens import AuthError
 from atelier.tools.metrics.comfy_probe import ComfyProbeCollector
 from atelier.tools.metrics.usage import LedgerPool, UsageCollector
@@ -50,7 +49,7 @@ class AppLedgerCollector(Collector):
         service = getattr(self.api.state, "ledger", None)
         if service is None or self.loop is None:
             return None
-        return LedgerPool(service.ledger.pool, self.loop)
+        return LedgerPool.for_service(service, self.loop)
 
     def collect(self) -> Iterator[Metric]:
         """Delegate to the UsageCollector on the app's pool."""
@@ -68,8 +67,8 @@ async def require_admin(request: Request, settings: Settings) -> None:
     service = getattr(request.app.state, "ledger", None)
     if service is None:
         raise HTTPException(503, "the ledger is not open yet, so credentials cannot be checked; try again shortly")
-    auth = authenticator(settings, service, request.app.state)
-    principal = await auth.principal(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    principal = await service.authenticator.principal(request.headers.get("authorization"),
+                                                      request.headers.get("x-api-key"))
     if not principal.is_admin:
         raise AuthError(f"/metrics shows every user's usage: {principal.user_id} is not an admin; scrape it with an "
                         "admin's key (Prometheus: authorization: {credentials: <key>})", status=403)

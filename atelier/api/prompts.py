@@ -289,9 +289,7 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
     async def rate(job_id: Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{4,36}$")], body: RatingBody,
                    request: Request, principal: Caller) -> Any:
         """Stars and/or a thumb on the job; prompt statistics and A/B reports count them."""
-        svc = ledger(request)
-        job = await svc.get(job_id, owner=principal.sees_only)
-        rated = await svc.ledger.rate(job.id, job.owner, rating=body.stars, thumb=body.thumb)
+        rated = await ledger(request).rate(job_id, owner=principal.sees_only, stars=body.stars, thumb=body.thumb)
         return job_view(rated, request)
 
     @api.get("/ab-tests", response_model=list[ABTest], tags=["ab-tests"], summary="A/B tests, newest first",

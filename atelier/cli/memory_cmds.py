@@ -44,7 +44,7 @@ async def _context(settings: Settings, *, ledger: bool,
             yield MemoryContext(memory, settings)
             return
         async with LedgerService.open(settings, store=outputs) as svc:
-            yield MemoryContext(memory, settings, svc.ledger)
+            yield MemoryContext(memory, settings, svc)
     finally:
         memory.close()
 
@@ -191,7 +191,7 @@ def index(follow: bool = typer.Option(False, "--follow", help="Keep indexing as 
         outputs = await asyncio.to_thread(build_output_store, settings)
         async with _context(settings, ledger=True, outputs=outputs) as ctx:
             assert ctx.ledger is not None
-            indexer = MemoryIndexer(ctx.ledger, ctx.memory, outputs, settings)
+            indexer = MemoryIndexer.for_service(ctx.ledger, ctx.memory)
             if not follow:
                 typer.echo(f"{await indexer.catch_up()} image(s) indexed")
                 return

@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.table import Table
 
 from atelier.cli.job_cmds import _with_ledger
-from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.accounts.models import Quotas, User
 from atelier.tools.accounts.quotas import TIER_PRIORITY
 from atelier.tools.ledger.service import LedgerService
@@ -17,11 +16,6 @@ from atelier.tools.ledger.service import LedgerService
 __all__ = ["users_app"]
 
 users_app = typer.Typer(help="Accounts: users, roles, tiers, quotas and API keys.", no_args_is_help=True)
-
-
-def _directory(svc: LedgerService) -> UserDirectory:
-    """The accounts over the ledger's pool."""
-    return UserDirectory(svc.ledger.pool)
 
 
 def _limit(value: float | None) -> str:
@@ -65,7 +59,7 @@ def add(
     quotas = _quotas(images_per_day, gpu_seconds_per_day, budget_per_month, max_concurrent)
 
     async def work(svc: LedgerService) -> tuple[User, str | None]:
-        directory = _directory(svc)
+        directory = svc.accounts
         user = await directory.create(name, role="admin" if admin else "user", display_name=display_name, tier=tier,
                                       quotas=quotas)
         made = await directory.create_key(name, "first key") if key else None
@@ -80,7 +74,7 @@ def add(
 @users_app.command("list")
 def list_users(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every user with role, tier and quotas."""
-    users = _with_ledger(lambda svc: _directory(svc).all())
+    users = _with_ledger(lambda svc: svc.accounts.all())
     if as_json:
         typer.echo(json.dumps([u.model_dump(mode="json") for u in users], indent=2))
         return
@@ -101,7 +95,7 @@ def quota(
     quotas = _quotas(images_per_day, gpu_seconds_per_day, budget_per_month, max_concurrent)
     if role not in (None, "admin", "user"):
         raise typer.BadParameter("role is admin or user", param_hint="--role")
-    user = _with_ledger(lambda svc: _directory(svc).update(name, quotas=quotas, tier=tier,
+    user = _with_ledger(lambda svc: svc.accounts.update(name, quotas=quotas, tier=tier,
                                                             role="admin" if role == "admin" else
                                                             "user" if role == "user" else None))
     Console().print(_table([user]))
@@ -110,14 +104,14 @@ def quota(
 @users_app.command("disable")
 def disable(name: str = typer.Argument(..., help="The user.")) -> None:
     """Refuse the user's keys and tokens (their work stays)."""
-    user = _with_ledger(lambda svc: _directory(svc).update(name, disabled=True))
+    user = _with_ledger(lambda svc: svc.accounts.update(name, disabled=True))
     typer.echo(f"{user.id}: disabled")
 
 
 @users_app.command("enable")
 def enable(name: str = typer.Argument(..., help="The user.")) -> None:
     """Let a disabled user back in."""
-    user = _with_ledger(lambda svc: _directory(svc).update(name, disabled=False))
+    user = _with_ledger(lambda svc: svc.accounts.update(name, disabled=False))
     typer.echo(f"{user.id}: enabled")
 
 
@@ -128,14 +122,14 @@ def key(
     expires_in_days: float | None = typer.Option(None, help="Expire after this many days."),
 ) -> None:
     """Make an API key; the secret is printed once and only its hash is stored."""
-    made = _with_ledger(lambda svc: _directory(svc).create_key(name, label, expires_in_days=expires_in_days))
+    made = _with_ledger(lambda svc: svc.accounts.create_key(name, label, expires_in_days=expires_in_days))
     typer.echo(f"API key {made.key.prefix} for {name} (shown once, store it now): {made.secret}")
 
 
 @users_app.command("keys")
 def keys(name: str | None = typer.Argument(None, help="Only this user's keys.")) -> None:
     """API keys: id, prefix, owner, label, last use, state (never the secret)."""
-    found = _with_ledger(lambda svc: _directory(svc).keys(name))
+    found = _with_ledger(lambda svc: svc.accounts.keys(name))
     table = Table("id", "prefix", "user", "label", "created", "last used", "state", title="API keys")
     for k in found:
         state = "revoked" if k.revoked_at else "expires " + f"{k.expires_at:%Y-%m-%d}" if k.expires_at else "active"
@@ -147,5 +141,5 @@ def keys(name: str | None = typer.Argument(None, help="Only this user's keys."))
 @users_app.command("revoke")
 def revoke(key_ref: str = typer.Argument(..., help="The key's prefix or id.")) -> None:
     """Revoke an API key: it and every token issued for it stop working at once."""
-    revoked = _with_ledger(lambda svc: _directory(svc).revoke(key_ref))
+    revoked = _with_ledger(lambda svc: svc.accounts.revoke(key_ref))
     typer.echo(f"API key {revoked.prefix} of {revoked.user_id}: revoked")

@@ -13,7 +13,6 @@ server serves many users and each sees only their own jobs, images and memory (p
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import inspect
 import json
@@ -30,9 +29,9 @@ from starlette.types import ASGIApp
 from atelier.api.guard import RequestGuard
 from atelier.mcp.auth import RequireCaller, principal_of
 from atelier.tools.accounts.auth import Authenticator
-from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.errors import AtelierError
 from atelier.tools.exposure import is_loopback, own_origins
+from atelier.tools.ledger.service import ImageNotFoundError
 from atelier.tools.ledger.store import JobNotFoundError
 from atelier.tools.settings import Settings
 from atelier.tools.toolkit import (
@@ -144,14 +143,10 @@ def build_mcp(current: Callable[[], ToolContext], *, host: str = "127.0.0.1", po
                      description="The first image of one of your finished jobs.")
     async def job_image(job_id: str) -> bytes:
         ctx = acting()
-        refusal = AtelierError(f"no finished image for job {job_id!r} of yours")
         try:
-            job = await ctx.ledger.get(job_id, owner=ctx.owner)
-        except JobNotFoundError as exc:  # the same answer as for another owner's job: ids do not leak
-            raise refusal from exc
-        if not job.outputs:
-            raise refusal
-        return await asyncio.to_thread(ctx.ledger.store.read, job.outputs[0].uri)
+            return (await ctx.ledger.image(job_id, 0, owner=ctx.owner)).data
+        except (JobNotFoundError, ImageNotFoundError) as exc:  # as for another owner's job: ids do not leak
+            raise AtelierError(f"no finished image for job {job_id!r} of yours") from exc
 
     return server
 
@@ -171,8 +166,8 @@ def http_app(server: FastMCP, current: Callable[[], ToolContext]) -> ASGIApp:
     """The streamable HTTP app behind Atelier's RequestGuard (Host, Origin, body caps) and the SDK's own transport
     security; in accounts mode every request must name its user (RequireCaller).
 
-    Call it once the services are open: the mode comes from `current().settings`, and the Authenticator is made
-    from the ledger's pool on the first request.
+    Call it once the services are open: the mode comes from `current().settings`, and the Authenticator is the
+    ledger service's.
     """
     settings = current().settings
     server.settings.transport_security = transport_security(settings, server.settings.host)
@@ -180,8 +175,7 @@ def http_app(server: FastMCP, current: Callable[[], ToolContext]) -> ASGIApp:
     if settings.auth_mode == "accounts":
 
         def authenticator() -> Authenticator:
-            ctx = current()
-            return Authenticator(ctx.settings, UserDirectory(ctx.ledger.ledger.pool))
+            return current().ledger.authenticator
 
         app = RequireCaller(app, authenticator)
     return RequestGuard(app, settings)

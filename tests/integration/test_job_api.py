@@ -89,7 +89,14 @@ async def test_images_are_served_by_atelier_after_a_worker_ran_the_job(
     picture = await client.get(f"/jobs/{job['id']}/images/0")
     assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
     assert picture.content.startswith(b"\x89PNG")
-    assert (await client.get(f"/jobs/{job['id']}/images/1")).status_code == 404
+    beyond = await client.get(f"/jobs/{job['id']}/images/1")
+    assert beyond.status_code == 404 and "has 1 image(s)" in beyond.json()["detail"]
+    assert "ask for 0..0" in beyond.json()["detail"]
+    # The stored file is gone (deleted by hand, or the store lost it): 410 naming the output, not a 500.
+    uri = (await svc.get(job["id"])).outputs[0].uri
+    Path(uri.removeprefix("file://")).unlink()
+    gone = await client.get(f"/jobs/{job['id']}/images/0")
+    assert gone.status_code == 410 and f"output {uri} does not exist" in gone.json()["detail"]
 
 
 async def test_batches_report_bad_entries_by_index(client: httpx.AsyncClient) -> None:

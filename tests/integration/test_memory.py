@@ -186,7 +186,7 @@ async def test_succeeded_jobs_are_indexed_once_and_found_by_text(ledger_svc: Led
     indexer = MemoryIndexer(ledger_svc.ledger, memory, ledger_svc.store, settings)
     assert await indexer.catch_up() == 3
     assert await indexer.catch_up() == 0 and memory.count(IMAGES) == 3
-    ctx = MemoryContext(memory, settings, ledger_svc.ledger)
+    ctx = MemoryContext(memory, settings, ledger_svc)
     hits = await search_images(ctx, SearchImagesArgs(query="fox in winter", owner="ana"))
     assert hits[0].image.job_id == str(fox.id) and hits[0].image.uri == fox.outputs[0].uri
     assert {h.image.owner for h in hits} == {"ana"}, "bea's lighthouse must stay invisible to ana"
@@ -199,7 +199,7 @@ async def test_reuse_is_offered_above_the_threshold_and_not_below(ledger_svc: Le
                                                                   settings: Settings) -> None:
     fox = await finished_job(ledger_svc, "a red fox in the snow, watercolor", "ana", _png((200, 40, 30)))
     await MemoryIndexer(ledger_svc.ledger, memory, ledger_svc.store, settings).catch_up()
-    ctx = MemoryContext(memory, settings, ledger_svc.ledger)
+    ctx = MemoryContext(memory, settings, ledger_svc)
     close = await suggest_reuse(ctx, ReuseArgs(prompt="a red fox in snow, watercolor", owner="ana"))
     assert close is not None and close.hit.image.job_id == str(fox.id) and close.hit.score >= settings.reuse_threshold
     assert await suggest_reuse(ctx, ReuseArgs(prompt="a blue whale under the sea", owner="ana")) is None
@@ -216,7 +216,7 @@ async def test_similar_by_look_and_by_meaning(ledger_svc: LedgerService, memory:
     await finished_job(ledger_svc, "a glacier lake", "ana", _png((40, 90, 210), (230, 230, 240)))
     await finished_job(ledger_svc, "wild red flowers in a meadow", "ana", _png((240, 240, 240)))
     await MemoryIndexer(ledger_svc.ledger, memory, ledger_svc.store, settings).catch_up()
-    ctx = MemoryContext(memory, settings, ledger_svc.ledger)
+    ctx = MemoryContext(memory, settings, ledger_svc)
     look = await similar_images(ctx, SimilarImagesArgs(owner="ana", job_id=str(red.id), by="look", k=1))
     assert look[0].image.job_id == str(red_too.id)
     meaning = await similar_images(ctx, SimilarImagesArgs(owner="ana", job_id=str(red.id), by="meaning", k=1))
@@ -235,7 +235,7 @@ async def test_ratings_reach_ledger_and_memory_and_shape_the_style_profile(
     also = await finished_job(ledger_svc, "a heron, watercolor, misty morning", "ana", _png((150, 150, 160)))
     meh = await finished_job(ledger_svc, "a car, neon, glossy render", "ana", _png((20, 200, 200)))
     await MemoryIndexer(ledger_svc.ledger, memory, ledger_svc.store, settings).catch_up()
-    ctx = MemoryContext(memory, settings, ledger_svc.ledger)
+    ctx = MemoryContext(memory, settings, ledger_svc)
     await rate_image(ctx, RateImageArgs(job_id=str(liked.id), owner="ana", stars=5, thumb="up"))
     await rate_image(ctx, RateImageArgs(job_id=str(also.id), owner="ana", stars=4))
     result = await rate_image(ctx, RateImageArgs(job_id=str(meh.id), owner="ana", thumb="down"))
@@ -259,8 +259,8 @@ async def test_ratings_given_outside_the_memory_reach_it(ledger_svc: LedgerServi
     owl = await finished_job(ledger_svc, "an owl, watercolor", "ana", _png((90, 80, 70)))
     indexer = MemoryIndexer(ledger_svc.ledger, memory, ledger_svc.store, settings)
     await indexer.catch_up()
-    ctx = MemoryContext(memory, settings, ledger_svc.ledger)
-    await ledger_svc.ledger.rate(fox.id, "ana", rating=5, thumb=None)  # as POST /jobs/{id}/rating does
+    ctx = MemoryContext(memory, settings, ledger_svc)
+    await ledger_svc.rate(fox.id, owner="ana", stars=5)  # as POST /jobs/{id}/rating does
     assert await search_images(ctx, SearchImagesArgs(query="fox", owner="ana", min_rating=4)) == []
     assert await indexer.sync_ratings() == 1
     assert await indexer.sync_ratings() == 0, "a copied rating is not copied again"
@@ -271,8 +271,8 @@ async def test_ratings_given_outside_the_memory_reach_it(ledger_svc: LedgerServi
     stop = asyncio.Event()
     following = asyncio.create_task(indexer.follow(stop))
     await asyncio.sleep(0.5)
-    await ledger_svc.ledger.rate(owl.id, "ana", rating=4, thumb=1)
-    await ledger_svc.ledger.rate(fox.id, "ana", rating=2, thumb=None)
+    await ledger_svc.rate(owl.id, owner="ana", stars=4, thumb=1)
+    await ledger_svc.rate(fox.id, owner="ana", stars=2)
     for _ in range(100):
         found = await search_images(ctx, SearchImagesArgs(query="watercolor", owner="ana", min_rating=4))
         if [h.image.job_id for h in found] == [str(owl.id)]:

@@ -1,4 +1,5 @@
-"""The chat page's pure helpers: progress bar, status lines per event, the service banner, the approval text."""
+"""The chat page's pure helpers (atelier/chat/render.py): progress bar, status lines per event, the service banner,
+the approval text."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import atelier.chat.page as page
+import atelier.chat.render as render
 from atelier.studio import Approval, ChatOptions
 from atelier.tools.doctor import ServiceCheck
 from atelier.tools.ledger.events import JobEvent
@@ -31,25 +32,25 @@ def _job(**changes: Any) -> Job:
 
 
 def test_progress_bar_fills_in_proportion() -> None:
-    assert page.progress_bar(0, 20, width=10) == "▱" * 10 + " step 0/20"
-    assert page.progress_bar(6, 20, width=10) == "▰" * 3 + "▱" * 7 + " step 6/20"
-    assert page.progress_bar(20, 20, width=10) == "▰" * 10 + " step 20/20"
+    assert render.progress_bar(0, 20, width=10) == "▱" * 10 + " step 0/20"
+    assert render.progress_bar(6, 20, width=10) == "▰" * 3 + "▱" * 7 + " step 6/20"
+    assert render.progress_bar(20, 20, width=10) == "▰" * 10 + " step 20/20"
 
 
 def test_status_lines_follow_the_job() -> None:
     job = _job()
     label = "“a lighthouse at dusk, oil painting, warm light…” (txt2img · job 3f2a9c1e)"
-    assert page.status_line(job) == f"Queued: {label}, waiting for a worker"
+    assert render.status_line(job) == f"Queued: {label}, waiting for a worker"
     event = JobEvent(job_id=str(job.id), kind="progress", data={"step": 3, "max": 12, "node": "3"})
-    rendering = page.status_line(job, event)
+    rendering = render.status_line(job, event)
     assert rendering.startswith(f"Rendering {label} ▰") and "step 3/12" in rendering
     retry = JobEvent(job_id=str(job.id), kind="retrying", data={"error": "ComfyUI is unreachable", "in_seconds": 2.0})
-    assert "ComfyUI is unreachable; next try in 2.0 s" in page.status_line(job, retry)
+    assert "ComfyUI is unreachable; next try in 2.0 s" in render.status_line(job, retry)
     done = _job(status="succeeded", gpu_seconds=4.25)
     final = JobEvent(job_id=str(job.id), kind="done", job=done)
-    assert page.status_line(job, final).startswith(f"Done: {label} · seed 7 · 4.2 s")
+    assert render.status_line(job, final).startswith(f"Done: {label} · seed 7 · 4.2 s")
     failed = _job(status="failed", error="node 3: out of memory")
-    assert page.status_line(failed) == f"Failed: {label}: node 3: out of memory"
+    assert render.status_line(failed) == f"Failed: {label}: node 3: out of memory"
 
 
 def test_the_banner_names_each_down_service_and_how_to_start_it() -> None:
@@ -57,15 +58,15 @@ def test_the_banner_names_each_down_service_and_how_to_start_it() -> None:
     checks = [ServiceCheck("ComfyUI", "http://gpu:8188", False, True, hint="unreachable"),
               ServiceCheck("Ollama", "http://llm:11434", False, False),
               ServiceCheck("Qdrant", "local", True, False)]
-    banner = page.service_banner(checks, settings, ["Image memory unavailable"])
+    banner = render.service_banner(checks, settings, ["Image memory unavailable"])
     assert "**ComfyUI is not reachable** at `http://gpu:8188`" in banner and "COMFYUI_URLS" in banner
     assert "`ollama pull qwen3`" in banner and "Qdrant" not in banner
     assert banner.endswith("**Warning:** Image memory unavailable")
-    assert page.service_banner(checks[2:], settings) == ""
+    assert render.service_banner(checks[2:], settings) == ""
 
 
 def test_the_approval_text_lists_estimate_and_images() -> None:
-    text = page.approval_text(Approval("Generate these images?", {"images": 2, "seconds": 40, "cost": 0.0312},
+    text = render.approval_text(Approval("Generate these images?", {"images": 2, "seconds": 40, "cost": 0.0312},
                                       [{"purpose": "hero", "workflow": "txt2img-hq", "prompt": "a cup"},
                                        {"purpose": "thumbnail", "workflow": "txt2img", "prompt": "a cup, small"}]))
     assert text.splitlines() == ["**Generate these images?** 2 image(s), ~40 s of GPU, cost 0.0312",

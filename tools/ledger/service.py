@@ -1,4 +1,6 @@
-"""The ledger as front ends use it: open it from settings, submit requests, read, wait for and cancel jobs."""
+"""The ledger as front ends use it: open it from settings; submit, read, wait for, cancel, retry and rate jobs; read
+their images; the accounts and the Authenticator on the same database. Front ends ask these methods, never the
+pool, the JobLedger or the output store underneath."""
 
 from __future__ import annotations
 
@@ -6,24 +8,41 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Self
+from typing import NamedTuple, Self
 
+from atelier.tools.accounts.auth import Authenticator
 from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.catalog import require_workflow_name
 from atelier.tools.comfyui.direct import resolve_workflow
 from atelier.tools.comfyui.templates import WorkflowTemplate
+from atelier.tools.conversations import ThreadDirectory
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.events import JobEvents
 from atelier.tools.ledger.models import Job, JobRequest, SubmitOutcome
 from atelier.tools.ledger.planning import PlannedJob, plan_job
 from atelier.tools.ledger.store import JobLedger
 from atelier.tools.ledger.timings import WorkflowTimings
-from atelier.tools.outputs.store import OutputStore, build_output_store
+from atelier.tools.outputs.store import OutputStore, OutputStoreError, build_output_store
 from atelier.tools.prompts.abtests import ABTests
 from atelier.tools.prompts.library import PromptLibrary
 from atelier.tools.settings import Settings
 
-__all__ = ["LedgerService", "database_url"]
+__all__ = ["ImageGoneError", "ImageNotFoundError", "JobImage", "LedgerService", "database_url"]
+
+
+class ImageNotFoundError(AtelierError):
+    """The job has no image at that index (not finished, failed, or fewer images); the message names the range."""
+
+
+class ImageGoneError(AtelierError):
+    """The job's image is recorded but the output store cannot give it back (deleted, or the store is unreachable)."""
+
+
+class JobImage(NamedTuple):
+    """One image of a job: its bytes and their content type."""
+
+    data: bytes
+    content_type: str
 
 
 def database_url(settings: Settings) -> str:
@@ -45,6 +64,13 @@ class LedgerService:
         self.prompts = PromptLibrary(ledger.pool)
         self.abtests = ABTests(ledger.pool)
         self.accounts = UserDirectory(ledger.pool)
+        self.threads = ThreadDirectory(ledger.pool)
+        self.authenticator = Authenticator(settings, self.accounts)
+
+    @property
+    def conninfo(self) -> str:
+        """The database's connection string (for a LangGraph checkpointer on the same database)."""
+        return self.ledger.conninfo
 
     @classmethod
     @asynccontextmanager
@@ -110,9 +136,55 @@ class LedgerService:
         """Newest jobs first, filtered."""
         return await self.ledger.list_jobs(status=status, owner=owner, batch=batch, limit=limit)
 
-    async def cancel(self, job_id: str | uuid.UUID) -> Job:
-        """Cancel a job (queued: at once; submitted or running: its worker removes or interrupts it)."""
+    async def counts(self) -> dict[str, int]:
+        """How many jobs are in each status."""
+        return await self.ledger.counts()
+
+    async def cancel(self, job_id: str | uuid.UUID, *, owner: str | None = None) -> Job:
+        """Cancel a job (queued: at once; submitted or running: its worker removes or interrupts it).
+
+        With `owner`, only that owner's job (another's is JobNotFoundError, as if it did not exist).
+        """
+        if owner is not None:
+            job_id = (await self.ledger.get(job_id, owner=owner)).id
         return await self.ledger.cancel(job_id)
+
+    async def retry(self, job_id: str | uuid.UUID, *, owner: str | None) -> tuple[Job, Job]:
+        """Queue a job again with its values, workflow, owner and priority (never from the cache); the job and its
+        new copy. `owner`: whose job it must be (None: anyone's, for an admin)."""
+        old = await self.ledger.get(job_id, owner=owner)
+        outcome = await self.submit(JobRequest(params=old.generation, workflow=old.workflow, owner=old.owner,
+                                               priority=old.priority, use_cache=False))
+        return old, outcome.job
+
+    async def rate(self, job_id: str | uuid.UUID, *, owner: str | None, stars: int | None = None,
+                   thumb: int | None = None) -> Job:
+        """Store 1–5 stars and/or a thumb (+1/-1) on a job; `owner`: whose job it must be (None: anyone's, for an
+        admin). The memory indexer copies the rating onto the job's images (tools/memory/indexer.py)."""
+        if owner is None:
+            job = await self.ledger.get(job_id)
+            job_id, owner = job.id, job.owner
+        return await self.ledger.rate(job_id, owner, rating=stars, thumb=thumb)
+
+    async def image(self, job_id: str | uuid.UUID, index: int = 0, *, owner: str | None) -> JobImage:
+        """Image `index` of a job, from the output store; `owner`: whose job it must be (None: anyone's).
+
+        JobNotFoundError for an unknown (or another owner's) job, ImageNotFoundError for an index it lacks,
+        ImageGoneError when the store cannot give the image back.
+        """
+        return await self.output(await self.ledger.get(job_id, owner=owner), index)
+
+    async def output(self, job: Job, index: int = 0) -> JobImage:
+        """Image `index` of a job already read (ImageNotFoundError, ImageGoneError as for `image`)."""
+        if not 0 <= index < len(job.outputs):
+            raise ImageNotFoundError(f"job {job.id} has {len(job.outputs)} image(s) (status {job.status}); "
+                                     f"ask for 0..{max(0, len(job.outputs) - 1)}")
+        output = job.outputs[index]
+        try:
+            data = await asyncio.to_thread(self.store.read, output.uri)
+        except OutputStoreError as exc:
+            raise ImageGoneError(str(exc)) from exc
+        return JobImage(data, output.content_type)
 
     async def wait(self, job_ids: Sequence[str | uuid.UUID], timeout: float | None = None) -> list[Job]:
         """Wait until the jobs finish."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -23,6 +24,9 @@ from atelier.tools.memory.records import image_point_id
 from atelier.tools.memory.store import PIXEL_DIM, MemoryStore
 from atelier.tools.outputs.store import OutputStore
 from atelier.tools.settings import Settings
+
+if TYPE_CHECKING:
+    from atelier.tools.ledger.service import LedgerService
 
 __all__ = ["MemoryIndexer"]
 
@@ -37,6 +41,11 @@ class MemoryIndexer:
         self.memory = memory
         self.outputs = outputs
         self.settings = settings
+
+    @classmethod
+    def for_service(cls, service: LedgerService, memory: MemoryStore) -> MemoryIndexer:
+        """An indexer of a LedgerService's jobs and output store into `memory` (what front ends start)."""
+        return cls(service.ledger, memory, service.store, service.settings)
 
     def _prepare(self, job: Job) -> tuple[list[str | None], list[list[float]]]:
         """Captions and colour layouts of a job's outputs (a missing file indexes with a neutral layout)."""

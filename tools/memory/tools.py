@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from atelier.tools.errors import AtelierError
-from atelier.tools.ledger.store import JobLedger
 from atelier.tools.memory.images import caption_image, colour_layout
 from atelier.tools.memory.records import DocumentHit, ImageHit, image_point_id
 from atelier.tools.memory.store import MemoryStore
 from atelier.tools.memory.style import StyleProfile, build_profile
 from atelier.tools.settings import Settings
+
+if TYPE_CHECKING:
+    from atelier.tools.ledger.service import LedgerService
 
 __all__ = [
     "MemoryContext", "RateImageArgs", "RatingResult", "ReuseArgs", "ReuseSuggestion", "SearchDocumentsArgs",
@@ -30,7 +32,7 @@ class MemoryContext:
 
     memory: MemoryStore
     settings: Settings
-    ledger: JobLedger | None = None
+    ledger: LedgerService | None = None
 
 
 class SearchDocumentsArgs(BaseModel):
@@ -153,11 +155,12 @@ async def similar_images(ctx: MemoryContext, args: SimilarImagesArgs) -> list[Im
 
 
 async def rate_image(ctx: MemoryContext, args: RateImageArgs) -> RatingResult:
-    """Store a rating in the ledger and on the image in the memory (only the image's owner may)."""
+    """Store a rating through LedgerService.rate, as every front end does, and on the image in the memory at once
+    (only the image's owner may; the indexer would copy it later, see tools/memory/indexer.py)."""
     if ctx.ledger is None:
         raise AtelierError("rating needs the job ledger; open the memory tools with a ledger")
     thumb = None if args.thumb is None else (1 if args.thumb == "up" else -1)
-    job = await ctx.ledger.rate(args.job_id, args.owner, rating=args.stars, thumb=thumb)
+    job = await ctx.ledger.rate(args.job_id, owner=args.owner, stars=args.stars, thumb=thumb)
     points = [image_point_id(str(job.id), i) for i in range(max(1, len(job.outputs)))]
     await asyncio.to_thread(ctx.memory.set_rating, points, rating=job.rating, thumb=job.thumb)
     return RatingResult(job_id=str(job.id), stars=job.rating, thumb=job.thumb)

@@ -17,13 +17,16 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
+
+if TYPE_CHECKING:
+    from atelier.tools.ledger.service import LedgerService
 
 __all__ = ["OTHER_OWNERS", "STATUSES", "LedgerPool", "UsageCollector", "UsageSnapshot", "read_usage"]
 
@@ -95,6 +98,11 @@ class LedgerPool:
 
     pool: AsyncConnectionPool[Any]
     loop: asyncio.AbstractEventLoop
+
+    @classmethod
+    def for_service(cls, service: LedgerService, loop: asyncio.AbstractEventLoop) -> LedgerPool:
+        """The pool of a LedgerService's ledger, on `loop` (the event loop the service was opened on)."""
+        return cls(service.ledger.pool, loop)
 
 
 async def read_usage(

@@ -22,6 +22,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -37,6 +38,9 @@ from atelier.tools.worker.failpoints import Failpoints
 from atelier.tools.worker.heartbeat import Heartbeat, HeldJobs
 from atelier.tools.worker.metrics import WorkerMetrics
 from atelier.tools.worker.runner import JobRunner
+
+if TYPE_CHECKING:
+    from atelier.tools.ledger.service import LedgerService
 
 __all__ = ["Worker", "WorkerOptions"]
 
@@ -107,6 +111,12 @@ class Worker:
             failpoints=failpoints or Failpoints.from_env(), gpu=self.gpu,
         )
         self.processed = 0
+
+    @classmethod
+    def for_service(cls, service: LedgerService, options: WorkerOptions | None = None, *,
+                    metrics: WorkerMetrics | None = None) -> Worker:
+        """A worker on a LedgerService's queue, settings and output store (what front ends start)."""
+        return cls(service.ledger, service.settings, service.store, options, metrics=metrics)
 
     async def client_for(self, url: str) -> ComfyClient:
         """The worker's client for a ComfyUI (one socket per server, opened on first use)."""
