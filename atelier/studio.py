@@ -147,8 +147,8 @@ class ChatServices:
                 stack.callback(memory.close)
             deps = SupervisorDeps(settings=settings, llm=llm, ledger=ledger, memory=memory)
             graph: Graph = build_supervisor(deps=deps).compile(checkpointer=saver, name="supervisor")
-            yield cls(settings=settings, ledger=ledger, threads=ledger.threads, graph=graph, deps=deps, memory=memory,
-                      memory_problem=problem)
+            yield cls(settings=settings, ledger=ledger, threads=ThreadDirectory.for_service(ledger), graph=graph,
+                      deps=deps, memory=memory, memory_problem=problem)
 
 
 @contextlib.asynccontextmanager

@@ -8,6 +8,7 @@ names threads and orders them. The images a thread asked for are found through t
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg.rows import DictRow
@@ -16,6 +17,9 @@ from pydantic import BaseModel
 
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.models import Job
+
+if TYPE_CHECKING:
+    from atelier.tools.ledger.service import LedgerService
 
 __all__ = ["ChatThread", "ThreadDirectory", "chat_job_key"]
 
@@ -42,6 +46,11 @@ class ThreadDirectory:
 
     def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]) -> None:
         self.pool = pool
+
+    @classmethod
+    def for_service(cls, service: LedgerService) -> ThreadDirectory:
+        """The conversations kept in a LedgerService's database (what front ends open)."""
+        return cls(service.ledger.pool)
 
     async def touch(self, thread_id: str, owner: str, first_message: str) -> ChatThread:
         """Record a turn: a new thread is titled by its first message; a known one only gets newer.

@@ -8,7 +8,6 @@ Atelier itself (`GET /jobs/{id}/images/{n}`), never as a link into a ComfyUI the
 # No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime, and the
 # LangGraph server imports this file under another module name, where string annotations cannot resolve.
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,16 +21,24 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from atelier.api.auth import add_auth_routes, auth_error_response, caller_of, socket_caller
+from atelier.api.common import (
+    ApiError,
+    ErrorResponse,
+    ValidationIssue,
+    check_storable,
+    confine,
+    error_responses,
+    owner_for,
+)
 from atelier.api.events import JOB_ID_PATTERN, add_event_routes
 from atelier.api.guard import RequestGuard
 from atelier.api.inputs import add_input_routes
 from atelier.tools.accounts.models import LOCAL, Principal
 from atelier.tools.accounts.quotas import QuotaExceededError
 from atelier.tools.accounts.tokens import AuthError
-from atelier.tools.catalog import CatalogEntry, list_templates, require_workflow_name
+from atelier.tools.catalog import CatalogEntry, list_templates
 from atelier.tools.errors import AtelierError, WorkflowError
 from atelier.tools.exposure import own_origins
-from atelier.tools.inputs import resolve_input
 from atelier.tools.ledger.models import MAX_KEY_CHARS, MAX_OWNER_CHARS, PRIORITY_RANGE, Job, JobRequest, JobStatus
 from atelier.tools.ledger.service import ImageGoneError, ImageNotFoundError, LedgerService
 from atelier.tools.ledger.store import IdempotencyKeyTakenError, JobNotFoundError
@@ -48,36 +55,6 @@ JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, examples=["3f2a9c1e-7b4d-4e8
                             description="The job's UUID, or a unique prefix of it (at least 4 hex digits).")]
 
 
-class ValidationIssue(BaseModel):
-    """One problem with a request, as FastAPI reports request validation failures."""
-
-    loc: list[str | int]
-    msg: str
-    type: str
-    input: Any = None
-    ctx: dict[str, Any] | None = None
-
-
-class ApiError(BaseModel):
-    """Every error answer: `detail` is a message naming the fix, or (a malformed request) a list of issues."""
-
-    detail: str | list[ValidationIssue]
-
-
-_ERROR_TEXT = {
-    400: "The body is not readable JSON, or the request cannot be carried out (the message says why)",
-    404: "No such job (or image, preview frame, prompt, prompt version or A/B test)",
-    410: "The job's image is no longer in the output store",
-    422: "The request is malformed, or names an unknown workflow or values it does not accept",
-    401: "No credentials, or credentials refused (malformed, unknown, expired, tampered or revoked); the message "
-         "says which",
-    403: "The credentials are valid but may not do this (a disabled account, or acting for another user)",
-    409: "The idempotency key is already used by another owner's job: choose another key",
-    429: "A quota is used up: the message names it, its use and when it resets",
-    413: "The request body is over the server's limit (ATELIER_MAX_BODY_BYTES; ATELIER_MAX_UPLOAD_BYTES for images)",
-}
-
-
 # OpenAPI links from a created job to what a client does next (documentation, and schemathesis' stateful runs).
 _JOB_LINKS = {
     "GetJob": {"operationRef": "#/paths/~1jobs~1{job_id}/get", "parameters": {"job_id": "$response.body#/id"},
@@ -85,37 +62,6 @@ _JOB_LINKS = {
     "CancelJob": {"operationRef": "#/paths/~1jobs~1{job_id}/delete", "parameters": {"job_id": "$response.body#/id"},
                   "description": "Cancel the job."},
 }
-
-
-def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` entries for these error codes, all with the `ApiError` body."""
-    return {code: {"model": ApiError, "description": _ERROR_TEXT[code]} for code in codes}
-
-
-class ErrorResponse(JSONResponse):
-    """An error body that always renders: non-ASCII is escaped, so a lone surrogate echoed from a request is too."""
-
-    def render(self, content: Any) -> bytes:
-        """Compact ASCII JSON."""
-        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
-
-
-def _check_storable(value: Any, where: str) -> None:
-    """Reject text PostgreSQL cannot store, anywhere in `value`: NUL characters and lone surrogates (not UTF-8)."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError(f"{where} contains a NUL character; remove it")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"{where} is not valid UTF-8 text (a lone surrogate); send real characters") from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_storable(key, where)
-            _check_storable(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for item in value:
-            _check_storable(item, where)
 
 
 class JobBody(BaseModel):
@@ -137,41 +83,22 @@ class JobBody(BaseModel):
     @classmethod
     def _params_storable(cls, value: Any) -> Any:
         """The values go into a jsonb column: no NUL characters or lone surrogates in them."""
-        _check_storable(value, "params")
+        check_storable(value, "params")
         return value
 
     @field_validator("workflow", "owner", "idempotency_key")
     @classmethod
     def _text_storable(cls, value: str | None, info: ValidationInfo) -> str | None:
         """These go into text columns and file lookups: no NUL characters or lone surrogates."""
-        _check_storable(value, str(info.field_name))
+        check_storable(value, str(info.field_name))
         return value
 
     def request(self, settings: Settings, principal: Principal = LOCAL) -> JobRequest:
-        """As a ledger request for `principal`, confined to what a remote caller may name (see `_confine`)."""
-        params = _confine(self.params, self.workflow, settings)
+        """As a ledger request for `principal`, confined to what a remote caller may name (see `confine`)."""
+        params = confine(self.params, self.workflow, settings)
         owner = owner_for(principal, self.owner if "owner" in self.model_fields_set else None, default=self.owner)
         return JobRequest(params=params, workflow=self.workflow, priority=self.priority, owner=owner,
                           idempotency_key=self.idempotency_key, use_cache=self.use_cache)
-
-
-def owner_for(principal: Principal, asked: str | None, *, default: str) -> str:
-    """Whose job a request makes: an admin may name anyone (else `default` in local mode, themselves with
-    accounts); a user only themselves (naming another is a 403)."""
-    if principal.is_admin:
-        return asked or (default if principal.via == "local" else principal.user_id)
-    if asked not in (None, principal.user_id):
-        raise AuthError(f"you ({principal.user_id}) cannot act for '{asked}'; leave `owner` out", status=403)
-    return principal.user_id
-
-
-def _confine(params: GenerationParams, workflow: str | None, settings: Settings) -> GenerationParams:
-    """A caller names workflows and stored input images, never server files (tools/inputs.py `resolve_input`, the
-    one confinement function; a WorkflowError, 422, says how to upload instead). The ledger checks again."""
-    require_workflow_name(workflow)
-    if params.input_image is None:
-        return params
-    return params.model_copy(update={"input_image": resolve_input(params.input_image, settings).name})
 
 
 class BatchBody(BaseModel):

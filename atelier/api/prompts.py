@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from atelier.api.common import ErrorResponse, check_storable, confine, owner_for
 from atelier.tools.accounts.models import Principal
 from atelier.tools.errors import AtelierError, WorkflowError
 from atelier.tools.ledger.models import JobRequest
@@ -49,9 +50,8 @@ class _Storable(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _storable(cls, value: Any) -> Any:
-        from atelier.api.jobs import _check_storable
 
-        _check_storable(value, "body")
+        check_storable(value, "body")
         return value
 
 
@@ -176,8 +176,6 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
     or a test changes only by its author or an admin (others fork); jobs and ratings are the caller's own (an
     admin's: anyone's).
     """
-    from atelier.api.jobs import ErrorResponse, _confine, owner_for
-
     Caller = Annotated[Principal, Depends(caller)]
 
     def owned(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -276,7 +274,7 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
         """Render the prompt, queue the job and count it as a use of that version."""
         svc = ledger(request)
         found = await svc.prompts.version(name, body.version)
-        params = _confine(_params(await rendered(found, body.values), found.negative, body.params), body.workflow,
+        params = confine(_params(await rendered(found, body.values), found.negative, body.params), body.workflow,
                           settings)
         outcome = await svc.submit(JobRequest(params=params, workflow=body.workflow,
                                               owner=owner(principal, body, body.owner),
@@ -341,7 +339,7 @@ def add_prompt_routes(api: FastAPI, ledger: Callable[[Any], LedgerService], sett
             text, negative = body.prompt, ""
         else:
             raise AtelierError(f"variant {variant.label} of '{name}' sets no prompt; send `prompt` with the request")
-        params = _confine(_params(text, negative, body.params), variant.workflow, settings)
+        params = confine(_params(text, negative, body.params), variant.workflow, settings)
         key = f"ab:{name}:{body.key}"
         outcome = await svc.submit(JobRequest(params=params, workflow=variant.workflow,
                                               owner=owner(principal, body, body.owner), idempotency_key=key))

@@ -10,18 +10,13 @@ from atelier.studio import Approval
 from atelier.tools.doctor import ServiceCheck
 from atelier.tools.ledger.events import JobEvent
 from atelier.tools.ledger.models import Job
+from atelier.tools.service_errors import start_hint
 from atelier.tools.settings import Settings
 
-__all__ = ["DOCTOR_COLUMNS", "START_HINTS", "approval_text", "doctor_rows", "image_message", "progress_bar",
+__all__ = ["DOCTOR_COLUMNS", "approval_text", "doctor_rows", "image_message", "progress_bar",
            "service_banner", "status_line"]
 
 DOCTOR_COLUMNS = ["service", "status", "url", "version", "details"]
-START_HINTS = {
-    "ComfyUI": "start ComfyUI (`python main.py --listen 127.0.0.1 --port 8188` in its folder) or set COMFYUI_URLS; "
-               "images wait in the queue until it is up",
-    "Ollama": "start it with `ollama serve` and pull the chat model (`ollama pull {model}`), or set OLLAMA_URL; "
-              "answers need it, images do not",
-}
 
 
 def doctor_rows(checks: list[ServiceCheck]) -> list[list[str]]:
@@ -35,9 +30,9 @@ def service_banner(checks: list[ServiceCheck], settings: Settings, extra: list[s
     """Markdown naming each service that is down and how to start it (empty when all is well)."""
     lines = []
     for check in checks:
-        if check.ok or check.service not in START_HINTS:
+        how = start_hint(check.service, model=settings.chat_model)
+        if check.ok or how is None:
             continue
-        how = START_HINTS[check.service].format(model=settings.chat_model)
         lines.append(f"**{check.service} is not reachable** at `{check.url}`: {how}.")
     lines.extend(f"**Warning:** {problem}" for problem in extra or [])
     return "\n\n".join(lines)

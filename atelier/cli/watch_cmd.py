@@ -83,7 +83,7 @@ def watch(
                 names = await asyncio.to_thread(zone.prepare)
                 tasks: list[asyncio.Task[None]] = []
                 if worker:
-                    work = Worker(svc.ledger, settings, svc.store, WorkerOptions(
+                    work = Worker.for_service(svc, WorkerOptions(
                         servers=list(comfy_url) or list(settings.comfyui_urls), slots_per_server=slots,
                         lease_seconds=lease_seconds or settings.lease_seconds))
                     tasks.append(asyncio.create_task(work.run(stop), name="worker"))

@@ -15,7 +15,7 @@ from atelier.tools.doctor import mask_secrets
 from atelier.tools.exposure import check_listen_address
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.settings import load_settings
-from atelier.tools.worker.metrics import WorkerMetrics, serve_metrics
+from atelier.tools.worker.metrics import WorkerMetrics, serve_service_metrics
 from atelier.tools.worker.worker import Worker, WorkerOptions
 
 __all__ = ["worker"]
@@ -52,11 +52,11 @@ def worker(
         async with LedgerService.open(settings) as svc:
             metrics = WorkerMetrics()
             if metrics_port is not None:
-                serve_metrics(metrics, svc.ledger, settings, metrics_port, metrics_host)
-            work = Worker(svc.ledger, settings, svc.store, options, metrics=metrics)
+                serve_service_metrics(metrics, svc, metrics_port, metrics_host)
+            work = Worker.for_service(svc, options, metrics=metrics)
             Console(stderr=True).print(
                 f"worker {work.id} feeding {', '.join(map(mask_secrets, options.servers))} ({slots} slot(s) each); "
-                f"outputs → {svc.store.describe()}; Ctrl-C to stop", highlight=False,
+                f"outputs → {svc.outputs_description()}; Ctrl-C to stop", highlight=False,
             )
             await work.run(stop)
             Console(stderr=True).print(f"worker stopped after {work.processed} job(s)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -10,6 +12,13 @@ ROOT = Path(__file__).resolve().parents[2]
 # importable only as atelier.tools, atelier.graphs, atelier.agents and atelier.workflows.
 _FOLDER = r"(?:tools|graphs|agents|workflows)"
 BARE = re.compile(rf"(?:^\s*|[\"';]\s*)(?:from {_FOLDER}[. ]|import {_FOLDER}\b)")
+
+
+def test_import_contracts_are_kept() -> None:
+    result = subprocess.run([str(Path(sys.executable).with_name("lint-imports"))], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "BROKEN" not in result.stdout
 
 
 def test_no_module_imports_a_folder_by_its_bare_name() -> None:

@@ -15,7 +15,6 @@ from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.catalog import require_workflow_name
 from atelier.tools.comfyui.direct import resolve_workflow
 from atelier.tools.comfyui.templates import WorkflowTemplate
-from atelier.tools.conversations import ThreadDirectory
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.events import JobEvents
 from atelier.tools.ledger.models import Job, JobRequest, SubmitOutcome
@@ -64,7 +63,6 @@ class LedgerService:
         self.prompts = PromptLibrary(ledger.pool)
         self.abtests = ABTests(ledger.pool)
         self.accounts = UserDirectory(ledger.pool)
-        self.threads = ThreadDirectory(ledger.pool)
         self.authenticator = Authenticator(settings, self.accounts)
 
     @property
@@ -193,6 +191,10 @@ class LedgerService:
     def watch(self, job_ids: Sequence[str | uuid.UUID], timeout: float | None = None) -> AsyncIterator[Job]:
         """Yield each job as it finishes."""
         return self.ledger.watch(job_ids, timeout)
+
+    def outputs_description(self) -> str:
+        """Where finished images are kept, in words (a folder or a bucket)."""
+        return self.store.describe()
 
     def link(self, uri: str) -> str:
         """A path or presigned URL for one output."""

@@ -26,9 +26,10 @@ from atelier.tools.metrics.usage import LedgerPool, UsageCollector
 from atelier.tools.settings import Settings
 
 if TYPE_CHECKING:
+    from atelier.tools.ledger.service import LedgerService
     from atelier.tools.ledger.store import JobLedger
 
-__all__ = ["ByServer", "WorkerMetrics", "serve_metrics", "server_label"]
+__all__ = ["ByServer", "WorkerMetrics", "serve_metrics", "serve_service_metrics", "server_label"]
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -117,6 +118,12 @@ def _admins_only(app: WsgiApp, auth: Authenticator, loop: asyncio.AbstractEventL
         return app(environ, start_response)
 
     return guarded
+
+
+def serve_service_metrics(metrics: WorkerMetrics, service: LedgerService, port: int,
+                          host: str = "127.0.0.1") -> ThreadingWSGIServer:
+    """`serve_metrics` for a LedgerService (what front ends hold)."""
+    return serve_metrics(metrics, service.ledger, service.settings, port, host)
 
 
 def serve_metrics(metrics: WorkerMetrics, ledger: JobLedger, settings: Settings, port: int,
