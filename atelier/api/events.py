@@ -11,13 +11,13 @@ with code 4429 and the reason. A socket's place is freed as soon as it closes, f
 """
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime (see jobs.py).
-import asyncio
 import base64
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 
@@ -152,23 +152,28 @@ def add_event_routes(
         except WebSocketDisconnect:
             return
         # Follow until the job ends, but stop at once when the client leaves (its place is freed then, not at the
-        # job's next event).
-        sending = asyncio.create_task(_send_all(socket, svc.events.follow([job.id], after), base, previews))
-        leaving = asyncio.create_task(_until_disconnect(socket))
-        try:
-            await asyncio.wait({sending, leaving}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sending, leaving):
-                task.cancel()
-            await asyncio.gather(sending, leaving, return_exceptions=True)
-        if leaving.done() and not leaving.cancelled():
-            return  # the client went away
-        error = sending.exception() if not sending.cancelled() else None
-        if isinstance(error, WebSocketDisconnect):
-            return
-        if error is not None:
-            raise error
-        await socket.close()
+        # job's next event). One anyio task group: whichever side finishes first cancels the other, and a
+        # cancellation from outside (the server closing the socket) unwinds both cleanly.
+        ended = {"job": False, "client": False}
+
+        async def follow_job() -> None:
+            try:
+                await _send_all(socket, svc.events.follow([job.id], after), base, previews)
+                ended["job"] = True
+            except WebSocketDisconnect:
+                ended["client"] = True
+            group.cancel_scope.cancel()
+
+        async def watch_client() -> None:
+            await _until_disconnect(socket)
+            ended["client"] = True
+            group.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(follow_job)
+            group.start_soon(watch_client)
+        if ended["job"] and not ended["client"]:
+            await socket.close()
 
     @api.get("/jobs/{job_id}/previews/{seq}", summary="A live preview frame of a running job", response_class=Response,
              responses={200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from pydantic import SecretStr
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
@@ -157,8 +158,11 @@ async def test_a_quota_is_a_429_naming_it(client: httpx.AsyncClient, keys: dict[
 
 
 async def test_the_events_socket_needs_credentials_and_hides_other_users_jobs(
-        svc: LedgerService, settings: Settings, keys: dict[str, str]) -> None:
-    api = build_job_api(settings, service=svc)
+        svc: LedgerService, settings: Settings, keys: dict[str, str], machine_pg_url: str) -> None:
+    # TestClient runs the app on a loop of its own: the app opens its ledger there (its lifespan), as a server does,
+    # so the events socket's notifications live on the loop that serves it.
+    own = settings.model_copy(update={"database_url": SecretStr(machine_pg_url)})
+    api = build_job_api(own)
     with TestClient(api, base_url="http://127.0.0.1") as http:
         job = http.post("/jobs", json=JOB, headers=_as(keys["ana"])).json()["id"]
         with pytest.raises(WebSocketDisconnect) as anonymous, \
