@@ -32,6 +32,7 @@ from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.events import JobEvent
 from atelier.tools.ledger.models import Job
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.memory.backends import open_memory
 from atelier.tools.memory.store import MemoryStore
 from atelier.tools.settings import Settings
 from atelier.tools.toolkit import AskArgs, AskResult, ToolContext
@@ -187,7 +188,7 @@ def tool_context(services: ChatServices, owner: str) -> ToolContext:
 async def _open_memory(settings: Settings) -> tuple[MemoryStore | None, str | None]:
     """The memory, or None and why (another process holds the local Qdrant folder, a model mismatch …)."""
     try:
-        return await asyncio.to_thread(MemoryStore.open, settings), None
+        return await asyncio.to_thread(open_memory, settings), None
     except AtelierError as exc:
         log.warning("chat runs without the memory: %s", exc)
         return None, str(exc)

@@ -138,15 +138,15 @@ def _call(name: str, args: dict[str, Any]) -> AIMessage:
 
 async def run_atelier(model: CountingModel, requests: dict[str, list[str]]) -> None:
     """Every request through Atelier's supervisor (with the test corpus in its memory, so retrieval answers)."""
+    from atelier.tools.memory.backends import open_memory
     from atelier.tools.memory.documents import chunk_file, find_documents
-    from atelier.tools.memory.store import MemoryStore
 
     async def vram() -> float:
         return 24.0
 
     with tempfile.TemporaryDirectory() as folder:
         settings = load_settings(data_dir=Path(folder), approval_cost=100, approval_gpu_seconds=10_000)
-        memory = MemoryStore.open(settings)
+        memory = open_memory(settings)
         corpus = Path(__file__).resolve().parents[1] / "tests" / "data" / "corpus"
         for path in find_documents([corpus]):
             memory.add_documents(chunk_file(path, "shared"))

@@ -24,9 +24,10 @@ from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from atelier.tools.memory.backends import open_memory
 from atelier.tools.memory.embeddings import MiniLMEmbedder
 from atelier.tools.memory.records import ImageRecord
-from atelier.tools.memory.store import PIXEL_DIM, MemoryStore
+from atelier.tools.memory.store import PIXEL_DIM
 from atelier.tools.settings import load_settings
 from bench.smoke import parse_args
 
@@ -63,7 +64,7 @@ def run(size: int, table: dict[str, list[float]], texts: list[str], queries: lis
     rng = random.Random(size)
     with tempfile.TemporaryDirectory() as folder:
         settings = load_settings(data_dir=Path(folder))
-        store = MemoryStore.open(settings, _Recombined(table))  # type: ignore[arg-type]
+        store = open_memory(settings, _Recombined(table))  # type: ignore[arg-type]
         started = time.perf_counter()
         batch = 1000
         with Progress() as bar:

@@ -17,7 +17,8 @@ message fit for a person: the problem and the fix. Each family lives beside the 
 - prompts (tools/prompts/): PromptTemplateError (templating.py), SandboxLimitError (sandbox.py), RendererError
   (rendering.py), PromptNotFoundError, NotTheAuthorError, PromptNameTakenError (library.py), ABTestError,
   ABTestNotFoundError (abtests.py);
-- memory (tools/memory/): DocumentError, EmbedError, MemoryLockedError, EmbeddingMismatchError;
+- memory (tools/memory/): DocumentError, EmbedError, MemoryLockedError, EmbeddingMismatchError,
+  MemoryUnavailableError;
 - GPU hot-swap (tools/gpu/ollama_models.py): OllamaAdminError → OllamaUnreachableError, OllamaHTTPError;
 - Ollama: LLMUnavailableError (tools/service_errors.py, which explains every client's failures the same way);
 - agents and graphs: AdminOnlyError (graphs/owner.py), GenerateRefusedError

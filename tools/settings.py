@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     ollama_url: str = Field("http://localhost:11434", validation_alias="OLLAMA_URL")
     qdrant_url: str | None = Field(None, validation_alias="QDRANT_URL")
     qdrant_api_key: SecretStr | None = Field(None, validation_alias="QDRANT_API_KEY")
+    memory_backend: Literal["auto", "postgres", "qdrant"] = Field(
+        "auto", validation_alias="ATELIER_MEMORY",
+        description="Where the memory lives: postgres (pgvector in Atelier's own database, every process shares it), "
+                    "qdrant (the server at QDRANT_URL), or auto (qdrant when QDRANT_URL is set, else postgres).",
+    )
     database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
     data_dir: Path = Field(default_factory=default_data_dir, validation_alias="ATELIER_DATA_DIR")
     output_dir: Path | None = Field(None, validation_alias="ATELIER_OUTPUT_DIR")

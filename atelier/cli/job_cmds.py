@@ -158,13 +158,14 @@ def submit(
 
 def _offer_existing(prompt: str, owner: str) -> bool:
     """With --reuse: print an existing close-enough image and return True; False to go on and generate."""
-    from atelier.tools.memory.store import MemoryLockedError, MemoryStore
+    from atelier.tools.memory.backends import open_memory
+    from atelier.tools.memory.store import MemoryLockedError
     from atelier.tools.memory.tools import MemoryContext, ReuseArgs, suggest_reuse
 
     settings = load_settings()
     console = Console(stderr=True)
     try:
-        memory = MemoryStore.open(settings)
+        memory = open_memory(settings)
     except MemoryLockedError as exc:
         console.print(f"[yellow]no reuse check:[/] {exc}", highlight=False)
         return False

@@ -35,10 +35,10 @@ async def _context(settings: Settings, *, ledger: bool,
                    outputs: OutputStore | None = None) -> AsyncIterator[MemoryContext]:
     """The memory (and the ledger when needed, with `outputs` or the configured output store), closed on exit."""
     from atelier.tools.ledger.service import LedgerService
-    from atelier.tools.memory.store import MemoryStore
+    from atelier.tools.memory.backends import open_memory
     from atelier.tools.memory.tools import MemoryContext
 
-    memory = MemoryStore.open(settings)
+    memory = open_memory(settings)
     try:
         if not ledger:
             yield MemoryContext(memory, settings)
@@ -64,12 +64,12 @@ def ingest(
     owner: str = typer.Option("shared", help="Whose documents these are ('shared': everyone's)."),
 ) -> None:
     """Chunk and embed documents into the memory; re-ingesting unchanged files adds nothing."""
+    from atelier.tools.memory.backends import open_memory
     from atelier.tools.memory.documents import chunk_file, find_documents
-    from atelier.tools.memory.store import MemoryStore
 
     settings = load_settings()
     files = find_documents(paths)
-    memory = MemoryStore.open(settings)
+    memory = open_memory(settings)
     added = removed = chunks = 0
     try:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -208,9 +208,10 @@ def index(follow: bool = typer.Option(False, "--follow", help="Keep indexing as 
 @memory_app.command("reindex")
 def reindex() -> None:
     """Re-embed every collection with the configured model (after changing ATELIER_EMBED_MODEL)."""
-    from atelier.tools.memory.store import DOCUMENTS, IMAGES, MemoryStore
+    from atelier.tools.memory.backends import open_memory
+    from atelier.tools.memory.store import DOCUMENTS, IMAGES
 
-    memory = MemoryStore.open(load_settings(), verify_model=False)
+    memory = open_memory(load_settings(), verify_model=False)
     try:
         counts = memory.reindex()
     finally:

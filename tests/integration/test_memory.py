@@ -15,6 +15,7 @@ from PIL import Image
 
 from atelier.tools.ledger.models import Job, JobOutput, JobRequest
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.memory.backends import open_memory
 from atelier.tools.memory.documents import chunk_file, find_documents
 from atelier.tools.memory.embeddings import MiniLMEmbedder
 from atelier.tools.memory.indexer import MemoryIndexer
@@ -59,7 +60,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def memory(settings: Settings, minilm: MiniLMEmbedder) -> Iterator[MemoryStore]:
     """A local-mode memory in the test's data folder."""
-    store = MemoryStore.open(settings, minilm)
+    store = open_memory(settings, minilm)
     yield store
     store.close()
 
@@ -114,32 +115,33 @@ def test_pdfs_are_ingested_page_by_page(memory: MemoryStore, tmp_path: Path) -> 
 
 def test_a_collection_made_by_another_model_is_refused_with_the_fix(settings: Settings,
                                                                    minilm: MiniLMEmbedder) -> None:
-    store = MemoryStore.open(settings, minilm)
+    store = open_memory(settings, minilm)
     ingest(store, SHARED)
     store.close()
     other = _Renamed(minilm, "ollama:nomic-embed-text")
     with pytest.raises(EmbeddingMismatchError) as caught:
-        MemoryStore.open(settings, other)
+        open_memory(settings, other)
     message = str(caught.value)
     assert "all-MiniLM-L6-v2" in message and "ollama:nomic-embed-text" in message
     assert "atelier memory reindex" in message
-    repaired = MemoryStore.open(settings, other, verify_model=False)
+    repaired = open_memory(settings, other, verify_model=False)
     counts = repaired.reindex()
     repaired.close()
     assert counts[DOCUMENTS] > 0
-    reopened = MemoryStore.open(settings, other)  # now stamped with the new model
+    reopened = open_memory(settings, other)  # now stamped with the new model
     assert reopened.recorded_model(DOCUMENTS) == ("ollama:nomic-embed-text", 384)
     reopened.close()
 
 
-def test_a_second_process_is_told_to_run_a_qdrant_server(settings: Settings, memory: MemoryStore) -> None:
-    code = ("from atelier.tools.memory.store import MemoryStore\nfrom atelier.tools.settings import load_settings\n"
-            f"MemoryStore.open(load_settings(data_dir={str(settings.data_dir)!r}))\n")
+def test_a_second_process_on_a_local_folder_is_told_to_move_to_postgres(settings: Settings,
+                                                                         memory: MemoryStore) -> None:
+    code = ("from atelier.tools.memory.backends import open_memory\nfrom atelier.tools.settings import load_settings\n"
+            f"open_memory(load_settings(data_dir={str(settings.data_dir)!r}))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "MemoryLockedError" in result.stderr
-    assert "QDRANT_URL" in result.stderr
+    assert "atelier memory migrate --to postgres" in result.stderr
     with pytest.raises(MemoryLockedError):
-        MemoryStore.open(settings)  # also from another client in the same process
+        open_memory(settings)  # also from another client in the same process
 
 
 # --- images through the ledger -----------------------------------------------------------------------
@@ -308,13 +310,13 @@ def test_an_owner_process_indexes_what_other_processes_record(settings: Settings
         ready = owner.stdout.readline()  # printed once the owner holds the memory
         assert "indexing into" in ready, ready
         with pytest.raises(MemoryLockedError):
-            MemoryStore.open(settings, minilm)
+            open_memory(settings, minilm)
         job_id = asyncio.run(record())
     finally:
         owner.terminate()
         output = owner.communicate(timeout=30)[0]
     assert owner.returncode == 0, output
-    store = MemoryStore.open(settings, minilm)  # free again once the owner stopped
+    store = open_memory(settings, minilm)  # free again once the owner stopped
     try:
         assert store.search_images("origami bird", owner="ana")[0].image.job_id == job_id
     finally:
@@ -366,7 +368,7 @@ async def test_submit_with_reuse_offers_the_existing_image_instead_of_generating
     from atelier.cli.main import app
 
     fox = await finished_job(ledger_svc, "a red fox in the snow, watercolor", "ana", _png((200, 40, 30)))
-    store = MemoryStore.open(settings, minilm)
+    store = open_memory(settings, minilm)
     await MemoryIndexer(ledger_svc.ledger, store, ledger_svc.store, settings).catch_up()
     store.close()
     env = {"DATABASE_URL": machine_pg_url, "ATELIER_DATA_DIR": str(settings.data_dir), "COMFYUI_URLS": SERVER}

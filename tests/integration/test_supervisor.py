@@ -251,10 +251,10 @@ async def test_the_showcase_graph_plans_without_routing(settings: Settings, ledg
 
 
 async def test_retrieve_answers_from_the_owners_documents_with_sources(settings: Settings) -> None:
+    from atelier.tools.memory.backends import open_memory
     from atelier.tools.memory.documents import chunk_file, find_documents
-    from atelier.tools.memory.store import MemoryStore
 
-    memory = MemoryStore.open(settings)
+    memory = open_memory(settings)
     try:
         corpus = Path(__file__).resolve().parents[1] / "data" / "corpus"
         for path in find_documents([corpus]):
@@ -287,10 +287,11 @@ async def test_a_budget_in_a_cost_question_picks_a_cheaper_workflow(settings: Se
 
 
 async def test_asking_for_earlier_images_lists_reusable_ones_without_an_llm_call(settings: Settings) -> None:
+    from atelier.tools.memory.backends import open_memory
     from atelier.tools.memory.records import ImageRecord
-    from atelier.tools.memory.store import PIXEL_DIM, MemoryStore
+    from atelier.tools.memory.store import PIXEL_DIM
 
-    memory = MemoryStore.open(settings)
+    memory = open_memory(settings)
     try:
         flat = [1.0 / PIXEL_DIM**0.5] * PIXEL_DIM
         records = [ImageRecord(job_id=f"00000000-0000-4000-8000-00000000000{i}", owner="ana", prompt=prompt,

@@ -1,319 +1,163 @@
-"""The Qdrant memory: documents and images, each collection stamped with the model that embedded it.
+"""The memory's one interface, `MemoryStore`, and `open_memory`, which picks its backend from the settings.
 
-Owner isolation lives here, not in callers: every read takes an `owner` and sees only that owner's items
-and those marked shared. Local mode (no QDRANT_URL) keeps the collections in the data folder; Qdrant
-allows one process per folder, so a second Atelier process gets MemoryLockedError naming the fix.
+Two backends keep the same collections with the same meaning — documents (chunks with their source and page) and
+images (a text vector of the prompt or caption, a colour-layout vector, the rating) — and the same rules: every
+read takes an `owner` and sees only that owner's items and shared ones, and each collection is stamped with the
+model that embedded it.
+
+- PostgreSQL + pgvector (tools/memory/pgvector_store.py), the default: the ledger's own database (embedded or
+  DATABASE_URL), so every Atelier process shares one memory.
+- A Qdrant server (tools/memory/qdrant_store.py), with QDRANT_URL: the user's own stack and the scale-out path.
+
+`open_memory` (tools/memory/backends.py) opens the one `ATELIER_MEMORY` chooses (auto, postgres, qdrant; auto means
+qdrant when QDRANT_URL is set, else postgres).
+`atelier memory migrate --to …` copies one backend into the other (`export_points` / `import_points`).
 """
 
 from __future__ import annotations
 
-import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from langchain_core.vectorstores import VectorStoreRetriever
-from langchain_qdrant import QdrantVectorStore
-from qdrant_client import QdrantClient, models
+from langchain_core.retrievers import BaseRetriever
 
 from atelier.tools.errors import AtelierError
-from atelier.tools.memory.embeddings import Embedder, LangChainEmbeddings, build_embedder
-from atelier.tools.memory.records import SHARED, DocumentChunk, DocumentHit, ImageHit, ImageRecord
+from atelier.tools.memory.embeddings import Embedder
+from atelier.tools.memory.records import DocumentChunk, DocumentHit, ImageHit, ImageRecord
 from atelier.tools.settings import Settings
 
-__all__ = ["DOCUMENTS", "IMAGES", "EmbeddingMismatchError", "MemoryLockedError", "MemoryStore", "memory_path"]
+__all__ = ["DOCUMENTS", "IMAGES", "PIXEL_DIM", "Backend", "EmbeddingMismatchError", "MemoryLockedError",
+           "MemoryStore", "MemoryUnavailableError", "StoredPoint", "memory_path"]
 
 DOCUMENTS = "atelier_documents"
 IMAGES = "atelier_images"
-META = "atelier_meta"
 PIXEL_DIM = 192
-_META_NAMESPACE = uuid.UUID("6f1d2a8e-3c4b-4e55-9a77-0d5c1e2f3a4b")
+
+Backend = Literal["postgres", "qdrant"]
 
 
 class MemoryLockedError(AtelierError):
-    """The local memory folder is open in another process."""
+    """The local memory folder (qdrant-client's local mode, tests and old installs) is open in another process."""
 
 
 class EmbeddingMismatchError(AtelierError):
     """A collection was embedded by another model than the one configured now."""
 
 
+class MemoryUnavailableError(AtelierError):
+    """The memory's backend cannot be used (no pgvector on the server, Qdrant unreachable): the message says why."""
+
+
 def memory_path(settings: Settings) -> Path:
-    """The folder of the local-mode memory."""
+    """The folder of the old local-mode memory (what `atelier memory migrate` can copy from)."""
     return settings.data_dir / "qdrant"
 
 
-def _owner_filter(owner: str, extra: Sequence[models.Condition] = ()) -> models.Filter:
-    """Only this owner's points and shared ones (plus any extra conditions)."""
-    visible = models.FieldCondition(key="metadata.owner", match=models.MatchAny(any=[owner, SHARED]))
-    return models.Filter(must=[visible, *extra])
+@dataclass(frozen=True)
+class StoredPoint:
+    """One stored item as both backends can export and import it, without re-embedding.
+
+    `payload` is LangChain's layout (`page_content` plus `metadata`, which carries the owner); `vectors` maps
+    "text" (and, for images, "pixels") to the stored vector.
+    """
+
+    id: str
+    payload: dict[str, Any]
+    vectors: dict[str, list[float]] = field(default_factory=dict)
 
 
-class MemoryStore:
-    """Documents and images in Qdrant, embedded by one model per collection."""
+class MemoryStore(ABC):
+    """Documents and images, embedded by one model per collection, read per owner (plus shared items)."""
 
-    def __init__(self, client: QdrantClient, embedder: Embedder, location: str) -> None:
-        self.client = client
-        self.embedder = embedder
-        self.location = location
+    embedder: Embedder
+    location: str
 
-    @classmethod
-    def open(cls, settings: Settings, embedder: Embedder | None = None, *, verify_model: bool = True) -> MemoryStore:
-        """QDRANT_URL when set, else local mode in the data folder; collections created and their model checked.
-
-        `verify_model=False` skips the model check: only `reindex` should, since it repairs a mismatch.
-        """
-        embedder = embedder or build_embedder(settings)
-        if settings.qdrant_url:
-            key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-            client = QdrantClient(url=settings.qdrant_url, api_key=key, timeout=int(settings.http_timeout_seconds))
-            location = settings.qdrant_url
-        else:
-            folder = memory_path(settings)
-            folder.mkdir(parents=True, exist_ok=True)
-            try:
-                client = QdrantClient(path=str(folder))
-            except RuntimeError as exc:
-                if "already accessed" not in str(exc):
-                    raise
-                raise MemoryLockedError(
-                    f"the memory in {folder} is open in another Atelier process (local Qdrant allows one); "
-                    "run a Qdrant server (docker run -p 6333:6333 qdrant/qdrant) and set "
-                    "QDRANT_URL=http://localhost:6333 so every process can share it, or stop the other process"
-                ) from None
-            location = f"local {folder}"
-        store = cls(client, embedder, location)
-        if verify_model:
-            try:
-                store.ensure_collections()
-            except BaseException:
-                store.close()
-                raise
-        return store
-
+    @abstractmethod
     def close(self) -> None:
-        """Release the client (and the local folder)."""
-        self.client.close()
+        """Release connections."""
 
-    # --- collections and the model that made them --------------------------------------------------
+    # --- collections and the model that made them ----------------------------------------------------------
 
-    def _meta_id(self, collection: str) -> str:
-        """The meta point of a collection."""
-        return str(uuid.uuid5(_META_NAMESPACE, collection))
-
-    def recorded_model(self, collection: str) -> tuple[str, int] | None:
-        """(model, dimension) that embedded a collection, or None for a new one."""
-        if not self.client.collection_exists(META):
-            return None
-        found = self.client.retrieve(META, [self._meta_id(collection)], with_payload=True)
-        if not found or not found[0].payload:
-            return None
-        return str(found[0].payload["model"]), int(found[0].payload["dim"])
-
-    def _record_model(self, collection: str) -> None:
-        """Stamp a collection with the configured embedder."""
-        if not self.client.collection_exists(META):
-            self.client.create_collection(META, vectors_config=models.VectorParams(size=1,
-                                                                                 distance=models.Distance.DOT))
-        point = models.PointStruct(id=self._meta_id(collection), vector=[0.0],
-                                   payload={"collection": collection, "model": self.embedder.name,
-                                            "dim": self.embedder.dim})
-        self.client.upsert(META, [point])
-
-    def _vectors_config(self, collection: str) -> Any:
-        """Documents: one unnamed text vector; images: a named text vector and a colour-layout vector."""
-        text = models.VectorParams(size=self.embedder.dim, distance=models.Distance.COSINE)
-        if collection == DOCUMENTS:
-            return text
-        return {"text": text, "pixels": models.VectorParams(size=PIXEL_DIM, distance=models.Distance.COSINE)}
-
+    @abstractmethod
     def ensure_collections(self) -> None:
         """Create missing collections; EmbeddingMismatchError when one was made by another model."""
-        for collection in (DOCUMENTS, IMAGES):
-            recorded = self.recorded_model(collection)
-            if self.client.collection_exists(collection) and recorded is not None:
-                if recorded != (self.embedder.name, self.embedder.dim):
-                    raise EmbeddingMismatchError(
-                        f"the memory collection {collection} was embedded with {recorded[0]} ({recorded[1]} dims) "
-                        f"but the configured model is {self.embedder.name} ({self.embedder.dim} dims); "
-                        "run `atelier memory reindex` to re-embed it, or set ATELIER_EMBED_MODEL back"
-                    )
-                continue
-            if not self.client.collection_exists(collection):
-                self.client.create_collection(collection, vectors_config=self._vectors_config(collection))
-            self._record_model(collection)
 
+    @abstractmethod
+    def recorded_model(self, collection: str) -> tuple[str, int] | None:
+        """(model, dimension) that embedded a collection, or None for a new one."""
+
+    @abstractmethod
     def count(self, collection: str) -> int:
-        """How many points a collection holds."""
-        return self.client.count(collection, exact=True).count
+        """How many items a collection holds."""
 
-    # --- documents -----------------------------------------------------------------------------------
+    # --- documents -------------------------------------------------------------------------------------------
 
-    def _existing(self, collection: str, ids: Sequence[str]) -> set[str]:
-        """Which of these point ids are stored already."""
-        found: set[str] = set()
-        for start in range(0, len(ids), 256):
-            found |= {str(p.id) for p in self.client.retrieve(collection, list(ids[start:start + 256]),
-                                                              with_payload=False, with_vectors=False)}
-        return found
-
+    @abstractmethod
     def add_documents(self, chunks: Sequence[DocumentChunk]) -> int:
         """Embed and store chunks not stored yet (same owner and content → same id); how many were new."""
-        existing = self._existing(DOCUMENTS, [c.point_id for c in chunks])
-        fresh = [c for c in chunks if c.point_id not in existing]
-        if not fresh:
-            return 0
-        vectors = self.embedder.embed([c.text for c in fresh])
-        points = [models.PointStruct(id=c.point_id, vector=v, payload=c.payload()) for c, v in
-                  zip(fresh, vectors, strict=True)]
-        self.client.upsert(DOCUMENTS, points)
-        return len(fresh)
 
+    @abstractmethod
     def replace_source(self, source: str, owner: str, chunks: Sequence[DocumentChunk]) -> tuple[int, int]:
         """Make the stored chunks of one file (for one owner) exactly `chunks`: (added, removed)."""
-        keep = {c.point_id for c in chunks}
-        only = models.Filter(must=[
-            models.FieldCondition(key="metadata.source", match=models.MatchValue(value=source)),
-            models.FieldCondition(key="metadata.owner", match=models.MatchValue(value=owner)),
-        ])
-        stale: list[Any] = []
-        offset: Any = None
-        while True:
-            points, offset = self.client.scroll(DOCUMENTS, scroll_filter=only, limit=256, offset=offset,
-                                                with_payload=False)
-            stale.extend(p.id for p in points if str(p.id) not in keep)
-            if offset is None:
-                break
-        if stale:
-            self.client.delete(DOCUMENTS, points_selector=models.PointIdsList(points=stale))
-        return self.add_documents(chunks), len(stale)
 
+    @abstractmethod
     def search_documents(self, query: str, owner: str, k: int = 5) -> list[DocumentHit]:
         """The chunks most related to `query` that `owner` may see."""
-        vector = self.embedder.embed([query])[0]
-        hits = self.client.query_points(DOCUMENTS, query=vector, query_filter=_owner_filter(owner), limit=k,
-                                        with_payload=True).points
-        return [DocumentHit.from_payload(h.payload or {}, h.score) for h in hits]
 
-    def retriever(self, owner: str, k: int = 4) -> VectorStoreRetriever:
+    @abstractmethod
+    def retriever(self, owner: str, k: int = 4) -> BaseRetriever:
         """A LangChain retriever over the documents `owner` may see."""
-        store = QdrantVectorStore(client=self.client, collection_name=DOCUMENTS,
-                                  embedding=LangChainEmbeddings(self.embedder))
-        return store.as_retriever(search_kwargs={"k": k, "filter": _owner_filter(owner)})
 
-    # --- images --------------------------------------------------------------------------------------
+    # --- images ----------------------------------------------------------------------------------------------
 
+    @abstractmethod
     def has_image(self, point_id: str) -> bool:
         """Whether an image point is stored."""
-        return bool(self._existing(IMAGES, [point_id]))
 
+    @abstractmethod
     def add_images(self, records: Sequence[ImageRecord], pixels: Sequence[list[float]]) -> int:
         """Store image records with their text and colour-layout vectors (upsert by id)."""
-        if not records:
-            return 0
-        texts = self.embedder.embed([r.text for r in records])
-        points = [models.PointStruct(id=r.point_id, vector={"text": t, "pixels": p}, payload=r.payload())
-                  for r, t, p in zip(records, texts, pixels, strict=True)]
-        self.client.upsert(IMAGES, points)
-        return len(points)
 
-    def _image_conditions(self, workflow: str | None, min_rating: int | None) -> list[models.Condition]:
-        """Optional workflow and rating filters."""
-        conditions: list[models.Condition] = []
-        if workflow:
-            conditions.append(models.FieldCondition(key="metadata.workflow", match=models.MatchValue(value=workflow)))
-        if min_rating:
-            conditions.append(models.FieldCondition(key="metadata.rating", range=models.Range(gte=min_rating)))
-        return conditions
-
+    @abstractmethod
     def search_images(self, query: str, owner: str, k: int = 8, *, workflow: str | None = None,
                       min_rating: int | None = None) -> list[ImageHit]:
         """Images whose caption or prompt is closest to `query`, among those `owner` may see."""
-        vector = self.embedder.embed([query])[0]
-        return self._query_images(vector, "text", owner, k, self._image_conditions(workflow, min_rating))
 
-    def _query_images(self, vector: list[float], using: str, owner: str, k: int,
-                      conditions: Sequence[models.Condition], exclude: str | None = None) -> list[ImageHit]:
-        """Run one image query with the owner filter."""
-        query_filter = _owner_filter(owner, conditions)
-        if exclude is not None:
-            query_filter.must_not = [models.HasIdCondition(has_id=[exclude])]
-        hits = self.client.query_points(IMAGES, query=vector, using=using, query_filter=query_filter, limit=k,
-                                        with_payload=True).points
-        return [ImageHit.from_payload(h.payload or {}, h.score) for h in hits]
-
+    @abstractmethod
     def image(self, point_id: str, owner: str) -> ImageRecord | None:
         """One image record if `owner` may see it."""
-        found = self.client.retrieve(IMAGES, [point_id], with_payload=True, with_vectors=True)
-        if not found or not found[0].payload:
-            return None
-        record = ImageRecord.from_payload(found[0].payload)
-        return record if record.owner in (owner, SHARED) else None
 
+    @abstractmethod
     def image_vectors(self, point_id: str) -> dict[str, list[float]]:
-        """The stored vectors of one image."""
-        found = self.client.retrieve(IMAGES, [point_id], with_payload=False, with_vectors=True)
-        vectors = found[0].vector if found else None
-        return {k: list(v) for k, v in vectors.items()} if isinstance(vectors, dict) else {}  # type: ignore[arg-type]
+        """The stored vectors of one image ("text", "pixels")."""
 
+    @abstractmethod
     def similar_to_vector(self, vector: list[float], using: str, owner: str, k: int = 8, *,
                           exclude: str | None = None, workflow: str | None = None,
                           min_rating: int | None = None) -> list[ImageHit]:
-        """Images near a given text or pixel vector."""
-        return self._query_images(vector, using, owner, k, self._image_conditions(workflow, min_rating), exclude)
+        """Images near a given text or pixel vector (`using`: "text" or "pixels")."""
 
+    @abstractmethod
     def set_rating(self, point_ids: Sequence[str], *, rating: int | None, thumb: int | None) -> None:
         """Store a rating on image points."""
-        payload: dict[str, Any] = {}
-        if rating is not None:
-            payload["rating"] = rating
-        if thumb is not None:
-            payload["thumb"] = thumb
-        if payload:
-            self.client.set_payload(IMAGES, payload=payload, points=list(point_ids), key="metadata")
 
+    @abstractmethod
     def owned_images(self, owner: str) -> Iterator[ImageRecord]:
         """Every image of one owner (not shared ones), for style profiles."""
-        only = models.Filter(must=[models.FieldCondition(key="metadata.owner", match=models.MatchValue(value=owner))])
-        offset: Any = None
-        while True:
-            points, offset = self.client.scroll(IMAGES, scroll_filter=only, limit=256, offset=offset,
-                                                with_payload=True)
-            for point in points:
-                yield ImageRecord.from_payload(point.payload or {})
-            if offset is None:
-                return
 
-    # --- re-embedding ----------------------------------------------------------------------------------
+    # --- maintenance -----------------------------------------------------------------------------------------
 
+    @abstractmethod
     def reindex(self) -> dict[str, int]:
         """Re-embed every collection with the configured model (texts come from the stored payloads)."""
-        counts = {}
-        for collection in (DOCUMENTS, IMAGES):
-            points = []
-            offset: Any = None
-            while self.client.collection_exists(collection):
-                batch, offset = self.client.scroll(collection, limit=256, offset=offset, with_payload=True,
-                                                   with_vectors=True)
-                points.extend(batch)
-                if offset is None:
-                    break
-            if self.client.collection_exists(collection):
-                self.client.delete_collection(collection)
-            self.client.create_collection(collection, vectors_config=self._vectors_config(collection))
-            for start in range(0, len(points), 128):
-                chunk = points[start:start + 128]
-                texts = self.embedder.embed([str((p.payload or {}).get("page_content", "")) for p in chunk])
-                rebuilt = []
-                for point, text_vector in zip(chunk, texts, strict=True):
-                    if collection == DOCUMENTS:
-                        vector: Any = text_vector
-                    else:
-                        old = point.vector if isinstance(point.vector, dict) else {}
-                        pixels = old.get("pixels") or [1.0 / PIXEL_DIM**0.5] * PIXEL_DIM
-                        vector = {"text": text_vector, "pixels": list(pixels)}
-                    rebuilt.append(models.PointStruct(id=point.id, vector=vector, payload=point.payload))
-                self.client.upsert(collection, rebuilt)
-            self._record_model(collection)
-            counts[collection] = len(points)
-        return counts
+
+    @abstractmethod
+    def export_points(self, collection: str) -> Iterator[StoredPoint]:
+        """Every item of a collection with its payload and vectors (for `atelier memory migrate`)."""
+
+    @abstractmethod
+    def import_points(self, collection: str, points: Sequence[StoredPoint]) -> int:
+        """Store exported items as they are (no re-embedding: the collections must share a model); how many."""

@@ -1,0 +1,28 @@
+"""Which memory backend a process opens: `memory_backend` reads ATELIER_MEMORY, `open_memory` opens it."""
+
+from __future__ import annotations
+
+from atelier.tools.memory.embeddings import Embedder
+from atelier.tools.memory.store import Backend, MemoryStore
+from atelier.tools.settings import Settings
+
+__all__ = ["memory_backend", "open_memory"]
+
+
+def memory_backend(settings: Settings) -> Backend:
+    """The backend the settings choose (ATELIER_MEMORY; auto: qdrant with QDRANT_URL, else postgres)."""
+    if settings.memory_backend != "auto":
+        return settings.memory_backend
+    return "qdrant" if settings.qdrant_url else "postgres"
+
+
+def open_memory(settings: Settings, embedder: Embedder | None = None, *, verify_model: bool = True) -> MemoryStore:
+    """Open the backend the settings choose; `verify_model=False` skips the model check (only `reindex` should)."""
+    if memory_backend(settings) == "qdrant":
+        from atelier.tools.memory.qdrant_store import QdrantMemory
+
+        return QdrantMemory.open(settings, embedder, verify_model=verify_model)
+    # Until the pgvector backend lands (issue 17), "postgres" still means the old local-mode folder.
+    from atelier.tools.memory.qdrant_store import QdrantMemory
+
+    return QdrantMemory.open(settings, embedder, verify_model=verify_model)
