@@ -16,9 +16,10 @@ def memory_backend(settings: Settings) -> Backend:
     return "qdrant" if settings.qdrant_url else "postgres"
 
 
-def open_memory(settings: Settings, embedder: Embedder | None = None, *, verify_model: bool = True) -> MemoryStore:
-    """Open the backend the settings choose; `verify_model=False` skips the model check (only `reindex` should)."""
-    if memory_backend(settings) == "qdrant":
+def open_memory(settings: Settings, embedder: Embedder | None = None, *, verify_model: bool = True,
+                backend: Backend | None = None) -> MemoryStore:
+    """Open the backend the settings choose (or `backend`); `verify_model=False` skips the model check (reindex)."""
+    if (backend or memory_backend(settings)) == "qdrant":
         from atelier.tools.memory.qdrant_store import QdrantMemory
 
         return QdrantMemory.open(settings, embedder, verify_model=verify_model)
