@@ -21,8 +21,14 @@ def format_passages(hits: list[DocumentHit]) -> str:
 
 
 async def answer_from_documents(llm: BaseChatModel, memory: MemoryStore | None, question: str, owner: str,
-                                meter: Meter, k: int = 4) -> tuple[AIMessage, list[DocumentHit]]:
-    """One LLM call over the best passages; without a memory or passages, say so without calling the model."""
+                                meter: Meter, k: int = 4, *,
+                                unavailable: str | None = None) -> tuple[AIMessage, list[DocumentHit]]:
+    """One LLM call over the best passages; without a memory or passages, say so without calling the model.
+
+    `unavailable` is why the memory could not be opened: the reply says it instead of "found nothing".
+    """
+    if memory is None and unavailable:
+        return AIMessage(f"I cannot read your documents right now: {unavailable}"), []
     hits = await asyncio.to_thread(memory.search_documents, question, owner, k) if memory is not None else []
     if not hits:
         return AIMessage("I found nothing about that in your documents (ingest them with `atelier ingest`)."), []

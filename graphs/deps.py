@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -10,11 +12,15 @@ from langchain_core.language_models import BaseChatModel
 
 from atelier.agents.llm import build_chat_model
 from atelier.tools.comfyui.probe import most_free_vram
+from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.service import LedgerService
+from atelier.tools.memory.backends import open_memory
 from atelier.tools.memory.store import MemoryStore
 from atelier.tools.settings import Settings
 
 __all__ = ["SupervisorDeps", "comfy_vram_free"]
+
+log = logging.getLogger(__name__)
 
 
 async def comfy_vram_free(settings: Settings) -> float | None:
@@ -32,7 +38,9 @@ class SupervisorDeps:
     memory: MemoryStore | None = None
     vram_probe: Callable[[], Awaitable[float | None]] | None = None
     open_services: bool = False
+    memory_problem: str | None = None
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
+    _memory_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def chat_model(self) -> BaseChatModel:
         """The agents' chat model (ChatOllama from settings unless one was injected)."""
@@ -45,6 +53,25 @@ class SupervisorDeps:
         if self.ledger is None and self.open_services:
             self.ledger = await self._stack.enter_async_context(LedgerService.open(self.settings))
         return self.ledger
+
+    async def get_memory(self) -> MemoryStore | None:
+        """The memory; opened on first use when `open_services` (None, with `memory_problem` saying why, if it fails).
+
+        The default graphs `langgraph.json` serves open it here, so the LangGraph server reads and writes the same
+        memory as the chat, the CLI and the indexer (pgvector in the shared database, or the Qdrant server).
+        """
+        if self.memory is not None or not self.open_services or self.memory_problem is not None:
+            return self.memory
+        async with self._memory_lock:
+            if self.memory is None and self.memory_problem is None:
+                try:
+                    self.memory = await asyncio.to_thread(open_memory, self.settings)
+                except AtelierError as exc:
+                    self.memory_problem = str(exc)
+                    log.warning("the graph runs without the memory: %s", exc)
+                else:
+                    self._stack.callback(self.memory.close)
+        return self.memory
 
     async def vram_free_gb(self) -> float | None:
         """Free VRAM right now (from /system_stats)."""

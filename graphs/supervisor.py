@@ -48,6 +48,7 @@ from atelier.graphs.state import Intent, SupervisorState
 from atelier.tools.catalog import require_workflow_name
 from atelier.tools.conversations import chat_job_key
 from atelier.tools.errors import AtelierError
+from atelier.tools.memory.store import MemoryStore
 from atelier.tools.memory.style import StyleProfile, build_profile
 from atelier.tools.prompts.models import ChosenPrompt
 from atelier.tools.prompts.selection import choose_prompt
@@ -191,8 +192,9 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         meter = Meter("retrieve")
         text = _text(_last_human(state))
         owner = acting_owner(config)
-        if _IMAGES.search(text) and deps.memory is not None:
-            hits = await asyncio.to_thread(deps.memory.search_images, text, owner, 5)
+        memory = await deps.get_memory()
+        if _IMAGES.search(text) and memory is not None:
+            hits = await asyncio.to_thread(memory.search_images, text, owner, 5)
             if not hits:
                 reply = AIMessage("I found no earlier image like that; ask me to generate one.")
             else:
@@ -200,7 +202,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
                 reply = AIMessage("Earlier images you could reuse:\n" + "\n".join(lines))
             return _done(state, "retrieve", meter, messages=[reply])
         try:
-            reply, _hits = await answer_from_documents(deps.chat_model(), deps.memory, text, owner, meter)
+            reply, _hits = await answer_from_documents(deps.chat_model(), memory, text, owner, meter,
+                                                       unavailable=deps.memory_problem)
         except LLMUnavailableError as exc:
             return _failure(state, "retrieve", meter, exc)
         return _done(state, "retrieve", meter, messages=[reply])
@@ -249,7 +252,7 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
             briefs = _checked_briefs(state.get("briefs", []), settings.max_images_per_request) or [_brief_from(state)]
             forced = bool(options.workflow or options.quality)
             vram = await deps.vram_free_gb()
-            style = await asyncio.to_thread(_style, deps, acting_owner(config))
+            style = await asyncio.to_thread(_style, await deps.get_memory(), acting_owner(config))
             measured = await _measured(deps)
             designs = []
             for index, brief in enumerate(briefs):
@@ -428,11 +431,11 @@ async def _library_prompt(deps: SupervisorDeps, purpose: str, request_key: str, 
     return await choose_prompt(ledger.prompts, ledger.abtests, purpose, request_key, for_owner=owner)
 
 
-def _style(deps: SupervisorDeps, owner: str) -> StyleProfile | None:
+def _style(memory: MemoryStore | None, owner: str) -> StyleProfile | None:
     """The owner's style profile from the memory (None without a memory)."""
-    if deps.memory is None:
+    if memory is None:
         return None
-    return build_profile(owner, deps.memory.owned_images(owner))
+    return build_profile(owner, memory.owned_images(owner))
 
 
 def _default_graph() -> CompiledStateGraph[SupervisorState, Any, SupervisorState, SupervisorState]:

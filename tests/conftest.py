@@ -82,3 +82,12 @@ def machine_pg_url() -> Iterator[str]:
 
     with fresh_database(MACHINE_ADMIN_URL) as url:
         yield url
+
+
+@pytest.fixture
+def embedded_pg_url(embedded_admin_url: str) -> Iterator[str]:
+    """A fresh database on the embedded PostgreSQL only (it ships pgvector, which the memory needs)."""
+    from tests.pg import fresh_database
+
+    with fresh_database(embedded_admin_url) as url:
+        yield url

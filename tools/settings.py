@@ -46,6 +46,10 @@ class Settings(BaseSettings):
         description="Where the memory lives: postgres (pgvector in Atelier's own database, every process shares it), "
                     "qdrant (the server at QDRANT_URL), or auto (qdrant when QDRANT_URL is set, else postgres).",
     )
+    memory_pool_size: int = Field(
+        4, ge=1, le=64, validation_alias="ATELIER_MEMORY_POOL_SIZE",
+        description="Connections one process keeps to PostgreSQL for the memory (pgvector backend).",
+    )
     database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
     data_dir: Path = Field(default_factory=default_data_dir, validation_alias="ATELIER_DATA_DIR")
     output_dir: Path | None = Field(None, validation_alias="ATELIER_OUTPUT_DIR")

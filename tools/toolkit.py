@@ -333,8 +333,8 @@ async def list_workflows(ctx: ToolContext, args: ListWorkflowsArgs,
 def _memory(ctx: ToolContext) -> MemoryStore:
     """The memory, or a clear error when this process runs without it."""
     if ctx.memory is None:
-        raise AtelierError("the memory is not open in this process (another process may hold the local Qdrant "
-                           "folder); set QDRANT_URL to share a Qdrant server")
+        raise AtelierError("the memory is not open in this process (see its log for why: no pgvector on "
+                           "DATABASE_URL's server, Qdrant unreachable …) and the fix")
     return ctx.memory
 
 

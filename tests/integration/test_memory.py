@@ -1,4 +1,4 @@
-"""The memory against real Qdrant local mode, the real MiniLM model and the machine's PostgreSQL."""
+"""The memory on both backends (pgvector in embedded PostgreSQL, Qdrant's API in local mode), the real MiniLM."""
 
 from __future__ import annotations
 
@@ -51,15 +51,16 @@ def minilm() -> MiniLMEmbedder:
     return embedder
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Settings with a fresh data folder (local Qdrant inside it)."""
-    return load_settings(data_dir=tmp_path / "data", comfyui_urls=SERVER)
+@pytest.fixture(params=["postgres", "qdrant"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path, embedded_pg_url: str) -> Settings:
+    """Settings with a fresh data folder and database; the memory on pgvector or on Qdrant (local mode's API)."""
+    return load_settings(data_dir=tmp_path / "data", comfyui_urls=SERVER, database_url=embedded_pg_url,
+                         memory_backend=request.param)
 
 
 @pytest.fixture
 def memory(settings: Settings, minilm: MiniLMEmbedder) -> Iterator[MemoryStore]:
-    """A local-mode memory in the test's data folder."""
+    """The memory of the settings' backend."""
     store = open_memory(settings, minilm)
     yield store
     store.close()
@@ -135,8 +136,10 @@ def test_a_collection_made_by_another_model_is_refused_with_the_fix(settings: Se
 
 def test_a_second_process_on_a_local_folder_is_told_to_move_to_postgres(settings: Settings,
                                                                          memory: MemoryStore) -> None:
+    if settings.memory_backend != "qdrant":
+        pytest.skip("only qdrant-client's local mode locks its folder")
     code = ("from atelier.tools.memory.backends import open_memory\nfrom atelier.tools.settings import load_settings\n"
-            f"open_memory(load_settings(data_dir={str(settings.data_dir)!r}))\n")
+            f"open_memory(load_settings(data_dir={str(settings.data_dir)!r}, memory_backend='qdrant'))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "MemoryLockedError" in result.stderr
     assert "atelier memory migrate --to postgres" in result.stderr
@@ -160,9 +163,9 @@ def _png(colour: tuple[int, int, int], stripe: tuple[int, int, int] | None = Non
 
 
 @pytest_asyncio.fixture
-async def ledger_svc(machine_pg_url: str, settings: Settings) -> AsyncIterator[LedgerService]:
-    """A ledger on a fresh database with a local output store."""
-    async with LedgerService.open(settings, conninfo=machine_pg_url,
+async def ledger_svc(settings: Settings) -> AsyncIterator[LedgerService]:
+    """A ledger on the settings' fresh database with a local output store."""
+    async with LedgerService.open(settings,
                                   store=LocalOutputStore(settings.data_dir / "outputs")) as svc:
         yield svc
 
@@ -285,42 +288,42 @@ async def test_ratings_given_outside_the_memory_reach_it(ledger_svc: LedgerServi
     assert [(h.image.job_id, h.image.rating, h.image.thumb) for h in found] == [(str(owl.id), 4, 1)]
 
 
-def test_an_owner_process_indexes_what_other_processes_record(settings: Settings, machine_pg_url: str,
-                                                              minilm: MiniLMEmbedder) -> None:
-    """Two processes: `atelier memory index --follow` owns the memory; this one records a job in the ledger."""
-    import asyncio
+def test_processes_share_the_memory_while_an_indexer_follows(settings: Settings, minilm: MiniLMEmbedder) -> None:
+    """`atelier memory index --follow` runs in one process; this one records a job and reads the memory meanwhile."""
     import os
 
-    env = os.environ | {"DATABASE_URL": machine_pg_url, "ATELIER_DATA_DIR": str(settings.data_dir)}
-    owner = subprocess.Popen([sys.executable, "-m", "atelier.cli.main", "memory", "index", "--follow"], cwd=ROOT,
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if settings.memory_backend != "postgres":
+        pytest.skip("sharing between processes is what the pgvector backend is for (local Qdrant locks its folder)")
+    assert settings.database_url is not None
+    env = os.environ | {"DATABASE_URL": settings.database_url.get_secret_value(), "ATELIER_MEMORY": "postgres",
+                        "ATELIER_DATA_DIR": str(settings.data_dir)}
+    indexer = subprocess.Popen([sys.executable, "-m", "atelier.cli.main", "memory", "index", "--follow"], cwd=ROOT,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     async def record() -> str:
-        async with LedgerService.open(settings, conninfo=machine_pg_url,
-                                      store=LocalOutputStore(settings.data_dir / "outputs")) as svc:
+        async with LedgerService.open(settings, store=LocalOutputStore(settings.data_dir / "outputs")) as svc:
             job = await finished_job(svc, "a paper crane, origami", "ana", _png((240, 240, 230)))
             for _ in range(300):
                 if (await svc.get(job.id)).memory_indexed_at is not None:
                     return str(job.id)
                 await asyncio.sleep(0.1)
-            raise AssertionError("the owning process never indexed the job")
+            raise AssertionError("the following process never indexed the job")
 
     try:
-        assert owner.stdout is not None
-        ready = owner.stdout.readline()  # printed once the owner holds the memory
+        assert indexer.stdout is not None
+        ready = indexer.stdout.readline()  # printed once the indexer has the memory open
         assert "indexing into" in ready, ready
-        with pytest.raises(MemoryLockedError):
-            open_memory(settings, minilm)
-        job_id = asyncio.run(record())
+        store = open_memory(settings, minilm)  # a second process-side client, while the indexer runs
+        try:
+            store.add_documents(chunk_file(CORPUS / "sourdough.md", "ana"))
+            job_id = asyncio.run(record())
+            assert store.search_images("origami bird", owner="ana")[0].image.job_id == job_id
+        finally:
+            store.close()
     finally:
-        owner.terminate()
-        output = owner.communicate(timeout=30)[0]
-    assert owner.returncode == 0, output
-    store = open_memory(settings, minilm)  # free again once the owner stopped
-    try:
-        assert store.search_images("origami bird", owner="ana")[0].image.job_id == job_id
-    finally:
-        store.close()
+        indexer.terminate()
+        output = indexer.communicate(timeout=30)[0]
+    assert indexer.returncode == 0, output
 
 
 class _Renamed:
@@ -361,7 +364,7 @@ def _tiny_pdf(text: str) -> bytes:
 
 @pytest.mark.asyncio
 async def test_submit_with_reuse_offers_the_existing_image_instead_of_generating(
-    ledger_svc: LedgerService, settings: Settings, minilm: MiniLMEmbedder, machine_pg_url: str
+    ledger_svc: LedgerService, settings: Settings, minilm: MiniLMEmbedder
 ) -> None:
     from typer.testing import CliRunner
 
@@ -371,7 +374,9 @@ async def test_submit_with_reuse_offers_the_existing_image_instead_of_generating
     store = open_memory(settings, minilm)
     await MemoryIndexer(ledger_svc.ledger, store, ledger_svc.store, settings).catch_up()
     store.close()
-    env = {"DATABASE_URL": machine_pg_url, "ATELIER_DATA_DIR": str(settings.data_dir), "COMFYUI_URLS": SERVER}
+    assert settings.database_url is not None
+    env = {"DATABASE_URL": settings.database_url.get_secret_value(), "ATELIER_DATA_DIR": str(settings.data_dir),
+           "COMFYUI_URLS": SERVER, "ATELIER_MEMORY": settings.memory_backend}
     import asyncio
 
     runner = CliRunner()

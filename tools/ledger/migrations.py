@@ -390,6 +390,58 @@ INSERT INTO atelier_secrets (name, value)
 VALUES ('jwt', replace(gen_random_uuid()::text || gen_random_uuid()::text || gen_random_uuid()::text, '-', ''));
 """
 
+# The memory's tables need the `vector` extension (pgvector), which the embedded server ships and a DATABASE_URL
+# server may lack. The migration defines `atelier_memory_schema()` and calls it: it creates the extension and the
+# tables when it can and returns false when it cannot (no pgvector installed, or no right to create it), so the
+# ledger works on any PostgreSQL; the memory calls it again on open (pgvector installed later) and explains a false.
+# Vectors have no fixed dimension here (the embedding model decides): tools/memory/pgvector_store.py builds one HNSW
+# expression index per dimension, `(embedding::vector(N))`.
+_MEMORY_TABLES = """
+CREATE FUNCTION atelier_memory_schema() RETURNS boolean LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector') THEN
+        IF NOT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector') THEN
+            RETURN false;
+        END IF;
+        BEGIN
+            CREATE EXTENSION IF NOT EXISTS vector;
+        EXCEPTION WHEN OTHERS THEN  -- no right to create it, or a broken install: the memory says which on open
+            RETURN false;
+        END;
+    END IF;
+    CREATE TABLE IF NOT EXISTS memory_collections (
+        name       text PRIMARY KEY,
+        model      text NOT NULL,
+        dim        integer NOT NULL CHECK (dim > 0),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE IF NOT EXISTS memory_documents (
+        id        uuid PRIMARY KEY,
+        owner     text NOT NULL,
+        source    text NOT NULL DEFAULT '',
+        content   text NOT NULL,
+        metadata  jsonb NOT NULL,
+        embedding vector NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS memory_documents_by_source ON memory_documents (owner, source);
+    CREATE TABLE IF NOT EXISTS memory_images (
+        id        uuid PRIMARY KEY,
+        owner     text NOT NULL,
+        workflow  text NOT NULL DEFAULT '',
+        rating    smallint,
+        content   text NOT NULL,
+        metadata  jsonb NOT NULL,
+        embedding vector NOT NULL,
+        pixels    vector(192) NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS memory_images_by_owner ON memory_images (owner, workflow, rating);
+    CREATE INDEX IF NOT EXISTS memory_images_pixels ON memory_images USING hnsw (pixels vector_cosine_ops);
+    RETURN true;
+END $fn$;
+SELECT atelier_memory_schema();
+"""
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, workers and their notifications", _JOBS),
     Migration(2, "ratings, tags and memory indexing of jobs", _MEMORY),
@@ -399,6 +451,7 @@ MIGRATIONS: list[Migration] = [
     Migration(6, "job models and claim affinity for VRAM hot-swap", _AFFINITY),
     Migration(7, "users, API keys, quotas and the shared JWT secret", _ACCOUNTS),
     Migration(8, "ratings waiting to reach the memory", _RATING_SYNC),
+    Migration(9, "the memory's documents and images (pgvector, when the server has it)", _MEMORY_TABLES),
 ]
 
 

@@ -23,7 +23,6 @@ def open_memory(settings: Settings, embedder: Embedder | None = None, *, verify_
         from atelier.tools.memory.qdrant_store import QdrantMemory
 
         return QdrantMemory.open(settings, embedder, verify_model=verify_model)
-    # Until the pgvector backend lands (issue 17), "postgres" still means the old local-mode folder.
-    from atelier.tools.memory.qdrant_store import QdrantMemory
+    from atelier.tools.memory.pgvector_store import PgVectorMemory
 
-    return QdrantMemory.open(settings, embedder, verify_model=verify_model)
+    return PgVectorMemory.open(settings, embedder, verify_model=verify_model)
