@@ -1,4 +1,4 @@
-"""`atelier ingest`, `atelier rate` and `atelier memory …`: documents and images in the Qdrant memory."""
+"""`atelier ingest`, `atelier rate` and `atelier memory …`: documents and images in the memory."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import asyncio
 import json
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import typer
 from rich.console import Console
@@ -218,3 +218,36 @@ def reindex() -> None:
         memory.close()
     typer.echo(f"re-embedded {counts.get(DOCUMENTS, 0)} document chunk(s) and {counts.get(IMAGES, 0)} image(s) "
                f"with {memory.embedder.name}")
+
+
+@memory_app.command("migrate")
+def migrate(
+    to: str = typer.Option(..., "--to", help="postgres or qdrant: the backend to copy into."),
+    source: str | None = typer.Option(
+        None, "--from", help="local (the old folder), qdrant or postgres; default: the other backend (for --to "
+                             "postgres: the Qdrant server at QDRANT_URL, else the old local folder)."),
+    batch: int = typer.Option(512, min=1, help="Items per write."),
+) -> None:
+    """Copy the documents and images of one memory backend into the other, vectors as they are (safe to rerun)."""
+    from atelier.tools.memory.backends import open_memory
+    from atelier.tools.memory.embeddings import build_embedder
+    from atelier.tools.memory.migration import Source, migrate_memory, migration_source, open_source, stored_counts
+    from atelier.tools.memory.store import Backend
+
+    if to not in ("postgres", "qdrant"):
+        raise typer.BadParameter("use postgres or qdrant", param_hint="--to")
+    if source not in (None, "local", "qdrant", "postgres"):
+        raise typer.BadParameter("use local, qdrant or postgres", param_hint="--from")
+    settings = load_settings()
+    target = cast(Backend, to)
+    origin = migration_source(settings, target, cast(Source | None, source))
+    embedder = build_embedder(settings)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with (closing(open_source(settings, origin, embedder)) as reader,
+          closing(open_memory(settings, embedder, backend=target)) as writer,
+          Progress(*columns, console=Console(stderr=True)) as bar):
+        tasks = {c: bar.add_task(c, total=n) for c, n in stored_counts(reader).items()}
+        counts = migrate_memory(reader, writer, batch=batch,
+                                progress=lambda c, done: bar.update(tasks[c], completed=done))
+    for collection, copied in counts.items():
+        typer.echo(f"{collection}: {copied} copied from {origin} to {to}")

@@ -1,12 +1,14 @@
 """The memory on a Qdrant server (QDRANT_URL): documents and images, each collection stamped with its model.
 
 Owner isolation lives here, not in callers: every read takes an `owner` and sees only that owner's items
-and those marked shared. qdrant-client's local mode (a folder, one process at a time) is only for tests.
+and those marked shared. Each collection gets payload indexes for what its reads filter on, the owner as Qdrant's
+tenant key. qdrant-client's local mode (a folder, one process at a time) is only for tests and old installs.
 """
 
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,18 @@ from atelier.tools.memory.store import (
 )
 from atelier.tools.settings import Settings
 
-__all__ = ["QdrantMemory"]
+__all__ = ["PAYLOAD_INDEXES", "QdrantMemory"]
 
 META = "atelier_meta"
 _META_NAMESPACE = uuid.UUID("6f1d2a8e-3c4b-4e55-9a77-0d5c1e2f3a4b")
+
+# What each collection's reads filter on. The owner is the tenant: Qdrant keeps each owner's points together.
+_TENANT = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
+PAYLOAD_INDEXES: dict[str, dict[str, models.PayloadSchemaType | models.KeywordIndexParams]] = {
+    DOCUMENTS: {"metadata.owner": _TENANT, "metadata.source": models.PayloadSchemaType.KEYWORD},
+    IMAGES: {"metadata.owner": _TENANT, "metadata.workflow": models.PayloadSchemaType.KEYWORD,
+             "metadata.rating": models.PayloadSchemaType.INTEGER},
+}
 
 
 def _owner_filter(owner: str, extra: Sequence[models.Condition] = ()) -> models.Filter:
@@ -128,21 +138,37 @@ class QdrantMemory(MemoryStore):
             return text
         return {"text": text, "pixels": models.VectorParams(size=PIXEL_DIM, distance=models.Distance.COSINE)}
 
+    def _create_collection(self, collection: str) -> None:
+        """Create a collection with its vectors and payload indexes."""
+        self.client.create_collection(collection, vectors_config=self._vectors_config(collection))
+        self._ensure_indexes(collection)
+
+    def _ensure_indexes(self, collection: str) -> None:
+        """Create the collection's payload indexes it lacks (local mode accepts them and builds nothing)."""
+        existing = self.client.get_collection(collection).payload_schema
+        with warnings.catch_warnings():  # local mode warns that they have no effect there: its docstring says so
+            warnings.filterwarnings("ignore", "Payload indexes have no effect", UserWarning)
+            for field, schema in PAYLOAD_INDEXES[collection].items():
+                if field not in existing:
+                    self.client.create_payload_index(collection, field, field_schema=schema)
+
     def ensure_collections(self) -> None:
-        """Create missing collections; EmbeddingMismatchError when one was made by another model."""
+        """Create missing collections and indexes; EmbeddingMismatchError when one was made by another model."""
         for collection in (DOCUMENTS, IMAGES):
-            recorded = self.recorded_model(collection)
-            if self.client.collection_exists(collection) and recorded is not None:
-                if recorded != (self.embedder.name, self.embedder.dim):
-                    raise EmbeddingMismatchError(
-                        f"the memory collection {collection} was embedded with {recorded[0]} ({recorded[1]} dims) "
-                        f"but the configured model is {self.embedder.name} ({self.embedder.dim} dims); "
-                        "run `atelier memory reindex` to re-embed it, or set ATELIER_EMBED_MODEL back"
-                    )
-                continue
-            if not self.client.collection_exists(collection):
-                self.client.create_collection(collection, vectors_config=self._vectors_config(collection))
-            self._record_model(collection)
+            exists = self.client.collection_exists(collection)
+            recorded = self.recorded_model(collection) if exists else None
+            if recorded is not None and recorded != (self.embedder.name, self.embedder.dim):
+                raise EmbeddingMismatchError(
+                    f"the memory collection {collection} was embedded with {recorded[0]} ({recorded[1]} dims) "
+                    f"but the configured model is {self.embedder.name} ({self.embedder.dim} dims); "
+                    "run `atelier memory reindex` to re-embed it, or set ATELIER_EMBED_MODEL back"
+                )
+            if exists:
+                self._ensure_indexes(collection)
+            else:
+                self._create_collection(collection)
+            if recorded is None:
+                self._record_model(collection)
 
     def count(self, collection: str) -> int:
         """How many points a collection holds."""
@@ -301,7 +327,7 @@ class QdrantMemory(MemoryStore):
                     break
             if self.client.collection_exists(collection):
                 self.client.delete_collection(collection)
-            self.client.create_collection(collection, vectors_config=self._vectors_config(collection))
+            self._create_collection(collection)
             for start in range(0, len(points), 128):
                 chunk = points[start:start + 128]
                 texts = self.embedder.embed([str((p.payload or {}).get("page_content", "")) for p in chunk])
