@@ -435,7 +435,6 @@ BEGIN
         pixels    vector(192) NOT NULL
     );
     CREATE INDEX IF NOT EXISTS memory_images_by_owner ON memory_images (owner, workflow, rating);
-    CREATE INDEX IF NOT EXISTS memory_images_pixels ON memory_images USING hnsw (pixels vector_cosine_ops);
     RETURN true;
 END $fn$;
 SELECT atelier_memory_schema();

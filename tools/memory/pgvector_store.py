@@ -3,9 +3,10 @@
 Tables come from the ledger's migration 9 (`atelier_memory_schema()`); vectors have the embedding model's
 dimension, recorded per collection in `memory_collections`, and each collection gets an HNSW expression index for
 that dimension (`(embedding::vector(N)) vector_cosine_ops`), built here when a collection is stamped. Owner
-isolation is in every `WHERE` clause. Filtered searches use pgvector's iterative index scans
-(`hnsw.iterative_scan = relaxed_order`, pgvector ≥ 0.8), which keep scanning until enough rows pass the filter;
-their slightly unordered results are re-sorted by distance. Bulk writes go through binary COPY.
+isolation is in every `WHERE` clause. A filter that leaves few rows (one person among many users) is answered by an
+exact scan of those rows; a broad one by the HNSW index with pgvector's iterative scans
+(`hnsw.iterative_scan = relaxed_order`, pgvector ≥ 0.8), which keep scanning until enough rows pass the filter,
+their slightly unordered results re-sorted by distance. Writes go through binary COPY.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ _TABLES: dict[str, LiteralString] = {DOCUMENTS: "memory_documents", IMAGES: "mem
 _INDEX_LOCK = 0x41_74_4D_49  # advisory lock: one process builds a collection's HNSW index
 _EF_SEARCH = 100  # candidates per HNSW step: recall@8 ≥ 0.95 at 100k (bench/memory_search.py)
 _BATCH = 1000
+_EXACT_UP_TO = 10_000  # filters passing at most this many rows are scored exactly (a few ms, recall 1)
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -90,6 +92,8 @@ def _unavailable(conn: psycopg.Connection[Any]) -> MemoryUnavailableError:
 
 class PgVectorMemory(MemoryStore):
     """Documents and images in PostgreSQL tables with pgvector, read per owner (plus shared items)."""
+
+    exact_up_to = _EXACT_UP_TO  # filters passing at most this many rows are scored exactly
 
     def __init__(self, pool: ConnectionPool[psycopg.Connection[Any]], embedder: Embedder, location: str) -> None:
         self.pool = pool
@@ -259,11 +263,20 @@ class PgVectorMemory(MemoryStore):
 
     def _nearest(self, table: LiteralString, column: LiteralString, vector: Sequence[float], k: int,
                  where: sql.Composable, params: Sequence[Any]) -> list[tuple[str, dict[str, Any], float]]:
-        """(content, metadata, cosine similarity) of the k nearest rows passing `where`, best first."""
+        """(content, metadata, cosine similarity) of the k nearest rows passing `where`, best first.
+
+        When at most `exact_up_to` rows pass the filter (one person among many, or several filters), they are
+        scored exactly from the B-tree's rows: exact recall, and faster than walking HNSW for a few matches.
+        Otherwise the HNSW index answers, iteratively, and its slightly unordered rows are re-sorted. Colour
+        layouts ("pixels", searched rarely) are always scored exactly: no index to maintain on every write.
+        """
         dim = len(vector)
-        distance = sql.SQL("{column}::vector({dim}) <=> %s::vector({dim})").format(
-            column=sql.Identifier(column), dim=sql.Literal(dim)) if column == "embedding" else \
-            sql.SQL("{column} <=> %s").format(column=sql.Identifier(column))
+        exact = column == "pixels" or self._matching(table, where, params) <= self.exact_up_to
+        if exact:  # an expression the HNSW index does not cover, so the planner filters first and scores exactly
+            distance = sql.SQL("{column} <=> %s::vector").format(column=sql.Identifier(column))
+        else:
+            distance = sql.SQL("{column}::vector({dim}) <=> %s::vector({dim})").format(
+                column=sql.Identifier(column), dim=sql.Literal(dim))
         query = sql.SQL(
             "WITH hits AS MATERIALIZED (SELECT content, metadata, {distance} AS distance FROM {table} WHERE {where} "
             "ORDER BY distance LIMIT %s) SELECT content, metadata, distance FROM hits ORDER BY distance").format(
@@ -271,6 +284,14 @@ class PgVectorMemory(MemoryStore):
         with self.pool.connection() as conn:
             rows = conn.execute(query, (_vector(vector), *params, k)).fetchall()
         return [(str(r[0]), dict(r[1]), 1.0 - float(r[2])) for r in rows]
+
+    def _matching(self, table: LiteralString, where: sql.Composable, params: Sequence[Any]) -> int:
+        """How many rows pass `where`, counted from the B-tree up to `exact_up_to + 1`."""
+        query = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {where} LIMIT %s) AS passing").format(
+            table=sql.Identifier(table), where=where)
+        with self.pool.connection() as conn:
+            row = conn.execute(query, (*params, self.exact_up_to + 1)).fetchone()
+        return int(row[0]) if row else 0
 
     def search_documents(self, query: str, owner: str, k: int = 5) -> list[DocumentHit]:
         """The chunks most related to `query` that `owner` may see."""
