@@ -120,6 +120,19 @@ class Settings(BaseSettings):
         5, ge=1, validation_alias="ATELIER_MAX_ATTEMPTS",
         description="Transient failures (unreachable ComfyUI, lost prompt) a job may have before it fails.",
     )
+    memory_index_attempts: int = Field(
+        5, ge=1, validation_alias="ATELIER_MEMORY_INDEX_ATTEMPTS",
+        description="Failed attempts to store a job's images in the memory before the indexer skips the job "
+                    "(`atelier memory status --retry-skipped` tries the skipped ones again).",
+    )
+    memory_index_backoff_seconds: float = Field(
+        5.0, gt=0, validation_alias="ATELIER_MEMORY_INDEX_BACKOFF_SECONDS",
+        description="Wait before the indexer retries a job or rating it could not store; doubles at each failure.",
+    )
+    memory_index_backoff_max_seconds: float = Field(
+        600.0, gt=0, validation_alias="ATELIER_MEMORY_INDEX_BACKOFF_MAX_SECONDS",
+        description="The longest wait between the indexer's retries.",
+    )
     hotswap: bool = Field(
         True, validation_alias="ATELIER_HOTSWAP",
         description="Before a job that does not fit in free VRAM, unload ComfyUI's models and idle Ollama models.",

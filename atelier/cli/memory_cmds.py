@@ -251,3 +251,34 @@ def migrate(
                                 progress=lambda c, done: bar.update(tasks[c], completed=done))
     for collection, copied in counts.items():
         typer.echo(f"{collection}: {copied} copied from {origin} to {to}")
+
+
+@memory_app.command("status")
+def status(
+    recent: int = typer.Option(5, min=0, max=100, help="How many of the latest problems to show."),
+    retry_skipped: bool = typer.Option(False, "--retry-skipped", help="Give the skipped jobs another try now."),
+    as_json: bool = typer.Option(False, "--json", help="Print the status as one JSON object."),
+) -> None:
+    """How indexing stands: jobs indexed, waiting, retrying and skipped, ratings to copy, and the latest reasons."""
+    from dataclasses import asdict
+
+    from atelier.tools.ledger.service import LedgerService
+
+    async def work() -> None:
+        async with LedgerService.open(load_settings()) as svc:  # the ledger only: the memory may be open elsewhere
+            if retry_skipped:
+                typer.echo(f"{await svc.retry_skipped_indexing()} skipped job(s) will be indexed again")
+            state = await svc.memory_index_status(recent)
+        if as_json:
+            typer.echo(json.dumps(asdict(state), default=str))
+            return
+        typer.echo(f"indexed {state.indexed} ({state.partial} without some pixels), waiting {state.waiting}, "
+                   f"retrying {state.retrying}, skipped {state.skipped}; ratings to copy {state.ratings_pending}"
+                   + (f"; next retry at {state.next_retry_at:%Y-%m-%d %H:%M:%S %Z}" if state.next_retry_at else ""))
+        for problem in state.recent:
+            what = {"indexed": "indexed without some pixels", "retrying": f"retrying ({problem.attempts} failed)",
+                    "skipped": f"skipped after {problem.attempts} attempts"}.get(problem.state, problem.state)
+            when = f" at {problem.at:%Y-%m-%d %H:%M:%S}" if problem.at else ""
+            typer.echo(f"  {problem.job_id} {what}{when}: {problem.reason}")
+
+    asyncio.run(work())

@@ -353,6 +353,21 @@ CREATE INDEX jobs_ratings_to_sync ON jobs (rated_at)
       AND (memory_rated_at IS NULL OR memory_rated_at < rated_at);
 """
 
+# The memory's indexer records what it could not do: a job it could index only without some image's pixels keeps
+# the reason (and counts as indexed); a job it could not store is retried after `memory_index_retry_at` (back-off)
+# and given up (`memory_index_skipped_at`) after the configured number of attempts. Jobs to index leave out the
+# given-up ones; the ones waiting for a retry are filtered by time (few rows: the index keeps the set small).
+_INDEX_FAULTS = """
+ALTER TABLE jobs ADD COLUMN memory_index_error text,
+    ADD COLUMN memory_index_attempts integer NOT NULL DEFAULT 0,
+    ADD COLUMN memory_index_failed_at timestamptz,
+    ADD COLUMN memory_index_retry_at timestamptz,
+    ADD COLUMN memory_index_skipped_at timestamptz;
+DROP INDEX jobs_to_index;
+CREATE INDEX jobs_to_index ON jobs (memory_index_attempts, finished_at)
+    WHERE status = 'succeeded' AND memory_indexed_at IS NULL AND memory_index_skipped_at IS NULL;
+"""
+
 _ACCOUNTS = """
 CREATE TABLE users (
     id                  text PRIMARY KEY CHECK (id ~ '^[a-z0-9][a-z0-9._-]{0,63}$'),
@@ -451,6 +466,7 @@ MIGRATIONS: list[Migration] = [
     Migration(7, "users, API keys, quotas and the shared JWT secret", _ACCOUNTS),
     Migration(8, "ratings waiting to reach the memory", _RATING_SYNC),
     Migration(9, "the memory's documents and images (pgvector, when the server has it)", _MEMORY_TABLES),
+    Migration(10, "memory indexing faults: reasons, retries with back-off, skipped jobs", _INDEX_FAULTS),
 ]
 
 

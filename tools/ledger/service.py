@@ -17,6 +17,7 @@ from atelier.tools.comfyui.direct import resolve_workflow
 from atelier.tools.comfyui.templates import WorkflowTemplate
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.events import JobEvents
+from atelier.tools.ledger.indexing import IndexBook, IndexStatus
 from atelier.tools.ledger.models import Job, JobRequest, SubmitOutcome
 from atelier.tools.ledger.planning import PlannedJob, plan_job
 from atelier.tools.ledger.store import JobLedger
@@ -63,6 +64,7 @@ class LedgerService:
         self.prompts = PromptLibrary(ledger.pool)
         self.abtests = ABTests(ledger.pool)
         self.accounts = UserDirectory(ledger.pool)
+        self.indexing = IndexBook(ledger.pool)
         self.authenticator = Authenticator(settings, self.accounts)
 
     @property
@@ -163,6 +165,14 @@ class LedgerService:
             job = await self.ledger.get(job_id)
             job_id, owner = job.id, job.owner
         return await self.ledger.rate(job_id, owner, rating=stars, thumb=thumb)
+
+    async def memory_index_status(self, recent: int = 5) -> IndexStatus:
+        """How the memory's indexing of succeeded jobs stands (waiting, retrying, skipped) with the latest reasons."""
+        return await self.indexing.status(recent)
+
+    async def retry_skipped_indexing(self) -> int:
+        """Give the jobs the memory's indexer skipped another set of attempts, now; how many."""
+        return await self.indexing.retry_skipped()
 
     async def image(self, job_id: str | uuid.UUID, index: int = 0, *, owner: str | None) -> JobImage:
         """Image `index` of a job, from the output store; `owner`: whose job it must be (None: anyone's).

@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from atelier.tools.accounts.quotas import open_gate
 from atelier.tools.errors import AtelierError
+from atelier.tools.ledger.indexing import TO_INDEX
 from atelier.tools.ledger.migrations import apply_migrations
 from atelier.tools.ledger.models import Job, JobOutput, JobRequest, SubmitOutcome
 from atelier.tools.ledger.notifications import STATUS, NotificationHub
@@ -592,19 +593,30 @@ class JobLedger:
             return released
 
     async def unindexed(self, limit: int = 64) -> list[Job]:
-        """Succeeded jobs the memory has not indexed yet, oldest first."""
+        """Succeeded jobs the memory should index now: never tried first, then those whose retry is due; oldest
+        first. Jobs waiting for a retry (back-off) and skipped ones are left out."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT * FROM jobs WHERE status = 'succeeded' AND memory_indexed_at IS NULL "
-                "ORDER BY finished_at LIMIT %s",
+                f"SELECT * FROM jobs WHERE {TO_INDEX} "
+                "AND (memory_index_retry_at IS NULL OR memory_index_retry_at <= now()) "
+                "ORDER BY memory_index_attempts, finished_at LIMIT %s",
                 (limit,),
             )
             return [Job.model_validate(row) for row in await cur.fetchall()]
 
-    async def mark_indexed(self, job_ids: Sequence[uuid.UUID]) -> None:
-        """Record that the memory holds these jobs' images (with the ratings they had when read)."""
+    async def mark_indexed(self, job_ids: Sequence[uuid.UUID], notes: Sequence[str | None] | None = None) -> None:
+        """Record that the memory holds these jobs' images (with the ratings they had when read); a note says what
+        it could not take (an image indexed without its pixels, and why)."""
+        ids = list(job_ids)
+        texts = list(notes) if notes is not None else [None] * len(ids)
         async with self.pool.connection() as conn:
-            await conn.execute("UPDATE jobs SET memory_indexed_at = now() WHERE id = ANY(%s)", (list(job_ids),))
+            await conn.execute(
+                "UPDATE jobs SET memory_indexed_at = now(), memory_index_retry_at = NULL, "
+                "memory_index_error = s.note, "
+                "memory_index_failed_at = CASE WHEN s.note IS NULL THEN memory_index_failed_at ELSE now() END "
+                "FROM unnest(%s::uuid[], %s::text[]) AS s(id, note) WHERE jobs.id = s.id",
+                (ids, texts),
+            )
 
     async def ratings_to_sync(self, limit: int = 256) -> list[RatingToSync]:
         """Indexed jobs rated since the memory last copied their rating, oldest rating first."""

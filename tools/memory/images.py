@@ -11,6 +11,8 @@ import base64
 import io
 import logging
 import math
+import struct
+import zlib
 
 import httpx
 from PIL import Image, UnidentifiedImageError
@@ -28,13 +30,27 @@ log = logging.getLogger(__name__)
 CAPTION_PROMPT = "Describe this image in one sentence: subject, style, colours and composition."
 
 
-def colour_layout(data: bytes) -> list[float]:
-    """A 192-number colour-layout vector of an image (8×8 RGB, mean-centred, unit length)."""
+def colour_layout(data: bytes, *, max_pixels: int | None = None) -> list[float]:
+    """A 192-number colour-layout vector of an image (8×8 RGB, mean-centred, unit length).
+
+    AtelierError when the data is not an image, is damaged, or is a decompression bomb: more than
+    `max_pixels` (or than Pillow's own limit) by its header, refused before its pixels are decoded.
+    """
     try:
         with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            limits = [n for n in (max_pixels, Image.MAX_IMAGE_PIXELS) if n]
+            if limits and width * height > min(limits):
+                raise AtelierError(
+                    f"a decompression bomb: {width}×{height} pixels, over the limit of {min(limits):,} "
+                    "(ATELIER_MAX_IMAGE_PIXELS); its pixels are not read")
             small = image.convert("RGB").resize((8, 8), Image.Resampling.BOX)
-    except (UnidentifiedImageError, OSError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise AtelierError(f"a decompression bomb ({exc}); its pixels are not read") from None
+    except UnidentifiedImageError as exc:
         raise AtelierError(f"not an image Pillow can read ({exc}); use a PNG, JPEG or WebP file") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
+        raise AtelierError(f"a damaged image ({exc or type(exc).__name__}); generate it again") from exc
     values = [channel / 255.0 for channel in small.tobytes()]
     mean = sum(values) / len(values)
     centred = [v - mean for v in values]

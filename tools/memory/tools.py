@@ -141,7 +141,8 @@ def _similar(ctx: MemoryContext, args: SimilarImagesArgs) -> list[ImageHit]:
         raise AtelierError(f"image file {path} does not exist")
     data = path.read_bytes()
     if args.by == "look":
-        return ctx.memory.similar_to_vector(colour_layout(data), "pixels", args.owner, args.k)
+        layout = colour_layout(data, max_pixels=ctx.settings.max_image_pixels)
+        return ctx.memory.similar_to_vector(layout, "pixels", args.owner, args.k)
     caption = caption_image(ctx.settings, data)
     if caption is None:
         raise AtelierError("finding images by meaning from a file needs a caption: set ATELIER_VISION_MODEL to an "
