@@ -48,6 +48,7 @@ _ERROR_TEXT = {
     403: "The credentials are valid but may not do this (a disabled account, or acting for another user)",
     409: "The idempotency key is already used by another owner's job: choose another key",
     429: "A quota is used up: the message names it, its use and when it resets",
+    503: "The memory is not available in this process (the message says why and what to install or start)",
     413: "The request body is over the server's limit (ATELIER_MAX_BODY_BYTES; ATELIER_MAX_UPLOAD_BYTES for images)",
 }
 

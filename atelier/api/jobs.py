@@ -33,6 +33,8 @@ from atelier.api.common import (
 from atelier.api.events import JOB_ID_PATTERN, add_event_routes
 from atelier.api.guard import RequestGuard
 from atelier.api.inputs import add_input_routes
+from atelier.api.memory import add_memory_routes
+from atelier.api.memory_indexing import memory_with_indexer
 from atelier.tools.accounts.models import LOCAL, Principal
 from atelier.tools.accounts.quotas import QuotaExceededError
 from atelier.tools.accounts.tokens import AuthError
@@ -42,6 +44,7 @@ from atelier.tools.exposure import own_origins
 from atelier.tools.ledger.models import MAX_KEY_CHARS, MAX_OWNER_CHARS, PRIORITY_RANGE, Job, JobRequest, JobStatus
 from atelier.tools.ledger.service import ImageGoneError, ImageNotFoundError, LedgerService
 from atelier.tools.ledger.store import IdempotencyKeyTakenError, JobNotFoundError
+from atelier.tools.memory.store import MemoryUnavailableError
 from atelier.tools.prompts.abtests import ABTestNotFoundError
 from atelier.tools.prompts.library import PromptNotFoundError
 from atelier.tools.prompts.templating import PromptTemplateError
@@ -180,7 +183,7 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
             api.state.ledger = service
             yield
             return
-        async with LedgerService.open(settings) as opened:
+        async with LedgerService.open(settings) as opened, memory_with_indexer(opened, api.state):
             api.state.ledger = opened
             yield
 
@@ -211,7 +214,8 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
                   else 410 if isinstance(exc, ImageGoneError)
                   else 429 if isinstance(exc, QuotaExceededError)
                   else 409 if isinstance(exc, IdempotencyKeyTakenError)
-                  else 422 if isinstance(exc, WorkflowError | PromptTemplateError) else 400)
+                  else 422 if isinstance(exc, WorkflowError | PromptTemplateError)
+                  else 503 if isinstance(exc, MemoryUnavailableError) else 400)
         return ErrorResponse({"detail": str(exc)}, status_code=status)
 
     @api.exception_handler(AuthError)
@@ -312,6 +316,7 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
 
     add_metrics_route(api, settings)
     add_input_routes(api, settings, caller, error_responses)
+    add_memory_routes(api, settings, ledger, caller, error_responses)
     # Served by the LangGraph server (langgraph.json `http.app`), these two wrap its routes too: its own CORS is
     # off (`http.cors` allows no origin), so only Atelier's pages and ATELIER_ALLOWED_ORIGINS get CORS answers.
     api.add_middleware(CORSMiddleware, allow_origins=sorted(own_origins(settings)), allow_methods=["*"],

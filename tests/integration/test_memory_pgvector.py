@@ -81,7 +81,7 @@ def test_the_schema_is_migration_9_with_an_hnsw_index_for_the_models_dimension(m
 def test_a_selective_filter_still_returns_k_rows_best_first(memory: PgVectorMemory, path: str) -> None:
     """Both search paths: HNSW with iterative scans (without them, HNSW filters after its candidate list and
     returns too few rows) and the exact scan of a small filtered set."""
-    memory.exact_up_to = 0 if path == "hnsw" else 10_000
+    memory.exact_up_to = 0 if path == "hnsw" else 2_000
     records = [_image(i, "crowd" if i % 50 else "ana", "txt2img-hq" if i % 100 == 0 else "txt2img",
                       rating=5 if i % 200 == 0 else None) for i in range(3000)]
     memory.add_images(records, [_pixels(i) for i in range(3000)])

@@ -44,9 +44,9 @@ __all__ = ["PgVectorMemory"]
 
 _TABLES: dict[str, LiteralString] = {DOCUMENTS: "memory_documents", IMAGES: "memory_images"}
 _INDEX_LOCK = 0x41_74_4D_49  # advisory lock: one process builds a collection's HNSW index
-_EF_SEARCH = 100  # candidates per HNSW step: recall@8 ≥ 0.95 at 100k (bench/memory_search.py)
+_EF_SEARCH = 200  # HNSW candidate list: recall@8 at 100k in bench/memory_search.py
 _BATCH = 1000
-_EXACT_UP_TO = 10_000  # filters passing at most this many rows are scored exactly (a few ms, recall 1)
+_EXACT_UP_TO = 2_000  # filters passing at most this many rows are scored exactly (a few ms, recall 1)
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
