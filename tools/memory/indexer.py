@@ -1,7 +1,8 @@
-"""Catch the memory up with the ledger: every succeeded job's images, indexed by the process owning the memory.
+"""Catch the memory up with the ledger: every succeeded job's images, indexed once each.
 
-Workers never touch the memory; whichever process owns it (the chat, the API server, or
-`atelier memory index --follow`) indexes what the ledger says succeeded, on start and whenever a job succeeds
+Workers never touch the memory; the processes that run an indexer (the chat, the job API and the LangGraph server
+that mounts it, or `atelier memory index --follow`) index what the ledger says succeeded; several may run at
+once on the shared memory (writes are upserts by image id), on start and whenever a job succeeds
 (LISTEN atelier_status). Ratings given anywhere (chat, job API, MCP) follow the same way: the ledger stamps each
 rating and notifies `atelier_ratings`, and the indexer copies it onto the image's points, so style profiles and
 rating-filtered searches see ratings from every front end.
