@@ -19,6 +19,7 @@ from atelier.tools.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from atelier.tools.memory.records import ImageHit
+    from atelier.tools.memory.store import MemoryStore
     from atelier.tools.memory.tools import MemoryContext
     from atelier.tools.outputs.store import OutputStore
 
@@ -82,10 +83,23 @@ def ingest(
                 new, gone = memory.replace_source(str(path.expanduser().resolve()), owner, pieces)
                 added, removed = added + new, removed + gone
                 bar.advance(task)
+        _settle(memory)
     finally:
         memory.close()
     typer.echo(f"{len(files)} file(s), {chunks} chunk(s): {added} new, {chunks - added} already in the memory, "
                f"{removed} outdated removed")
+
+
+def _settle(memory: MemoryStore) -> None:
+    """Fold what was just written into the search index, with a progress bar (searches work meanwhile)."""
+    waiting = memory.unsettled()
+    if not waiting:
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("indexing for search", total=waiting)
+        while folded := memory.settle(2000):
+            bar.advance(task, folded)
 
 
 def rate(
@@ -249,6 +263,10 @@ def migrate(
         tasks = {c: bar.add_task(c, total=n) for c, n in stored_counts(reader).items()}
         counts = migrate_memory(reader, writer, batch=batch,
                                 progress=lambda c, done: bar.update(tasks[c], completed=done))
+        if waiting := writer.unsettled():  # pgvector: fold the copied rows into its HNSW indexes
+            fold = bar.add_task("indexing for search", total=waiting)
+            while folded := writer.settle(2000):
+                bar.advance(fold, folded)
     for collection, copied in counts.items():
         typer.echo(f"{collection}: {copied} copied from {origin} to {to}")
 

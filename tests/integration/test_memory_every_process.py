@@ -143,8 +143,8 @@ def test_chat_langgraph_server_and_ingest_share_one_memory_on_embedded_defaults(
     try:
         with ExitStack() as running:
             # Both start at once, as the README's two commands do: they race to start the one embedded server.
-            chat = running.enter_context(_process([sys.executable, "app.py"], env | {"GRADIO_SERVER_PORT": str(chat_port)},
-                                                  chat_log))
+            chat_env = env | {"GRADIO_SERVER_PORT": str(chat_port)}
+            chat = running.enter_context(_process([sys.executable, "app.py"], chat_env, chat_log))
             server = running.enter_context(_process(langgraph, env, server_log))
             _wait_until_all_answer({"the chat (app.py)": (chat, f"{chat_url}/api/health", chat_log),
                                     "langgraph dev": (server, f"{server_url}/ok", server_log)})
@@ -182,9 +182,8 @@ def test_chat_langgraph_server_and_ingest_share_one_memory_on_embedded_defaults(
             assert reply.startswith("Once a day") and "Sources:" in reply and "sourdough.md" in reply, (
                 f"the chat does not cite the document the CLI ingested: {reply}\n--- chat:\n{_tail(chat_log)}")
             assert httpx.get(f"{chat_url}/", timeout=10).status_code == 200
-            assert chat.poll() is None and server.poll() is None
-            # Leaving the block stops both servers with SIGTERM, at once (the last one out stops PostgreSQL).
-            for proc in (chat, server):
+            assert chat.poll() is None and server.poll() is None, "both servers still run"
+            for proc in (chat, server):  # SIGTERM to both at once; leaving the block waits for them
                 proc.terminate()
         killed = [name for name, proc in (("the chat", chat), ("langgraph dev", server)) if proc.returncode == -9]
         assert not killed, f"{killed} ignored SIGTERM for {STOP_SECONDS:g} s and had to be killed"

@@ -85,7 +85,9 @@ def test_a_selective_filter_still_returns_k_rows_best_first(memory: PgVectorMemo
     records = [_image(i, "crowd" if i % 50 else "ana", "txt2img-hq" if i % 100 == 0 else "txt2img",
                       rating=5 if i % 200 == 0 else None) for i in range(3000)]
     memory.add_images(records, [_pixels(i) for i in range(3000)])
-    assert memory.count(IMAGES) == 3000
+    assert memory.count(IMAGES) == 3000 and memory.unsettled() == 3000
+    if path == "hnsw":
+        assert memory.settle() == 3000 and memory.unsettled() == 0
     query = memory.embedder.embed(["picture 7"])[0]
     hits = memory.similar_to_vector(query, "text", "ana", 8)
     assert len(hits) == 8 and {h.image.owner for h in hits} == {"ana"}
@@ -100,6 +102,23 @@ def test_a_selective_filter_still_returns_k_rows_best_first(memory: PgVectorMemo
     assert len(matching) == 15 and {h.image.job_id for h in narrow} == {job for _, job in matching[-8:]}
     by_look = memory.similar_to_vector(_pixels(100), "pixels", "ana", 3, exclude=records[100].point_id)
     assert len(by_look) == 3 and records[100].job_id not in {h.image.job_id for h in by_look}
+
+
+def test_fresh_rows_are_found_before_and_after_they_are_folded_into_the_index(memory: PgVectorMemory) -> None:
+    memory.exact_up_to = 0  # the HNSW path, with its fresh rows scored exactly beside it
+    records = [_image(i, "ana") for i in range(200)]
+    memory.add_images(records[:100], [_pixels(i) for i in range(100)])
+    assert memory.settle(limit=60) == 60 and memory.unsettled() == 40
+    memory.add_images(records[100:], [_pixels(i) for i in range(100, 200)])
+    for label in ("half folded", "all folded"):
+        for probe in (records[5], records[80], records[150]):  # folded, fresh, fresh
+            hits = memory.search_images(probe.text, "ana", k=3)
+            assert hits[0].image.job_id == probe.job_id and hits[0].score == pytest.approx(1.0, abs=1e-5), label
+        memory.settle()
+    assert memory.unsettled() == 0
+    memory.add_images([records[5].model_copy(update={"prompt": "a new caption"})], [_pixels(5)])
+    assert memory.unsettled() == 1, "a changed row leaves the index until it is folded again"
+    assert memory.search_images("a new caption", "ana", k=1)[0].image.job_id == records[5].job_id
 
 
 def test_owners_see_their_own_and_shared_items_only(memory: PgVectorMemory) -> None:

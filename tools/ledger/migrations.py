@@ -410,7 +410,8 @@ VALUES ('jwt', replace(gen_random_uuid()::text || gen_random_uuid()::text || gen
 # tables when it can and returns false when it cannot (no pgvector installed, or no right to create it), so the
 # ledger works on any PostgreSQL; the memory calls it again on open (pgvector installed later) and explains a false.
 # Vectors have no fixed dimension here (the embedding model decides): tools/memory/pgvector_store.py builds one HNSW
-# expression index per dimension, `(embedding::vector(N))`.
+# expression index per dimension, `(embedding::vector(N))`, partial on `indexed`: rows arrive with indexed = false
+# (stored and searched exactly at once, no index work on the write) and are folded into the index in the background.
 _MEMORY_TABLES = """
 CREATE FUNCTION atelier_memory_schema() RETURNS boolean LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -436,9 +437,11 @@ BEGIN
         source    text NOT NULL DEFAULT '',
         content   text NOT NULL,
         metadata  jsonb NOT NULL,
-        embedding vector NOT NULL
+        embedding vector NOT NULL,
+        indexed   boolean NOT NULL DEFAULT false
     );
     CREATE INDEX IF NOT EXISTS memory_documents_by_source ON memory_documents (owner, source);
+    CREATE INDEX IF NOT EXISTS memory_documents_fresh ON memory_documents (owner) WHERE NOT indexed;
     CREATE TABLE IF NOT EXISTS memory_images (
         id        uuid PRIMARY KEY,
         owner     text NOT NULL,
@@ -447,9 +450,11 @@ BEGIN
         content   text NOT NULL,
         metadata  jsonb NOT NULL,
         embedding vector NOT NULL,
-        pixels    vector(192) NOT NULL
+        pixels    vector(192) NOT NULL,
+        indexed   boolean NOT NULL DEFAULT false
     );
     CREATE INDEX IF NOT EXISTS memory_images_by_owner ON memory_images (owner, workflow, rating);
+    CREATE INDEX IF NOT EXISTS memory_images_fresh ON memory_images (owner) WHERE NOT indexed;
     RETURN true;
 END $fn$;
 SELECT atelier_memory_schema();

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["MemoryIndexer", "backoff_seconds", "fault_reason"]
 
 log = logging.getLogger(__name__)
+_SETTLE_STEP = 2000  # rows folded per step: a stop request waits for one step at most
 
 # The follow loop's own waits after a fault (the database lost, anything unexpected): first, longest.
 _LOOP_BACKOFF = (1.0, 60.0)
@@ -274,6 +275,16 @@ class MemoryIndexer:
 
     # --- following the ledger ------------------------------------------------------------------------------
 
+    async def settle(self, stop: asyncio.Event | None = None) -> int:
+        """Fold what was stored into the memory's search index, a batch at a time, until done or `stop` is set."""
+        total = 0
+        while stop is None or not stop.is_set():
+            folded = await asyncio.to_thread(self.memory.settle, _SETTLE_STEP)
+            total += folded
+            if folded < _SETTLE_STEP:
+                break
+        return total
+
     async def follow(self, stop: asyncio.Event) -> None:
         """Catch up, then again each time a job succeeds or is rated and whenever a retry is due, until `stop` is set.
 
@@ -288,6 +299,7 @@ class MemoryIndexer:
                         await listen.execute(f"LISTEN {channel}".encode())
                     await self.catch_up()
                     await self.sync_ratings()
+                    await self.settle(stop)
                     faults = 0
                     await self._listen(listen, stop)
             except Exception as exc:  # the indexer outlives every fault
@@ -318,3 +330,4 @@ class MemoryIndexer:
             if index or loop.time() >= deadline:
                 await self.catch_up()
             await self.sync_ratings()
+            await self.settle(stop)

@@ -150,6 +150,17 @@ class MemoryStore(ABC):
 
     # --- maintenance -----------------------------------------------------------------------------------------
 
+    def settle(self, limit: int | None = None) -> int:
+        """Fold recent writes into the search index (at most `limit` items); how many.
+
+        Recent writes are searchable at once either way; a backend that indexes on its own (Qdrant) returns 0.
+        """
+        return 0
+
+    def unsettled(self) -> int:
+        """How many items wait to be folded into the search index (0 for backends that index on their own)."""
+        return 0
+
     @abstractmethod
     def reindex(self) -> dict[str, int]:
         """Re-embed every collection with the configured model (texts come from the stored payloads)."""
