@@ -126,3 +126,38 @@ def test_the_command_names_the_backends_it_knows(cli_env: Path, capsys: pytest.C
     assert code == 2 and "use postgres or qdrant" in err
     code, _, err = run(capsys, "memory", "migrate", "--to", "qdrant", "--from", "chroma")
     assert code == 2 and "use local, qdrant or postgres" in err
+
+
+# --- end to end: an old install's local folder into pgvector --------------------------------------------------------
+
+
+class _AsMiniLM(HashingEmbedder):
+    """Hashed vectors under the packaged model's name and size (what `atelier` itself embeds with)."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=384)
+        self.name = "all-MiniLM-L6-v2"
+
+
+def test_an_old_local_folder_moves_into_pgvector_with_the_command(cli_env: Path, capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  embedded_pg_url: str) -> None:
+    from atelier.tools.memory.pgvector_store import PgVectorMemory
+    from atelier.tools.settings import load_settings
+
+    old = QdrantMemory.in_folder(cli_env / "qdrant", _AsMiniLM())  # where local mode kept the memory
+    fill(old)
+    expected, counts = answers(old), stored_counts(old)
+    old.close()
+    monkeypatch.setenv("DATABASE_URL", embedded_pg_url)
+    for _ in range(2):  # a second run changes nothing
+        code, out, err = run(capsys, "memory", "migrate", "--to", "postgres")
+        assert code == 0, err
+        assert f"{DOCUMENTS}: " in out and "copied from local to postgres" in out
+    moved = PgVectorMemory.open(load_settings(), _AsMiniLM())
+    try:
+        assert moved.unsettled() == 0, "the command folds what it copied into the search index"
+        assert stored_counts(moved) == counts and counts[DOCUMENTS] > 0 and counts[IMAGES] > 0
+        assert answers(moved) == expected, "the same questions find the same items with the same scores"
+    finally:
+        moved.close()
