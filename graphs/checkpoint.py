@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 import psycopg
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
+from atelier.tools.ledger.database import release_database
 from atelier.tools.ledger.service import database_url
 from atelier.tools.settings import Settings, load_settings
 
@@ -37,3 +38,5 @@ async def checkpointer() -> AsyncIterator[AsyncPostgresSaver]:
     """The factory for `langgraph.json` ("checkpointer": {"path": "./graphs/checkpoint.py:checkpointer"})."""
     async with postgres_checkpointer(load_settings()) as saver:
         yield saver
+    # The server's lifespan ends here; uvicorn then dies of the SIGTERM it caught, without running atexit.
+    await asyncio.to_thread(release_database)

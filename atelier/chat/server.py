@@ -27,6 +27,7 @@ from atelier.chat.runtime import ChatRuntime, LoginSessions
 from atelier.studio import studio
 from atelier.tools.errors import AtelierError
 from atelier.tools.exposure import check_listen_address
+from atelier.tools.ledger.database import install_exit_signal_handlers
 from atelier.tools.settings import Settings, load_settings
 
 __all__ = ["build_server", "main"]
@@ -99,5 +100,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     settings.outputs.mkdir(parents=True, exist_ok=True)
     print(f"Atelier chat on http://{settings.chat_host}:{settings.chat_port}/ (job API under /api)", flush=True)
+    install_exit_signal_handlers()  # uvicorn re-raises a caught SIGTERM under it: a normal exit, atexit runs
     uvicorn.run(build_server(settings, worker=settings.chat_worker), host=settings.chat_host, port=settings.chat_port,
                 log_level="warning")

@@ -22,8 +22,10 @@ def api(
 
     from atelier.api.jobs import build_job_api
     from atelier.tools.exposure import check_listen_address
+    from atelier.tools.ledger.database import install_exit_signal_handlers
     from atelier.tools.settings import load_settings
 
     settings = load_settings()
     check_listen_address(host, settings, server="The job API", allow_unauthenticated=allow_unauthenticated)
+    install_exit_signal_handlers()  # uvicorn re-raises a caught SIGTERM under it: a normal exit, atexit runs
     uvicorn.run(build_job_api(settings), host=host, port=port, log_level="warning")

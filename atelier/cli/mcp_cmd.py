@@ -32,6 +32,7 @@ def mcp(
     import asyncio
 
     from atelier.tools.exposure import check_listen_address
+    from atelier.tools.ledger.database import install_exit_signal_handlers
     from atelier.tools.settings import load_settings
 
     # stdout is the protocol under stdio: every log line goes to stderr.
@@ -49,4 +50,5 @@ def mcp(
         async with studio(settings, worker=worker) as services:
             yield tool_context(services, owner)
 
+    install_exit_signal_handlers()  # a SIGTERM (client or uvicorn) ends in a normal exit: atexit runs
     asyncio.run(serve_mcp(open_context, http=http, host=host, port=port))

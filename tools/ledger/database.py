@@ -65,6 +65,7 @@ __all__ = [
     "EmbeddedStatus",
     "embedded_status",
     "install_exit_signal_handlers",
+    "release_database",
     "resolve_database",
     "stop_embedded",
 ]
@@ -450,6 +451,17 @@ def resolve_database(settings: Settings) -> DatabaseHandle:
     url = _start_embedded(pgdata)
     install_exit_signal_handlers()
     return DatabaseHandle(url=url, embedded=True, pgdata=pgdata)
+
+
+def release_database() -> None:
+    """Deregister this process from the embedded servers it joined now (the last user stops one), not at exit.
+
+    For a server whose lifespan ends before the process dies by a signal's default action, where atexit never
+    runs: uvicorn re-raises the SIGTERM it caught once it has shut down, under the handler it found at start.
+    Idempotent; resolving the database again re-registers this process.
+    """
+    for server in list(_SERVERS.values()):
+        _cleanup_at_exit(server)
 
 
 def embedded_status(settings: Settings) -> EmbeddedStatus:

@@ -198,15 +198,20 @@ class PgVectorMemory(MemoryStore):
         """
         folded = 0
         for table in _TABLES.values():
+            here, caught_up = 0, False
             while limit is None or folded < limit:
                 batch = _SETTLE_BATCH if limit is None else min(_SETTLE_BATCH, limit - folded)
                 with self.pool.connection() as conn:
                     moved = conn.execute(sql.SQL(
                         "UPDATE {table} SET indexed = true WHERE id IN (SELECT id FROM {table} WHERE NOT indexed "
                         "LIMIT %s FOR UPDATE SKIP LOCKED)").format(table=sql.Identifier(table)), (batch,)).rowcount
-                folded += moved
+                folded, here = folded + moved, here + moved
                 if moved < batch:
+                    caught_up = True
                     break
+            if here and caught_up:  # clear the old row versions: counting and exact scans then read the index only
+                with self.pool.connection() as conn:
+                    conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
         return folded
 
     def unsettled(self) -> int:
