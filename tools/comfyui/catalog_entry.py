@@ -12,11 +12,23 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from atelier.tools.schemas import parse_size
 
-__all__ = ["QUALITY_ORDER", "CatalogEntry", "Quality", "normalize_purpose"]
+__all__ = ["QUALITY_ORDER", "CatalogEntry", "ModelFile", "Quality", "normalize_purpose"]
 
 Quality = Literal["fast", "medium", "high", "ultra"]
 
 QUALITY_ORDER: tuple[str, ...] = ("fast", "medium", "high", "ultra")
+
+class ModelFile(BaseModel):
+    """One model file a workflow loads: where ComfyUI keeps it, how big it is and where to get it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    folder: str = Field(..., min_length=1, description="ComfyUI's models folder: checkpoints, diffusion_models, "
+                                                       "text_encoders, vae, loras, upscale_models, …")
+    name: str = Field(..., min_length=1, description="The file name as ComfyUI lists it.")
+    size_gb: float | None = Field(None, ge=0, description="Download size in GB.")
+    url: str | None = Field(None, description="Where to download it.")
+
 
 class CatalogEntry(BaseModel):
     """What one workflow is for and what it needs: the `catalog` object of its sidecar."""
@@ -37,6 +49,13 @@ class CatalogEntry(BaseModel):
     max_resolution: str = Field(..., description="Largest size it makes well, as WIDTHxHEIGHT (its pixel count).")
     use_cases: list[str] = Field(default_factory=list, description="Purposes it serves, e.g. hero_images.")
     models: dict[str, list[str]] = Field(default_factory=dict, description="Model folder → files it loads.")
+    model_files: list[ModelFile] = Field(default_factory=list,
+                                         description="The files it loads with size and source (for readiness).")
+    recommended_cfg: float | None = Field(None, ge=0, description="CFG it is tuned for (None: no CFG input).")
+    native_resolutions: list[str] = Field(default_factory=list,
+                                          description="Sizes its model was trained at, as WIDTHxHEIGHT.")
+    resolution_multiple: int = Field(8, ge=8, description="Width and height must be multiples of this.")
+    source: str | None = Field(None, description="Where the graph comes from, e.g. a ComfyUI template and version.")
 
     @field_validator("max_resolution")
     @classmethod
@@ -44,6 +63,14 @@ class CatalogEntry(BaseModel):
         """Accept only WIDTHxHEIGHT."""
         parse_size(value)
         return value
+
+    @field_validator("native_resolutions")
+    @classmethod
+    def _valid_natives(cls, values: list[str]) -> list[str]:
+        """Accept only WIDTHxHEIGHT sizes."""
+        for value in values:
+            parse_size(value)
+        return values
 
     @field_validator("task")
     @classmethod
