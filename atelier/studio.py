@@ -182,6 +182,7 @@ def tool_context(services: ChatServices, owner: str) -> ToolContext:
         return await ask_supervisor(services, args, who)
 
     return ToolContext(settings=services.settings, ledger=services.ledger, owner=owner, memory=services.memory,
+                       memory_problem=services.memory_problem,
                        ask=ask)
 
 

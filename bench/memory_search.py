@@ -238,8 +238,8 @@ def row(label: str, size: int, figures: Figures, base: float) -> str:
     """One line of the table."""
     recall = statistics.mean(figures.recall) if figures.recall else float("nan")
     worst = min(figures.recall) if figures.recall else float("nan")
-    fold = "–" if figures.fold_per_s != figures.fold_per_s else f"{figures.fold_per_s:,.0f}"
-    return (f"| {label} | {size:,} | {figures.index_per_s:,.0f} | {fold} | {_ms(figures.docs, 50):.1f} / "
+    fold = "–" if figures.fold_per_s != figures.fold_per_s else f"{figures.fold_per_s:.0f}"
+    return (f"| {label} | {size:,} | {figures.index_per_s:.0f} | {fold} | {_ms(figures.docs, 50):.1f} / "
             f"{_ms(figures.docs, 95):.1f} | {_ms(figures.images, 50):.1f} / {_ms(figures.images, 95):.1f} | "
             f"{_ms(figures.filtered, 50):.1f} / {_ms(figures.filtered, 95):.1f} | {recall:.3f} (min {worst:.2f}) | "
             f"{_ms(figures.images, 50) / base:.1f}× |")

@@ -54,6 +54,7 @@ class ToolContext:
     owner: str
     memory: MemoryStore | None = None
     ask: Asker | None = None
+    memory_problem: str | None = None  # why `memory` is None, when opening it failed
 
 
 # --- arguments and results -------------------------------------------------------------------------------------
@@ -333,8 +334,8 @@ async def list_workflows(ctx: ToolContext, args: ListWorkflowsArgs,
 def _memory(ctx: ToolContext) -> MemoryStore:
     """The memory, or a clear error when this process runs without it."""
     if ctx.memory is None:
-        raise AtelierError("the memory is not open in this process (see its log for why: no pgvector on "
-                           "DATABASE_URL's server, Qdrant unreachable …) and the fix")
+        raise AtelierError(f"the memory is not open in this process: {ctx.memory_problem}" if ctx.memory_problem
+                           else "the memory is not open in this process")
     return ctx.memory
 
 

@@ -69,8 +69,11 @@ FIGURES: dict[str, Figures] = {
     ),
     "memory_search": Figures((
         rf"^MiniLM on CPU: {NUMBER} prompts/s embedded",
-        rf"^ +[\d,]+ images, local mode: index +{NUMBER} images/s, search p50 +{NUMBER} ms, p95 +{NUMBER} ms; "
-        rf"exact numpy scan p50 +{NUMBER} ms \(local mode {NUMBER}x slower\)",
+        rf"^\| exact numpy scan \(owner filter\) \| [\d,]+ \| – \| – \| – \| {NUMBER} / {NUMBER} \|",
+        rf"^\| pgvector [^|]+ \| [\d,]+ \| {NUMBER} \| {NUMBER} \| {NUMBER} / {NUMBER} \| {NUMBER} / {NUMBER} \| "
+        rf"{NUMBER} / {NUMBER} \| {NUMBER} \(min {NUMBER}\) \| {NUMBER}× \|",
+        rf"^\| Qdrant API: qdrant-client local mode [^|]+ \| [\d,]+ \| {NUMBER} \| – \| {NUMBER} / {NUMBER} \| "
+        rf"{NUMBER} / {NUMBER} \| {NUMBER} / {NUMBER} \| {NUMBER} \(min {NUMBER}\) \| {NUMBER}× \|",
     )),
     "quota_overhead": Figures((
         rf"^ratio to the baseline: {NUMBER}x with accounts and quotas \(8 users\), {NUMBER}x with every submit "

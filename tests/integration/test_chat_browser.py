@@ -51,8 +51,9 @@ def _say(page: Any, text: str) -> None:
 
 
 def test_chat_answers_illustrates_asks_approval_and_rates(
-    browser: Any, fake_comfy: FakeComfyUI, fake_ollama: FakeOllama, machine_pg_url: str, tmp_path: Path
+    browser: Any, fake_comfy: FakeComfyUI, fake_ollama: FakeOllama, embedded_pg_url: str, tmp_path: Path
 ) -> None:
+    """On the embedded PostgreSQL: the gallery searches the memory, which needs its pgvector."""
     from playwright.sync_api import expect
 
     fake_comfy.step_seconds = 0.25
@@ -65,8 +66,8 @@ def test_chat_answers_illustrates_asks_approval_and_rates(
             {"purpose": "thumbnail", "subject": "the teapot"},
         ]}),
     ])
-    settings = chat_settings(tmp_path, fake_comfy.url, fake_ollama.url, machine_pg_url)
-    with ServerThread(settings, machine_pg_url) as url:
+    settings = chat_settings(tmp_path, fake_comfy.url, fake_ollama.url, embedded_pg_url)
+    with ServerThread(settings, embedded_pg_url) as url:
         page = browser.new_page(viewport={"width": 1366, "height": 1000})
         page.goto(url)
         chat = page.locator("#chat")
@@ -81,6 +82,7 @@ def test_chat_answers_illustrates_asks_approval_and_rates(
         expect(chat.get_by_text("Done:", exact=False).first).to_be_visible(timeout=60_000)
         image = chat.locator("img").last
         expect(image).to_be_visible(timeout=10_000)
+        image.evaluate("img => img.complete || new Promise(done => img.addEventListener('load', done, {once: true}))")
         assert image.evaluate("img => img.naturalWidth") > 0
         page.screenshot(path=str(SHOTS / "chat-3-image.png"), full_page=True)
 

@@ -27,7 +27,7 @@ from schemathesis.python import asgi
 
 from atelier.api.jobs import ApiError, build_job_api
 from atelier.tools.settings import load_settings
-from tests.pg import MACHINE_ADMIN_URL, fresh_database
+from tests.pg import fresh_database
 
 # schemathesis releases that generate through hypothesis-jsonschema 0.23 (the ones langgraph-api's jsonschema-rs pin
 # allows) call `many.more()`, which Hypothesis 6.170.10 removed: say so instead of failing deep in collection.
@@ -55,10 +55,12 @@ schema = schemathesis.openapi.from_dict(build_job_api(load_settings()).openapi()
 
 
 @pytest.fixture(scope="module")
-def api_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[requests.Session]:
-    """The job API in-process (schemathesis' ASGI client) on a fresh database; its lifespan opens the ledger once."""
+def api_client(tmp_path_factory: pytest.TempPathFactory, embedded_admin_url: str) -> Iterator[requests.Session]:
+    """The job API in-process (schemathesis' ASGI client) on a fresh database; its lifespan opens the ledger once.
+
+    The embedded PostgreSQL: it has pgvector, so the memory's routes answer too."""
     data: Path = tmp_path_factory.mktemp("schema-api")
-    with fresh_database(MACHINE_ADMIN_URL) as url:
+    with fresh_database(embedded_admin_url) as url:
         api = build_job_api(load_settings(data_dir=data, database_url=url, comfyui_urls="http://127.0.0.1:9"))
         with asgi.get_client(api) as client:
             yield client
@@ -71,10 +73,10 @@ def test_every_operation_conforms_to_its_openapi(case: schemathesis.Case, api_cl
 
 
 @pytest.fixture
-def fresh_api_client(tmp_path: Path) -> Iterator[requests.Session]:
+def fresh_api_client(tmp_path: Path, embedded_admin_url: str) -> Iterator[requests.Session]:
     """The job API on a database of its own: the stateful run's path (derandomized) then never depends on what the
     property run left in the shared one (reused idempotency keys answer 200 or 409 instead of creating a job)."""
-    with fresh_database(MACHINE_ADMIN_URL) as url:
+    with fresh_database(embedded_admin_url) as url:
         api = build_job_api(load_settings(data_dir=tmp_path / "data", database_url=url,
                                           comfyui_urls="http://127.0.0.1:9"))
         with asgi.get_client(api) as client:

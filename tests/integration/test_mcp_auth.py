@@ -50,10 +50,10 @@ class People:
 
 
 @pytest_asyncio.fixture
-async def people(machine_pg_url: str, tmp_path: Path) -> AsyncIterator[People]:
+async def people(embedded_pg_url: str, tmp_path: Path) -> AsyncIterator[People]:
     """The accounts, made before the server starts (this also migrates the fresh database)."""
     settings = load_settings(data_dir=tmp_path / "admin", comfyui_urls="http://127.0.0.1:9", auth_mode="accounts")
-    async with LedgerService.open(settings, conninfo=machine_pg_url,
+    async with LedgerService.open(settings, conninfo=embedded_pg_url,
                                   store=LocalOutputStore(tmp_path / "admin" / "out")) as ledger:
         directory = UserDirectory(ledger.ledger.pool)
         keys = {}
@@ -74,10 +74,10 @@ def _serving(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def accounts_server(people: People, fake_comfy: FakeComfyUI, fake_ollama: FakeOllama, machine_pg_url: str,
+def accounts_server(people: People, fake_comfy: FakeComfyUI, fake_ollama: FakeOllama, embedded_pg_url: str,
                     tmp_path: Path) -> Iterator[str]:
     """The server in accounts mode, with a worker on the fake ComfyUI; `--owner` given, to show it is ignored."""
-    env = _env(tmp_path, fake_comfy, fake_ollama, machine_pg_url) | {"ATELIER_AUTH": "accounts"}
+    env = _env(tmp_path, fake_comfy, fake_ollama, embedded_pg_url) | {"ATELIER_AUTH": "accounts"}
     with _serving(tmp_path, env, "--owner", "bo") as url:
         yield url
 
@@ -251,13 +251,13 @@ async def test_each_user_sees_only_their_own_jobs_images_and_memory(accounts_ser
 
 
 async def test_local_mode_needs_no_credentials_and_acts_as_the_owner(fake_comfy: FakeComfyUI,
-                                                                     fake_ollama: FakeOllama, machine_pg_url: str,
+                                                                     fake_ollama: FakeOllama, embedded_pg_url: str,
                                                                      tmp_path: Path) -> None:
-    env = _env(tmp_path, fake_comfy, fake_ollama, machine_pg_url) | {"ATELIER_AUTH": "local"}
+    env = _env(tmp_path, fake_comfy, fake_ollama, embedded_pg_url) | {"ATELIER_AUTH": "local"}
     with _serving(tmp_path, env, "--owner", "carol", "--no-worker") as url:
         async with _session(url) as session:
             job = _result(await session.call_tool("submit_job", {"prompt": "a lantern", "seed": 3}))
             assert _result(await session.call_tool("job_status", {"job_id": job["job_id"]}))["status"] == "queued"
-        with psycopg.connect(machine_pg_url) as conn:
+        with psycopg.connect(embedded_pg_url) as conn:
             row = conn.execute("SELECT owner FROM jobs WHERE id = %s", (job["job_id"],)).fetchone()
         assert row == ("carol",)
