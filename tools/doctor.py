@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import psycopg
 
+from atelier.tools.catalog import list_templates
 from atelier.tools.comfyui.probe import probe_stats
+from atelier.tools.comfyui.readiness import ServerReadiness, check_server
 from atelier.tools.comfyui.rest import ComfyREST
+from atelier.tools.comfyui.template_models import WorkflowTemplate
 from atelier.tools.errors import AtelierError
 from atelier.tools.service_errors import OLLAMA_START
 from atelier.tools.settings import Settings
@@ -83,8 +87,9 @@ def _gb(value: float) -> str:
     return f"{value / 2**30:.1f} GiB"
 
 
-async def check_comfyui(url: str, *, timeout: float = 5.0) -> ServiceCheck:
-    """Ask one ComfyUI for its version, devices' VRAM and installed checkpoints."""
+async def check_comfyui(url: str, *, timeout: float = 5.0,
+                        templates: Sequence[WorkflowTemplate] = ()) -> ServiceCheck:
+    """Ask one ComfyUI for its version, devices' VRAM, installed checkpoints and which workflows it can run now."""
     rest = ComfyREST(url, timeout=timeout)
     try:
         status = await probe_stats(rest, url)
@@ -93,11 +98,23 @@ async def check_comfyui(url: str, *, timeout: float = 5.0) -> ServiceCheck:
         details = [f"{d.name}: {_gb(d.vram_free)} free of {_gb(d.vram_total)}" for d in status.stats.devices]
         checkpoints = await rest.models("checkpoints")
         details.append(f"{len(checkpoints)} checkpoint(s)" + (f": {', '.join(checkpoints[:4])}" if checkpoints else ""))
+        if templates:
+            details.extend(readiness_lines(await check_server(url, templates, timeout=timeout)))
         return ServiceCheck("ComfyUI", url, True, True, status.stats.comfyui_version, details)
     except AtelierError as exc:
         return ServiceCheck("ComfyUI", url, False, True, hint=str(exc))
     finally:
         await rest.aclose()
+
+
+def readiness_lines(server: ServerReadiness) -> list[str]:
+    """Which workflows the server can run now, and for each other one the files it lacks and where to get them."""
+    if server.error:
+        return [f"could not list its models: {server.error}"]
+    lines = [f"ready to run: {', '.join(server.ready) or 'none of the workflows'}"]
+    for workflow in server.not_ready:
+        lines.append(f"{workflow.workflow} needs " + "; ".join(m.describe() for m in workflow.missing))
+    return lines
 
 
 async def check_ollama(url: str, *, required: bool, timeout: float = 5.0) -> ServiceCheck:
@@ -114,11 +131,11 @@ async def check_ollama(url: str, *, required: bool, timeout: float = 5.0) -> Ser
 
 
 async def check_qdrant(url: str | None, api_key: str | None, data_dir: Path, *, timeout: float = 5.0) -> ServiceCheck:
-    """Ask a Qdrant server for its version, or describe the embedded local-mode folder."""
+    """Ask a Qdrant server for its version, or say that the memory lives in PostgreSQL (pgvector)."""
     if url is None:
-        where = data_dir / "qdrant"
-        details = ["no QDRANT_URL: on-disk store, opened on first use"]
-        return ServiceCheck("Qdrant", f"local mode: {where}", True, False, "embedded", details)
+        details = ["no QDRANT_URL: pgvector in Atelier's PostgreSQL (shared by every process; "
+                   "`atelier memory migrate --to qdrant` moves it to a server)"]
+        return ServiceCheck("Memory", "pgvector in the ledger's database", True, False, "pgvector", details)
     headers = {"api-key": api_key} if api_key else {}
     try:
         async with httpx.AsyncClient(base_url=url, timeout=timeout, headers=headers) as http:
@@ -161,8 +178,9 @@ async def run_doctor(settings: Settings, *, comfy_urls: list[str] | None = None)
     ollama_required = "ollama_url" in settings.model_fields_set
     key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
     database = settings.database_url.get_secret_value() if settings.database_url else None
+    templates = list_templates([settings.workflows_dir] if settings.workflows_dir else []).templates
     checks = await asyncio.gather(
-        *(check_comfyui(url) for url in urls),
+        *(check_comfyui(url, templates=templates) for url in urls),
         check_ollama(settings.ollama_url, required=ollama_required),
         check_qdrant(settings.qdrant_url, key, settings.data_dir),
         check_postgres(database, settings.data_dir),
