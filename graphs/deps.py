@@ -1,16 +1,18 @@
-"""What the supervisor's agents act through: settings, the chat model, the ledger, the memory, live VRAM."""
+"""What the supervisor's agents act through: settings, the chat model, the ledger, the memory, live VRAM and the
+model files each ComfyUI has."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from langchain_core.language_models import BaseChatModel
 
 from atelier.agents.llm import build_chat_model
+from atelier.tools.comfyui.model_inventory import ModelInventory, fetch_inventories
 from atelier.tools.comfyui.probe import most_free_vram
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.service import LedgerService
@@ -37,6 +39,7 @@ class SupervisorDeps:
     ledger: LedgerService | None = None
     memory: MemoryStore | None = None
     vram_probe: Callable[[], Awaitable[float | None]] | None = None
+    inventory_probe: Callable[[list[str]], Awaitable[list[ModelInventory]]] | None = None
     open_services: bool = False
     memory_problem: str | None = None
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
@@ -78,6 +81,13 @@ class SupervisorDeps:
         if self.vram_probe is not None:
             return await self.vram_probe()
         return await comfy_vram_free(self.settings)
+
+    async def model_inventories(self, folders: Iterable[str]) -> list[ModelInventory]:
+        """The model files in `folders` of each ComfyUI that answers (empty: none did, nothing is known)."""
+        wanted = sorted(set(folders))
+        if self.inventory_probe is not None:
+            return await self.inventory_probe(wanted)
+        return list(await fetch_inventories(self.settings.comfyui_urls, wanted, timeout=3.0))
 
     async def aclose(self) -> None:
         """Close what was opened on first use."""

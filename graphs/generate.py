@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
@@ -14,6 +15,7 @@ from atelier.tools.comfyui.direct import run_workflow
 from atelier.tools.errors import AtelierError
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import Settings, load_settings
+from atelier.tools.workflow_library import resolve_effective
 
 __all__ = ["GenerateRefusedError", "GenerateState", "build_generate_graph", "graph"]
 
@@ -43,8 +45,9 @@ def build_generate_graph(*, settings: Settings) -> StateGraph[GenerateState]:
         workflow = state.get("workflow")
         try:
             require_workflow_name(workflow)
+            template = await asyncio.to_thread(resolve_effective, workflow, settings)
             result = await run_workflow(GenerationParams.model_validate(state.get("params")), settings=settings,
-                                          workflow=workflow)
+                                        workflow=template)
         except AtelierError as exc:
             raise GenerateRefusedError(str(exc)) from exc
         return {"result": result.model_dump(mode="json")}

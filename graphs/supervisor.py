@@ -35,17 +35,19 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from atelier.agents.cost_router import choose_route
+from atelier.agents.cost_router import RouteChoice, choose_route
 from atelier.agents.llm import LLMUnavailableError, Meter, call_llm, call_structured
 from atelier.agents.planner import Brief, plan_request
 from atelier.agents.prompts import ANSWER_SYSTEM, INTENT_SYSTEM
 from atelier.agents.rag_retriever import answer_from_documents
+from atelier.agents.route_request import parse_route_request
 from atelier.agents.visual_designer import PURPOSE_LOOK, Design, design_image
 from atelier.graphs.deps import SupervisorDeps
 from atelier.graphs.owner import acting_owner
 from atelier.graphs.routing import classify
 from atelier.graphs.state import Intent, SupervisorState
 from atelier.tools.catalog import require_workflow_name
+from atelier.tools.comfyui.model_inventory import ModelInventory, folders_of
 from atelier.tools.conversations import chat_job_key
 from atelier.tools.errors import AtelierError
 from atelier.tools.memory.store import MemoryStore
@@ -53,7 +55,8 @@ from atelier.tools.memory.style import StyleProfile, build_profile
 from atelier.tools.prompts.models import ChosenPrompt
 from atelier.tools.prompts.selection import choose_prompt
 from atelier.tools.schemas import GenerationParams
-from atelier.tools.settings import load_settings
+from atelier.tools.settings import Settings, load_settings
+from atelier.tools.workflow_library import WorkflowLibrary, load_library
 
 __all__ = ["PIPELINES", "IntentChoice", "build_supervisor", "graph"]
 
@@ -209,22 +212,22 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         return _done(state, "retrieve", meter, messages=[reply])
 
     async def cost(state: SupervisorState) -> dict[str, Any]:
-        """Which workflow, how long and how much: from the catalog and live VRAM, no LLM call."""
+        """Which workflow, how long and how much: the models config's rules, the catalog, live VRAM and the servers'
+        model files; no LLM call. The reply names the deciding rule and the alternatives."""
         meter = Meter("cost")
-        text = _text(_last_human(state)).lower()
-        count = int(match.group(1)) if (match := re.search(r"\b(\d{1,4})\b", text)) else 1
-        purpose = next((p for p in _PURPOSES if p in text), None)
-        urgency = "immediate" if any(w in text for w in ("fast", "quick", "now", "urgent")) else "standard"
-        budget_match = _BUDGET.search(text)
-        budget = float(budget_match.group(1)) / count if budget_match else None
+        text = _text(_last_human(state))
         try:
-            vram = await deps.vram_free_gb()
-            route = await asyncio.to_thread(choose_route, purpose, urgency=urgency, vram_free_gb=vram, budget=budget,
-                                            measured=await _measured(deps))
+            library, inventories = await _library(deps)
+            request = parse_route_request(text, library.config.routing_rules.by_purpose if library.config else ())
+            vram = request.vram_free_gb if request.vram_free_gb is not None else await deps.vram_free_gb()
+            route = await asyncio.to_thread(choose_route, request.purpose, urgency=request.urgency, vram_free_gb=vram,
+                                            budget=request.budget, measured=await _measured(deps), library=library,
+                                            inventories=inventories)
         except AtelierError as exc:
             return _failure(state, "cost", meter, exc)
+        count = request.count
         reply = (f"For {count} image(s) I would use {route.reason}. Estimate: ~{route.seconds * count:g} s of GPU "
-                 f"time and {route.cost * count:.4f} in cost.")
+                 f"time and {route.cost * count:.4f} in cost.{_others(route)}")
         return _done(state, "cost", meter, messages=[AIMessage(reply)],
                      estimate={"images": count, "seconds": route.seconds * count, "cost": route.cost * count})
 
@@ -252,6 +255,7 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
             briefs = _checked_briefs(state.get("briefs", []), settings.max_images_per_request) or [_brief_from(state)]
             forced = bool(options.workflow or options.quality)
             vram = await deps.vram_free_gb()
+            library, inventories = await _library(deps)
             style = await asyncio.to_thread(_style, await deps.get_memory(), acting_owner(config))
             measured = await _measured(deps)
             designs = []
@@ -261,7 +265,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
                 route = await asyncio.to_thread(
                     choose_route, brief.purpose, vram_free_gb=vram,
                     workflow=options.workflow or (chosen.workflow if chosen else None) or None,
-                    quality=options.quality, target_seconds=options.target_seconds, measured=measured)
+                    quality=options.quality, target_seconds=options.target_seconds, measured=measured,
+                    library=library, inventories=inventories)
                 designs.append(await asyncio.to_thread(design_image, brief, route, style, chosen=chosen,
                                                        template_seconds=settings.template_seconds))
         except AtelierError as exc:
@@ -349,7 +354,6 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
 # The purposes a request can name (the designer's looks; "illustration" is the default, not a keyword).
 _PURPOSES = tuple(p for p in PURPOSE_LOOK if p != "illustration")
 _IMAGES = re.compile(r"\b(images?|pictures?|photos?)\b", re.I)
-_BUDGET = re.compile(r"(?:budget (?:of )?|under |below |at most |max(?:imum)? )\$?(\d+(?:\.\d+)?)")
 _PICTURE = re.compile(r"\b(look like|looks like|what does|picture|scene|view of)\b", re.I)
 
 
@@ -403,6 +407,32 @@ def _brief_from(state: SupervisorState) -> Brief:
     subject = _LEADING.sub("", text).strip() or text
     purpose = next((p for p in _PURPOSES if p in text.lower()), "illustration")
     return Brief(purpose=purpose, subject=subject)
+
+
+async def _library(deps: SupervisorDeps) -> tuple[WorkflowLibrary, list[ModelInventory]]:
+    """The workflows to route between (the user's folders and models config) and the model files of each server."""
+    library = await asyncio.to_thread(_load_library, deps.settings)
+    return library, await deps.model_inventories(folders_of(library.templates))
+
+
+def _load_library(settings: Settings) -> WorkflowLibrary:
+    """`load_library`, logging the workflow files that could not be loaded."""
+    library = load_library(settings)
+    for problem in library.errors:
+        log.warning("workflow skipped: %s", problem)
+    return library
+
+
+def _others(route: RouteChoice, shown: int = 4) -> str:
+    """The rules that did not apply and the alternatives, as sentences for the cost agent's reply."""
+    text = ""
+    if route.rules_skipped:
+        text += " Rules tried first: " + "; ".join(route.rules_skipped) + "."
+    if route.alternatives:
+        listed = "; ".join(f"{a.workflow} ({a.why})" for a in route.alternatives[:shown])
+        more = f" and {len(route.alternatives) - shown} more" if len(route.alternatives) > shown else ""
+        text += f" Also considered: {listed}{more}."
+    return text
 
 
 async def _measured(deps: SupervisorDeps) -> dict[str, float]:

@@ -15,6 +15,10 @@ Routing (`choose_workflow`), in the spirit of a model router:
    - "standard" (the default): the best quality that typically finishes within 120 s, else the fastest;
    - "flexible": the best quality whatever the time, the faster first on a tie.
    Quality tiers rank fast < medium < high < ultra.
+
+The agents' router (agents/cost_router.py) ranks the same way, with reasons for every workflow it passes over,
+after the user's models_config.json `routing_rules` (tools/models_config.py); it also routes between workflows
+without a catalog entry, whose task `task_of` reads off their graph (`infer_task`).
 """
 
 from __future__ import annotations
@@ -36,9 +40,11 @@ __all__ = [
     "Quality",
     "TemplateListing",
     "choose_workflow",
+    "infer_task",
     "list_templates",
     "normalize_purpose",
     "require_workflow_name",
+    "task_of",
 ]
 
 # Urgency → the longest typical run it prefers to wait for (None: any).
@@ -75,6 +81,24 @@ def list_templates(search_dirs: Sequence[Path] = ()) -> TemplateListing:
         except WorkflowError as exc:
             listing.errors.append(str(exc))
     return listing
+
+
+# Node classes that bring an image into a graph (a workflow with one takes an input image).
+_IMAGE_INPUT_NODES = ("LoadImage", "LoadImageMask", "LoadImageOutput")
+
+
+def infer_task(template: WorkflowTemplate) -> str:
+    """The task of a workflow without a catalog entry, read off its graph: img2img when it takes an input image
+    (an `input_image` binding or a LoadImage node), else txt2img."""
+    if "input_image" in template.bindings:
+        return "img2img"
+    classes = {node.get("class_type") for node in template.graph.values() if isinstance(node, dict)}
+    return "img2img" if classes & set(_IMAGE_INPUT_NODES) else "txt2img"
+
+
+def task_of(template: WorkflowTemplate) -> str:
+    """A workflow's task: its catalog entry's, else the one inferred from its graph (`infer_task`)."""
+    return template.catalog.task if template.catalog is not None else infer_task(template)
 
 
 def _eligible(templates: Sequence[WorkflowTemplate], task: str) -> list[WorkflowTemplate]:

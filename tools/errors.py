@@ -10,6 +10,7 @@ message fit for a person: the problem and the fix. Each family lives beside the 
 - the ledger (tools/ledger/): JobNotFoundError, IdempotencyKeyTakenError, LeaseLostError, LedgerUnavailableError
   (store.py), DatabaseError/DatabaseInUseError (database.py), NotificationsClosedError (notifications.py),
   ImageNotFoundError, ImageGoneError (service.py);
+- the user's models config (tools/models_config.py): ModelsConfigError;
 - the worker (tools/worker/runner.py): JobTimeLimitError; outputs (tools/outputs/store.py): OutputStoreError;
   intake (tools/intake/batch.py): BatchFileError;
 - accounts (tools/accounts/): AuthError (401/403, tokens.py), AccountError (directory.py), QuotaExceededError

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir, validation_alias="ATELIER_DATA_DIR")
     output_dir: Path | None = Field(None, validation_alias="ATELIER_OUTPUT_DIR")
     workflows_dir: Path | None = Field(None, validation_alias="ATELIER_WORKFLOWS_DIR")
+    models_config: Path | None = Field(
+        None, validation_alias="ATELIER_MODELS_CONFIG",
+        description="Your models_config.json (models → workflows with their figures, and routing_rules); unset: the "
+                    "copy `atelier workflows import` keeps in the data folder, if any.",
+    )
     default_workflow: str = Field("txt2img", validation_alias="ATELIER_DEFAULT_WORKFLOW")
     comfyui_silence_seconds: float = Field(
         30.0, gt=0, validation_alias="ATELIER_COMFYUI_SILENCE_SECONDS",
@@ -288,6 +293,24 @@ class Settings(BaseSettings):
     def outputs(self) -> Path:
         """The folder generated images are saved in."""
         return self.output_dir or self.data_dir / "outputs"
+
+    @property
+    def workflow_dirs(self) -> list[Path]:
+        """The user's workflow folders, searched after the shipped workflows (ATELIER_WORKFLOWS_DIR)."""
+        return [self.workflows_dir] if self.workflows_dir else []
+
+    @property
+    def imported_models_config(self) -> Path:
+        """Where `atelier workflows import` keeps the models_config.json it validated."""
+        return self.data_dir / "models_config.json"
+
+    @property
+    def models_config_file(self) -> Path | None:
+        """The models_config.json in force: ATELIER_MODELS_CONFIG, else an imported one, else None."""
+        if self.models_config is not None:
+            return self.models_config.expanduser()
+        imported = self.imported_models_config
+        return imported if imported.is_file() else None
 
 
 def _variable_name(loc: tuple[int | str, ...]) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from atelier.tools.catalog import list_templates, require_workflow_name
+from atelier.tools.catalog import require_workflow_name, task_of
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.events import JobEvent
 from atelier.tools.ledger.models import Job, JobRequest
@@ -27,6 +27,7 @@ from atelier.tools.memory.records import DocumentHit, ImageHit
 from atelier.tools.memory.store import MemoryStore
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import Settings
+from atelier.tools.workflow_library import load_library
 
 __all__ = [
     "TOOLS", "AskArgs", "AskResult", "FindPromptsArgs", "GenerateImageArgs", "ImageFile", "JobInfo", "JobStatusArgs",
@@ -193,6 +194,7 @@ class WorkflowInfo(BaseModel):
     cost_per_image: float | None = None
     vram_gb: float | None = None
     accepts: list[str] = Field(default_factory=list)
+    model: str | None = Field(None, description="The models_config.json model this workflow runs, if any.")
 
 
 class AskResult(BaseModel):
@@ -317,15 +319,16 @@ async def job_status(ctx: ToolContext, args: JobStatusArgs, progress: Progress =
 
 async def list_workflows(ctx: ToolContext, args: ListWorkflowsArgs,
                          progress: Progress = _no_progress) -> list[WorkflowInfo]:
-    """The catalog (shipped workflows plus ATELIER_WORKFLOWS_DIR)."""
-    dirs = [ctx.settings.workflows_dir] if ctx.settings.workflows_dir else []
-    listing = await asyncio.to_thread(list_templates, dirs)
+    """The catalog: shipped workflows and ATELIER_WORKFLOWS_DIR's (those without a catalog entry with the task read
+    off their graph), with the figures of ATELIER_MODELS_CONFIG."""
+    library = await asyncio.to_thread(load_library, ctx.settings)
     found = []
-    for template in listing.templates:
+    for template in library.templates:
         entry = template.catalog
         found.append(WorkflowInfo(
-            name=template.name, accepts=sorted(template.bindings),
-            **({} if entry is None else {"purpose": entry.purpose, "task": entry.task, "quality": entry.quality,
+            name=template.name, accepts=sorted(template.bindings), task=task_of(template),
+            model=library.model_of(template.name),
+            **({} if entry is None else {"purpose": entry.purpose, "quality": entry.quality,
                                          "typical_seconds": entry.typical_seconds,
                                          "cost_per_image": entry.cost_per_image, "vram_gb": entry.vram_gb})))
     return found

@@ -38,7 +38,7 @@ from atelier.api.memory_indexing import memory_with_indexer
 from atelier.tools.accounts.models import LOCAL, Principal
 from atelier.tools.accounts.quotas import QuotaExceededError
 from atelier.tools.accounts.tokens import AuthError
-from atelier.tools.catalog import CatalogEntry, list_templates
+from atelier.tools.catalog import CatalogEntry, task_of
 from atelier.tools.errors import AtelierError, WorkflowError
 from atelier.tools.exposure import own_origins
 from atelier.tools.ledger.models import MAX_KEY_CHARS, MAX_OWNER_CHARS, PRIORITY_RANGE, Job, JobRequest, JobStatus
@@ -50,6 +50,7 @@ from atelier.tools.prompts.library import PromptNotFoundError
 from atelier.tools.prompts.templating import PromptTemplateError
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import Settings, load_settings
+from atelier.tools.workflow_library import load_library
 
 __all__ = ["JOB_ID_PATTERN", "ApiError", "BatchBody", "BatchEntryError", "BatchView", "ErrorResponse", "HealthView",
            "JobBody", "JobView", "ValidationIssue", "WorkflowView", "app", "build_job_api", "error_responses"]
@@ -165,6 +166,8 @@ class WorkflowView(BaseModel):
     name: str
     accepts: list[str]
     catalog: CatalogEntry | None
+    task: str = Field(..., description="The catalog's task, else the one read off the graph (txt2img, img2img).")
+    model: str | None = Field(None, description="The models_config.json model this workflow runs, if any.")
 
 
 class HealthView(BaseModel):
@@ -294,10 +297,10 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
 
     @api.get("/workflows", response_model=list[WorkflowView], summary="The workflow catalog")
     async def workflows() -> list[WorkflowView]:
-        """Every workflow with its catalog entry and the values it accepts."""
-        dirs = [settings.workflows_dir] if settings.workflows_dir else []
-        listing = await asyncio.to_thread(list_templates, dirs)
-        return [WorkflowView(name=t.name, accepts=sorted(t.bindings), catalog=t.catalog) for t in listing.templates]
+        """Every workflow (yours included) with its catalog entry (ATELIER_MODELS_CONFIG's figures), task and values."""
+        library = await asyncio.to_thread(load_library, settings)
+        return [WorkflowView(name=t.name, accepts=sorted(t.bindings), catalog=t.catalog, task=task_of(t),
+                             model=library.model_of(t.name)) for t in library.templates]
 
     @api.get("/health", response_model=HealthView, summary="Is the API up and its database reachable?")
     async def health(request: Request) -> HealthView:

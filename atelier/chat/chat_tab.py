@@ -7,6 +7,7 @@ endpoints /chat, /approve, /reject, /open_conversation, /new_conversation and /r
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,25 +20,36 @@ from atelier.chat.files import drop_previews, image_file, preview_file
 from atelier.chat.render import approval_text, image_message, status_line
 from atelier.chat.runtime import ChatRuntime, Load
 from atelier.studio import Approval, ChatOptions, ImagesQueued, Reply, Token, run_turn, thread_history
-from atelier.tools.catalog import list_templates
+from atelier.tools.catalog import list_templates, task_of
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.events import JobEvent
 from atelier.tools.ledger.models import Job
 from atelier.tools.memory.tools import MemoryContext, RateImageArgs, rate_image
+from atelier.tools.settings import Settings
+from atelier.tools.workflow_library import build_library, load_library
 
-__all__ = ["FEEDBACK", "STARS", "ChatActions", "chat_tab"]
+__all__ = ["FEEDBACK", "STARS", "ChatActions", "chat_tab", "workflow_choices"]
 
+log = logging.getLogger(__name__)
 STARS = ("★1", "★2", "★3", "★4", "★5")
 FEEDBACK = ("Like", "Dislike", *STARS)
 
 
-def _workflow_choices() -> list[tuple[str, str]]:
-    """(label, name) pairs for the workflow option; "" is automatic."""
+def workflow_choices(settings: Settings) -> list[tuple[str, str]]:
+    """(label, name) pairs for the workflow option ("" is automatic): every text-to-image workflow, shipped or in
+    the user's folders, with a catalog entry or not (then its task is read off its graph)."""
     choices = [("automatic (by purpose, VRAM and cost)", "")]
-    for template in list_templates().templates:
+    try:
+        library = load_library(settings)
+    except AtelierError as exc:  # a bad models config: list the workflows as they are, say why in the log
+        log.warning("the workflow list ignores the models config: %s", exc)
+        library = build_library(list_templates(settings.workflow_dirs))
+    for template in library.templates:
+        if task_of(template) != "txt2img":
+            continue
         entry = template.catalog
-        if entry is not None and entry.task == "txt2img":
-            choices.append((f"{template.name} — {entry.quality}", template.name))
+        tier = entry.quality if entry is not None else "yours, no catalog entry"
+        choices.append((f"{template.name} — {tier}", template.name))
     return choices
 
 
@@ -248,7 +260,7 @@ def chat_tab(runtime: ChatRuntime) -> list[Load]:
             threads = gr.Dropdown(label="Conversations", choices=[], value=None, interactive=True,
                                   allow_custom_value=True)
             new = gr.Button("New conversation")
-            workflow = gr.Dropdown(label="Workflow", choices=_workflow_choices(), value="")
+            workflow = gr.Dropdown(label="Workflow", choices=workflow_choices(runtime.settings), value="")
             quality = gr.Radio(["auto", *QUALITIES], value="auto", label="Quality")
             illustrate = gr.Radio(["auto", "always", "never"], value="auto", label="Illustrate answers")
             target = gr.Number(label="Target seconds per image (empty or 0: none)", value=None,

@@ -8,13 +8,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from atelier.tools.comfyui.direct import resolve_workflow
 from atelier.tools.comfyui.events import Cached, ComfyEvent, NodeExecuting, Queued, Reconnected, StepProgress
 from atelier.tools.comfyui.sync import run_workflow_sync
 from atelier.tools.errors import AtelierError
 from atelier.tools.inputs import InputStore
 from atelier.tools.schemas import GenerationParams, parse_size
 from atelier.tools.settings import Settings, load_settings
+from atelier.tools.workflow_library import resolve_effective
 
 __all__ = ["StepBars", "generate", "generation_params"]
 
@@ -90,7 +90,7 @@ def generate(
     """Generate image(s) with a live progress bar, save the PNGs and print their paths."""
     settings = load_settings()
     params = generation_params(prompt, negative, seed, steps, size, image, settings)
-    template = resolve_workflow(workflow, settings)
+    template = resolve_effective(workflow, settings)
     for note in template.inference_notes:
         typer.echo(f"inferred: {note}", err=True)
     console = Console(stderr=True)

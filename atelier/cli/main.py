@@ -20,6 +20,7 @@ from atelier.cli import (
     user_cmds,
     watch_cmd,
     worker_cmd,
+    workflow_cmds,
 )
 from atelier.tools.errors import AtelierError
 
@@ -33,7 +34,6 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("generate")(generate_cmd.generate)
-app.command("workflows")(info_cmds.workflows)
 app.command("doctor")(info_cmds.doctor)
 app.command("submit")(job_cmds.submit)
 app.command("jobs")(job_cmds.jobs)
@@ -52,6 +52,7 @@ app.add_typer(prompt_cmds.prompts_app, name="prompts")
 app.add_typer(prompt_cmds.ab_app, name="ab")
 app.add_typer(user_cmds.users_app, name="users")
 app.add_typer(inputs_cmd.inputs_app, name="inputs")
+app.add_typer(workflow_cmds.workflows_app, name="workflows")
 
 
 @app.callback()

@@ -147,6 +147,21 @@ async def test_bad_tests_are_refused_with_the_fix(svc: LedgerService) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_variant_may_name_a_workflow_of_the_users_folder(pg_url: str, tmp_path: Path) -> None:
+    from tests.user_workflows import make_user_workflows
+
+    settings = load_settings(data_dir=tmp_path / "data", comfyui_urls=SERVER,
+                             workflows_dir=make_user_workflows(tmp_path / "workflows", qwen=False))
+    async with LedgerService.open(settings, conninfo=pg_url, store=LocalOutputStore(tmp_path / "out")) as service:
+        test = await service.abtests.create("mine", [VariantSpec(label="A", workflow="txt2img"),
+                                                     VariantSpec(label="B", workflow="my-sketch")], author="ana")
+        assert [v.workflow for v in test.variants] == ["txt2img", "my-sketch"]
+        with pytest.raises(ABTestError, match=r"unknown workflow 'theirs'; choose one of: .*my-sketch"):
+            await service.abtests.create("t", [VariantSpec(label="A", workflow="txt2img"),
+                                               VariantSpec(label="B", workflow="theirs")], author="ana")
+
+
+@pytest.mark.asyncio
 async def test_assignment_is_the_same_from_every_process_view(svc: LedgerService) -> None:
     await svc.prompts.save(PromptDraft(name="hero", template=HERO, purpose="hero"), author="ana")
     await svc.prompts.save(PromptDraft(name="hero", template=HERO + ", 85mm"), author="ana")

@@ -168,6 +168,41 @@ async def test_a_cost_question_is_answered_from_the_catalog(settings: Settings) 
     assert out["estimate"]["images"] == 10 and out["estimate"]["cost"] == pytest.approx(0.125)
 
 
+async def test_the_cost_agent_follows_the_users_models_config_and_names_the_rule(tmp_path: Path) -> None:
+    from tests.user_workflows import S12_CONFIG, make_user_workflows
+
+    settings = load_settings(data_dir=tmp_path / "d", comfyui_urls="http://127.0.0.1:9", models_config=S12_CONFIG,
+                             workflows_dir=make_user_workflows(tmp_path / "workflows"))
+    graph = make_graph(settings, ScriptedChatModel(replies=[]))
+    out = await graph.ainvoke({"messages": [HumanMessage("How much would 4 urgent thumbnails cost?")]}, config("r"))
+    reply = out["messages"][-1].content
+    assert reply.startswith("For 4 image(s) I would use qwen-image-fast: medium quality, ~30 s and 0.01 per image, "
+                            "needs 6 GB (24 GB free), routing_rules.by_purpose.thumbnail → qwen-image-fast.")
+    assert "Also considered: txt2img (routing_rules.by_purpose.thumbnail → qwen-image-fast decided first" in reply
+    assert out["estimate"] == {"images": 4, "seconds": 120, "cost": pytest.approx(0.04)}
+    small = await graph.ainvoke({"messages": [HumanMessage("Which workflow fits in 6 GB of VRAM?")]}, config("s"))
+    text = small["messages"][-1].content
+    assert "I would use qwen-image-fast" in text and "routing_rules.by_available_vram.low → qwen-image-fast" in text
+    assert ("Rules tried first: routing_rules.by_urgency.standard → qwen-image-standard (workflow qwen-image) did "
+            "not apply: qwen-image needs 8 GB of VRAM, 6 GB free.") in text
+
+
+async def test_the_designer_routes_to_a_users_workflow_and_its_rules(tmp_path: Path) -> None:
+    from tests.user_workflows import S12_CONFIG, make_user_workflows
+
+    settings = load_settings(data_dir=tmp_path / "d", comfyui_urls="http://127.0.0.1:9", models_config=S12_CONFIG,
+                             workflows_dir=make_user_workflows(tmp_path / "workflows"), approval_cost=10,
+                             approval_gpu_seconds=10000)
+    graph = make_graph(settings, ScriptedChatModel(replies=[]))
+    out = await graph.ainvoke({"messages": [HumanMessage("Generate a hero image of a copper kettle")]}, config("h"))
+    [design] = out["briefs"]
+    assert design["route"]["workflow"] == "qwen-image-ultra"
+    assert design["route"]["rule"] == "routing_rules.by_purpose.hero_image → qwen-image-ultra"
+    mine = await graph.ainvoke({"messages": [HumanMessage("Generate a fox in the snow")]},
+                               {"configurable": {"thread_id": "m", "owner": "ana", "workflow": "my-sketch"}})
+    assert mine["briefs"][0]["route"]["workflow"] == "my-sketch", "a workflow without a catalog entry can be picked"
+
+
 async def test_each_turn_is_routed_afresh_in_one_thread(settings: Settings) -> None:
     llm = ScriptedChatModel(replies=["Paris.", "Berlin."])
     graph = make_graph(settings, llm)

@@ -33,8 +33,7 @@ __all__ = [
 
 def resolve_workflow(name_or_path: str | None, settings: Settings) -> WorkflowTemplate:
     """Load a shipped, user-folder or file workflow (the settings' default when None)."""
-    dirs = [settings.workflows_dir] if settings.workflows_dir else []
-    return load_workflow(name_or_path or settings.default_workflow, search_dirs=dirs)
+    return load_workflow(name_or_path or settings.default_workflow, search_dirs=settings.workflow_dirs)
 
 
 def images_of(template: WorkflowTemplate, params: GenerationParams) -> int:

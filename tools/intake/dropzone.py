@@ -186,7 +186,7 @@ class DropZone:
     def prepare(self) -> list[str]:
         """Create the folders, one inbox per workflow; return the workflow names (broken ones are skipped)."""
         settings = self.svc.settings
-        listing = list_templates([settings.workflows_dir] if settings.workflows_dir else [])
+        listing = list_templates(settings.workflow_dirs)
         for message in listing.errors:
             log.warning("workflow skipped: %s", message)
         self.takes_image = {t.name: "input_image" in t.bindings for t in listing.templates}

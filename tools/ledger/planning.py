@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from atelier.tools.catalog import require_workflow_name
-from atelier.tools.comfyui.direct import check_params, images_of, resolve_workflow
+from atelier.tools.comfyui.direct import check_params, images_of
 from atelier.tools.comfyui.templates import WorkflowTemplate, random_seed, required_models
 from atelier.tools.gpu.holdings import model_keys
 from atelier.tools.inputs import resolve_input
 from atelier.tools.ledger.models import JobRequest
 from atelier.tools.settings import Settings
+from atelier.tools.workflow_library import resolve_effective
 
 __all__ = ["PlannedJob", "cache_key", "plan_job"]
 
@@ -67,7 +68,7 @@ def plan_job(request: JobRequest, settings: Settings, template: WorkflowTemplate
     """
     request.check_bounds()
     require_workflow_name(request.workflow)
-    template = template or resolve_workflow(request.workflow, settings)
+    template = template or resolve_effective(request.workflow, settings)
     params = request.params
     input_path = None
     if params.input_image is not None:

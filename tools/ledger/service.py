@@ -13,7 +13,6 @@ from typing import NamedTuple, Self
 from atelier.tools.accounts.auth import Authenticator
 from atelier.tools.accounts.directory import UserDirectory
 from atelier.tools.catalog import require_workflow_name
-from atelier.tools.comfyui.direct import resolve_workflow
 from atelier.tools.comfyui.templates import WorkflowTemplate
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.events import JobEvents
@@ -26,6 +25,7 @@ from atelier.tools.outputs.store import OutputStore, OutputStoreError, build_out
 from atelier.tools.prompts.abtests import ABTests
 from atelier.tools.prompts.library import PromptLibrary
 from atelier.tools.settings import Settings
+from atelier.tools.workflow_library import resolve_effective
 
 __all__ = ["ImageGoneError", "ImageNotFoundError", "JobImage", "LedgerService", "database_url"]
 
@@ -62,7 +62,7 @@ class LedgerService:
         self.events = JobEvents(ledger.pool, ledger.conninfo, ledger.notifications)
         self.timings = WorkflowTimings(ledger.pool)
         self.prompts = PromptLibrary(ledger.pool)
-        self.abtests = ABTests(ledger.pool)
+        self.abtests = ABTests(ledger.pool, settings.workflow_dirs)
         self.accounts = UserDirectory(ledger.pool)
         self.indexing = IndexBook(ledger.pool)
         self.authenticator = Authenticator(settings, self.accounts)
@@ -119,7 +119,7 @@ class LedgerService:
             try:
                 require_workflow_name(request.workflow)  # before any file is looked for under that name
                 if ref not in cache:
-                    cache[ref] = resolve_workflow(ref, self.settings)
+                    cache[ref] = resolve_effective(ref, self.settings)
                 planned.append((index, request, plan_job(request, self.settings, cache[ref])))
             except AtelierError as exc:
                 results.append(exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import psycopg
 from psycopg.rows import DictRow
@@ -59,8 +60,9 @@ def assign_variant(test: str, variants: Sequence[Variant], request_key: str) -> 
 class ABTests:
     """The `ab_tests` and `ab_variants` tables, assignment and reports."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, workflow_dirs: Sequence[Path] = ()) -> None:
         self.pool = pool
+        self.workflow_dirs = list(workflow_dirs)
 
     async def create(self, name: str, variants: Sequence[VariantSpec], author: str, *, purpose: str | None = None,
                      min_ratings: int = 20, description: str = "") -> ABTest:
@@ -100,15 +102,15 @@ class ABTests:
                     "(`atelier ab stop NAME`) or create this one without --purpose")
         return f"an A/B test named '{name}' exists; pick another name (tests keep their data once stopped)"
 
-    @staticmethod
-    def _check_variants(variants: Sequence[VariantSpec]) -> None:
-        """At least two variants, distinct labels, each naming a prompt version or a catalog workflow."""
+    def _check_variants(self, variants: Sequence[VariantSpec]) -> None:
+        """At least two variants, distinct labels, each naming a prompt version or a workflow (shipped or in the
+        user's folders)."""
         if len(variants) < 2:
             raise ABTestError("an A/B test needs at least two variants, e.g. --variant A=hero@1 --variant B=hero@2")
         labels = [v.label for v in variants]
         if len(set(labels)) != len(labels):
             raise ABTestError(f"variant labels must differ; got {', '.join(labels)}")
-        known = {t.name for t in list_templates().templates}
+        known = {t.name for t in list_templates(self.workflow_dirs).templates}
         for spec in variants:
             if spec.prompt is None and spec.workflow is None:
                 raise ABTestError(f"variant {spec.label} names neither a prompt version nor a workflow")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from atelier.tools.comfyui.client import ComfyClient, RunOutcome
-from atelier.tools.comfyui.direct import chosen_refs, prepare_graph, resolve_workflow
+from atelier.tools.comfyui.direct import chosen_refs, prepare_graph
 from atelier.tools.comfyui.events import (
     TERMINAL,
     ComfyEvent,
@@ -58,6 +58,7 @@ from atelier.tools.settings import Settings
 from atelier.tools.worker.failpoints import Failpoints
 from atelier.tools.worker.hotswap import job_models, make_room_for
 from atelier.tools.worker.metrics import WorkerMetrics
+from atelier.tools.workflow_library import resolve_effective
 
 __all__ = ["JobRunner", "JobTimeLimitError", "backoff_seconds", "classify", "time_limit"]
 
@@ -161,7 +162,7 @@ class JobRunner:
     def template(self, ref: str) -> WorkflowTemplate:
         """A job's workflow, loaded once per worker."""
         if ref not in self._templates:
-            self._templates[ref] = resolve_workflow(ref, self.settings)
+            self._templates[ref] = resolve_effective(ref, self.settings)
         return self._templates[ref]
 
     async def run(
