@@ -24,6 +24,7 @@ from atelier.tools.comfyui.template_models import WorkflowTemplate
 from atelier.tools.errors import AtelierError
 from atelier.tools.service_errors import OLLAMA_START
 from atelier.tools.settings import Settings
+from atelier.tools.workflow_library import load_library
 
 __all__ = ["ServiceCheck", "check_comfyui", "check_ollama", "check_postgres", "check_qdrant", "mask_secrets",
            "run_doctor"]
@@ -178,11 +179,16 @@ async def run_doctor(settings: Settings, *, comfy_urls: list[str] | None = None)
     ollama_required = "ollama_url" in settings.model_fields_set
     key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
     database = settings.database_url.get_secret_value() if settings.database_url else None
-    templates = list_templates([settings.workflows_dir] if settings.workflows_dir else []).templates
+    config_problem: ServiceCheck | None = None
+    try:
+        templates = load_library(settings).templates
+    except AtelierError as exc:  # a bad models_config.json: readiness on the workflows alone, and the file's fault
+        templates = list_templates(settings.workflow_dirs).templates
+        config_problem = ServiceCheck("Models config", str(settings.models_config_file), False, True, hint=str(exc))
     checks = await asyncio.gather(
         *(check_comfyui(url, templates=templates) for url in urls),
         check_ollama(settings.ollama_url, required=ollama_required),
         check_qdrant(settings.qdrant_url, key, settings.data_dir),
         check_postgres(database, settings.data_dir),
     )
-    return list(checks)
+    return [*checks, *([config_problem] if config_problem else [])]

@@ -1,22 +1,21 @@
 """Which workflows a ComfyUI server can run now: the model files each needs against the files the server has.
 
-A workflow needs the files its loader nodes name (`graph_check.required_models`); the server lists what it has per
-folder (`GET /models/{folder}`). A missing file is reported with its folder and, when the workflow's catalog entry
-names it in `model_files`, its size and where to download it.
+A workflow needs the files its loader nodes name (`graph_check.required_models`); the server lists what it has
+per folder (`GET /models/{folder}`, through tools/comfyui/model_inventory.py, which the router uses too). A
+missing file is reported with its folder and, when the workflow's catalog entry names it in `model_files`, its
+size and where to download it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from atelier.tools.comfyui.graph_check import required_models
-from atelier.tools.comfyui.rest import ComfyREST
+from atelier.tools.comfyui.model_inventory import ModelInventory, fetch_inventory, folders_of, missing_on
 from atelier.tools.comfyui.template_models import WorkflowTemplate
-from atelier.tools.errors import AtelierError, ComfyHTTPError
 
-__all__ = ["MissingFile", "ServerReadiness", "WorkflowReadiness", "check_server", "installed_models",
-           "workflow_readiness"]
+__all__ = ["MissingFile", "ServerReadiness", "WorkflowReadiness", "check_server", "workflow_readiness"]
 
 
 @dataclass(frozen=True)
@@ -67,41 +66,19 @@ class ServerReadiness:
         return [w for w in self.workflows if not w.ready]
 
 
-def workflow_readiness(template: WorkflowTemplate, installed: Mapping[str, Iterable[str]]) -> WorkflowReadiness:
+def workflow_readiness(template: WorkflowTemplate, installed: ModelInventory) -> WorkflowReadiness:
     """Compare what `template` loads with the files `installed` lists per folder."""
     known = {(f.folder, f.name): f for f in (template.catalog.model_files if template.catalog else [])}
     missing = []
-    for folder, names in required_models(template).items():
-        have = set(installed.get(folder, ()))
-        for name in names:
-            if name not in have:
-                entry = known.get((folder, name))
-                missing.append(MissingFile(folder, name, entry.size_gb if entry else None,
-                                            entry.url if entry else None))
+    for folder, name in missing_on(required_models(template), installed):
+        entry = known.get((folder, name))
+        missing.append(MissingFile(folder, name, entry.size_gb if entry else None, entry.url if entry else None))
     return WorkflowReadiness(template.name, missing)
-
-
-async def installed_models(rest: ComfyREST, folders: Iterable[str]) -> dict[str, list[str]]:
-    """The files a server has in each of `folders` (an unknown folder has none)."""
-    found: dict[str, list[str]] = {}
-    for folder in sorted(set(folders)):
-        try:
-            found[folder] = await rest.models(folder)
-        except ComfyHTTPError as exc:
-            if exc.status != 404:
-                raise
-            found[folder] = []
-    return found
 
 
 async def check_server(url: str, templates: Sequence[WorkflowTemplate], *, timeout: float = 5.0) -> ServerReadiness:
     """Ask one server for its model files and say which of `templates` it can run now."""
-    rest = ComfyREST(url, timeout=timeout)
-    try:
-        folders = {folder for t in templates for folder in required_models(t)}
-        installed = await installed_models(rest, folders)
-    except AtelierError as exc:
-        return ServerReadiness(url, error=str(exc))
-    finally:
-        await rest.aclose()
+    installed = await fetch_inventory(url, folders_of(templates), timeout=timeout)
+    if installed is None:
+        return ServerReadiness(url, error="it did not answer GET /models/{folder}")
     return ServerReadiness(url, [workflow_readiness(t, installed) for t in templates])
