@@ -18,6 +18,10 @@ INSTALLED_MODELS: dict[str, list[str]] = {
         "sd_xl_base_1.0.safetensors",
     ],
     "upscale_models": ["RealESRGAN_x4plus.pth"],
+    "diffusion_models": ["qwen_image_fp8_e4m3fn.safetensors", "qwen_image_edit_2509_fp8_e4m3fn.safetensors"],
+    "text_encoders": ["qwen_2.5_vl_7b_fp8_scaled.safetensors"],
+    "vae": ["qwen_image_vae.safetensors"],
+    "loras": ["Qwen-Image-Lightning-8steps-V1.0.safetensors"],
 }
 
 

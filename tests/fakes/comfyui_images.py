@@ -21,6 +21,11 @@ from tests.fakes.comfyui_catalog import Catalog, combo_options, model_folder
 from tests.fakes.comfyui_validation import annotated_path
 
 OUTPUT_TYPES = {"SaveImage": "output", "PreviewImage": "temp"}
+TEXT_ENCODERS = ("CLIPTextEncode", "TextEncodeQwenImageEdit", "TextEncodeQwenImageEditPlus")
+# comfy_extras/nodes_flux.py PREFERED_KONTEXT_RESOLUTIONS: FluxKontextImageScale picks the nearest aspect ratio.
+KONTEXT_SIZES = ((672, 1568), (688, 1504), (720, 1456), (752, 1392), (800, 1328), (832, 1248), (880, 1184),
+                 (944, 1104), (1024, 1024), (1104, 944), (1184, 880), (1248, 832), (1328, 800), (1392, 752),
+                 (1456, 720), (1504, 688), (1568, 672))
 PICTURE_TYPES = ("IMAGE", "LATENT", "MASK")
 SCHEDULER_SPLIT = "SplitSigmas"
 
@@ -116,6 +121,13 @@ def sampler_steps(class_type: str, inputs: dict[str, Any], outputs: list[str]) -
     return None
 
 
+def kontext_size(width: int, height: int) -> tuple[int, int]:
+    """The Kontext size FluxKontextImageScale scales an image of this size to (nearest aspect ratio)."""
+    ratio = width / max(height, 1)
+    _, best_width, best_height = min((abs(ratio - w / h), w, h) for w, h in KONTEXT_SIZES)
+    return best_width, best_height
+
+
 def _upscale_factor(model_name: str) -> int:
     match = re.search(r"(?:x(\d)|(\d)x)", model_name.lower())
     return int(match.group(1) or match.group(2)) if match else 4
@@ -166,8 +178,13 @@ def compute(class_type: str, spec: dict[str, Any], inputs: dict[str, Any], catal
         with Image.open(path) as image:
             picture = Picture("IMAGE", image.width, image.height, 1, ("file", str(path)))
         return [picture, Picture("MASK", picture.width, picture.height, 1, ("solid", (0, 0, 0)))]
-    if class_type == "CLIPTextEncode":
-        return [Conditioning(str(inputs.get("text", "")))]
+    if class_type in TEXT_ENCODERS:
+        return [Conditioning(str(inputs.get("text", inputs.get("prompt", ""))))]
+    if class_type == "ConditioningZeroOut":
+        return [Conditioning("")]
+    if class_type == "FluxKontextImageScale" and first:
+        width, height = kontext_size(first.width, first.height)
+        return [Picture("IMAGE", width, height, first.batch, ("resize", first))]
     if class_type == "RandomNoise":
         return [Noise(inputs.get("noise_seed", 0))]
     if class_type == SCHEDULER_SPLIT and isinstance(inputs.get("sigmas"), Sigmas):

@@ -16,7 +16,8 @@ from atelier.tools.errors import WorkflowError
 from atelier.workflows import SHIPPED_DIR
 
 DATA = Path(__file__).parent / "data"
-SHIPPED = ["img2img", "txt2img", "txt2img-hq", "txt2img-turbo", "upscale"]
+SHIPPED = ["img2img", "qwen-image", "qwen-image-edit", "qwen-image-fast", "qwen-image-ultra", "txt2img", "txt2img-hq",
+           "txt2img-turbo", "upscale"]
 
 
 def _entry(**changes: Any) -> CatalogEntry:
@@ -95,7 +96,9 @@ def test_a_user_workflow_replaces_the_shipped_one_of_the_same_name(tmp_path: Pat
         ({}, "txt2img-hq"),
         ({"urgency": "immediate"}, "txt2img-turbo"),
         ({"urgency": "standard"}, "txt2img-hq"),
-        ({"urgency": "flexible"}, "txt2img-hq"),
+        ({"urgency": "flexible"}, "qwen-image-ultra"),  # the best tier, whatever the time
+        ({"urgency": "flexible", "vram_free_gb": 13}, "txt2img-hq"),  # ultra needs 14 GB; high ties go to speed
+        ({"purpose": "hero_image", "urgency": "flexible"}, "qwen-image-ultra"),
         ({"purpose": "hero_image"}, "txt2img-hq"),
         ({"purpose": "Hero images"}, "txt2img-hq"),
         ({"purpose": "thumbnail"}, "txt2img"),
@@ -106,7 +109,14 @@ def test_a_user_workflow_replaces_the_shipped_one_of_the_same_name(tmp_path: Pat
         ({"vram_free_gb": 5, "urgency": "immediate"}, "txt2img"),
         ({"vram_free_gb": 6.5, "urgency": "immediate"}, "txt2img-turbo"),
         ({"task": "upscale"}, "upscale"),
-        ({"task": "img2img", "purpose": "restyle"}, "img2img"),
+        ({"task": "img2img", "purpose": "restyle"}, "qwen-image-edit"),  # high quality within two minutes
+        ({"task": "img2img", "purpose": "restyle", "urgency": "immediate"}, "img2img"),
+        ({"task": "img2img", "purpose": "restyle", "vram_free_gb": 8}, "img2img"),
+        ({"task": "img2img", "purpose": "image_edit"}, "qwen-image-edit"),
+        ({"purpose": "text in image"}, "qwen-image"),
+        ({"purpose": "posters", "urgency": "flexible"}, "qwen-image-ultra"),
+        ({"purpose": "general"}, "qwen-image"),  # high beats txt2img's medium within two minutes
+        ({"purpose": "batch_processing"}, "qwen-image-fast"),
     ],
 )
 def test_choose_workflow_routes_the_shipped_catalog(request_: dict[str, Any], expected: str) -> None:

@@ -28,14 +28,26 @@ from atelier.workflows import SHIPPED_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
-SHIPPED = ["txt2img", "txt2img-turbo", "txt2img-hq", "img2img", "upscale"]
+SHIPPED = ["txt2img", "txt2img-turbo", "txt2img-hq", "img2img", "upscale",
+           "qwen-image", "qwen-image-ultra", "qwen-image-fast", "qwen-image-edit"]
+QWEN = {"diffusion_models": ["qwen_image_fp8_e4m3fn.safetensors"],
+        "text_encoders": ["qwen_2.5_vl_7b_fp8_scaled.safetensors"], "vae": ["qwen_image_vae.safetensors"]}
 MODELS = {
     "txt2img": {"checkpoints": ["v1-5-pruned-emaonly.safetensors"]},
     "txt2img-turbo": {"checkpoints": ["sd_xl_turbo_1.0_fp16.safetensors"]},
     "txt2img-hq": {"checkpoints": ["sd_xl_base_1.0.safetensors"]},
     "img2img": {"checkpoints": ["v1-5-pruned-emaonly.safetensors"]},
     "upscale": {"upscale_models": ["RealESRGAN_x4plus.pth"]},
+    "qwen-image": QWEN,
+    "qwen-image-ultra": QWEN,
+    "qwen-image-fast": {**QWEN, "loras": ["Qwen-Image-Lightning-8steps-V1.0.safetensors"]},
+    "qwen-image-edit": {**QWEN, "diffusion_models": ["qwen_image_edit_2509_fp8_e4m3fn.safetensors"]},
 }
+# The package the graphs (and their model facts) were converted from, and the shipped workflows taken from it.
+TEMPLATES_PACKAGE = "comfyui-workflow-templates-json 0.1.123"
+FROM_TEMPLATES = {"txt2img-turbo": "sdxlturbo_example", "qwen-image": "image_qwen_image",
+                  "qwen-image-ultra": "image_qwen_image", "qwen-image-fast": "image_qwen_image",
+                  "qwen-image-edit": "image_qwen_image_edit_2509"}
 # Values of the right kind that every shipped template can take.
 VALUES: dict[str, Any] = {
     "prompt": "a red fox in snow, watercolor",
@@ -106,9 +118,9 @@ def test_shipped_workflow_only_lacks_its_model_files_on_a_server_without_weights
     template = load_workflow(name)
     problems = check_against_object_info(template.graph, object_info, check_models=True)
     files = [f for folder in MODELS[name].values() for f in folder]
-    assert len(problems) == len(files)
+    assert len(problems) == len(files), problems
     for problem, filename in zip(problems, files, strict=True):
-        assert filename in problem and "none installed" in problem
+        assert filename in problem and "not one of its options" in problem
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -182,19 +194,121 @@ def test_img2img_repaints_partly_and_upscale_takes_only_an_image() -> None:
     assert load_workflow("upscale").accepts == ["input_image"]
 
 
+def _by_class(template: WorkflowTemplate) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for node in template.graph.values():
+        found.setdefault(node["class_type"], []).append(node["inputs"])
+    return found
+
+
+@pytest.mark.parametrize(("name", "steps", "cfg"), [("qwen-image", 20, 4.0), ("qwen-image-ultra", 50, 4.0),
+                                                    ("qwen-image-fast", 8, 1.0)])
+def test_qwen_image_tiers_follow_comfyuis_template(name: str, steps: int, cfg: float) -> None:
+    template = load_workflow(name)
+    nodes = _by_class(template)
+    [sampler], [latent], [sampling] = nodes["KSampler"], nodes["EmptySD3LatentImage"], nodes["ModelSamplingAuraFlow"]
+    assert (sampler["steps"], sampler["cfg"], sampler["sampler_name"], sampler["scheduler"]) == (steps, cfg, "euler",
+                                                                                                "simple")
+    assert (latent["width"], latent["height"]) == (1328, 1328) and sampling["shift"] == 3.1
+    assert nodes["CLIPLoader"][0]["type"] == "qwen_image" and nodes["UNETLoader"][0]["weight_dtype"] == "default"
+    assert template.catalog is not None and template.catalog.recommended_steps == steps
+    assert template.catalog.recommended_cfg == cfg and template.catalog.resolution_multiple == 16
+    assert "1328x1328" in template.catalog.native_resolutions
+
+
+def test_qwen_image_fast_takes_the_lightning_lora_and_no_negative_prompt() -> None:
+    template = load_workflow("qwen-image-fast")
+    nodes = _by_class(template)
+    [lora] = nodes["LoraLoaderModelOnly"]
+    assert lora["lora_name"] == "Qwen-Image-Lightning-8steps-V1.0.safetensors" and lora["strength_model"] == 1.0
+    sampler = template.graph["3"]["inputs"]
+    assert template.graph[sampler["negative"][0]]["class_type"] == "ConditioningZeroOut"
+    assert "negative" not in template.bindings and "negative" in load_workflow("qwen-image").bindings
+    with pytest.raises(WorkflowError, match="'qwen-image-fast' has no input for negative"):
+        render(template, GenerationParams(prompt="x", negative="blurry"))
+    with pytest.raises(WorkflowError, match=r"cfg 4\.0 is outside .*\(1\.\.1\)"):
+        render(template, GenerationParams(prompt="x", cfg=4.0))
+
+
+def test_qwen_image_sizes_go_in_multiples_of_16_up_to_the_tiers_maximum() -> None:
+    with pytest.raises(WorkflowError, match=r"width 1140 is not a multiple of 16.*use 1136 or 1152"):
+        render(load_workflow("qwen-image"), GenerationParams(prompt="x", width=1140, height=1472))
+    with pytest.raises(WorkflowError, match="1328x1328"):
+        render(load_workflow("qwen-image"), GenerationParams(prompt="x", width=2048, height=2048))
+    graph = render(load_workflow("qwen-image-ultra"), GenerationParams(prompt="x", width=2048, height=2048))
+    assert (graph["58"]["inputs"]["width"], graph["58"]["inputs"]["height"]) == (2048, 2048)
+
+
+def test_qwen_image_edit_feeds_its_one_input_image_to_both_encoders_and_the_latent() -> None:
+    template = load_workflow("qwen-image-edit")
+    assert template.catalog is not None and template.catalog.task == "img2img"
+    assert template.accepts == ["prompt", "negative", "seed", "steps", "cfg", "denoise", "input_image"]
+    [(loader, _)] = [(n, v) for n, v in template.graph.items() if v["class_type"] == "LoadImage"]
+    scaled = [n for n, v in template.graph.items() if v["class_type"] == "FluxKontextImageScale"]
+    assert len(scaled) == 1 and template.graph[scaled[0]]["inputs"]["image"] == [loader, 0]
+    encoders = {n: v["inputs"] for n, v in template.graph.items() if v["class_type"] == "TextEncodeQwenImageEditPlus"}
+    assert set(encoders) == {"110", "111"} and all(e["image1"] == [scaled[0], 0] for e in encoders.values())
+    assert not any("image2" in e or "image3" in e for e in encoders.values())
+    sampler = template.graph["3"]["inputs"]
+    assert (sampler["positive"], sampler["negative"]) == (["111", 0], ["110", 0])
+    assert template.graph[sampler["latent_image"][0]]["inputs"]["pixels"] == [scaled[0], 0]
+    sidecar = json.loads((SHIPPED_DIR / "qwen-image-edit.meta.json").read_text())
+    assert "image2" in sidecar["notes"] and "ATELIER_WORKFLOWS_DIR" in sidecar["notes"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_catalog_figures_agree_with_the_graph(name: str) -> None:
+    template = load_workflow(name)
+    entry = template.catalog
+    assert entry is not None
+    if entry.model_files:
+        assert {(f.folder, f.name) for f in entry.model_files} == {
+            (folder, file) for folder, files in entry.models.items() for file in files}
+        assert all(f.size_gb and f.url and f.url.startswith("https://") for f in entry.model_files)
+    for size in entry.native_resolutions:
+        width, height = (int(n) for n in size.split("x"))
+        assert width % entry.resolution_multiple == 0 and height % entry.resolution_multiple == 0, size
+        assert width * height <= entry.max_pixels, size
+    for side in ("width", "height"):
+        limit = template.limits.get(side)
+        if side in template.bindings:
+            assert (limit.multiple_of if limit and limit.multiple_of else 8) == entry.resolution_multiple
+    defaults = {p: render(template, GenerationParams(prompt="x"))[t[0].node_id]["inputs"][t[0].input]
+                for p, t in template.bindings.items()}
+    if entry.recommended_steps is not None and "steps" in defaults:
+        assert defaults["steps"] == entry.recommended_steps
+    if entry.recommended_cfg is not None:
+        assert defaults["cfg"] == entry.recommended_cfg
+    if name in FROM_TEMPLATES:
+        assert entry.source is not None and FROM_TEMPLATES[name] in entry.source
+        assert TEMPLATES_PACKAGE in entry.source and entry.model_files and entry.recommended_cfg is not None
+
+
 # ----------------------------------------------------------------------------- render
+
+
+def _value_for(template: WorkflowTemplate, param: str) -> Any:
+    """VALUES[param], or the sidecar limit's bound nearest to it when the workflow limits that parameter."""
+    value, limit = VALUES[param], template.limits.get(param)
+    if limit is not None and limit.max is not None and value > limit.max:
+        return type(value)(limit.max)
+    if limit is not None and limit.min is not None and value < limit.min:
+        return type(value)(limit.min)
+    return value
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_render_sets_exactly_the_bound_inputs(name: str, object_info: dict[str, Any]) -> None:
     template = load_workflow(name)
     before = copy.deepcopy(template.graph)
-    params = GenerationParams(prompt="fox", **{p: VALUES[p] for p in template.bindings if p != "prompt"})
+    values = {p: _value_for(template, p) for p in template.bindings if p != "prompt"}
+    params = GenerationParams(prompt="fox", **values)
     graph = render(template, params)
     expected = {
-        (b.node_id, b.input): ("fox" if p == "prompt" else VALUES[p])
+        (b.node_id, b.input): ("fox" if p == "prompt" else values[p])
         for p, targets in template.bindings.items()
         for b in targets
+        if before[b.node_id]["inputs"][b.input] != values.get(p)  # a limit may pin it to the graph's own (cfg 1)
     }
     assert _changed(before, graph) == expected
     assert template.graph == before, "render must not touch the template"
@@ -580,6 +694,55 @@ def _broken(change: Any) -> dict[str, Any]:
 def test_check_against_object_info_names_each_problem(change: Any, expected: str, object_info: dict[str, Any]) -> None:
     problems = check_against_object_info(_broken(change), object_info)
     assert any(expected in p for p in problems), problems
+
+
+def _broken_qwen(change: Any) -> dict[str, Any]:
+    graph = copy.deepcopy(load_workflow("qwen-image-edit").graph)
+    change(graph)
+    return graph
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda g: g["38"]["inputs"].update(type="qwen"), "input 'type' is 'qwen', not one of its options (stable"),
+        (lambda g: g["37"]["inputs"].update(weight_dtype="fp16"), "input 'weight_dtype' is 'fp16', not one of its opt"),
+        (lambda g: g["3"]["inputs"].update(scheduler="karas"), "input 'scheduler' is 'karas', not one of its options"),
+        (lambda g: g["111"]["inputs"].pop("clip"), "node 111 (TextEncodeQwenImageEditPlus) is missing its required "
+                                                   "input 'clip' (CLIP)"),
+        (lambda g: g["111"]["inputs"].update(prompt=3), "input 'prompt' is 3, not a STRING"),
+        (lambda g: g["75"]["inputs"].update(strength="1"), "input 'strength' is '1', not a FLOAT"),
+        (lambda g: g["3"]["inputs"].update(steps=True), "input 'steps' is True, not a INT"),
+        (lambda g: g["111"]["inputs"].update(image4=["117", 0]), "node 111 (TextEncodeQwenImageEditPlus) has an input "
+                                                                 "'image4', which TextEncodeQwenImageEditPlus does not "
+                                                                 "declare"),
+        (lambda g: g["111"]["inputs"].update(image1=["38", 0]), "expects IMAGE but node 38 output 0 gives CLIP"),
+        (lambda g: g["66"]["inputs"].update(shift=-1.0), "is -1.0, below the minimum 0.0"),
+    ],
+)
+def test_a_broken_qwen_graph_is_refused_with_what_is_wrong(
+    change: Any, expected: str, object_info: dict[str, Any]
+) -> None:
+    problems = check_against_object_info(_broken_qwen(change), object_info)
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_only_a_file_name_may_be_missing_from_a_combo(object_info: dict[str, Any]) -> None:
+    kling = {"prompt": "a fox", "negative_prompt": "", "image_type": "subject", "image_fidelity": 0.5,
+             "human_fidelity": 0.45, "model_name": "kling-v9", "aspect_ratio": "1:1", "n": 1}
+    graph = {"1": {"class_type": "KlingImageGenerationNode", "inputs": kling},
+             "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    problems = check_against_object_info(graph, object_info)
+    assert problems == ["node 1 (KlingImageGenerationNode) input 'model_name' is 'kling-v9', not one of its options "
+                        "(kling-v1, kling-v1-5, kling-v2)"]
+    edit = copy.deepcopy(load_workflow("qwen-image-edit").graph)
+    edit["37"]["inputs"]["unet_name"] = "my_finetune.gguf"
+    edit["78"]["inputs"]["image"] = "not_uploaded_yet.png"
+    assert check_against_object_info(edit, object_info) == []
+    missing = check_against_object_info(edit, object_info, check_models=True)
+    assert len(missing) == 4
+    assert any("'my_finetune.gguf', not one of its options (none installed)" in p for p in missing)
+    assert any("'not_uploaded_yet.png', not one of its options (example.png)" in p for p in missing)
 
 
 def test_check_bindings_against_object_info_spots_undeclared_and_mistyped_inputs(object_info: dict[str, Any]) -> None:

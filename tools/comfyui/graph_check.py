@@ -77,9 +77,10 @@ def _check_link(
     return []
 
 
-def _is_file_combo(name: str, value: Any, spec: _Spec) -> bool:
-    """Whether a COMBO lists files (models or uploads) that depend on the server's folders."""
-    if name in MODEL_FOLDERS or any(spec.extra.get(flag) for flag in UPLOAD_FLAGS):
+def _is_file_combo(value: Any, spec: _Spec) -> bool:
+    """Whether a COMBO value names a file that depends on the server's folders: a model file (by its suffix) or an
+    upload (LoadImage & co.). Only such values may be missing from the options; any other must be one of them."""
+    if any(spec.extra.get(flag) for flag in UPLOAD_FLAGS):
         return True
     return isinstance(value, str) and value.lower().endswith(MODEL_SUFFIXES)
 
@@ -103,18 +104,19 @@ def _literal_ok(kind: str, value: object) -> bool:
     return isinstance(value, str) if kind == "STRING" else isinstance(value, bool)
 
 
-def _check_combo(where: str, name: str, value: Any, spec: _Spec, check_models: bool) -> list[str]:
+def _check_combo(where: str, value: Any, spec: _Spec, check_models: bool) -> list[str]:
     """A COMBO value must be one of its options (file COMBOs only with check_models)."""
-    if (not check_models and _is_file_combo(name, value, spec)) or value in (spec.options or []):
+    if (not check_models and _is_file_combo(value, spec)) or value in (spec.options or []):
         return []
     shown = ", ".join(map(str, (spec.options or [])[:12])) or "none installed"
-    return [f"{where} is {value!r}, not one of its options ({shown})"]
+    more = f", … {len(spec.options or []) - 12} more" if len(spec.options or []) > 12 else ""
+    return [f"{where} is {value!r}, not one of its options ({shown}{more})"]
 
 
-def _check_value(where: str, name: str, value: Any, spec: _Spec, check_models: bool) -> list[str]:
+def _check_value(where: str, value: Any, spec: _Spec, check_models: bool) -> list[str]:
     """Problems with one literal input value."""
     if spec.type == "COMBO":
-        return _check_combo(where, name, value, spec, check_models)
+        return _check_combo(where, value, spec, check_models)
     if spec.type not in ("INT", "FLOAT", "STRING", "BOOLEAN"):
         return [] if spec.type == "*" else [f"{where} needs a link from a {spec.type} output, not the value {value!r}"]
     if not _literal_ok(spec.type, value):
@@ -132,15 +134,19 @@ def _check_node(graph: Mapping[str, Any], node: str, info: Mapping[str, Any], ch
         return [f"node {node}: unknown node class '{cls}'; install the custom node that provides it, or replace it"]
     required, optional = _declared(info[cls])
     inputs = node_inputs(graph, node)
-    problems = [f"node {node} ({cls}) is missing its required input '{n}'" for n in required if n not in inputs]
+    problems = [f"node {node} ({cls}) is missing its required input '{n}' ({_spec(required[n]).type})"
+                for n in required if n not in inputs]
     for name, value in inputs.items():
         if name not in required and name not in optional:
+            known = ", ".join([*required, *optional]) or "none"
+            problems.append(f"node {node} ({cls}) has an input '{name}', which {cls} does not declare (a typo, or a "
+                            f"node from another ComfyUI version?); its inputs: {known}")
             continue
         spec = _spec(required.get(name, optional.get(name)))
         if isinstance(value, list):
             problems += _check_link(graph, node, name, value, spec, info)
         else:
-            problems += _check_value(f"node {node} ({cls}) input '{name}'", name, value, spec, check_models)
+            problems += _check_value(f"node {node} ({cls}) input '{name}'", value, spec, check_models)
     return problems
 
 
@@ -149,9 +155,12 @@ def check_against_object_info(
 ) -> list[str]:
     """Everything ComfyUI would refuse in this graph, as sentences (an empty list means it is fine).
 
-    Checks node classes, required inputs, links (source node, output slot, type), INT/FLOAT min/max,
-    BOOLEAN/STRING types and COMBO options. COMBOs of files (models, LoadImage uploads) depend on what
-    the server has installed and are only checked with `check_models=True`.
+    Checks node classes, input names (each must be declared), required inputs, links (source node, output
+    slot, type), literal types (INT, FLOAT, STRING, BOOLEAN; a value where a link is needed), INT/FLOAT
+    min/max and COMBO options. A COMBO value that names a file (a model file by its suffix, or an upload
+    such as LoadImage's image) depends on what the server has installed and is only checked with
+    `check_models=True`; every other COMBO value (sampler, scheduler, CLIP type, weight dtype, …) must be
+    one of its options.
     """
     problems: list[str] = []
     for node in sorted(graph, key=natural_key):
