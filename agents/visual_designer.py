@@ -1,18 +1,23 @@
-"""Visual designer: turns a brief into prompt, negative prompt and values (with the person's style memory)."""
+"""Visual designer: turns a brief into prompt, negative prompt and values (with the person's style memory), fitted to
+the route's workflow."""
 
 from __future__ import annotations
 
 import logging
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from atelier.agents.cost_router import RouteChoice
 from atelier.agents.planner import Brief
+from atelier.tools.comfyui.direct import resolve_workflow
+from atelier.tools.comfyui.fitting import fit_params
+from atelier.tools.comfyui.templates import WorkflowTemplate, load_workflow
 from atelier.tools.ledger.models import JobRequest
 from atelier.tools.memory.style import StyleProfile
 from atelier.tools.prompts.models import ChosenPrompt
 from atelier.tools.prompts.templating import PromptTemplateError
 from atelier.tools.schemas import GenerationParams
+from atelier.tools.settings import Settings
 
 __all__ = ["BASE_NEGATIVE", "PROMPT_VARIABLES", "PURPOSE_LOOK", "Design", "design_image"]
 
@@ -37,6 +42,8 @@ class Design(BaseModel):
     params: GenerationParams
     style_used: list[str]
     prompt_ref: ChosenPrompt | None = None
+    fitted: list[str] = Field(default_factory=list,
+                              description="What was changed so the route's workflow takes it (size, values left out).")
 
     def job_request(self, owner: str, key: str) -> JobRequest:
         """The ledger request (idempotent under `key`)."""
@@ -49,8 +56,10 @@ PROMPT_VARIABLES = ("subject", "notes", "look", "purpose", "style")
 
 def design_image(brief: Brief, route: RouteChoice, style: StyleProfile | None = None, *, max_modifiers: int = 3,
                  seed: int | None = None, chosen: ChosenPrompt | None = None,
-                 template_seconds: float | None = None) -> Design:
-    """Compose the prompt: subject, notes, the purpose's look and the person's best-liked modifiers.
+                 template_seconds: float | None = None, template: WorkflowTemplate | None = None,
+                 settings: Settings | None = None) -> Design:
+    """Compose the prompt: subject, notes, the purpose's look and the person's best-liked modifiers; fit the values
+    to the route's workflow.
 
     With a library prompt (`chosen`), its template is rendered with PROMPT_VARIABLES instead, in a rendering
     worker within `template_seconds` (settings.template_seconds; this call blocks its thread meanwhile, so async
@@ -58,6 +67,11 @@ def design_image(brief: Brief, route: RouteChoice, style: StyleProfile | None = 
     template that needs a variable the designer lacks (and has no default for), or fails or overruns in the
     sandbox, falls back to the built-in composition, with a warning, and the image counts for neither that
     prompt nor its A/B arm.
+
+    The purpose's size and the negative prompt are then fitted to the workflow (tools/comfyui/fitting.py
+    `fit_params`): only the values it takes, a size it accepts with the purpose's aspect ratio, its recommended
+    steps and CFG, within the server's step and batch caps; `Design.fitted` says what changed. The workflow is
+    `template`, else `route.workflow` as the ledger resolves it with `settings` (its user folder), else as shipped.
     """
     look, (width, height) = PURPOSE_LOOK.get(brief.purpose.lower(), PURPOSE_LOOK["illustration"])
     liked = [phrase for phrase, _ in (style.liked_modifiers if style else [])][:max_modifiers]
@@ -82,5 +96,10 @@ def design_image(brief: Brief, route: RouteChoice, style: StyleProfile | None = 
         prompt = ", ".join(dict.fromkeys(p for p in parts if p))
     negative = ", ".join([base_negative, *disliked])
     params = GenerationParams(prompt=prompt, negative=negative, width=width, height=height, seed=seed)
+    if template is None:
+        template = resolve_workflow(route.workflow, settings) if settings else load_workflow(route.workflow)
+    fitted = fit_params(template, params, max_steps=settings.max_steps if settings else None,
+                        max_batch_size=settings.max_batch_size if settings else None)
     used = chosen if chosen is not None and (chosen.version is not None or chosen.ab_test is not None) else None
-    return Design(brief=brief, route=route, params=params, style_used=liked, prompt_ref=used)
+    return Design(brief=brief, route=route, params=fitted.params, style_used=liked, prompt_ref=used,
+                  fitted=list(fitted.notes))

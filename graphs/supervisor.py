@@ -17,7 +17,9 @@ run never queues an image twice.
 Nothing in the state is trusted: the owner of every action is the caller (graphs/owner.py `acting_owner`), never
 the state's `owner`, and whatever reaches `submit` — from the designer, an `update_state` or a `Command` — is
 validated again as a job API request would be (catalog workflow names, stored input images, the values each
-workflow accepts and its limits, at most ATELIER_MAX_IMAGES_PER_REQUEST images).
+workflow accepts and its limits, at most ATELIER_MAX_IMAGES_PER_REQUEST images). Designs are fitted to their
+workflow and checked the same way when they are planned, before approval: a plan the person approves does not fail
+later for its values, and what fitting changed (a size, a value left out) is shown with each image.
 """
 
 from __future__ import annotations
@@ -36,18 +38,20 @@ from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from atelier.agents.cost_router import RouteChoice, choose_route
+from atelier.agents.design_check import planned_design
 from atelier.agents.llm import LLMUnavailableError, Meter, call_llm, call_structured
 from atelier.agents.planner import Brief, plan_request
 from atelier.agents.prompts import ANSWER_SYSTEM, INTENT_SYSTEM
 from atelier.agents.rag_retriever import answer_from_documents
 from atelier.agents.route_request import parse_route_request
-from atelier.agents.visual_designer import PURPOSE_LOOK, Design, design_image
+from atelier.agents.visual_designer import PURPOSE_LOOK, Design
 from atelier.graphs.deps import SupervisorDeps
 from atelier.graphs.owner import acting_owner
 from atelier.graphs.routing import classify
 from atelier.graphs.state import Intent, SupervisorState
 from atelier.tools.catalog import require_workflow_name
 from atelier.tools.comfyui.model_inventory import ModelInventory, folders_of
+from atelier.tools.comfyui.templates import WorkflowTemplate
 from atelier.tools.conversations import chat_job_key
 from atelier.tools.errors import AtelierError
 from atelier.tools.memory.store import MemoryStore
@@ -56,7 +60,7 @@ from atelier.tools.prompts.models import ChosenPrompt
 from atelier.tools.prompts.selection import choose_prompt
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import Settings, load_settings
-from atelier.tools.workflow_library import WorkflowLibrary, load_library
+from atelier.tools.workflow_library import WorkflowLibrary, load_library, resolve_effective
 
 __all__ = ["PIPELINES", "IntentChoice", "build_supervisor", "graph"]
 
@@ -241,7 +245,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         return _done(state, "plan", meter, briefs=[b.model_dump() for b in result.briefs])
 
     async def design(state: SupervisorState, config: RunnableConfig) -> dict[str, Any]:
-        """Briefs → prompts and values, each routed to a workflow by purpose and live VRAM (no LLM call).
+        """Briefs → prompts and values, each routed to a workflow by purpose and live VRAM (no LLM call), fitted to
+        that workflow and checked as the ledger and the worker will check its job (so approval comes last).
 
         Per-run options (`configurable`): `workflow` forces one workflow, `quality` a catalog tier, `target_seconds`
         steps quality down until the expected time (measured where known) fits.
@@ -259,16 +264,21 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
             style = await asyncio.to_thread(_style, await deps.get_memory(), acting_owner(config))
             measured = await _measured(deps)
             designs = []
+            templates: dict[str, WorkflowTemplate] = {}
             for index, brief in enumerate(briefs):
-                chosen = await _library_prompt(deps, brief.purpose, chat_job_key(thread, turn, index), forced,
-                                               acting_owner(config))
+                key = chat_job_key(thread, turn, index)
+                chosen = await _library_prompt(deps, brief.purpose, key, forced, acting_owner(config))
                 route = await asyncio.to_thread(
                     choose_route, brief.purpose, vram_free_gb=vram,
                     workflow=options.workflow or (chosen.workflow if chosen else None) or None,
                     quality=options.quality, target_seconds=options.target_seconds, measured=measured,
                     library=library, inventories=inventories)
-                designs.append(await asyncio.to_thread(design_image, brief, route, style, chosen=chosen,
-                                                       template_seconds=settings.template_seconds))
+                if route.workflow not in templates:  # the workflow the ledger and the worker will use
+                    templates[route.workflow] = await asyncio.to_thread(resolve_effective, route.workflow, settings)
+                # Fitted to the workflow and checked now, as the ledger and the worker will check the job.
+                designs.append(await asyncio.to_thread(
+                    planned_design, brief, route, templates[route.workflow], settings, owner=acting_owner(config),
+                    key=key, number=index + 1, style=style, chosen=chosen))
         except AtelierError as exc:
             return _failure(state, "design", meter, exc)
         estimate = {"images": len(designs), "seconds": sum(d.route.seconds for d in designs),
@@ -286,8 +296,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         designs = [Design.model_validate(d) for d in state.get("briefs", [])]
         answer = interrupt({
             "question": "Generate these images?", "estimate": estimate,
-            "images": [{"purpose": d.brief.purpose, "workflow": d.route.workflow, "prompt": d.params.prompt}
-                       for d in designs],
+            "images": [{"purpose": d.brief.purpose, "workflow": d.route.workflow, "prompt": d.params.prompt,
+                        "fitted": d.fitted} for d in designs],
             "options": ["approve", "edit", "reject"],
         })
         decision = answer if isinstance(answer, dict) else {"action": str(answer)}
@@ -330,8 +340,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
                     log.warning("prompt use of job %s not recorded: %s", result.job.id, exc)
         jobs = [str(r.job.id) for r in results if not isinstance(r, AtelierError)]
         errors = [str(r) for r in results if isinstance(r, AtelierError)]
-        lines = [f"- {d.brief.purpose}: {d.route.workflow} (job {job[:8]})" for d, job in zip(designs, jobs,
-                                                                                             strict=False)]
+        lines = [f"- {d.brief.purpose}: {d.route.workflow} (job {str(r.job.id)[:8]})" + _fitted_text(d.fitted)
+                 for d, r in zip(designs, results, strict=True) if not isinstance(r, AtelierError)]
         text = f"Queued {len(jobs)} image(s):\n" + "\n".join(lines)
         if errors:
             text += "\nNot queued: " + "; ".join(errors)
@@ -394,6 +404,11 @@ def _checked_designs(raw: Any, limit: int) -> list[Design]:
     for design in designs:
         require_workflow_name(design.route.workflow)
     return designs
+
+
+def _fitted_text(notes: list[str]) -> str:
+    """What was changed so the workflow takes an image, for a reply line ('' when nothing was)."""
+    return f"; fitted: {'; '.join(notes)}" if notes else ""
 
 
 def _wants_picture(text: str) -> bool:

@@ -88,5 +88,7 @@ def approval_text(approval: Approval) -> str:
     estimate = approval.estimate
     lines = [f"**{approval.question}** {estimate.get('images', len(approval.images))} image(s), "
              f"~{float(estimate.get('seconds', 0)):g} s of GPU, cost {float(estimate.get('cost', 0)):.4f}"]
-    lines += [f"- {i.get('purpose')}: {i.get('workflow')} — {i.get('prompt')}" for i in approval.images]
+    lines += [f"- {i.get('purpose')}: {i.get('workflow')} — {i.get('prompt')}"
+              + (f" (fitted: {'; '.join(str(n) for n in i['fitted'])})" if i.get("fitted") else "")
+              for i in approval.images]
     return "\n".join(lines)

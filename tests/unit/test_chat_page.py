@@ -68,9 +68,13 @@ def test_the_banner_names_each_down_service_and_how_to_start_it() -> None:
 def test_the_approval_text_lists_estimate_and_images() -> None:
     text = render.approval_text(Approval("Generate these images?", {"images": 2, "seconds": 40, "cost": 0.0312},
                                       [{"purpose": "hero", "workflow": "txt2img-hq", "prompt": "a cup"},
-                                       {"purpose": "thumbnail", "workflow": "txt2img", "prompt": "a cup, small"}]))
+                                       {"purpose": "thumbnail", "workflow": "txt2img", "prompt": "a cup, small",
+                                        "fitted": ["size 1024×768 → 888×664 (txt2img takes at most 768x768 pixels)",
+                                                   "no negative prompt: txt2img has no input for it"]}]))
     assert text.splitlines() == ["**Generate these images?** 2 image(s), ~40 s of GPU, cost 0.0312",
-                                 "- hero: txt2img-hq — a cup", "- thumbnail: txt2img — a cup, small"]
+                                 "- hero: txt2img-hq — a cup",
+                                 "- thumbnail: txt2img — a cup, small (fitted: size 1024×768 → 888×664 (txt2img takes "
+                                 "at most 768x768 pixels); no negative prompt: txt2img has no input for it)"]
 
 
 def test_chat_options_map_to_the_graph() -> None:
