@@ -4,7 +4,8 @@ Every error Atelier raises on purpose derives from AtelierError (tests/unit/test
 message fit for a person: the problem and the fix. Each family lives beside the code that raises it:
 
 - here: SettingsError; MissingExtraError (an optional extra is not installed: names the pip install);
-  WorkflowError (InputImageError; JobRequestError in tools/ledger/models.py); the ComfyUI family
+  WorkflowError (InputImageError; JobRequestError in tools/ledger/models.py; FitError in tools/comfyui/fitting.py;
+  DesignError in agents/design_check.py); the ComfyUI family
   ComfyUIError → ComfyUnreachableError, ComfyHTTPError, ComfyValidationError, ComfyExecutionError,
   ComfyInterruptedError, ComfyNoOutputsError, ComfyLostError;
 - the ledger (tools/ledger/): JobNotFoundError, IdempotencyKeyTakenError, LeaseLostError, LedgerUnavailableError

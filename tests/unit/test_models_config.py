@@ -148,7 +148,7 @@ def test_not_json_says_where() -> None:
 
 
 def test_a_model_that_maps_to_no_workflow_is_named_with_the_fix(folder: Path) -> None:
-    shipped_only = list_templates().templates
+    shipped_only = [t for t in list_templates().templates if not t.name.startswith("qwen-image")]  # theirs missing
     with pytest.raises(ModelsConfigError) as caught:
         map_models(load_models_config(S12_CONFIG), shipped_only, "models_config.json")
     message = str(caught.value)

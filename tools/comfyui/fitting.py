@@ -18,8 +18,9 @@ given the same server caps), with one short note per change for the person. The 
    the sidecar's `multiple_of` for that side, within the sidecar's min/max for that side, and (with a catalog)
    width × height at most `max_resolution`'s pixel count.
    - When the catalog lists `native_resolutions`, the native size whose aspect ratio is closest to the design's is
-     used (on a tie, the one whose pixel count is closest to the design's), rounded to the multiple; native sizes
-     the rules above refuse are skipped.
+     used (on a tie, the one whose pixel count is closest to the design's), rounded to the multiple, when its
+     aspect ratio is within ~16 % of the design's; native sizes the rules above refuse are skipped. Without such a
+     native size, the design is scaled (below) within the largest native size's pixel count.
    - Otherwise (or when none is allowed) the design's size is kept when allowed, else scaled (down to fit the
      pixel count and the maxima; up only to reach a minimum) and rounded to the multiples, choosing among the
      nearest multiples the size whose aspect ratio is closest (on a tie, the one nearest the scaled pixel count).
@@ -43,6 +44,8 @@ from atelier.tools.errors import WorkflowError
 from atelier.tools.schemas import GenerationParams, parse_size
 
 __all__ = ["FitError", "Fitted", "fit_params"]
+
+_NATIVE_ASPECT_TOLERANCE = 0.15  # |log(aspect ratio)| (~16 %): a native size further off changes the picture
 
 # How the notes name each parameter.
 _WORDS = {"negative": "negative prompt", "seed": "seed", "steps": "steps", "cfg": "CFG", "width": "width",
@@ -190,9 +193,14 @@ def _fit_size(template: WorkflowTemplate, values: dict[str, Any], notes: list[st
 
     size = _native(template, (width, height), allowed)
     why = f"a native size of {template.name}"
-    if size is None:
+    if size is None:  # no native size has the design's aspect ratio: scale within the trained pixel count
         why = _limits_text(template, sides)
-        size = (width, height) if allowed((width, height)) else _scaled((width, height), sides, pixels, allowed)
+        natives = _native_pixels(template)
+        budget = natives if pixels is None else pixels if natives is None else min(pixels, natives)
+        if natives is not None and budget == natives:
+            why = f"{template.name} is trained at {natives:,} pixels"
+        size = (width, height) if allowed((width, height)) and (budget is None or width * height <= budget) \
+            else _scaled((width, height), sides, budget, allowed)
     if size is None:
         raise FitError(f"workflow '{template.name}' takes no size near {width}x{height} ({why}); "
                        "fix `limits` or `max_resolution` in its .meta.json")
@@ -222,7 +230,16 @@ def _native(template: WorkflowTemplate, wanted: tuple[int, int],
     if not candidates:
         return None
     ratio, area = wanted[0] / wanted[1], wanted[0] * wanted[1]
-    return min(candidates, key=lambda s: (_aspect_error(s, ratio), abs(s[0] * s[1] - area)))
+    best = min(candidates, key=lambda s: (_aspect_error(s, ratio), abs(s[0] * s[1] - area)))
+    return best if _aspect_error(best, ratio) <= _NATIVE_ASPECT_TOLERANCE else None
+
+
+def _native_pixels(template: WorkflowTemplate) -> int | None:
+    """The largest native size's pixel count (what the model was trained at), None without native sizes."""
+    entry = template.catalog
+    if entry is None or not entry.native_resolutions:
+        return None
+    return max(w * h for w, h in map(parse_size, entry.native_resolutions))
 
 
 def _scaled(wanted: tuple[int, int], sides: tuple[_Side, _Side], pixels: int | None,
