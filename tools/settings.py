@@ -239,6 +239,12 @@ class Settings(BaseSettings):
         description="Time budget for rendering one prompt template (a hostile template is refused after it).",
     )
 
+    @field_validator("models_config", "workflows_dir", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: Any) -> Any:
+        """An empty variable (`ATELIER_MODELS_CONFIG=`) means unset, not the current folder."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("comfyui_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> list[str]:
