@@ -17,7 +17,8 @@ from atelier.agents.route_request import RouteRequest, parse_route_request
 from atelier.tools.catalog import list_templates, task_of
 from atelier.tools.comfyui.model_inventory import fetch_inventories, folders_of
 from atelier.tools.comfyui.probe import most_free_vram
-from atelier.tools.doctor import mask_secrets
+from atelier.tools.comfyui.readiness import check_server
+from atelier.tools.doctor import mask_secrets, readiness_lines
 from atelier.tools.models_config import load_models_config
 from atelier.tools.settings import Settings, load_settings
 from atelier.tools.workflow_library import WorkflowLibrary, build_library, load_library
@@ -37,6 +38,8 @@ def workflows(
                                             '"hero image with 16 GB free".'),
     vram: float | None = typer.Option(None, "--vram", min=0, help="Free VRAM in GB for --explain (default: what the "
                                                                   "request says, else what the servers report)."),
+    ready: bool = typer.Option(False, "--ready", help="Ask each ComfyUI server which workflows it can run now and "
+                                                      "which model files the others lack (and where to get them)."),
 ) -> None:
     """List the workflow catalog: task, tier, VRAM, typical time and cost, what each accepts (yours included)."""
     if ctx.invoked_subcommand is not None:
@@ -50,6 +53,12 @@ def workflows(
                       markup=False, soft_wrap=True)
         return
     console.print(_table(library, seen if measured else None))
+    if ready:
+        for url in settings.comfyui_urls:
+            server = asyncio.run(check_server(url, library.templates))
+            console.print(f"{url}:", highlight=False, markup=False)
+            for line in readiness_lines(server):
+                console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
     for problem in library.errors:
         console.print(f"[yellow]skipped:[/] {problem}", highlight=False)
     if library.config_file is not None:

@@ -108,3 +108,17 @@ def test_the_list_shows_the_users_workflows_with_their_task(capsys: pytest.Captu
     assert rows["my-sketch"][1:3] == ["txt2img", "?"] and rows["my-restyle"][1] == "img2img"
     assert rows["qwen-image-edit"][1:3] == ["edit", "high"]
     assert "your workflow, no catalog entry" in out
+
+
+def test_ready_lists_per_server_what_runs_now_and_what_is_missing(fake_comfy: FakeComfyUI,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("COMFYUI_URLS", fake_comfy.url)  # the shipped workflows' files; not the test copies' QWEN_FILE
+    code, out, err = run(capsys, "workflows", "--ready")
+    assert code == 0, err
+    lines = [line.strip() for line in out.splitlines()]
+    assert f"{fake_comfy.url}:" in lines
+    ready = next(line for line in lines if line.startswith("ready to run: "))
+    assert "txt2img" in ready and "txt2img-turbo" in ready and "qwen-image-ultra" not in ready
+    assert any(line.startswith("qwen-image-ultra needs ") and f"models/checkpoints/{QWEN_FILE}" in line
+               for line in lines)
