@@ -205,7 +205,7 @@ class _Router:
         if task_of(template) != self.task:
             return f"{template.name} does {task_of(template)}, not {self.task}"
         if template.name in self.out:
-            return f"{template.name} {self.out[template.name]}"
+            return f"{template.name}: {self.out[template.name]}"
         seconds = self.seconds(template)
         if self.target is not None and seconds > self.target:
             return f"~{seconds:.3g} s, over your target of {self.target:g} s"

@@ -184,7 +184,7 @@ async def test_the_cost_agent_follows_the_users_models_config_and_names_the_rule
     text = small["messages"][-1].content
     assert "I would use qwen-image-fast" in text and "routing_rules.by_available_vram.low → qwen-image-fast" in text
     assert ("Rules tried first: routing_rules.by_urgency.standard → qwen-image-standard (workflow qwen-image) did "
-            "not apply: qwen-image needs 8 GB of VRAM, 6 GB free.") in text
+            "not apply: qwen-image: needs 8 GB of VRAM, 6 GB free.") in text
 
 
 async def test_the_designer_routes_to_a_users_workflow_and_its_rules(tmp_path: Path) -> None:

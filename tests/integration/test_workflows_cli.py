@@ -43,7 +43,7 @@ def test_explain_prints_the_deciding_rule_and_why_each_alternative_lost(monkeypa
     low = run(capsys, "workflows", "--explain", "an image with 6 GB free")[1]
     assert "Decision: qwen-image-fast — by routing_rules.by_available_vram.low → qwen-image-fast" in low
     assert ("  - routing_rules.by_urgency.standard → qwen-image-standard (workflow qwen-image) did not apply: "
-            "qwen-image needs 8 GB of VRAM, 6 GB free") in low.splitlines()
+            "qwen-image: needs 8 GB of VRAM, 6 GB free") in low.splitlines()
     assert "  - qwen-image-ultra: needs 14 GB of VRAM, 6 GB free" in low.splitlines()
 
 
@@ -56,7 +56,7 @@ def test_explain_asks_the_servers_for_vram_and_model_files(fake_comfy: FakeComfy
     assert "GB VRAM free; model files listed by 1 server(s)" in out
     assert "Decision: txt2img-turbo — by routing_rules.by_urgency.immediate → sdxl-turbo (workflow txt2img-turbo)" \
         in out
-    assert ("  - routing_rules.by_purpose.thumbnail → qwen-image-fast did not apply: qwen-image-fast its model files "
+    assert ("  - routing_rules.by_purpose.thumbnail → qwen-image-fast did not apply: qwen-image-fast: its model files "
             f"are not installed (the server lacks checkpoints/{QWEN_FILE}): put them in ComfyUI/models/") \
         in out.splitlines()
     assert f"  - qwen-image-ultra: its model files are not installed (the server lacks checkpoints/{QWEN_FILE})" \

@@ -75,7 +75,7 @@ def test_figures_come_from_the_file(library: WorkflowLibrary) -> None:
     assert (fast.seconds, fast.cost, fast.vram_gb) == (30, 0.01, 6)
     low = route(library, "an image with 6 GB free")
     assert low.rules_skipped == ["routing_rules.by_urgency.standard → qwen-image-standard (workflow qwen-image) "
-                                 "did not apply: qwen-image needs 8 GB of VRAM, 6 GB free"]
+                                 "did not apply: qwen-image: needs 8 GB of VRAM, 6 GB free"]
     assert {a.workflow: a.why for a in low.alternatives}["qwen-image-ultra"] == "needs 14 GB of VRAM, 6 GB free"
 
 
@@ -95,7 +95,7 @@ def test_budget_target_and_tier_rule_a_rules_model_out(library: WorkflowLibrary)
     cheap = route(library, "hero image under 0.02", 16)
     assert cheap.workflow == "qwen-image"
     assert cheap.rules_skipped[0] == ("routing_rules.by_purpose.hero_image → qwen-image-ultra did not apply: "
-                                      "qwen-image-ultra costs 0.05 per image, over the budget of 0.02")
+                                      "qwen-image-ultra: costs 0.05 per image, over the budget of 0.02")
     quick = route(library, "hero image", 16, target_seconds=40)
     assert (quick.workflow, quick.rule, quick.seconds) == ("txt2img-hq", None, 25)
     assert quick.rules_skipped[0].endswith("did not apply: ~100 s, over your target of 40 s")
@@ -123,7 +123,7 @@ def test_workflows_no_server_can_run_are_never_chosen(library: WorkflowLibrary) 
     chosen = route(library, "urgent thumbnail", 16, inventories=[without_qwen])
     assert chosen.workflow == "txt2img-turbo"
     assert chosen.rules_skipped[0] == ("routing_rules.by_purpose.thumbnail → qwen-image-fast did not apply: "
-                                       "qwen-image-fast its model files are not installed (the server lacks "
+                                       "qwen-image-fast: its model files are not installed (the server lacks "
                                        f"checkpoints/{QWEN_FILE}): put them in ComfyUI/models/")
     lost = {a.workflow: a.why for a in chosen.alternatives}
     assert lost["qwen-image-ultra"].startswith("its model files are not installed")
