@@ -118,19 +118,22 @@ def _rate(buttons: Any, option: str) -> None:
     if option in {"Like", "Dislike"}:
         buttons.get_by_label(option, exact=True).click()
         return
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
     from playwright.sync_api import expect
 
-    # The menu closes when the chat re-renders under it (a late update), so open it again until the option shows.
+    # The menu closes when the chat re-renders under it (a late update, slower on a busy machine), so open it and
+    # pick the option again until the click lands.
     choice = buttons.get_by_role("button", name=option, exact=True)
-    for _attempt in range(5):
-        buttons.hover()
-        buttons.get_by_label("Feedback", exact=True).click()
+    for _attempt in range(8):
         try:
+            buttons.hover()
+            buttons.get_by_label("Feedback", exact=True).click(timeout=5_000)
             expect(choice).to_be_visible(timeout=3_000)
-            break
-        except AssertionError:
+            choice.click(timeout=3_000)
+            return
+        except (AssertionError, PlaywrightTimeoutError):
             continue
-    choice.click()
+    raise AssertionError(f"the feedback menu never let us pick {option}")
 
 
 def test_services_down_are_said_in_the_page(
