@@ -81,7 +81,7 @@ async def test_page_options_choose_the_workflow_quality_and_when_to_illustrate(
                             options=ChatOptions(illustrate="never"))
         always = await _turn(services, "o4", message="What is a good breakfast?",
                              options=ChatOptions(illustrate="always"))
-        bad = await _turn(services, "o5", message="draw a fox", options=ChatOptions(quality="ultra"))
+        bad = await _turn(services, "o5", message="draw a fox", options=ChatOptions(quality="extreme"))
 
     def workflows(events: list[TurnEvent]) -> list[str]:
         return [job.workflow for e in events if isinstance(e, ImagesQueued) for job in e.jobs]
@@ -90,6 +90,6 @@ async def test_page_options_choose_the_workflow_quality_and_when_to_illustrate(
     assert workflows(fast) == ["txt2img-turbo"]
     assert workflows(never) == [] and [e.text for e in never if isinstance(e, Reply)] == [
         "A tall white tower with a red lamp."]
-    assert workflows(bad) == [] and "unknown quality 'ultra'; use one of: fast, medium, high" in " ".join(
+    assert workflows(bad) == [] and "quality one of fast/medium/high/ultra" in " ".join(
         e.text for e in bad if isinstance(e, Reply))
     assert len(workflows(always)) == 1 and isinstance(always[0], Reply) and always[0].text == "Bread, butter, jam."
