@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from atelier.cli.main import main
 from atelier.tools.memory.migration import migrate_memory, stored_counts
 from atelier.tools.memory.qdrant_store import QdrantMemory
 from atelier.tools.memory.store import DOCUMENTS, IMAGES, EmbeddingMismatchError
 from tests.fakes.hashing_embedder import HashingEmbedder
 from tests.integration.memory_samples import answers, fill
+from tests.integration.test_cli import run
 
 
 @pytest.fixture
@@ -91,15 +91,6 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run `atelier` in-process; (exit code, stdout, stderr)."""
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize(

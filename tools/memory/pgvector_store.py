@@ -135,12 +135,7 @@ class PgVectorMemory(MemoryStore):
             conninfo, min_size=1, max_size=settings.memory_pool_size, configure=_configure,
             kwargs={"autocommit": True}, check=ConnectionPool.check_connection, name="atelier-memory", open=True)
         store = cls(pool, embedder or build_embedder(settings), location)
-        if verify_model:
-            try:
-                store.ensure_collections()
-            except BaseException:
-                store.close()
-                raise
+        store.checked(verify_model)
         return store
 
     def close(self) -> None:

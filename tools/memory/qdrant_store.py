@@ -94,12 +94,7 @@ class QdrantMemory(MemoryStore):
     @classmethod
     def _checked(cls, store: QdrantMemory, verify_model: bool) -> QdrantMemory:
         """`store` with its collections ensured (closed again when that fails)."""
-        if verify_model:
-            try:
-                store.ensure_collections()
-            except BaseException:
-                store.close()
-                raise
+        store.checked(verify_model)
         return store
 
     def close(self) -> None:

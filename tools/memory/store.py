@@ -79,6 +79,16 @@ class MemoryStore(ABC):
     def close(self) -> None:
         """Release connections."""
 
+    def checked(self, verify_model: bool) -> MemoryStore:
+        """This store with its collections ensured when `verify_model` (closed again if that fails)."""
+        if verify_model:
+            try:
+                self.ensure_collections()
+            except BaseException:
+                self.close()
+                raise
+        return self
+
     # --- collections and the model that made them ----------------------------------------------------------
 
     @abstractmethod
