@@ -32,7 +32,7 @@ from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.events import JobEvent
 from atelier.tools.ledger.models import Job
 from atelier.tools.ledger.service import LedgerService
-from atelier.tools.memory.backends import open_memory
+from atelier.tools.memory.backends import open_memory_or_reason
 from atelier.tools.memory.store import MemoryStore
 from atelier.tools.settings import Settings
 from atelier.tools.toolkit import AskArgs, AskResult, ToolContext
@@ -143,7 +143,8 @@ class ChatServices:
         async with contextlib.AsyncExitStack() as stack:
             ledger = await stack.enter_async_context(LedgerService.open(settings, conninfo=conninfo))
             saver = await stack.enter_async_context(postgres_checkpointer(settings, ledger.conninfo))
-            memory, problem = (await _open_memory(settings)) if with_memory else (None, "memory disabled")
+            memory, problem = ((await open_memory_or_reason(settings, "the chat")) if with_memory
+                               else (None, "memory disabled"))
             if memory is not None:
                 stack.callback(memory.close)
             deps = SupervisorDeps(settings=settings, llm=llm, ledger=ledger, memory=memory)
@@ -186,13 +187,6 @@ def tool_context(services: ChatServices, owner: str) -> ToolContext:
                        ask=ask)
 
 
-async def _open_memory(settings: Settings) -> tuple[MemoryStore | None, str | None]:
-    """The memory, or None and why (another process holds the local Qdrant folder, a model mismatch …)."""
-    try:
-        return await asyncio.to_thread(open_memory, settings), None
-    except AtelierError as exc:
-        log.warning("chat runs without the memory: %s", exc)
-        return None, str(exc)
 
 
 def _text(message: BaseMessage) -> str:

@@ -14,9 +14,8 @@ from langchain_core.language_models import BaseChatModel
 from atelier.agents.llm import build_chat_model
 from atelier.tools.comfyui.model_inventory import ModelInventory, fetch_inventories
 from atelier.tools.comfyui.probe import most_free_vram
-from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.service import LedgerService
-from atelier.tools.memory.backends import open_memory
+from atelier.tools.memory.backends import open_memory_or_reason
 from atelier.tools.memory.store import MemoryStore
 from atelier.tools.settings import Settings
 
@@ -67,12 +66,8 @@ class SupervisorDeps:
             return self.memory
         async with self._memory_lock:
             if self.memory is None and self.memory_problem is None:
-                try:
-                    self.memory = await asyncio.to_thread(open_memory, self.settings)
-                except AtelierError as exc:
-                    self.memory_problem = str(exc)
-                    log.warning("the graph runs without the memory: %s", exc)
-                else:
+                self.memory, self.memory_problem = await open_memory_or_reason(self.settings, "the graph")
+                if self.memory is not None:
                     self._stack.callback(self.memory.close)
         return self.memory
 

@@ -6,9 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.service import LedgerService
-from atelier.tools.memory.backends import open_memory
+from atelier.tools.memory.backends import open_memory_or_reason
 from atelier.tools.memory.indexer import MemoryIndexer
 
 __all__ = ["memory_with_indexer"]
@@ -19,14 +18,11 @@ log = logging.getLogger(__name__)
 @asynccontextmanager
 async def memory_with_indexer(service: LedgerService, state: Any) -> AsyncIterator[None]:
     """Set `state.memory` (or `state.memory_problem`) and follow succeeded jobs into it until the block ends."""
-    try:
-        memory = await asyncio.to_thread(open_memory, service.settings)
-    except AtelierError as exc:
-        state.memory, state.memory_problem = None, str(exc)
-        log.warning("the job API runs without the memory: %s", exc)
+    memory, state.memory_problem = await open_memory_or_reason(service.settings, "the job API")
+    state.memory = memory
+    if memory is None:
         yield
         return
-    state.memory, state.memory_problem = memory, None
     stop = asyncio.Event()
     following = asyncio.create_task(MemoryIndexer.for_service(service, memory).follow(stop), name="memory-indexer")
     try:

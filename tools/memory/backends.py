@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+from atelier.tools.errors import AtelierError
 from atelier.tools.memory.embeddings import Embedder
 from atelier.tools.memory.store import Backend, MemoryStore
 from atelier.tools.settings import Settings
 
-__all__ = ["memory_backend", "open_memory"]
+__all__ = ["memory_backend", "open_memory", "open_memory_or_reason"]
+
+log = logging.getLogger(__name__)
 
 
 def memory_backend(settings: Settings) -> Backend:
@@ -26,3 +32,12 @@ def open_memory(settings: Settings, embedder: Embedder | None = None, *, verify_
     from atelier.tools.memory.pgvector_store import PgVectorMemory
 
     return PgVectorMemory.open(settings, embedder, verify_model=verify_model)
+
+
+async def open_memory_or_reason(settings: Settings, who: str) -> tuple[MemoryStore | None, str | None]:
+    """The memory, or None and why it could not be opened (logged: `who` runs without it)."""
+    try:
+        return await asyncio.to_thread(open_memory, settings), None
+    except AtelierError as exc:
+        log.warning("%s runs without the memory: %s", who, exc)
+        return None, str(exc)
