@@ -25,15 +25,10 @@ from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.settings import Settings, load_settings
 from tests.fakes.chat_model import ScriptedChatModel
 from tests.fit_workflows import write_workflow
+from tests.integration.test_supervisor import SHOWCASE
 
 pytestmark = pytest.mark.asyncio
 
-SHOWCASE = {"briefs": [
-    {"purpose": "hero", "subject": "a copper espresso cup", "notes": "dark walnut table"},
-    {"purpose": "lifestyle", "subject": "a copper espresso cup in a cafe", "notes": "morning light"},
-    {"purpose": "detail", "subject": "the rim of a copper espresso cup", "notes": ""},
-    {"purpose": "thumbnail", "subject": "a copper espresso cup", "notes": ""},
-]}
 SD15 = {"purpose": "SD1.5 without a negative prompt input", "task": "txt2img", "quality": "medium", "vram_gb": 4,
         "typical_seconds": 8, "cost_per_image": 0.004, "recommended_steps": 20, "max_resolution": "768x768",
         "use_cases": ["general", "illustration", "thumbnails"]}

@@ -669,8 +669,8 @@ def test_an_invalid_sidecar_is_refused_with_its_path(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- object_info checks
 
 
-def _broken(change: Any) -> dict[str, Any]:
-    graph = copy.deepcopy(load_workflow("txt2img").graph)
+def _broken(change: Any, workflow: str = "txt2img") -> dict[str, Any]:
+    graph = copy.deepcopy(load_workflow(workflow).graph)
     change(graph)
     return graph
 
@@ -696,12 +696,6 @@ def test_check_against_object_info_names_each_problem(change: Any, expected: str
     assert any(expected in p for p in problems), problems
 
 
-def _broken_qwen(change: Any) -> dict[str, Any]:
-    graph = copy.deepcopy(load_workflow("qwen-image-edit").graph)
-    change(graph)
-    return graph
-
-
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
@@ -723,7 +717,7 @@ def _broken_qwen(change: Any) -> dict[str, Any]:
 def test_a_broken_qwen_graph_is_refused_with_what_is_wrong(
     change: Any, expected: str, object_info: dict[str, Any]
 ) -> None:
-    problems = check_against_object_info(_broken_qwen(change), object_info)
+    problems = check_against_object_info(_broken(change, "qwen-image-edit"), object_info)
     assert len(problems) == 1 and expected in problems[0], problems
 
 
