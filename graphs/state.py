@@ -12,8 +12,11 @@ from atelier.agents.llm import Hop
 
 __all__ = ["INTENTS", "Hop", "Intent", "SupervisorState"]
 
-Intent = Literal["answer", "generate", "illustrate", "retrieve", "plan", "cost"]
-INTENTS: tuple[str, ...] = ("answer", "generate", "illustrate", "retrieve", "plan", "cost")
+# answer: words only · generate: make the image described · illustrate: answer and show a picture · retrieve: answer
+# from the person's documents · images: earlier images from the memory beside new variations · plan: a series (a
+# product showcase) · cost: time, cost, VRAM, which workflow · edit: change an image the person has (img2img/edit).
+Intent = Literal["answer", "generate", "illustrate", "retrieve", "images", "plan", "cost", "edit"]
+INTENTS: tuple[str, ...] = ("answer", "generate", "illustrate", "retrieve", "images", "plan", "cost", "edit")
 
 
 class SupervisorState(TypedDict, total=False):

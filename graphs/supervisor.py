@@ -67,6 +67,7 @@ __all__ = ["PIPELINES", "IntentChoice", "build_supervisor", "graph"]
 PIPELINES: dict[str, list[str]] = {
     "answer": ["answer"],
     "retrieve": ["retrieve"],
+    "images": ["retrieve"],
     "cost": ["cost"],
     "generate": ["design", "approve", "submit"],
     "illustrate": ["answer", "design", "approve", "submit"],
