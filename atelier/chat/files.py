@@ -15,6 +15,8 @@ from atelier.tools.memory.records import EarlierImage
 
 __all__ = ["drop_previews", "image_file", "options_grid", "preview_file"]
 
+_STATE = {"succeeded": "done", "submitted": "queued", "running": "rendering"}
+
 
 async def image_file(runtime: ChatRuntime, job: Job, index: int = 0) -> Path | None:
     """A local file of a job's image the page can show (copied from a remote store when needed)."""
@@ -63,6 +65,6 @@ async def options_grid(runtime: ChatRuntime, earlier: list[EarlierImage], new: l
         tiles.append(Tile(path, f"earlier · {image.score:.2f}" + ("" if path else " · gone")))
     for job in new:
         path = await image_file(runtime, job) if job.status == "succeeded" else None
-        tiles.append(Tile(path, f"new · {job.status}", new=True))
+        tiles.append(Tile(path, f"new · {_STATE.get(job.status, job.status)}", new=True))
     tiles += [Tile(None, "new · to be made", new=True) for _ in range(pending)]
     return await asyncio.to_thread(draw_grid, tiles, runtime.cache_dir())
