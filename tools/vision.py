@@ -30,7 +30,9 @@ from typing import Any
 import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from atelier.tools.comfyui.template_models import WorkflowTemplate
 from atelier.tools.errors import AtelierError
+from atelier.tools.schemas import MAX_PROMPT_CHARS
 from atelier.tools.settings import Settings
 
 __all__ = [
@@ -53,7 +55,9 @@ __all__ = [
     "caption_or_skip",
     "open_image",
     "prepare_image",
+    "prompt_with_caption",
     "vision_status",
+    "why_not_captioned",
 ]
 
 CAPTION_PROMPT = "Describe this image in one sentence: subject, style, colours and composition."
@@ -286,6 +290,28 @@ def caption_or_skip(data: bytes, settings: Settings, **options: Any) -> CaptionA
         return CaptionAttempt(caption=caption_image(data, settings, **options))
     except VisionError as exc:
         return CaptionAttempt(skipped=str(exc), unavailable=isinstance(exc, VisionUnavailableError))
+
+
+# --- captions in prompts ---------------------------------------------------------------------------------------------
+
+
+def why_not_captioned(template: WorkflowTemplate) -> str | None:
+    """Why an input image for this workflow is not worth a caption (None when it is): the workflow takes no prompt
+    (an upscaler), or it edits from an instruction and its model reads the image itself."""
+    if "prompt" not in template.bindings:
+        return f"workflow '{template.name}' takes no prompt"
+    if template.catalog is not None and "image_edit" in template.catalog.use_cases:
+        return f"workflow '{template.name}' edits from an instruction and its model reads the image itself"
+    return None
+
+
+def prompt_with_caption(caption: str | None, instruction: str) -> str:
+    """An input image's img2img prompt: what the vision model saw, then the person's prompt (or a default
+    instruction); the instruction alone when there is no caption or both would not fit in one prompt."""
+    if not caption:
+        return instruction
+    combined = f"{caption.rstrip(' .')}, {instruction}"
+    return combined if len(combined) <= MAX_PROMPT_CHARS else instruction
 
 
 # --- the doctor's look -----------------------------------------------------------------------------------------------

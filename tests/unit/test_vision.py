@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from atelier.tools.catalog import list_templates
+from atelier.tools.schemas import MAX_PROMPT_CHARS
 from atelier.tools.settings import Settings, load_settings
 from atelier.tools.vision import (
     CAPTION_PROMPT,
@@ -23,7 +25,9 @@ from atelier.tools.vision import (
     VisionUnavailableError,
     caption_image,
     caption_or_skip,
+    prompt_with_caption,
     vision_status,
+    why_not_captioned,
 )
 from tests.fakes.ollama_server import FakeOllama
 
@@ -116,7 +120,7 @@ def test_bad_images_are_refused_before_any_call(fake: FakeOllama, data: bytes, w
 
 def test_without_a_vision_model_nothing_is_sent_and_the_reason_is_plain(fake: FakeOllama) -> None:
     settings = settings_for(fake, model=None)
-    with pytest.raises(VisionNotConfiguredError, match="ATELIER_VISION_MODEL is not set.*ollama pull llava"):
+    with pytest.raises(VisionNotConfiguredError, match=r"ATELIER_VISION_MODEL is not set.*ollama pull llava"):
         caption_image(png((8, 8), (0, 0, 0)), settings)
     attempt = caption_or_skip(png((8, 8), (0, 0, 0)), settings)
     assert attempt.caption is None and attempt.skipped == NOT_CONFIGURED == "ATELIER_VISION_MODEL is not set"
@@ -126,13 +130,13 @@ def test_without_a_vision_model_nothing_is_sent_and_the_reason_is_plain(fake: Fa
 
 def test_each_failure_names_its_fix(fake: FakeOllama, closed_port_url: str) -> None:
     image = png((16, 16), (220, 30, 30))
-    with pytest.raises(VisionModelError, match="not pulled.*`ollama pull moondream`"):
+    with pytest.raises(VisionModelError, match=r"not pulled.*`ollama pull moondream`"):
         caption_image(image, settings_for(fake, "moondream"))
-    with pytest.raises(VisionModelError, match="'llama3.2' cannot see images.*llava"):
+    with pytest.raises(VisionModelError, match=r"'llama3.2' cannot see images.*llava"):
         caption_image(image, settings_for(fake, "llama3.2"))  # the fake answers as llama-server does: HTTP 500
     with pytest.raises(VisionModelError, match="cannot see images"):
         caption_image(image, settings_for(fake, "all-minilm"))  # an embedding model does not chat
-    with pytest.raises(VisionUnavailableError, match="unreachable.*ollama serve"):
+    with pytest.raises(VisionUnavailableError, match=r"unreachable.*ollama serve"):
         caption_image(image, settings_for(closed_port_url))
     fake.script("llava", [{"error": "llama runner process has terminated", "status": 500}, "   "])
     with pytest.raises(VisionUnavailableError, match="HTTP 500: llama runner process has terminated"):
@@ -147,7 +151,7 @@ def test_each_failure_names_its_fix(fake: FakeOllama, closed_port_url: str) -> N
 def test_a_model_slower_than_the_timeout_is_given_up(fake: FakeOllama) -> None:
     fake.pause()  # the request is held before the model answers
     try:
-        with pytest.raises(VisionUnavailableError, match="did not answer within 0.5 s"):
+        with pytest.raises(VisionUnavailableError, match=r"did not answer within 0.5 s"):
             caption_image(png((16, 16), (220, 30, 30)), settings_for(fake), timeout_seconds=0.5)
     finally:
         fake.resume()
@@ -173,3 +177,15 @@ async def test_the_status_says_set_pulled_and_able_to_see(fake: FakeOllama, clos
     assert missing.configured and not missing.pulled and "`ollama pull moondream`" in str(missing.problem)
     down = await vision_status(settings_for(closed_port_url, "llava"))
     assert not down.reachable and "unreachable" in str(down.problem)
+
+
+def test_the_caption_leads_an_img2img_prompt_and_is_left_out_where_it_does_not_help() -> None:
+    assert prompt_with_caption("A red fox on snow.", "the same scene at night") == \
+        "A red fox on snow, the same scene at night"
+    assert prompt_with_caption(None, "the same scene at night") == "the same scene at night"
+    long_instruction = "x" * (MAX_PROMPT_CHARS - 5)
+    assert prompt_with_caption("A red fox on snow.", long_instruction) == long_instruction  # both would not fit
+    shipped = {t.name: t for t in list_templates(load_settings().workflow_dirs).templates}
+    assert why_not_captioned(shipped["img2img"]) is None
+    assert why_not_captioned(shipped["upscale"]) == "workflow 'upscale' takes no prompt"
+    assert "edits from an instruction" in str(why_not_captioned(shipped["qwen-image-edit"]))

@@ -54,8 +54,14 @@ from atelier.tools.inputs import InputStore
 from atelier.tools.ledger.indexing import CAPTION_EVENT
 from atelier.tools.ledger.models import Job, JobRequest
 from atelier.tools.ledger.service import LedgerService
-from atelier.tools.schemas import MAX_PROMPT_CHARS, GenerationParams
-from atelier.tools.vision import DEFAULT_TIMEOUT_SECONDS, CaptionAttempt, caption_or_skip
+from atelier.tools.schemas import GenerationParams
+from atelier.tools.vision import (
+    DEFAULT_TIMEOUT_SECONDS,
+    CaptionAttempt,
+    caption_or_skip,
+    prompt_with_caption,
+    why_not_captioned,
+)
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -69,7 +75,6 @@ __all__ = [
     "idempotency_key",
     "image_complete",
     "open_for_writing",
-    "prompt_with_caption",
 ]
 
 log = logging.getLogger("atelier.dropzone")
@@ -81,15 +86,6 @@ DEFAULT_PROMPT = "a faithful, detailed rendition of the input image"
 FOLDERS = ("inbox", "processing", "done", "failed", "outputs")
 # A prompt file longer than this is not a prompt.
 MAX_PROMPT_BYTES = 64 * 1024
-
-
-def prompt_with_caption(caption: str | None, instruction: str) -> str:
-    """A dropped image's prompt: what the vision model saw, then the person's prompt (or the default instruction);
-    the instruction alone when there is no caption or both would not fit in one prompt."""
-    if not caption:
-        return instruction
-    combined = f"{caption.rstrip(' .')}, {instruction}"
-    return combined if len(combined) <= MAX_PROMPT_CHARS else instruction
 
 
 def idempotency_key(workflow: str, sha256: str) -> str:
@@ -221,13 +217,7 @@ class DropZone:
             log.warning("workflow skipped: %s", message)
         self.takes_image = {t.name: "input_image" in t.bindings for t in listing.templates}
         self.binds_seed = {t.name for t in listing.templates if "seed" in t.bindings}
-        self.uncaptioned = {}
-        for template in listing.templates:
-            if "prompt" not in template.bindings:
-                self.uncaptioned[template.name] = f"workflow '{template.name}' takes no prompt"
-            elif template.catalog is not None and "image_edit" in template.catalog.use_cases:
-                self.uncaptioned[template.name] = (f"workflow '{template.name}' edits from an instruction and its "
-                                                   "model reads the image itself")
+        self.uncaptioned = {t.name: reason for t in listing.templates if (reason := why_not_captioned(t))}
         for kind in FOLDERS:
             self.folder(kind).mkdir(parents=True, exist_ok=True)
         for name in self.takes_image:
