@@ -282,12 +282,14 @@ class CaptionAttempt:
         return self.caption.record() if self.caption is not None else {"skipped": self.skipped}
 
 
-def caption_or_skip(data: bytes, settings: Settings, **options: Any) -> CaptionAttempt:
+def caption_or_skip(data: bytes, settings: Settings, *, model: str | None = None, max_side: int = MAX_SIDE,
+                    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> CaptionAttempt:
     """`caption_image`, but a caption problem (unset, refused image, model, Ollama) is a reason, never a raise."""
-    if not settings.vision_model and not options.get("model"):
+    if not settings.vision_model and not model:
         return CaptionAttempt(skipped=NOT_CONFIGURED)
     try:
-        return CaptionAttempt(caption=caption_image(data, settings, **options))
+        return CaptionAttempt(caption=caption_image(data, settings, model=model, max_side=max_side,
+                                                    timeout_seconds=timeout_seconds))
     except VisionError as exc:
         return CaptionAttempt(skipped=str(exc), unavailable=isinstance(exc, VisionUnavailableError))
 
