@@ -2,15 +2,18 @@
 
 What is sent: Ollama's `/api/chat` with the image in the user message (`"images": ["<base64>"]`). It goes through
 langchain-ollama's ChatOllama, the client the agents already use: given a message with a text block and an image
-block, it sends exactly that (`{"role": "user", "content": "…", "images": ["<base64>"]}`, streamed as Ollama
-always is for it; tests/unit/test_vision.py holds it to that on the fake Ollama), so one client and one set of
-failures serve every call Atelier makes to Ollama, and no second client is written by hand.
+block, it sends exactly that (`{"role": "user", "content": "…", "images": ["<base64>"]}`, streamed as it always
+streams; tests/unit/test_vision.py holds it to that on the fake Ollama), so one client and one set of failures
+serve every call Atelier makes to Ollama, and no second client is written by hand. (Its quirks, harmless here: the
+text arrives after a newline, and the `ollama` library first tries an image string as a file path — only base64
+of a PNG made here is ever passed.)
 
 Before anything is sent, an image is checked where it enters: at most ATELIER_MAX_UPLOAD_BYTES, a PNG, JPEG or WebP
 (or anything else Pillow reads) that decodes, and not a decompression bomb (`open_image`, the one guard the memory's
 colour layout uses too: the pixel count is read from the header and refused over ATELIER_MAX_IMAGE_PIXELS before
 a pixel is decoded). It is then turned upright (EXIF), shrunk to at most `max_side` pixels on its longest side and
-sent as a PNG, so a 40-megapixel photo costs the model what a 1-megapixel one does. A call has a timeout.
+sent as a PNG, so a 40-megapixel photo costs the model what a 1-megapixel one does. Every wait on Ollama (connect,
+each streamed read) has a timeout.
 
 Failures are typed (VisionError and its kinds: not configured, a refused image, a model that is missing or cannot
 see, Ollama down or slow), each naming the fix. Callers for whom a caption is optional (the drop zone, the memory's
