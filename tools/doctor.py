@@ -24,10 +24,11 @@ from atelier.tools.comfyui.template_models import WorkflowTemplate
 from atelier.tools.errors import AtelierError
 from atelier.tools.service_errors import OLLAMA_START
 from atelier.tools.settings import Settings
+from atelier.tools.vision import vision_status
 from atelier.tools.workflow_library import load_library
 
-__all__ = ["ServiceCheck", "check_comfyui", "check_ollama", "check_postgres", "check_qdrant", "mask_secrets",
-           "run_doctor"]
+__all__ = ["ServiceCheck", "check_comfyui", "check_ollama", "check_postgres", "check_qdrant", "check_vision",
+           "mask_secrets", "run_doctor"]
 
 MASK = "***"
 # scheme://user:password@ or scheme://token@ (userinfo ends at the first "@" before any "/", "?" or "#").
@@ -131,6 +132,16 @@ async def check_ollama(url: str, *, required: bool, timeout: float = 5.0) -> Ser
         return ServiceCheck("Ollama", url, False, required, hint=hint)
 
 
+async def check_vision(settings: Settings, *, timeout: float = 5.0) -> ServiceCheck:
+    """The vision model that captions images (ATELIER_VISION_MODEL): unset (optional, fine), or pulled on Ollama and
+    able to see images (required once set: a person asked for captions)."""
+    status = await vision_status(settings, timeout=timeout)
+    if not status.configured:
+        return ServiceCheck("Vision model", "ATELIER_VISION_MODEL", True, False, "unset", status.details)
+    return ServiceCheck("Vision model", f"{status.model} on {settings.ollama_url}", status.ready, True,
+                        "", status.details, hint=status.problem or "")
+
+
 async def check_qdrant(url: str | None, api_key: str | None, data_dir: Path, *, timeout: float = 5.0) -> ServiceCheck:
     """Ask a Qdrant server for its version, or say that the memory lives in PostgreSQL (pgvector)."""
     if url is None:
@@ -188,6 +199,7 @@ async def run_doctor(settings: Settings, *, comfy_urls: list[str] | None = None)
     checks = await asyncio.gather(
         *(check_comfyui(url, templates=templates) for url in urls),
         check_ollama(settings.ollama_url, required=ollama_required),
+        check_vision(settings),
         check_qdrant(settings.qdrant_url, key, settings.data_dir),
         check_postgres(database, settings.data_dir),
     )

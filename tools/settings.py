@@ -111,7 +111,9 @@ class Settings(BaseSettings):
     )
     vision_model: str | None = Field(
         None, validation_alias="ATELIER_VISION_MODEL",
-        description="Ollama vision model that captions images for the memory (unset: the prompt stands in).",
+        description="Ollama vision model (e.g. llava) that captions images: generated ones in the memory and their "
+                    "jobs, dropped ones whose caption leads their img2img prompt (unset: no captions; prompts stand "
+                    "in).",
     )
     reuse_threshold: float = Field(
         0.9, gt=0, le=1, validation_alias="ATELIER_REUSE_THRESHOLD",

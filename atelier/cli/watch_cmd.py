@@ -78,6 +78,12 @@ def watch(
                     else:
                         bar.console.print(f"[red]failed[/] {outcome.workflow}/{outcome.name}: {outcome.error}",
                                           highlight=False, soft_wrap=True)
+                    if outcome.caption:
+                        bar.console.print(f"  captioned: {outcome.caption}", highlight=False, markup=False,
+                                          soft_wrap=True)
+                    elif outcome.caption_skipped:
+                        bar.console.print(f"  caption skipped: {outcome.caption_skipped}", highlight=False,
+                                          markup=False, soft_wrap=True)
 
                 zone = DropZone(folder, svc, options, on_outcome=report)
                 names = await asyncio.to_thread(zone.prepare)

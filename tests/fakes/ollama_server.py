@@ -1,9 +1,10 @@
 """A protocol-faithful fake Ollama on 127.0.0.1, for tests and for trying Atelier without a GPU.
 
 Built from ../shared/reference/ollama-api.md and Ollama's server/routes.go: /api/chat and /api/generate (NDJSON
-streaming unless `"stream": false`), tool calls, `format`, `think`, vision captions, load/unload and keep_alive,
-/api/embed (deterministic, L2-normalised, texts sharing words close), legacy /api/embeddings, /api/tags, /api/ps,
-/api/show, /api/version, the documented errors with the same statuses and messages, and /v1/chat/completions.
+streaming unless `"stream": false`), tool calls, `format`, `think`, vision captions (and the refusal of images sent
+to a model that cannot see), load/unload and keep_alive, /api/embed (deterministic, L2-normalised, texts sharing
+words close), legacy /api/embeddings, /api/tags, /api/ps, /api/show, /api/version, the documented errors with the
+same statuses and messages, and /v1/chat/completions.
 Replies are scripted per model (`fake.script`); unscripted chats echo the last user message. Tests drive it
 in-process (`FakeOllama`, its own thread and event loop) or over HTTP (`/__fake__/{action}`).
 Run by hand:  python -m tests.fakes.ollama_server --port 11434 [--models 'llama3.2=completion,tools;…']
@@ -42,6 +43,11 @@ from tests.fakes.ollama_wire import ApiError, json_response, keep_alive_seconds,
 __all__ = ["DEFAULT_MODELS", "FakeModel", "FakeOllama", "Reply", "embed_text"]
 
 VERSION = "0.32.15"
+# Images sent to a model without a vision projector. Since Ollama runs models on llama-server (0.30+), the model is
+# loaded, llama-server refuses the image (`oaicompat_chat_params_parse`: HTTP 500, its own error object) and Ollama
+# passes that body on as the error text, with the same status (llm/llama_server.go `statusErrorMessage`).
+NO_VISION = ('{"error":{"code":500,"message":"image input is not supported - hint: if this is unexpected, you may '
+             'need to provide the mmproj","type":"server_error"}}')
 
 
 def _context_ids(text: str) -> list[int]:
@@ -123,6 +129,8 @@ class FakeOllama(BackgroundServer):
             users = [m for m in messages if str(m.get("role", "")).lower() == "user"]
             prompt = str(users[-1].get("content") or "") if users else ""
             images = [image for m in messages for image in m.get("images") or []]
+            if images and "vision" not in model.capabilities:
+                raise ApiError(500, NO_VISION)
             reply = self.state.next_reply(model, prompt, images, body.get("format"), thinking)
             prompt_tokens = sum(count_tokens(str(m.get("content") or "")) + 4 for m in messages)
             return await self._answer(request, name, body, reply, chat=True, warm=warm, prompt_tokens=prompt_tokens)

@@ -262,6 +262,21 @@ def test_a_vision_model_captions_images_unless_scripted(fake: FakeOllama) -> Non
     assert bad.status_code == 400 and bad.json()["error"].startswith("illegal base64 data at input byte")
 
 
+def test_images_to_a_model_that_cannot_see_are_refused_like_llama_server_does(fake: FakeOllama) -> None:
+    red = png_b64((8, 8), (220, 30, 30))
+    for stream in (True, False):
+        refused = post(fake, "/api/chat", {"model": "llama3.2", "stream": stream, "messages": [
+            {"role": "user", "content": "what is it?", "images": [red]}]})
+        assert refused.status_code == 500 and refused.headers["content-type"].startswith("application/json")
+        inner = json.loads(refused.json()["error"])  # llama-server's own error object, passed on as the text
+        assert inner == {"error": {"code": 500, "message": "image input is not supported - hint: if this is "
+                                   "unexpected, you may need to provide the mmproj", "type": "server_error"}}
+    assert "llama3.2:latest" in fake.loaded_models  # the model was loaded before the runner refused the image
+    assert post(fake, "/api/chat", {"model": "llama3.2", "stream": False, "messages": USER_HI}).status_code == 200
+    shown = post(fake, "/api/show", {"model": "llama3.2"}).json()["capabilities"]
+    assert "vision" not in shown and "vision" in post(fake, "/api/show", {"model": "llava"}).json()["capabilities"]
+
+
 def test_chat_errors_from_the_table(fake: FakeOllama) -> None:
     chat = f"{fake.url}/api/chat"
     assert HTTP.post(chat, content=b"").json() == {"error": "missing request body"}

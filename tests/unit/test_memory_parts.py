@@ -1,4 +1,5 @@
-"""Memory pieces without services: Ollama embedder and captions (MockTransport), chunking, style, colour layout."""
+"""Memory pieces without services: Ollama embedder (MockTransport), chunking, style, colour layout (captions:
+tests/unit/test_vision.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from PIL import Image
 from atelier.tools.errors import AtelierError
 from atelier.tools.memory.documents import DocumentError, chunk_file, find_documents
 from atelier.tools.memory.embeddings import EmbedError, MiniLMEmbedder, OllamaEmbedder, build_embedder
-from atelier.tools.memory.images import caption_image, colour_layout
+from atelier.tools.memory.images import colour_layout
 from atelier.tools.memory.records import ImageRecord
 from atelier.tools.memory.style import build_profile, liking
 from atelier.tools.settings import load_settings
@@ -65,26 +66,6 @@ def _png(colour: tuple[int, int, int]) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), colour).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def test_captions_come_from_the_vision_model_or_not_at_all() -> None:
-    seen: list[dict[str, object]] = []
-
-    def chat(request: httpx.Request) -> httpx.Response:
-        seen.append(json.loads(request.content))
-        return httpx.Response(200, json={"message": {"role": "assistant", "content": " A red square. "},
-                                         "done": True})
-
-    settings = load_settings(vision_model="llava")
-    assert caption_image(settings, _png((255, 0, 0)), transport=httpx.MockTransport(chat)) == "A red square."
-    message = seen[0]["messages"][0]  # type: ignore[index]
-    assert seen[0]["model"] == "llava" and message["images"]
-    assert caption_image(load_settings(), _png((255, 0, 0))) is None
-
-    def broken(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(500, json={"error": "runner failed"})
-
-    assert caption_image(settings, _png((1, 2, 3)), transport=httpx.MockTransport(broken)) is None
 
 
 def test_colour_layout_is_unit_length_and_tells_colours_apart() -> None:

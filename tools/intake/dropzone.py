@@ -9,6 +9,16 @@ Layout under the drop-zone folder `DIR` (every `<workflow>` level is the workflo
 - input images are checked and kept in Atelier's inputs store (tools/inputs.py) under their content hash, the
   name the job's `input_image` gives (a worker that runs the job later, or again after a crash, still finds it).
 
+Captions (tools/vision.py): with a vision model set (ATELIER_VISION_MODEL), a dropped image is described by it and
+the description leads its job's prompt — `<caption>, <sidecar prompt or the default instruction>` — so the picture
+is repainted from what it shows. The caption (or why there is none) is kept with the job (a `caption` event, as
+the memory's indexer keeps those of generated images) and in the file's Outcome. Without a vision model, a dropped
+image becomes the same job as before and the Outcome and the log say captioning was skipped and why; a vision call
+that fails (the model missing, Ollama down or slow) never fails the file: its job is made without a caption, and
+after Ollama was down or slow the next images are not sent for `caption_pause_seconds`. Workflows with no prompt
+(an upscaler) and edit workflows (whose model reads the image itself, and whose prompt is an instruction) are not
+captioned.
+
 What is read: only regular files that are not links (a link in the inbox, or a sidecar that is a link, is
 never followed), and at most MAX_PROMPT_BYTES of a prompt or ATELIER_MAX_UPLOAD_BYTES of an image.
 
@@ -41,9 +51,17 @@ from typing import Any
 from atelier.tools.catalog import list_templates
 from atelier.tools.errors import AtelierError
 from atelier.tools.inputs import InputStore
+from atelier.tools.ledger.indexing import CAPTION_EVENT
 from atelier.tools.ledger.models import Job, JobRequest
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.schemas import GenerationParams
+from atelier.tools.vision import (
+    DEFAULT_TIMEOUT_SECONDS,
+    CaptionAttempt,
+    caption_or_skip,
+    prompt_with_caption,
+    why_not_captioned,
+)
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -125,6 +143,8 @@ class DropZoneOptions:
     truncated_grace_seconds: float = 60.0
     default_prompt: str = DEFAULT_PROMPT
     priority: int = 0
+    caption_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    caption_pause_seconds: float = 30.0
 
 
 @dataclass
@@ -147,16 +167,19 @@ class Outcome:
     outputs: list[Path] = field(default_factory=list)
     error: str | None = None
     job_id: uuid.UUID | None = None
+    caption: str | None = None
+    caption_skipped: str | None = None
 
 
 @dataclass
 class _Taken:
-    """A file in processing/ with its job."""
+    """A file in processing/ with its job, and an image's caption (or why it has none)."""
 
     workflow: str
     path: Path
     sidecar: Path | None
     job_id: uuid.UUID | None = None
+    caption: CaptionAttempt | None = None
 
 
 class DropZone:
@@ -170,6 +193,9 @@ class DropZone:
         self.on_outcome = on_outcome
         self.takes_image: dict[str, bool] = {}
         self.binds_seed: set[str] = set()
+        self.uncaptioned: dict[str, str] = {}  # image workflow → why its images are not captioned
+        self._vision_paused_until = -float("inf")
+        self._vision_reason = ""
         self._seen: dict[Path, FileState] = {}
         self._taken: dict[Path, _Taken] = {}
         self._lock = asyncio.Lock()
@@ -191,6 +217,7 @@ class DropZone:
             log.warning("workflow skipped: %s", message)
         self.takes_image = {t.name: "input_image" in t.bindings for t in listing.templates}
         self.binds_seed = {t.name for t in listing.templates if "seed" in t.bindings}
+        self.uncaptioned = {t.name: reason for t in listing.templates if (reason := why_not_captioned(t))}
         for kind in FOLDERS:
             self.folder(kind).mkdir(parents=True, exist_ok=True)
         for name in self.takes_image:
@@ -328,6 +355,8 @@ class DropZone:
         taken.job_id = outcome.job.id
         log.info("%s %s/%s as job %s", "submitted" if outcome.created else "resumed", workflow, path.name,
                  str(outcome.job.id)[:8])
+        if taken.caption is not None and outcome.created:
+            await self._record_caption(outcome.job, taken.caption)
         if outcome.job.done:
             await self._end(taken, outcome.job, None)
 
@@ -364,8 +393,10 @@ class DropZone:
             sidecar = self._sidecar_of(path)
             taken.sidecar = sidecar
             prompt = _read_capped(sidecar, MAX_PROMPT_BYTES).decode("utf-8").strip() if sidecar is not None else ""
-            params = GenerationParams(prompt=prompt or self.options.default_prompt, seed=seed,
-                                      input_image=stored.name)
+            taken.caption = self._caption(path.name, workflow, data)
+            params = GenerationParams(prompt=prompt_with_caption(taken.caption.text, prompt or
+                                                                 self.options.default_prompt),
+                                      seed=seed, input_image=stored.name)
         else:
             raise ValueError(f"unknown file type '{suffix or path.name}'; accepted: prompts "
                              f"{_accepted(TEXT_SUFFIXES)}, images {_accepted(IMAGE_SUFFIXES)}")
@@ -373,6 +404,39 @@ class DropZone:
             params = params.model_copy(update={"seed": None})
         return JobRequest(params=params, workflow=workflow, owner=self.options.owner, priority=self.options.priority,
                           idempotency_key=idempotency_key(workflow, sha))
+
+    # --- captions ----------------------------------------------------------------------------------------
+
+    def _caption(self, name: str, workflow: str, data: bytes) -> CaptionAttempt:
+        """The vision model's caption of a dropped image (blocking), or why there is none; never raises."""
+        settings = self.svc.settings
+        if workflow in self.uncaptioned:
+            attempt = CaptionAttempt(skipped=self.uncaptioned[workflow])
+        elif settings.vision_model and time.monotonic() < self._vision_paused_until:
+            attempt = CaptionAttempt(skipped=f"not sent: {self._vision_reason}", unavailable=True)
+        else:
+            try:
+                attempt = caption_or_skip(data, settings, timeout_seconds=self.options.caption_timeout_seconds)
+            except Exception as exc:  # a caption is optional: nothing about it may fail the file
+                attempt = CaptionAttempt(skipped=f"captioning failed: {type(exc).__name__}: {exc}")
+            if attempt.unavailable:
+                self._vision_paused_until = time.monotonic() + self.options.caption_pause_seconds
+                self._vision_reason = attempt.skipped or ""
+        if attempt.caption is not None:
+            log.info("%s/%s captioned by %s: %s", workflow, name, attempt.caption.model, attempt.caption.text)
+        elif settings.vision_model and workflow not in self.uncaptioned:
+            log.warning("%s/%s: captioning skipped (%s); its prompt is made without a caption", workflow, name,
+                        attempt.skipped)
+        else:
+            log.info("%s/%s: captioning skipped (%s)", workflow, name, attempt.skipped)
+        return attempt
+
+    async def _record_caption(self, job: Job, attempt: CaptionAttempt) -> None:
+        """Keep the dropped image's caption (or why there is none) with its job; a failure here only logs."""
+        try:
+            await self.svc.events.publish(job.id, job.attempts, CAPTION_EVENT, {"image": "input", **attempt.record()})
+        except Exception as exc:  # the job stands without the note
+            log.warning("job %s: could not record its caption (%s)", str(job.id)[:8], exc)
 
     # --- finishing ---------------------------------------------------------------------------------------
 
@@ -438,8 +502,11 @@ class DropZone:
         if sidecar is not None and sidecar.exists():
             os.rename(sidecar, folder / (final.stem + sidecar.suffix))
         os.rename(taken.path, final)
+        caption = taken.caption
         return Outcome(taken.workflow, taken.path.name, job is not None, final, outputs, error,
-                       job.id if job is not None else taken.job_id)
+                       job.id if job is not None else taken.job_id,
+                       caption=caption.text if caption is not None else None,
+                       caption_skipped=caption.skipped if caption is not None else None)
 
     def _is_image(self, taken: _Taken) -> bool:
         """Whether the taken file is an image (its sidecar travels with it)."""
@@ -512,5 +579,6 @@ def describe(outcome: Outcome) -> dict[str, Any]:
     """An outcome as a JSON-ready dict."""
     return {"workflow": outcome.workflow, "name": outcome.name, "ok": outcome.ok, "path": str(outcome.path),
             "outputs": [str(p) for p in outcome.outputs], "error": outcome.error,
-            "job": str(outcome.job_id) if outcome.job_id else None}
+            "job": str(outcome.job_id) if outcome.job_id else None, "caption": outcome.caption,
+            "caption_skipped": outcome.caption_skipped}
 

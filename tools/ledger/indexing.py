@@ -5,19 +5,32 @@
 job the memory did not take — retried after `first_seconds`, doubling up to `max_seconds`, and skipped after
 `attempts` failures — tells the indexer when the next retry is due, gives skipped jobs another try, and says how
 indexing stands (`atelier memory status`). The columns come from migration 10 (tools/ledger/migrations.py).
+
+With a vision model (ATELIER_VISION_MODEL), `IndexBook.record_captions` keeps each image's caption — or why it has
+none — with its job, as `caption` events in `job_events` (a JSON column that already exists: replayed by the job
+API's event socket, read back with `IndexBook.captions`); recording a job's captions again replaces them.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-__all__ = ["MEMORY_INDEX", "TO_INDEX", "IndexBackoff", "IndexBook", "IndexFailure", "IndexProblem", "IndexStatus"]
+from atelier.tools.ledger.models import Job
+
+__all__ = ["CAPTION_EVENT", "MEMORY_INDEX", "TO_INDEX", "IndexBackoff", "IndexBook", "IndexFailure", "IndexProblem",
+           "IndexStatus"]
+
+# The kind of the `job_events` rows that hold an image's caption (or why it has none).
+CAPTION_EVENT = "caption"
 
 # Wakes the memory's indexer when skipped jobs are given another try.
 MEMORY_INDEX = "atelier_memory_index"
@@ -117,6 +130,26 @@ class IndexBook:
             return None
         return IndexFailure(attempts=row["memory_index_attempts"], retry_at=row["memory_index_retry_at"],
                             skipped=row["memory_index_skipped_at"] is not None)
+
+    async def record_captions(self, jobs: Sequence[Job], captions: Sequence[Sequence[dict[str, Any]]]) -> None:
+        """Keep each job's image captions (`{"caption", "model", …}` or `{"skipped": why}`, one per output) with the
+        job, replacing any recorded before (an indexer that retried or ran twice records one set)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            for job, described in zip(jobs, captions, strict=True):
+                await conn.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (job.id,))
+                await conn.execute("DELETE FROM job_events WHERE job_id = %s AND kind = %s", (job.id, CAPTION_EVENT))
+                for index, record in enumerate(described):
+                    await conn.execute(
+                        "INSERT INTO job_events (job_id, attempt, kind, data) VALUES (%s, %s, %s, %s)",
+                        (job.id, job.attempts, CAPTION_EVENT, Jsonb({"image": index, **record})))
+
+    async def captions(self, job_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The captions recorded with a job, by image (`{"image": 0, "caption": …}` or `{"image": 0, "skipped": …}`)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT data FROM job_events WHERE job_id = %s AND kind = %s ORDER BY seq",
+                                     (job_id, CAPTION_EVENT))
+            rows = await cur.fetchall()
+        return sorted((dict(row["data"]) for row in rows), key=lambda data: int(data.get("image", 0)))
 
     async def seconds_until_retry(self, default: float) -> float:
         """Seconds until the next job waiting for a retry is due (`default` when none waits, at most `default`)."""

@@ -16,6 +16,11 @@ One bad job never stops the others, and nothing stops the indexer:
   with its reason after ATELIER_MEMORY_INDEX_ATTEMPTS failures; two failures in a row end a round and pause the
   next ones with the same back-off (the memory is likely down: it is not hammered), and jobs never tried go before
   retries, so one job that always fails delays nobody;
+- with a vision model (ATELIER_VISION_MODEL), each readable image is captioned (tools/vision.py); the caption joins
+  its record's search text and is kept with the job (`caption` events, tools/ledger/indexing.py). A caption that
+  cannot be made (the model missing or blind, Ollama down or slower than the timeout) never fails a job or its
+  indexing: the record and the job say why it was skipped, and after Ollama was down or slow no image is sent for
+  the same back-off;
 - a rating the memory does not take stays pending and is copied again after the same back-off;
 - `follow` logs any fault with its reason, waits (1 s doubling to 60 s) and starts again; between notifications it
   wakes when a retry is due, and every 30 s in case a notification was lost.
@@ -40,11 +45,12 @@ from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.indexing import MEMORY_INDEX, IndexBackoff, IndexBook
 from atelier.tools.ledger.models import Job
 from atelier.tools.ledger.store import JobLedger
-from atelier.tools.memory.images import caption_image, colour_layout, records_for_job
+from atelier.tools.memory.images import colour_layout, records_for_job
 from atelier.tools.memory.records import image_point_id
 from atelier.tools.memory.store import PIXEL_DIM, MemoryStore
 from atelier.tools.outputs.store import OutputStore
 from atelier.tools.settings import Settings
+from atelier.tools.vision import CaptionAttempt, caption_or_skip
 
 if TYPE_CHECKING:
     from atelier.tools.ledger.service import LedgerService
@@ -80,9 +86,10 @@ def fault_reason(exc: BaseException) -> str:
 
 @dataclass
 class _Prepared:
-    """What the memory stores of one job: a caption and a colour layout per output, and what could not be read."""
+    """What the memory stores of one job: a caption (or why none) and a colour layout per output, and what could
+    not be read."""
 
-    captions: list[str | None] = field(default_factory=list)
+    captions: list[CaptionAttempt] = field(default_factory=list)
     layouts: list[list[float]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -137,6 +144,9 @@ class MemoryIndexer:
         # After failures in a row (the memory is likely down), job rounds and rating copies wait.
         self._outage = _Pause(clock, self.backoff.first_seconds, self.backoff.max_seconds)
         self._ratings = _Pause(clock, self.backoff.first_seconds, self.backoff.max_seconds)
+        # After Ollama failed to caption (down, or slower than the timeout), images are not sent for a while.
+        self._vision = _Pause(clock, self.backoff.first_seconds, self.backoff.max_seconds)
+        self._vision_reason = ""
 
     @classmethod
     def for_service(cls, service: LedgerService, memory: MemoryStore) -> MemoryIndexer:
@@ -156,25 +166,37 @@ class MemoryIndexer:
                 reason = f"image {index}: {fault_reason(exc)}"
                 log.warning("job %s: %s; indexed without its pixels", job.id, reason)
                 prepared.problems.append(reason)
-                prepared.captions.append(None)
+                prepared.captions.append(CaptionAttempt(skipped=f"its pixels could not be read ({reason})"))
                 prepared.layouts.append(_NEUTRAL)
                 continue
-            prepared.captions.append(self._caption(job, data))
+            prepared.captions.append(self._caption(job, index, data))
             prepared.layouts.append(layout)
         return prepared
 
-    def _caption(self, job: Job, data: bytes) -> str | None:
-        """The vision model's caption of an image that decoded; None when there is none (the prompt stands in)."""
+    def _caption(self, job: Job, index: int, data: bytes) -> CaptionAttempt:
+        """The vision model's caption of an image that decoded, or why there is none (the prompt stands alone)."""
+        if self.settings.vision_model and self._vision.active():
+            return CaptionAttempt(skipped=f"not sent: {self._vision_reason}", unavailable=True)
         try:
-            return caption_image(self.settings, data)
-        except Exception as exc:  # a caption is optional
-            log.warning("job %s: no caption (%s); the prompt stands for the image", job.id, fault_reason(exc))
-            return None
+            attempt = caption_or_skip(data, self.settings)
+        except Exception as exc:  # a caption is optional: nothing about it may stop the job's indexing
+            attempt = CaptionAttempt(skipped=f"captioning failed: {fault_reason(exc)}")
+        if attempt.unavailable:
+            self._vision.failed()
+            self._vision_reason = attempt.skipped or ""
+        elif attempt.caption is not None:
+            self._vision.succeeded()
+        if attempt.caption is None and self.settings.vision_model:
+            log.warning("job %s image %d: no caption (%s); the prompt stands for the image", job.id, index,
+                        attempt.skipped)
+        return attempt
 
-    def _store(self, job: Job) -> tuple[int, str | None]:
-        """Prepare and store one job's images (blocking): how many were stored, and what could not be read."""
+    def _store(self, job: Job) -> tuple[int, str | None, list[CaptionAttempt]]:
+        """Prepare and store one job's images (blocking): how many were stored, what could not be read, and each
+        image's caption or why it has none."""
         prepared = self._prepare(job)
-        return self.memory.add_images(records_for_job(job, prepared.captions), prepared.layouts), prepared.note()
+        stored = self.memory.add_images(records_for_job(job, prepared.captions), prepared.layouts)
+        return stored, prepared.note(), prepared.captions
 
     async def _failed(self, job: Job, exc: Exception) -> None:
         """Record that the memory did not take a job: retried after the back-off, or skipped when out of attempts."""
@@ -207,10 +229,11 @@ class MemoryIndexer:
                 return total
             done: list[Job] = []
             notes: list[str | None] = []
+            captions: list[list[CaptionAttempt]] = []
             in_a_row = 0
             for job in jobs:
                 try:
-                    stored, note = await asyncio.to_thread(self._store, job)
+                    stored, note, described = await asyncio.to_thread(self._store, job)
                 except Exception as exc:  # any store fault: this job retries, the others go on
                     await self._failed(job, exc)
                     in_a_row += 1
@@ -221,8 +244,11 @@ class MemoryIndexer:
                 total += stored
                 done.append(job)
                 notes.append(note)
+                captions.append(described)
             if done:
                 self._outage.succeeded()
+                if self.settings.vision_model:  # without one, jobs are recorded as before
+                    await self.book.record_captions(done, [[a.record() for a in each] for each in captions])
                 await self.ledger.mark_indexed([j.id for j in done], notes)
             if in_a_row >= _IN_A_ROW:
                 self._outage.failed()

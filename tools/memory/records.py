@@ -86,7 +86,10 @@ class ImageRecord(BaseModel):
     rating: int | None = None
     thumb: int | None = None
     tags: list[str] = Field(default_factory=list)
-    caption: str | None = None
+    caption: str | None = Field(None, description="What the vision model (ATELIER_VISION_MODEL) saw in it.")
+    caption_model: str | None = Field(None, description="The vision model that wrote the caption.")
+    caption_skipped: str | None = Field(None, description="Why there is no caption (no vision model, or its "
+                                                          "failure), when none was made.")
     created_at: str
 
     @property
@@ -96,11 +99,11 @@ class ImageRecord(BaseModel):
 
     @property
     def text(self) -> str:
-        """What stands for the image in text search: its caption, else its prompt."""
-        return self.caption or self.prompt
+        """What stands for the image in text search: its prompt, and what the vision model saw when it looked."""
+        return f"{self.prompt}\n{self.caption}" if self.caption else self.prompt
 
     def payload(self) -> dict[str, Any]:
-        """LangChain's layout: page_content (caption or prompt) plus metadata."""
+        """LangChain's layout: page_content (prompt and caption) plus metadata."""
         return {"page_content": self.text, "metadata": self.model_dump(mode="json")}
 
     @classmethod

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from atelier.tools.errors import AtelierError
-from atelier.tools.memory.images import caption_image, colour_layout
+from atelier.tools.memory.images import colour_layout
 from atelier.tools.memory.records import DocumentHit, ImageHit, image_point_id
 from atelier.tools.memory.store import MemoryStore
 from atelier.tools.memory.style import StyleProfile, build_profile
 from atelier.tools.settings import Settings
+from atelier.tools.vision import VisionNotConfiguredError, caption_image
 
 if TYPE_CHECKING:
     from atelier.tools.ledger.service import LedgerService
@@ -143,11 +144,12 @@ def _similar(ctx: MemoryContext, args: SimilarImagesArgs) -> list[ImageHit]:
     if args.by == "look":
         layout = colour_layout(data, max_pixels=ctx.settings.max_image_pixels)
         return ctx.memory.similar_to_vector(layout, "pixels", args.owner, args.k)
-    caption = caption_image(ctx.settings, data)
-    if caption is None:
+    try:
+        caption = caption_image(data, ctx.settings)
+    except VisionNotConfiguredError:
         raise AtelierError("finding images by meaning from a file needs a caption: set ATELIER_VISION_MODEL to an "
-                           "Ollama vision model (e.g. llava), or search by look")
-    return ctx.memory.similar_to_vector(ctx.memory.embedder.embed([caption])[0], "text", args.owner, args.k)
+                           "Ollama vision model (e.g. llava), or search by look") from None
+    return ctx.memory.similar_to_vector(ctx.memory.embedder.embed([caption.text])[0], "text", args.owner, args.k)
 
 
 async def similar_images(ctx: MemoryContext, args: SimilarImagesArgs) -> list[ImageHit]:
