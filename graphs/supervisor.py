@@ -6,7 +6,7 @@ step, so agents can never ping-pong:
     retrieve    → retrieve                    (one LLM call over cited passages)
     cost        → cost                        (no LLM call: the catalog and live VRAM)
     generate    → design → approve → submit   (no LLM call)
-    illustrate  → answer → design → approve → submit
+    illustrate  → answer → design → approve → submit   (one LLM call: the answer and its picture's description)
     plan        → plan → design → approve → submit
 Only a request the rules find ambiguous costs one extra structured-output call to classify it.
 `approve` pauses with `interrupt()` when the estimate exceeds the settings' cost or GPU-time threshold;
@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from atelier.agents.cost_router import RouteChoice, choose_route
 from atelier.agents.design_check import planned_design
+from atelier.agents.illustrated_answer import answer_with_picture
 from atelier.agents.llm import LLMUnavailableError, Meter, call_llm, call_structured
 from atelier.agents.planner import Brief, plan_request
 from atelier.agents.prompts import ANSWER_SYSTEM, INTENT_SYSTEM
@@ -74,8 +75,10 @@ PIPELINES: dict[str, list[str]] = {
     "plan": ["plan", "design", "approve", "submit"],
 }
 log = logging.getLogger(__name__)
-_LEADING = re.compile(r"^\s*(please\s+)?(generate|render|draw|paint|sketch|make|create|give me|show me|illustrate|"
-                      r"visuali[sz]e)\s+(me\s+)?(an?\s+)?((image|picture|photo|illustration)\s+(of\s+)?)?", re.I)
+_LEADING = re.compile(r"^\s*(please\s+)?(generate|render|draw|paint|sketch|make|create|give me|show me|let me see|"
+                      r"illustrate|visuali[sz]e)\s+(me\s+)?(an?\s+)?((image|picture|photo|illustration)\s+(of\s+)?)?",
+                      re.I)
+_LOOKS_LIKE = re.compile(r"^what\s+(?:does\s+|do\s+|would\s+|might\s+)?(?P<subject>.+?)\s+looks?\s+like$", re.I)
 
 
 class RunOptions(BaseModel):
@@ -185,15 +188,20 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         return {"intent": intent, "routed_by": routed_by, "hops": [meter.hop()]}
 
     async def answer(state: SupervisorState) -> dict[str, Any]:
-        """Answer in words: one LLM call over the conversation."""
+        """Answer in words: one LLM call over the conversation. Illustrated, the same call describes the picture,
+        which becomes the design's brief (what the answer says, not the request's words)."""
         meter = Meter("answer")
-        system = ANSWER_SYSTEM + (" An image is being made for this answer." if state.get("intent") == "illustrate"
-                                  else "")
+        messages = state.get("messages", [])
         try:
-            reply = await call_llm(deps.chat_model(), [SystemMessage(system), *state.get("messages", [])], meter)
-        except LLMUnavailableError as exc:
+            if state.get("intent") != "illustrate":
+                reply = await call_llm(deps.chat_model(), [SystemMessage(ANSWER_SYSTEM), *messages], meter)
+                return _done(state, "answer", meter, messages=[reply])
+            request = _text(_last_human(state))
+            made = await answer_with_picture(deps.chat_model(), messages, _subject_of(request), meter)
+        except AtelierError as exc:
             return _failure(state, "answer", meter, exc)
-        return _done(state, "answer", meter, messages=[reply])
+        brief = Brief.of_picture(_purpose_of(request), made.picture)
+        return _done(state, "answer", meter, messages=[made.reply], briefs=[brief.model_dump()])
 
     async def retrieve(state: SupervisorState, config: RunnableConfig) -> dict[str, Any]:
         """Earlier images when the request asks for images (no LLM call); else an answer from the documents."""
@@ -362,8 +370,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
     return builder
 
 
-# The purposes a request can name (the designer's looks; "illustration" is the default, not a keyword).
-_PURPOSES = tuple(p for p in PURPOSE_LOOK if p != "illustration")
+# The purposes a request can name, as whole words (the designer's looks; "illustration" is the default).
+_PURPOSES = tuple((p, re.compile(rf"\b{p}\b", re.I)) for p in PURPOSE_LOOK if p != "illustration")
 _IMAGES = re.compile(r"\b(images?|pictures?|photos?)\b", re.I)
 _PICTURE = re.compile(r"\b(look like|looks like|what does|picture|scene|view of)\b", re.I)
 
@@ -417,12 +425,23 @@ def _wants_picture(text: str) -> bool:
     return bool(_PICTURE.search(text))
 
 
-def _brief_from(state: SupervisorState) -> Brief:
-    """A single brief from the request itself (generate / illustrate): the subject without the command words."""
-    text = _text(_last_human(state)).strip().rstrip("?.!")
+def _subject_of(text: str) -> str:
+    """What a request asks to see, without the command words: 'show me what a cafe looks like' → 'a cafe'."""
+    text = text.strip().rstrip("?.!")
     subject = _LEADING.sub("", text).strip() or text
-    purpose = next((p for p in _PURPOSES if p in text.lower()), "illustration")
-    return Brief(purpose=purpose, subject=subject)
+    looks = _LOOKS_LIKE.match(subject)
+    return looks.group("subject") if looks else subject
+
+
+def _purpose_of(text: str) -> str:
+    """The purpose a request names ('a hero image of …' → hero), else 'illustration'."""
+    return next((purpose for purpose, word in _PURPOSES if word.search(text)), "illustration")
+
+
+def _brief_from(state: SupervisorState) -> Brief:
+    """A single brief from the request itself (generate, or illustrate without the answer's picture): its subject."""
+    text = _text(_last_human(state))
+    return Brief(purpose=_purpose_of(text), subject=_subject_of(text))
 
 
 async def _library(deps: SupervisorDeps) -> tuple[WorkflowLibrary, list[ModelInventory]]:
