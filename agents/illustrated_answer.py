@@ -48,7 +48,7 @@ __all__ = ["PICTURE_KEY", "BlockSplitter", "IllustratedAnswer", "PictureSplittin
 log = logging.getLogger(__name__)
 
 PICTURE_KEY = "picture_block"
-FALLBACK_CHARS = 200  # the most of the answer a fallback picture description takes
+FALLBACK_SENTENCES, FALLBACK_CHARS = 2, 200  # the most of the answer a fallback picture description takes
 # "[picture]" / "<picture>" anywhere; "Picture:" or "**Picture description**" alone on a line; "[/picture]".
 _OPEN = re.compile(r"[\[<]\s*picture\b[^\]>\n]*[\]>]?", re.I)
 _BARE_OPEN = re.compile(r"^[\s*_#>`-]*picture(\s+description)?[\s*_]*:?[\s*_]*$", re.I)
@@ -59,6 +59,7 @@ _FIELD = {"subject": "subject", "setting": "setting", "scene": "setting", "place
           "location": "setting", "background": "setting", "mood": "mood", "atmosphere": "mood",
           "lighting": "mood", "light": "mood"}
 _OPEN_PREFIXES = ("[picture", "<picture")
+_MARKUP = " \t*_#>`-"  # markdown a small model may wrap the tag or the labels in
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _QUIET: RunnableConfig = {"tags": [TAG_NOSTREAM]}  # the wrapped model's own tokens (with the block) never stream
 
@@ -69,8 +70,10 @@ class BlockSplitter:
     def __init__(self) -> None:
         """Nothing seen yet."""
         self._pending = ""  # visible text not yet released (it may open a block)
+        self._at_line_start = True  # whether the pending text starts a line (all shown so far ends one)
         self._inside = False
         self._closed = False
+        self._closing_markup = True  # right after the closing tag: markup that wraps it is dropped
         self.block: str | None = None  # the block's text (without its delimiters) once one opened
 
     def feed(self, text: str) -> str:
@@ -78,17 +81,23 @@ class BlockSplitter:
         if self._inside:
             return self._into_block(text)
         if self._closed:
-            return text
+            return self._after_block(text)
         self._pending += text
         start = self._opening()
         if start is None:
             keep = self._held()
             shown, self._pending = self._pending[:len(self._pending) - keep], self._pending[len(self._pending) - keep:]
+            if shown:
+                self._at_line_start = shown.endswith("\n")
             return shown
         shown, rest = self._pending[:start], self._pending[start:]
         self._pending, self._inside, self.block = "", True, ""
         first, _, after = rest.partition("\n")
-        return shown + self._into_block(after if _BARE_OPEN.match(first) else _OPEN.sub("", rest, count=1))
+        if _BARE_OPEN.match(first):
+            rest = after
+        else:
+            rest = _OPEN.sub("", rest, count=1)
+        return shown + self._into_block(rest)
 
     def finish(self) -> str:
         """The end of the reply: the text still held back (when it opened no block)."""
@@ -104,17 +113,28 @@ class BlockSplitter:
             return ""
         self.block, rest = self.block[:end.start()], self.block[end.end():]
         self._inside, self._closed = False, True
-        return rest
+        return self._after_block(rest)
+
+    def _after_block(self, text: str) -> str:
+        """Text after the closing tag, without the markup that closed it ('[/picture]**')."""
+        if self._closing_markup:
+            shown = text.lstrip("*_`")
+            self._closing_markup = not shown
+            return shown
+        return text
 
     def _opening(self) -> int | None:
         """Where a block opens in the pending text: a finished '[picture]' tag anywhere, or a 'Picture:' line."""
         found = []
         tag = _OPEN.search(self._pending)
         if tag is not None and (tag.group(0).endswith(("]", ">")) or tag.end() < len(self._pending)):
-            found.append(tag.start())
+            line_start = self._pending.rfind("\n", 0, tag.start()) + 1
+            whole_line = line_start > 0 or self._at_line_start
+            before = self._pending[line_start:tag.start()]
+            found.append(line_start if whole_line and not before.strip(_MARKUP) else tag.start())  # '**[picture]'
         offset = 0
-        for line in self._pending.split("\n")[:-1]:  # finished lines only
-            if _BARE_OPEN.match(line):
+        for number, line in enumerate(self._pending.split("\n")[:-1]):  # finished lines only
+            if (number > 0 or self._at_line_start) and _BARE_OPEN.match(line):
                 found.append(offset)
                 break
             offset += len(line) + 1
@@ -124,8 +144,9 @@ class BlockSplitter:
         """How many trailing characters to hold back: an unfinished line that may become 'Picture:', or what may
         become a '[picture' tag."""
         line = self._pending.rsplit("\n", 1)[-1]
-        bare = line.lstrip(" \t*_#>`-").lower()
-        if not bare or "picture description".startswith(bare) or bare.startswith("picture"):
+        bare = line.lstrip(_MARKUP + "[<").lower()
+        whole_line = self._at_line_start or "\n" in self._pending
+        if whole_line and (not bare or "picture description".startswith(bare) or bare.startswith("picture")):
             return len(line)
         for size in range(min(len(self._pending), 24), 0, -1):
             tail = self._pending[-size:].lower().replace(" ", "")
@@ -179,7 +200,7 @@ def _trailing_labels(answer: str) -> tuple[str, PictureBrief | None]:
 def _tidy(answer: str) -> str:
     """The answer without what the block left behind: trailing fences, rules and blank lines."""
     lines = answer.rstrip().split("\n")
-    while lines and lines[-1].strip() in ("```", "---", "***", ""):
+    while lines and not lines[-1].strip(_MARKUP):
         lines.pop()
     return re.sub(r"(?<=\S) {2,}(?=\S)", " ", "\n".join(lines)).strip()
 
@@ -188,7 +209,7 @@ def fallback_picture(answer: str, subject: str) -> PictureBrief:
     """A picture described from what the person asked to see and the answer's first sentences (AtelierError when
     both are empty)."""
     opening = ""
-    for sentence in _SENTENCE_END.split(" ".join(answer.split())):
+    for sentence in _SENTENCE_END.split(" ".join(answer.split()))[:FALLBACK_SENTENCES]:
         if opening and len(opening) + len(sentence) >= FALLBACK_CHARS:
             break
         opening = f"{opening} {sentence}".strip()
@@ -210,8 +231,10 @@ class PictureSplittingModel(BaseChatModel):
 
     @classmethod
     def around(cls, llm: BaseChatModel) -> PictureSplittingModel:
-        """`llm` wrapped (its model name and URL kept for the error messages of agents/llm.py)."""
-        return cls(inner=llm, model=getattr(llm, "model", None), base_url=getattr(llm, "base_url", None))
+        """`llm` wrapped: it streams when `llm` does, and keeps its model name and URL for agents/llm.py's errors."""
+        streams = type(llm)._astream is not BaseChatModel._astream or type(llm)._stream is not BaseChatModel._stream
+        return cls(inner=llm, model=getattr(llm, "model", None), base_url=getattr(llm, "base_url", None),
+                   disable_streaming=llm.disable_streaming if streams else True)
 
     @property
     def _llm_type(self) -> str:
@@ -271,12 +294,16 @@ async def answer_with_picture(llm: BaseChatModel, messages: Sequence[BaseMessage
     reply = await call_llm(PictureSplittingModel.around(llm), [SystemMessage(ILLUSTRATED_ANSWER_SYSTEM), *messages],
                            meter)
     block = reply.additional_kwargs.get(PICTURE_KEY)
-    answer, picture = (_tidy(_text(reply)), parse_block(block)) if isinstance(block, str) else split_picture(
-        _text(reply))
+    if isinstance(block, str):
+        answer, picture = _tidy(_text(reply)), parse_block(block)
+    else:  # no tag: labelled lines at its end, or no description at all
+        answer, picture = split_picture(_text(reply))
     described = picture is not None
     if picture is None:
         log.info("the answer described no picture; describing it from the answer and the request")
         picture = fallback_picture(answer, subject)
+    if not answer:  # the model wrote only the description
+        answer = f"Here is a picture of {picture.subject}."
     kept = {key: value for key, value in reply.additional_kwargs.items() if key != PICTURE_KEY}
     shown = reply.model_copy(update={"content": answer, "additional_kwargs": kept})
     return IllustratedAnswer(reply=shown, picture=picture, described=described)

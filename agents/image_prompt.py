@@ -46,6 +46,7 @@ PRODUCT_LOOKS: dict[str, tuple[str, str]] = {
 }
 _PREPOSITIONS = ("in", "on", "at", "under", "near", "by", "beside", "among", "inside", "over", "above", "below",
                  "against", "through", "across", "along", "behind", "within", "around", "into", "from")
+_NEUTRAL = ("in", "on", "at", "inside", "within")  # a tag drops these ("in shallow water" → "shallow water")
 _WEIGHTED = re.compile(r"\([^()]*:\s*\d+(\.\d+)?\s*\)")
 _ARTICLE = re.compile(r"^(a|an|the)\s+", re.I)
 
@@ -127,13 +128,13 @@ def _escaped(text: str) -> str:
 
 
 def _tags(picture: PictureBrief, look: str, liked: Sequence[str]) -> str:
-    """The tag prompt: the weighted subject (no leading article), the setting (no leading preposition), the mood
+    """The tag prompt: the weighted subject (no leading article), the setting (without a leading 'in', 'on' or 'at'), the mood
     and light split into tags, the look, the liked style."""
     subject = _ARTICLE.sub("", picture.subject.strip().rstrip(" .;,")) or picture.subject.strip()
     subject = subject if _WEIGHTED.search(subject) else f"({_escaped(subject)}:{SUBJECT_WEIGHT})"
     setting = picture.setting.strip().rstrip(" .;,")
     first, _, rest = setting.partition(" ")
-    if first.lower() in _PREPOSITIONS and rest:
+    if first.lower() in _NEUTRAL and rest:
         setting = rest
     tags = [subject, _escaped(setting), *(_escaped(t) for t in re.split(r"[,;]|\band\b", picture.mood)), look,
             *liked]

@@ -76,8 +76,8 @@ PIPELINES: dict[str, list[str]] = {
 }
 log = logging.getLogger(__name__)
 _LEADING = re.compile(r"^\s*(please\s+)?(generate|render|draw|paint|sketch|make|create|give me|show me|let me see|"
-                      r"illustrate|visuali[sz]e)\s+(me\s+)?(an?\s+)?((image|picture|photo|illustration)\s+(of\s+)?)?",
-                      re.I)
+                      r"illustrate|visuali[sz]e)\s+(me\s+)?(an?\s+)?((hero|lifestyle|detail|thumbnail|product)\s+)?"
+                      r"((image|picture|photo|shot|illustration)\s+(of\s+)?)?", re.I)
 _LOOKS_LIKE = re.compile(r"^what\s+(?:does\s+|do\s+|would\s+|might\s+)?(?P<subject>.+?)\s+looks?\s+like$", re.I)
 
 
