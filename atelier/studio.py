@@ -22,6 +22,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
+from atelier.agents.image_options import ImageOptions
 from atelier.graphs.checkpoint import postgres_checkpointer
 from atelier.graphs.deps import SupervisorDeps
 from atelier.graphs.owner import OWNER_KEY
@@ -33,6 +34,7 @@ from atelier.tools.ledger.events import JobEvent
 from atelier.tools.ledger.models import Job
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.memory.backends import open_memory_or_reason
+from atelier.tools.memory.records import EarlierImage
 from atelier.tools.memory.store import MemoryStore
 from atelier.tools.settings import Settings
 from atelier.tools.toolkit import AskArgs, AskResult, ToolContext
@@ -41,6 +43,7 @@ __all__ = [
     "Approval",
     "ChatOptions",
     "ChatServices",
+    "EarlierImages",
     "HistoryItem",
     "ImagesQueued",
     "JobProgress",
@@ -106,6 +109,15 @@ class Approval:
 
 
 @dataclass(frozen=True)
+class EarlierImages:
+    """The turn found these earlier images (best first) and is making `variations` new ones beside them."""
+
+    query: str
+    earlier: list[EarlierImage]
+    variations: int
+
+
+@dataclass(frozen=True)
 class ImagesQueued:
     """The turn queued these jobs (in order)."""
 
@@ -119,7 +131,7 @@ class JobProgress:
     event: JobEvent
 
 
-TurnEvent = Token | Reply | Approval | ImagesQueued | JobProgress
+TurnEvent = Token | Reply | Approval | EarlierImages | ImagesQueued | JobProgress
 Graph = CompiledStateGraph[SupervisorState, Any, SupervisorState, SupervisorState]
 
 
@@ -232,6 +244,9 @@ async def run_turn(services: ChatServices, thread_id: str, owner: str, *, messag
             for reply in update.get("messages", []):
                 if isinstance(reply, AIMessage):
                     yield Reply(node, _text(reply))
+            if update.get("options"):
+                found = ImageOptions.model_validate(update["options"])
+                yield EarlierImages(found.query, found.earlier, found.variations)
             job_ids.extend(update.get("jobs") or [])
     if not job_ids:
         return
@@ -291,6 +306,7 @@ async def ask_supervisor(services: ChatServices, args: AskArgs, owner: str) -> A
         raise AtelierError(f"no conversation {args.thread_id!r} of yours; leave thread_id empty to start one")
     replies: list[str] = []
     jobs: list[str] = []
+    earlier: list[EarlierImage] = []
     pending: Approval | None = None
     resume = {"action": args.decision} if args.decision else None
     turn = run_turn(services, thread, owner, message=None if resume else args.message, resume=resume,
@@ -300,11 +316,14 @@ async def ask_supervisor(services: ChatServices, args: AskArgs, owner: str) -> A
             replies.append(event.text)
         elif isinstance(event, ImagesQueued):
             jobs.extend(str(job.id) for job in event.jobs)
+        elif isinstance(event, EarlierImages):
+            earlier = event.earlier
         elif isinstance(event, Approval):
             pending = event
     if pending is not None:
         replies.append(f"{pending.question} {pending.estimate.get('images', len(pending.images))} image(s), "
                        f"~{float(pending.estimate.get('seconds', 0)):g} s of GPU, cost "
                        f"{float(pending.estimate.get('cost', 0)):.4f}. Call again with decision approve or reject.")
-    return AskResult(thread_id=thread, reply="\n\n".join(replies), jobs=jobs, needs_approval=pending is not None,
+    return AskResult(thread_id=thread, reply="\n\n".join(replies), jobs=jobs, earlier=earlier,
+                     needs_approval=pending is not None,
                      approval=None if pending is None else {"estimate": pending.estimate, "images": pending.images})

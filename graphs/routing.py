@@ -31,7 +31,15 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
     "retrieve": [
         (re.compile(r"\b(according to|in (our|the) (docs|documents|guide|notes|manual))\b"), 3),
         (re.compile(r"\b(brand guide|style guide|our docs|knowledge base|ingested)\b"), 2),
-        (re.compile(r"\b(find|search|look up)\b.{0,30}\b(images?|pictures?|documents?|notes?|earlier)\b"), 2),
+        (re.compile(r"\b(find|search|look up)\b.{0,30}\b(documents?|notes?)\b"), 2),
+    ],
+    "images": [
+        (re.compile(r"\b(find|search|look up|show me)\b.{0,30}\b(earlier|previous|my|similar|options)\b.{0,30}"
+                    r"\b(images?|pictures?|photos?|designs?|logos?)\b"), 3),
+        (re.compile(r"\b(designs?|images?|options|pictures?) (similar to|like my)\b"), 3),
+    ],
+    "edit": [
+        (re.compile(r"\b(edit|retouch)\b.{0,30}\b(image|picture|photo)\b"), 3),
     ],
     "cost": [
         (re.compile(r"\b(how much|cost|price|budget|how long|vram|gpu time|which workflow)\b"), 2),

@@ -28,9 +28,11 @@ class SupervisorState(TypedDict, total=False):
     intent: Intent
     routed_by: Literal["rules", "llm", "fixed"]
     briefs: list[dict[str, Any]]
+    options: dict[str, Any]
     estimate: dict[str, Any]
     decision: dict[str, Any]
     jobs: list[str]
+    previous_jobs: list[str]
     trail: list[str]
     hops: Annotated[list[Hop], operator.add]
     stopped: str

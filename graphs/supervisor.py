@@ -7,6 +7,8 @@ step, so agents can never ping-pong:
     cost        → cost                        (no LLM call: the catalog and live VRAM)
     generate    → design → approve → submit   (no LLM call)
     illustrate  → answer → design → approve → submit   (one LLM call: the answer and its picture's description)
+    images      → options → design → approve → submit  (no LLM call: earlier images beside new variations)
+    edit        → edit → approve → submit     (no LLM call: the named or last image on an img2img/edit workflow)
     plan        → plan → design → approve → submit
 Only a request the rules find ambiguous costs one extra structured-output call to classify it.
 `approve` pauses with `interrupt()` when the estimate exceeds the settings' cost or GPU-time threshold;
@@ -40,6 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from atelier.agents.cost_router import RouteChoice, choose_route
 from atelier.agents.design_check import planned_design
 from atelier.agents.illustrated_answer import answer_with_picture
+from atelier.agents.image_edit import edit_design, edit_instruction, image_to_edit
+from atelier.agents.image_options import ImageOptions, find_earlier, options_subject, options_text, variation_briefs
 from atelier.agents.llm import LLMUnavailableError, Meter, call_llm, call_structured
 from atelier.agents.planner import Brief, plan_request
 from atelier.agents.prompts import ANSWER_SYSTEM, INTENT_SYSTEM
@@ -55,6 +59,7 @@ from atelier.tools.comfyui.model_inventory import ModelInventory, folders_of
 from atelier.tools.comfyui.templates import WorkflowTemplate
 from atelier.tools.conversations import chat_job_key
 from atelier.tools.errors import AtelierError
+from atelier.tools.inputs import INPUT_NAME_PATTERN
 from atelier.tools.memory.store import MemoryStore
 from atelier.tools.memory.style import StyleProfile, build_profile
 from atelier.tools.prompts.models import ChosenPrompt
@@ -68,13 +73,15 @@ __all__ = ["PIPELINES", "IntentChoice", "build_supervisor", "graph"]
 PIPELINES: dict[str, list[str]] = {
     "answer": ["answer"],
     "retrieve": ["retrieve"],
-    "images": ["retrieve"],
+    "images": ["options", "design", "approve", "submit"],
     "cost": ["cost"],
+    "edit": ["edit", "approve", "submit"],
     "generate": ["design", "approve", "submit"],
     "illustrate": ["answer", "design", "approve", "submit"],
     "plan": ["plan", "design", "approve", "submit"],
 }
 log = logging.getLogger(__name__)
+_COUNTS = frozenset({"similar", "variations"})  # run options where 0 means none (not "the default")
 _LEADING = re.compile(r"^\s*(please\s+)?(generate|render|draw|paint|sketch|make|create|give me|show me|let me see|"
                       r"illustrate|visuali[sz]e)\s+(me\s+)?(an?\s+)?((hero|lifestyle|detail|thumbnail|product)\s+)?"
                       r"((image|picture|photo|shot|illustration)\s+(of\s+)?)?", re.I)
@@ -89,17 +96,21 @@ class RunOptions(BaseModel):
     workflow: str | None = None
     quality: Literal["fast", "medium", "high", "ultra"] | None = None
     target_seconds: float | None = Field(None, gt=0, le=86400)
+    similar: int | None = Field(None, ge=0, le=50)
+    variations: int | None = Field(None, ge=0, le=16)
+    input_image: str | None = Field(None, pattern=INPUT_NAME_PATTERN)
 
     @classmethod
     def of(cls, config: RunnableConfig) -> RunOptions:
         """The options of a run (AtelierError naming the bad one)."""
-        values = {key: value or None for key, value in (config.get("configurable") or {}).items()
-                  if key in cls.model_fields}
+        values = {key: value if key in _COUNTS else value or None
+                  for key, value in (config.get("configurable") or {}).items() if key in cls.model_fields}
         try:
             options = cls.model_validate(values)
         except ValidationError as exc:
             raise AtelierError(f"a run option is not valid ({_first_problem(exc)}): workflow is a catalog name, "
-                               "quality one of fast/medium/high/ultra, target_seconds a number of seconds") from None
+                               "quality one of fast/medium/high/ultra, target_seconds a number of seconds, similar "
+                               "0–50 earlier images, variations 0–16 new ones") from None
         require_workflow_name(options.workflow)
         return options
 
@@ -141,9 +152,12 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
     settings = deps.settings
 
     async def begin(state: SupervisorState, config: RunnableConfig) -> dict[str, Any]:
-        """A new turn: forget the previous turn's routing and designs; record who acts (the caller)."""
-        return {"intent": fixed_intent, "routed_by": "fixed" if fixed_intent else None, "trail": [], "briefs": [],
-                "estimate": {}, "decision": {}, "jobs": [], "stopped": None, "owner": acting_owner(config)}
+        """A new turn: forget the previous turn's routing and designs (keeping its images for an edit); record who
+        acts (the caller)."""
+        return {"previous_jobs": _job_ids(state.get("jobs")) or _job_ids(state.get("previous_jobs")),
+                "intent": fixed_intent, "routed_by": "fixed" if fixed_intent else None, "trail": [], "briefs": [],
+                "options": {}, "estimate": {}, "decision": {}, "jobs": [], "stopped": None,
+                "owner": acting_owner(config)}
 
     def supervise(state: SupervisorState) -> str:
         """The next agent for this turn's intent, or the end; stops loops and over-long turns."""
@@ -204,25 +218,41 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         return _done(state, "answer", meter, messages=[made.reply], briefs=[brief.model_dump()])
 
     async def retrieve(state: SupervisorState, config: RunnableConfig) -> dict[str, Any]:
-        """Earlier images when the request asks for images (no LLM call); else an answer from the documents."""
+        """An answer from the person's documents, with citations (one LLM call; earlier images are `images`)."""
         meter = Meter("retrieve")
         text = _text(_last_human(state))
         owner = acting_owner(config)
         memory = await deps.get_memory()
-        if _IMAGES.search(text) and memory is not None:
-            hits = await asyncio.to_thread(memory.search_images, text, owner, 5)
-            if not hits:
-                reply = AIMessage("I found no earlier image like that; ask me to generate one.")
-            else:
-                lines = [f"- {h.image.prompt} ({h.score:.2f}, job {h.image.job_id[:8]}): {h.image.uri}" for h in hits]
-                reply = AIMessage("Earlier images you could reuse:\n" + "\n".join(lines))
-            return _done(state, "retrieve", meter, messages=[reply])
         try:
             reply, _hits = await answer_from_documents(deps.chat_model(), memory, text, owner, meter,
                                                        unavailable=deps.memory_problem)
         except LLMUnavailableError as exc:
             return _failure(state, "retrieve", meter, exc)
         return _done(state, "retrieve", meter, messages=[reply])
+
+    async def find_options(state: SupervisorState, config: RunnableConfig) -> dict[str, Any]:
+        """The earlier images most like the request and briefs for new variations of it (no LLM call).
+
+        `configurable` `similar` and `variations` override ATELIER_OPTIONS_SIMILAR / ATELIER_OPTIONS_VARIATIONS.
+        """
+        meter = Meter("options")
+        try:
+            run = RunOptions.of(config)
+        except AtelierError as exc:
+            return _failure(state, "options", meter, exc)
+        similar = settings.options_similar if run.similar is None else run.similar
+        count = min(settings.options_variations if run.variations is None else run.variations,
+                    settings.max_images_per_request)
+        subject = options_subject(_text(_last_human(state)))
+        memory = await deps.get_memory()
+        found = ImageOptions(query=subject, earlier=await find_earlier(memory, subject, acting_owner(config), similar),
+                             variations=count)
+        reply = AIMessage(options_text(found, None if memory is not None else deps.memory_problem))
+        update: dict[str, Any] = {"messages": [reply], "options": found.model_dump(mode="json"),
+                                  "briefs": [b.model_dump() for b in variation_briefs(subject, found.earlier, count)]}
+        if count == 0:
+            update["stopped"] = "no new variations asked for"
+        return _done(state, "options", meter, **update)
 
     async def cost(state: SupervisorState) -> dict[str, Any]:
         """Which workflow, how long and how much: the models config's rules, the catalog, live VRAM and the servers'
@@ -243,6 +273,32 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
                  f"time and {route.cost * count:.4f} in cost.{_others(route)}")
         return _done(state, "cost", meter, messages=[AIMessage(reply)],
                      estimate={"images": count, "seconds": route.seconds * count, "cost": route.cost * count})
+
+    async def edit(state: SupervisorState, config: RunnableConfig) -> dict[str, Any]:
+        """An edit of the image the run names (`configurable.input_image`) or the previous turn made: one img2img or
+        edit job, routed, fitted and checked (no LLM call)."""
+        meter = Meter("edit")
+        owner = acting_owner(config)
+        thread = str((config.get("configurable") or {}).get("thread_id", "no-thread"))
+        try:
+            run = RunOptions.of(config)
+            source, where = await image_to_edit(await deps.get_ledger(), settings, owner=owner, named=run.input_image,
+                                                previous_jobs=_job_ids(state.get("previous_jobs")))
+            library, inventories = await _library(deps)
+            route = await asyncio.to_thread(
+                choose_route, None, vram_free_gb=await deps.vram_free_gb(), workflow=run.workflow,
+                quality=run.quality, target_seconds=run.target_seconds, measured=await _measured(deps),
+                library=library, inventories=inventories, task="img2img")
+            template = await asyncio.to_thread(resolve_effective, route.workflow, settings)
+            design = await asyncio.to_thread(edit_design, edit_instruction(_text(_last_human(state))), source, route,
+                                             template, settings, owner=owner,
+                                             key=chat_job_key(thread, _last_human(state).id or "turn", 0))
+        except AtelierError as exc:
+            return _failure(state, "edit", meter, exc)
+        reply = AIMessage(f"Editing {where} with {route.workflow}: “{design.params.prompt}”"
+                          + _fitted_text(design.fitted))
+        return _done(state, "edit", meter, messages=[reply], briefs=[design.model_dump(mode="json")],
+                     estimate={"images": 1, "seconds": route.seconds, "cost": route.cost})
 
     async def plan(state: SupervisorState) -> dict[str, Any]:
         """The planner's briefs (one structured LLM call)."""
@@ -357,12 +413,14 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         return _done(state, "submit", meter, messages=[AIMessage(text)], jobs=jobs, owner=owner)
 
     builder: StateGraph[SupervisorState] = StateGraph(SupervisorState)
-    for name, node in (("begin", begin), ("classify", classify_node), ("answer", answer), ("retrieve", retrieve),
-                       ("cost", cost), ("plan", plan), ("design", design), ("approve", approve),
-                       ("submit", submit), ("halt", halt)):
+    nodes = (("begin", begin), ("classify", classify_node), ("answer", answer), ("retrieve", retrieve), ("cost", cost),
+             ("options", find_options), ("edit", edit), ("plan", plan), ("design", design), ("approve", approve),
+             ("submit", submit), ("halt", halt))
+    for name, node in nodes:
         builder.add_node(name, node)
     builder.add_edge(START, "begin")
-    targets = ["classify", "answer", "retrieve", "cost", "plan", "design", "approve", "submit", "halt", END]
+    targets = ["classify", "answer", "retrieve", "cost", "options", "edit", "plan", "design", "approve", "submit",
+               "halt", END]
     builder.add_conditional_edges("begin", supervise, targets)
     for name in targets[:-2]:
         builder.add_conditional_edges(name, supervise, targets)
@@ -372,7 +430,6 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
 
 # The purposes a request can name, as whole words (the designer's looks; "illustration" is the default).
 _PURPOSES = tuple((p, re.compile(rf"\b{p}\b", re.I)) for p in PURPOSE_LOOK if p != "illustration")
-_IMAGES = re.compile(r"\b(images?|pictures?|photos?)\b", re.I)
 _PICTURE = re.compile(r"\b(look like|looks like|what does|picture|scene|view of)\b", re.I)
 
 
@@ -413,6 +470,13 @@ def _checked_designs(raw: Any, limit: int) -> list[Design]:
     for design in designs:
         require_workflow_name(design.route.workflow)
     return designs
+
+
+def _job_ids(raw: Any, limit: int = 16) -> list[str]:
+    """Job ids kept in the state (it is not trusted: anything but a list of short strings is dropped)."""
+    if not isinstance(raw, list):
+        return []
+    return [item for item in raw if isinstance(item, str) and len(item) <= 64][:limit]
 
 
 def _fitted_text(notes: list[str]) -> str:

@@ -24,7 +24,8 @@ message fit for a person: the problem and the fix. Each family lives beside the 
 - GPU hot-swap (tools/gpu/ollama_models.py): OllamaAdminError → OllamaUnreachableError, OllamaHTTPError;
 - Ollama: LLMUnavailableError (tools/service_errors.py, which explains every client's failures the same way);
 - agents and graphs: AdminOnlyError (graphs/owner.py), GenerateRefusedError
-  (graphs/generate.py) — both are ValueErrors too, so the LangGraph server shows their messages;
+  (graphs/generate.py) — both are ValueErrors too, so the LangGraph server shows their messages; NoImageToEditError
+  (agents/image_edit.py: an edit with no image named or made in the conversation);
 - front ends: LoopBridgeError → LoopBlockedError, LoopStoppedError (atelier/adapters/bridge.py, CrewAI and AutoGen
   calling tools on the studio's loop).
 """

@@ -218,6 +218,14 @@ class Settings(BaseSettings):
         16, ge=1, le=1000, validation_alias="ATELIER_MAX_IMAGES_PER_REQUEST",
         description="Most images one agent turn (a plan, a showcase) may queue.",
     )
+    options_similar: int = Field(
+        10, ge=0, le=50, validation_alias="ATELIER_OPTIONS_SIMILAR",
+        description="A request for options shows this many of the most similar earlier images (integration-ideas §5).",
+    )
+    options_variations: int = Field(
+        3, ge=0, le=16, validation_alias="ATELIER_OPTIONS_VARIATIONS",
+        description="…beside this many new variations made in the same turn (at most ATELIER_MAX_IMAGES_PER_REQUEST).",
+    )
     job_time_factor: float = Field(
         10.0, ge=1, validation_alias="ATELIER_JOB_TIME_FACTOR",
         description="A job running this many times longer than its estimate is interrupted and failed.",

@@ -23,7 +23,7 @@ from atelier.tools.ledger.events import JobEvent
 from atelier.tools.ledger.models import Job, JobRequest
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.ledger.store import JobNotFoundError
-from atelier.tools.memory.records import DocumentHit, ImageHit
+from atelier.tools.memory.records import DocumentHit, EarlierImage, ImageHit
 from atelier.tools.memory.store import MemoryStore
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import Settings
@@ -203,6 +203,9 @@ class AskResult(BaseModel):
     thread_id: str
     reply: str
     jobs: list[str] = Field(default_factory=list)
+    earlier: list[EarlierImage] = Field(
+        default_factory=list, description="For a request for options: the most similar earlier images, best first "
+                                          "(the new variations are `jobs`).")
     needs_approval: bool = False
     approval: dict[str, Any] | None = None
 

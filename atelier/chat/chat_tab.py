@@ -16,10 +16,10 @@ from typing import Any
 import gradio as gr
 
 from atelier.agents.cost_router import QUALITIES
-from atelier.chat.files import drop_previews, image_file, preview_file
+from atelier.chat.files import drop_previews, image_file, options_grid, preview_file
 from atelier.chat.render import approval_text, image_message, status_line
 from atelier.chat.runtime import ChatRuntime, Load
-from atelier.studio import Approval, ChatOptions, ImagesQueued, Reply, Token, run_turn, thread_history
+from atelier.studio import Approval, ChatOptions, EarlierImages, ImagesQueued, Reply, Token, run_turn, thread_history
 from atelier.tools.catalog import list_templates, task_of
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.events import JobEvent
@@ -120,6 +120,7 @@ class ChatActions:
         hidden = gr.update(visible=False)
         streaming: dict[str, int] = {}
         queued: list[Job] = []
+        found: tuple[EarlierImages, int] | None = None  # a request for options: its grid and where it is shown
         async for event in _refusals_shown(run_turn(services, thread, owner, message=message, resume=resume,
                                                     options=options, follow_jobs=False)):
             if isinstance(event, Token):
@@ -135,6 +136,10 @@ class ChatActions:
             elif isinstance(event, Approval):
                 yield history, jobs_map, gr.update(visible=True), approval_text(event)
                 return
+            elif isinstance(event, EarlierImages):
+                grid = await options_grid(self.runtime, event.earlier, [], pending=event.variations)
+                history.append(image_message(_grid_caption(event), grid))
+                found = (event, len(history) - 1)
             elif isinstance(event, ImagesQueued):
                 queued = event.jobs
                 continue
@@ -143,6 +148,12 @@ class ChatActions:
             async for drawn, mapped in self.follow(history, jobs_map, queued,
                                                    services.ledger.events.follow([j.id for j in queued])):
                 yield drawn, mapped, hidden, ""
+            if found is not None:  # the grid again, with the variations as they ended
+                event, index = found
+                now = [await services.ledger.get(job.id) for job in queued]
+                grid = await options_grid(self.runtime, event.earlier, now)
+                history[index] = image_message(_grid_caption(event), grid)
+                yield history, jobs_map, hidden, ""
         else:
             yield history, jobs_map, hidden, ""
 
@@ -235,6 +246,12 @@ class ChatActions:
         said = f"★{stars_now}" if stars_now else ""
         said += (" thumbs up" if thumb_now == 1 else " thumbs down" if thumb_now == -1 else "")
         return f"Rated job {job_id[:8]}: {said.strip()} — the style memory learns from it."
+
+
+def _grid_caption(found: EarlierImages) -> str:
+    """The line above the options grid."""
+    return (f"{len(found.earlier)} earlier image(s) like “{found.query}” (grey) beside {found.variations} new "
+            "variation(s) (green)")
 
 
 def chat_tab(runtime: ChatRuntime) -> list[Load]:

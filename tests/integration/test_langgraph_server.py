@@ -81,6 +81,15 @@ def test_the_server_runs_the_supervisor_and_keeps_threads_in_postgres(server: st
     assert first["type"] == "status" and first["status"] == "queued"
     assert checkpoints is not None and checkpoints[0] > 0, "the thread lives in our PostgreSQL"
 
+    # A request for options is one result in the run's state: the earlier images (this server's PostgreSQL has no
+    # pgvector, which the reply says) and the new variations' jobs, as many as the run's config asks for.
+    options: Any = {"messages": [{"role": "user", "content": "show me options similar to my red fox"}]}
+    found = client.runs.wait(thread["thread_id"], "supervisor", input=options,
+                             config={"configurable": {"variations": 2, "similar": 5}})
+    assert isinstance(found, dict) and found["intent"] == "images" and len(found["jobs"]) == 2
+    assert found["options"] == {"query": "my red fox", "earlier": [], "variations": 2}
+    assert "cannot search your earlier images right now" in found["messages"][-2]["content"]
+
 
 def test_the_server_runs_the_generate_graph_against_comfyui(server: str) -> None:
     from langgraph_sdk import get_sync_client

@@ -383,34 +383,6 @@ async def test_a_budget_in_a_cost_question_picks_a_cheaper_workflow(settings: Se
     assert "txt2img-turbo" in reply and "within a budget" in reply and llm.calls == []
 
 
-async def test_asking_for_earlier_images_lists_reusable_ones_without_an_llm_call(settings: Settings) -> None:
-    from atelier.tools.memory.backends import open_memory
-    from atelier.tools.memory.records import ImageRecord
-    from atelier.tools.memory.store import PIXEL_DIM
-
-    memory = open_memory(settings)
-    try:
-        flat = [1.0 / PIXEL_DIM**0.5] * PIXEL_DIM
-        records = [ImageRecord(job_id=f"00000000-0000-4000-8000-00000000000{i}", owner="ana", prompt=prompt,
-                               workflow="txt2img", uri=f"file:///out/{i}.png", created_at="2026-11-25T00:00:00+00:00")
-                   for i, prompt in enumerate(["a red fox in the snow", "a lighthouse at dusk"])]
-        memory.add_images(records, [flat, flat])
-        llm = ScriptedChatModel(replies=[])
-
-        async def vram() -> float:
-            return 24.0
-
-        graph: Any = build_supervisor(deps=SupervisorDeps(settings=settings, llm=llm, memory=memory,
-                                                           vram_probe=vram)).compile()
-        out = await graph.ainvoke({"messages": [HumanMessage("find earlier images of foxes")]}, config("img"))
-        reply = out["messages"][-1].content
-        assert out["intent"] == "retrieve" and llm.calls == []
-        assert reply.startswith("Earlier images you could reuse") and reply.index("fox") < reply.index("lighthouse")
-        assert "file:///out/0.png" in reply
-    finally:
-        memory.close()
-
-
 async def test_the_designer_uses_the_library_and_its_ab_test(settings: Settings, ledger: LedgerService) -> None:
     from atelier.agents.visual_designer import PURPOSE_LOOK
     from atelier.tools.prompts.models import PromptDraft, VariantSpec

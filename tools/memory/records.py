@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["SHARED", "DocumentChunk", "DocumentHit", "ImageHit", "ImageRecord", "chunk_point_id",
+__all__ = ["SHARED", "DocumentChunk", "DocumentHit", "EarlierImage", "ImageHit", "ImageRecord", "chunk_point_id",
            "image_point_id"]
 
 SHARED = "shared"  # the owner of items every user may see
@@ -119,3 +119,24 @@ class ImageHit(BaseModel):
     def from_payload(cls, payload: dict[str, Any], score: float) -> ImageHit:
         """Rebuild from a stored payload."""
         return cls(image=ImageRecord.from_payload(payload), score=score)
+
+
+class EarlierImage(BaseModel):
+    """An image from the memory shown as an option: its job, what it showed and how close it is (1 = same)."""
+
+    job_id: str
+    output_index: int = 0
+    prompt: str
+    workflow: str
+    uri: str
+    score: float
+    caption: str | None = None
+    rating: int | None = None
+
+    @classmethod
+    def of(cls, hit: ImageHit) -> EarlierImage:
+        """An option from a memory hit."""
+        image = hit.image
+        return cls(job_id=image.job_id, output_index=image.output_index, prompt=image.prompt,
+                   workflow=image.workflow, uri=image.uri, score=round(hit.score, 4), caption=image.caption,
+                   rating=image.rating)
