@@ -128,8 +128,8 @@ def _escaped(text: str) -> str:
 
 
 def _tags(picture: PictureBrief, look: str, liked: Sequence[str]) -> str:
-    """The tag prompt: the weighted subject (no leading article), the setting (without a leading 'in', 'on' or 'at'), the mood
-    and light split into tags, the look, the liked style."""
+    """The tag prompt: the weighted subject (no leading article), the setting (without a leading 'in', 'on' or
+    'at'), the mood and light split into tags, the look, the liked style."""
     subject = _ARTICLE.sub("", picture.subject.strip().rstrip(" .;,")) or picture.subject.strip()
     subject = subject if _WEIGHTED.search(subject) else f"({_escaped(subject)}:{SUBJECT_WEIGHT})"
     setting = picture.setting.strip().rstrip(" .;,")
