@@ -71,6 +71,7 @@ class BlockSplitter:
         """Nothing seen yet."""
         self._pending = ""  # visible text not yet released (it may open a block)
         self._at_line_start = True  # whether the pending text starts a line (all shown so far ends one)
+        self._last_shown = ""  # the last character shown
         self._inside = False
         self._closed = False
         self._closing_markup = True  # right after the closing tag: markup that wraps it is dropped
@@ -88,7 +89,7 @@ class BlockSplitter:
             keep = self._held()
             shown, self._pending = self._pending[:len(self._pending) - keep], self._pending[len(self._pending) - keep:]
             if shown:
-                self._at_line_start = shown.endswith("\n")
+                self._at_line_start, self._last_shown = shown.endswith("\n"), shown[-1]
             return shown
         shown, rest = self._pending[:start], self._pending[start:]
         self._pending, self._inside, self.block = "", True, ""
@@ -126,12 +127,15 @@ class BlockSplitter:
     def _opening(self) -> int | None:
         """Where a block opens in the pending text: a finished '[picture]' tag anywhere, or a 'Picture:' line."""
         found = []
-        tag = _OPEN.search(self._pending)
-        if tag is not None and (tag.group(0).endswith(("]", ">")) or tag.end() < len(self._pending)):
-            line_start = self._pending.rfind("\n", 0, tag.start()) + 1
-            whole_line = line_start > 0 or self._at_line_start
-            before = self._pending[line_start:tag.start()]
-            found.append(line_start if whole_line and not before.strip(_MARKUP) else tag.start())  # '**[picture]'
+        for tag in _OPEN.finditer(self._pending):
+            if (self._pending[tag.start() - 1] if tag.start() else self._last_shown) == "`":
+                continue  # `<picture>` quoted in the answer (the HTML element) opens nothing
+            if tag.group(0).endswith(("]", ">")) or tag.end() < len(self._pending):
+                line_start = self._pending.rfind("\n", 0, tag.start()) + 1
+                whole_line = line_start > 0 or self._at_line_start
+                before = self._pending[line_start:tag.start()]
+                found.append(line_start if whole_line and not before.strip(_MARKUP) else tag.start())  # '**[picture]'
+            break
         offset = 0
         for number, line in enumerate(self._pending.split("\n")[:-1]):  # finished lines only
             if (number > 0 or self._at_line_start) and _BARE_OPEN.match(line):
@@ -202,7 +206,7 @@ def _tidy(answer: str) -> str:
     lines = answer.rstrip().split("\n")
     while lines and not lines[-1].strip(_MARKUP):
         lines.pop()
-    return re.sub(r"(?<=\S) {2,}(?=\S)", " ", "\n".join(lines)).strip()
+    return "\n".join(lines).strip()
 
 
 def fallback_picture(answer: str, subject: str) -> PictureBrief:

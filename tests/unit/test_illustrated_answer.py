@@ -59,8 +59,11 @@ def test_streamed_in_any_pieces_the_person_sees_the_same_answer_and_never_the_bl
 
 
 def test_text_that_only_looks_like_a_tag_is_shown() -> None:
-    for text in ("Pictures of herons are common.", "Use the [pic] tag, or <b>bold</b>.", "A list:\n- picture frames"):
+    for text in ("Pictures of herons are common.", "Use the [pic] tag, or <b>bold</b>.", "A list:\n- picture frames",
+                 "Serve responsive images with the `<picture>` element."):
         assert split_picture(text) == (text, None)
+        splitter = BlockSplitter()
+        assert "".join(splitter.feed(char) for char in text) + splitter.finish() == text
     answer, picture = split_picture(f"{ANSWER}\n[picture]\nA heron spearing a fish at dawn\n[/picture]")
     assert answer == ANSWER and picture == PictureBrief(subject="A heron spearing a fish at dawn")
 
