@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
-__all__ = ["ANSWER_SYSTEM", "INTENT_SYSTEM", "PLANNER_SYSTEM", "RAG_SYSTEM"]
+__all__ = ["ANSWER_SYSTEM", "ILLUSTRATED_ANSWER_SYSTEM", "INTENT_SYSTEM", "PICTURE_BLOCK", "PLANNER_SYSTEM",
+           "RAG_SYSTEM"]
 
 ANSWER_SYSTEM = (
     "You are Atelier, a creative studio assistant running on the user's own machines. Answer clearly and "
-    "briefly. When an image is being made for this answer, describe what it will show in one sentence at the end."
+    "briefly."
 )
+
+# Appended to a system prompt whose answer gets a picture (agents/illustrated_answer.py splits the block off).
+PICTURE_BLOCK = (
+    "A picture is being made to go with your answer. After the answer, describe that picture in exactly this "
+    "form, each part on its own line:\n"
+    "[picture]\n"
+    "subject: the main subject, doing something visible\n"
+    "setting: where it is, in a few words\n"
+    "mood: the mood and light, in a few words\n"
+    "[/picture]\n"
+    "The picture shows what your answer says. For 'what do pandas eat' it would be: subject: a giant panda "
+    "chewing bamboo; setting: in a misty bamboo forest; mood: quiet, soft diffuse light. Do not mention the "
+    "picture description in the answer itself."
+)
+
+ILLUSTRATED_ANSWER_SYSTEM = f"{ANSWER_SYSTEM} {PICTURE_BLOCK}"
 
 INTENT_SYSTEM = (
     "Classify the user's request into exactly one intent: answer (a question to answer in words), generate "

@@ -8,6 +8,9 @@
   off with tool calls, agents call tools, control returns to the supervisor, which writes the answer.
 Both use one fake chat model that answers every call the same deterministic way (it follows the
 handoffs and tool calls a capable model would make) and counts calls and prompt tokens (words).
+The table is per category. Atelier's targets: exactly 1 call for a plain question, and 1 for an illustrated
+answer — the answer and its picture's description come from the same call (agents/illustrated_answer.py); the
+line under the table counts the illustrated answers whose picture was described in that call.
 The create_supervisor side needs the bench extra (pip install -e '.[bench]'); without it the bench says so and
 prints Atelier's side alone.
 Run: .venv/bin/python bench/llm_calls.py [--per-category 10] [--smoke]
@@ -34,7 +37,7 @@ from pydantic import Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from atelier.agents.prompts import INTENT_SYSTEM, PLANNER_SYSTEM
+from atelier.agents.prompts import ILLUSTRATED_ANSWER_SYSTEM, INTENT_SYSTEM, PLANNER_SYSTEM
 from atelier.graphs.deps import SupervisorDeps
 from atelier.graphs.supervisor import build_supervisor
 from atelier.tools.settings import load_settings
@@ -76,6 +79,7 @@ class CountingModel(BaseChatModel):
     tools: list[str] = Field(default_factory=list)
     calls: dict[str, int] = Field(default_factory=lambda: defaultdict(int))
     tokens: dict[str, int] = Field(default_factory=lambda: defaultdict(int))
+    described: list[int] = Field(default_factory=lambda: [0])  # Atelier's illustrated answers whose picture it used
 
     @property
     def _llm_type(self) -> str:
@@ -102,6 +106,9 @@ class CountingModel(BaseChatModel):
         own = [t for t in self.tools if not t.startswith("transfer_")]
         if own and not any(m.name in own for m in results if m.name):
             return _call(own[0], {"query": "the request"})
+        if messages and messages[0].content == ILLUSTRATED_ANSWER_SYSTEM:  # Atelier: the answer and its picture
+            return AIMessage("Here is the answer.\n\n[picture]\nsubject: the scene the answer describes\n"
+                             "setting: where it takes place\nmood: calm, soft light\n[/picture]")
         return AIMessage("Done.")
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
@@ -155,7 +162,10 @@ async def run_atelier(model: CountingModel, requests: dict[str, list[str]]) -> N
         for category, texts in requests.items():
             model.current["category"] = category
             for text in texts:
-                await graph.ainvoke({"messages": [HumanMessage(text)], "mode": "auto"})
+                out = await graph.ainvoke({"messages": [HumanMessage(text)], "mode": "auto"})
+                if category == "illustrate":
+                    pictures = [design["brief"].get("picture") for design in out.get("briefs", [])]
+                    model.described[0] += any(p and p["subject"] == "the scene the answer describes" for p in pictures)
         memory.close()
 
 
@@ -201,12 +211,16 @@ def main() -> None:
     requests = {category: texts[:args.per_category] for category, texts in REQUESTS.items()}
     ours, theirs = CountingModel(), CountingModel()
     asyncio.run(run_atelier(ours, requests))
+    illustrated = len(requests.get("illustrate", []))
+    described = (f"illustrate: {ours.described[0]} of {illustrated} pictures described by the answer's own call "
+                 f"({ours.calls['illustrate'] / illustrated if illustrated else 0:.2f} calls per illustrated answer)")
     if missing("langgraph_supervisor"):
         print(skipped_line("the comparison with langgraph-supervisor's create_supervisor", "langgraph-supervisor"))
         print(f"{'category':<16}{'n':>3}  {'atelier calls/req':>18}{'tokens/req':>12}")
         for category, texts in requests.items():
             n = len(texts)
             print(f"{category:<16}{n:>3}  {ours.calls[category] / n:>18.2f}{ours.tokens[category] / n:>12.0f}")
+        print(described)
         return
     asyncio.run(run_baseline(theirs, requests))
     print(f"{'category':<16}{'n':>3}  {'atelier calls/req':>18}{'tokens/req':>12}  "
@@ -218,7 +232,9 @@ def main() -> None:
               f"{theirs.tokens[category] / n:>12.0f}  {b_calls / a_calls if a_calls else float('inf'):>5.1f}x")
     total_a, total_b = sum(ours.calls.values()), sum(theirs.calls.values())
     print(f"{'all':<16}{sum(map(len, requests.values())):>3}  {total_a:>18}{'':>12}  {total_b:>28}{'':>12}  "
-          f"{total_b / total_a:>5.1f}x fewer calls; target: fewer on every category, exactly 1 for a plain question")
+          f"{total_b / total_a:>5.1f}x fewer calls; target: fewer on every category, exactly 1 for a plain question "
+          "and for an illustrated answer")
+    print(described)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ step, so agents can never ping-pong:
     retrieve    → retrieve                    (one LLM call over cited passages)
     cost        → cost                        (no LLM call: the catalog and live VRAM)
     generate    → design → approve → submit   (no LLM call)
-    illustrate  → answer → design → approve → submit
+    illustrate  → answer → design → approve → submit   (one LLM call: the answer and its picture's description)
     images      → options → design → approve → submit  (no LLM call: earlier images beside new variations)
     edit        → edit → approve → submit     (no LLM call: the named or last image on an img2img/edit workflow)
     plan        → plan → design → approve → submit
@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from atelier.agents.cost_router import RouteChoice, choose_route
 from atelier.agents.design_check import planned_design
+from atelier.agents.illustrated_answer import answer_with_picture
 from atelier.agents.image_edit import edit_design, edit_instruction, image_to_edit
 from atelier.agents.image_options import ImageOptions, find_earlier, options_subject, options_text, variation_briefs
 from atelier.agents.llm import LLMUnavailableError, Meter, call_llm, call_structured
@@ -81,8 +82,10 @@ PIPELINES: dict[str, list[str]] = {
 }
 log = logging.getLogger(__name__)
 _COUNTS = frozenset({"similar", "variations"})  # run options where 0 means none (not "the default")
-_LEADING = re.compile(r"^\s*(please\s+)?(generate|render|draw|paint|sketch|make|create|give me|show me|illustrate|"
-                      r"visuali[sz]e)\s+(me\s+)?(an?\s+)?((image|picture|photo|illustration)\s+(of\s+)?)?", re.I)
+_LEADING = re.compile(r"^\s*(please\s+)?(generate|render|draw|paint|sketch|make|create|give me|show me|let me see|"
+                      r"illustrate|visuali[sz]e)\s+(me\s+)?(an?\s+)?((hero|lifestyle|detail|thumbnail|product)\s+)?"
+                      r"((image|picture|photo|shot|illustration)\s+(of\s+)?)?", re.I)
+_LOOKS_LIKE = re.compile(r"^what\s+(?:does\s+|do\s+|would\s+|might\s+)?(?P<subject>.+?)\s+looks?\s+like$", re.I)
 
 
 class RunOptions(BaseModel):
@@ -199,15 +202,20 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         return {"intent": intent, "routed_by": routed_by, "hops": [meter.hop()]}
 
     async def answer(state: SupervisorState) -> dict[str, Any]:
-        """Answer in words: one LLM call over the conversation."""
+        """Answer in words: one LLM call over the conversation. Illustrated, the same call describes the picture,
+        which becomes the design's brief (what the answer says, not the request's words)."""
         meter = Meter("answer")
-        system = ANSWER_SYSTEM + (" An image is being made for this answer." if state.get("intent") == "illustrate"
-                                  else "")
+        messages = state.get("messages", [])
         try:
-            reply = await call_llm(deps.chat_model(), [SystemMessage(system), *state.get("messages", [])], meter)
-        except LLMUnavailableError as exc:
+            if state.get("intent") != "illustrate":
+                reply = await call_llm(deps.chat_model(), [SystemMessage(ANSWER_SYSTEM), *messages], meter)
+                return _done(state, "answer", meter, messages=[reply])
+            request = _text(_last_human(state))
+            made = await answer_with_picture(deps.chat_model(), messages, _subject_of(request), meter)
+        except AtelierError as exc:
             return _failure(state, "answer", meter, exc)
-        return _done(state, "answer", meter, messages=[reply])
+        brief = Brief.of_picture(_purpose_of(request), made.picture)
+        return _done(state, "answer", meter, messages=[made.reply], briefs=[brief.model_dump()])
 
     async def retrieve(state: SupervisorState, config: RunnableConfig) -> dict[str, Any]:
         """An answer from the person's documents, with citations (one LLM call; earlier images are `images`)."""
@@ -420,8 +428,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
     return builder
 
 
-# The purposes a request can name (the designer's looks; "illustration" is the default, not a keyword).
-_PURPOSES = tuple(p for p in PURPOSE_LOOK if p != "illustration")
+# The purposes a request can name, as whole words (the designer's looks; "illustration" is the default).
+_PURPOSES = tuple((p, re.compile(rf"\b{p}\b", re.I)) for p in PURPOSE_LOOK if p != "illustration")
 _PICTURE = re.compile(r"\b(look like|looks like|what does|picture|scene|view of)\b", re.I)
 
 
@@ -481,12 +489,23 @@ def _wants_picture(text: str) -> bool:
     return bool(_PICTURE.search(text))
 
 
-def _brief_from(state: SupervisorState) -> Brief:
-    """A single brief from the request itself (generate / illustrate): the subject without the command words."""
-    text = _text(_last_human(state)).strip().rstrip("?.!")
+def _subject_of(text: str) -> str:
+    """What a request asks to see, without the command words: 'show me what a cafe looks like' → 'a cafe'."""
+    text = text.strip().rstrip("?.!")
     subject = _LEADING.sub("", text).strip() or text
-    purpose = next((p for p in _PURPOSES if p in text.lower()), "illustration")
-    return Brief(purpose=purpose, subject=subject)
+    looks = _LOOKS_LIKE.match(subject)
+    return looks.group("subject") if looks else subject
+
+
+def _purpose_of(text: str) -> str:
+    """The purpose a request names ('a hero image of …' → hero), else 'illustration'."""
+    return next((purpose for purpose, word in _PURPOSES if word.search(text)), "illustration")
+
+
+def _brief_from(state: SupervisorState) -> Brief:
+    """A single brief from the request itself (generate, or illustrate without the answer's picture): its subject."""
+    text = _text(_last_human(state))
+    return Brief(purpose=_purpose_of(text), subject=_subject_of(text))
 
 
 async def _library(deps: SupervisorDeps) -> tuple[WorkflowLibrary, list[ModelInventory]]:

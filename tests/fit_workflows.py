@@ -1,5 +1,6 @@
-"""Test workflows that take less than the shipped ones: no negative prompt (Flux, Qwen-Image), native sizes on a
-multiple of 16, tight sidecar limits. Copies of the shipped SD1.5 graph with edited sidecars, written to a folder."""
+"""Test workflows that take less than the shipped ones: no negative prompt (Flux, Qwen-Image; prompted in sentences),
+native sizes on a multiple of 16, tight sidecar limits. Copies of the shipped SD1.5 graph with edited sidecars,
+written to a folder."""
 
 from __future__ import annotations
 
@@ -30,12 +31,13 @@ FIT_WORKFLOWS: dict[str, tuple[tuple[str, ...], dict[str, Any], dict[str, Any], 
     # Flux-like: no negative prompt, no CFG, no denoise input.
     "t2i-no-negative": (("negative", "cfg", "denoise"), {},
                         _catalog(quality="high", vram_gb=12, typical_seconds=20, recommended_steps=20,
-                                 max_resolution="1024x1024",
+                                 max_resolution="1024x1024", prompt_style="natural",
                                  use_cases=["hero_images", "product_shots", "illustration", "thumbnails"]), {}),
     # Qwen-Image-like: no negative prompt, native sizes (one off the multiple), sides in multiples of 16.
     "t2i-qwen-like": (("negative", "denoise"), {"steps": {"min": 1, "max": 60}},
                       _catalog(quality="ultra", vram_gb=16, typical_seconds=60, recommended_steps=50,
                                recommended_cfg=4.0, max_resolution="1328x1328", native_resolutions=QWEN_NATIVE,
+                               prompt_style="natural",
                                resolution_multiple=16, use_cases=["hero_images", "product_shots", "illustration"]),
                       {}),
     # A small fast model: at most 512x512 pixels, sides in multiples of 64, a height range, few steps, low CFG.

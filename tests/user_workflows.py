@@ -35,6 +35,7 @@ def _copy(source: str, target: Path, model_file: str) -> dict[str, Any]:
 def _sidecar(source: str, target: Path, model_file: str, **catalog: Any) -> None:
     """The shipped sidecar with catalog changes and the new model file."""
     meta: dict[str, Any] = json.loads((SHIPPED_DIR / f"{source}.meta.json").read_text())
+    meta["catalog"].pop("prompt_style", None)  # read off the new model file (a Qwen file: sentences)
     meta["catalog"] |= {"purpose": f"test copy of {source} as {target.stem.removesuffix('.meta')}",
                         "models": {"checkpoints": [model_file]}, "max_steps": 60, "max_resolution": "1328x1328",
                         **catalog}

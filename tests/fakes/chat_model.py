@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
 from pydantic import BaseModel, Field, PrivateAttr
 
@@ -57,3 +57,20 @@ class ScriptedChatModel(BaseChatModel):
             return {"raw": raw, "parsed": parsed, "parsing_error": None} if include_raw else parsed
 
         return RunnableLambda(run)
+
+
+class StreamingScriptedChatModel(ScriptedChatModel):
+    """A scripted model that streams each text reply in pieces of `chunk_chars`, its token usage in the last chunk
+    (as ChatOllama streams Ollama's reply)."""
+
+    chunk_chars: int = 3
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        """The next scripted reply, a few characters at a time."""
+        reply = self._next(messages)
+        text = str(reply.content)
+        for start in range(0, len(text), self.chunk_chars):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=text[start:start + self.chunk_chars]))
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=reply.usage_metadata))

@@ -59,13 +59,16 @@ FIGURES: dict[str, Figures] = {
                   r"\(pip install -e '\.\[bench\]' adds it\)",),
     ),
     "llm_calls": Figures(
-        (),
+        (rf"^illustrate: \d+ of \d+ pictures described by the answer's own call \({NUMBER} calls per illustrated "
+         r"answer\)",),
         package="langgraph_supervisor",
-        comparison=(rf"^plain question +\d+ +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}x",
+        comparison=(*(rf"^{category} +\d+ +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}x" for category in
+                      ("plain question", "illustrate", "retrieve", "showcase")),
                     rf"^all +\d+ +{NUMBER} +{NUMBER} +{NUMBER}x fewer calls"),
         own_side=(r"^skipped: the comparison with langgraph-supervisor's create_supervisor: langgraph-supervisor is "
                   r"not installed",
-                  rf"^plain question +\d+ +{NUMBER} +{NUMBER}$", rf"^showcase +\d+ +{NUMBER} +{NUMBER}$"),
+                  *(rf"^{category} +\d+ +{NUMBER} +{NUMBER}$" for category in
+                    ("plain question", "illustrate", "retrieve", "showcase"))),
     ),
     "memory_search": Figures((
         rf"^MiniLM on CPU: {NUMBER} prompts/s embedded",

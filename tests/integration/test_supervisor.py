@@ -18,7 +18,7 @@ from atelier.graphs.supervisor import build_supervisor
 from atelier.tools.ledger.service import LedgerService
 from atelier.tools.outputs.store import LocalOutputStore
 from atelier.tools.settings import Settings, load_settings
-from tests.fakes.chat_model import ScriptedChatModel
+from tests.fakes.chat_model import ScriptedChatModel, StreamingScriptedChatModel
 
 pytestmark = pytest.mark.asyncio
 
@@ -101,8 +101,13 @@ async def test_generate_queues_one_job_without_any_llm_call(settings: Settings, 
     assert kinds(out["messages"]) == ["human", "ai"] and llm.calls == []
     assert out["messages"][-1].content.startswith("Queued 1 image(s)")
     (job,) = await ledger.list_jobs()
-    assert job.owner == "ana" and job.params["prompt"].startswith("red fox in the snow")
+    assert job.owner == "ana" and job.params["prompt"] == "(red fox in the snow:1.2)", "SD1.5: weighted tags"
     assert job.workflow == "txt2img" and str(job.id) in out["jobs"]
+
+
+HERONS_ANSWER = ("Herons are wading birds that eat fish and frogs. They stand still in shallow water and strike fast."
+                 "\n\n[picture]\nsubject: a grey heron catching a fish\n"
+                 "setting: in shallow water at the edge of a reed marsh\nmood: calm, soft morning light\n[/picture]")
 
 
 async def test_illustrate_answers_first_then_queues_the_picture(settings: Settings, ledger: LedgerService) -> None:
@@ -110,9 +115,54 @@ async def test_illustrate_answers_first_then_queues_the_picture(settings: Settin
     graph = make_graph(settings, llm, ledger)
     out = await graph.ainvoke({"messages": [HumanMessage("show me what a cyberpunk cafe looks like")]}, config("il"))
     assert kinds(out["messages"]) == ["human", "ai", "ai"]
-    assert out["messages"][1].content.startswith("A cyberpunk cafe") and "Queued 1" in out["messages"][2].content
-    assert "An image is being made" in str(llm.calls[0][0].content)
-    assert len(await ledger.list_jobs()) == 1
+    assert out["messages"][1].content == "A cyberpunk cafe glows with neon signs."
+    assert "Queued 1" in out["messages"][2].content
+    assert "[picture]" in str(llm.calls[0][0].content), "the one call is asked for the picture's description too"
+    (job,) = await ledger.list_jobs()
+    # The model left the description out: the picture is described from the request's subject and the answer.
+    assert job.params["prompt"] == "(cyberpunk cafe:1.2), A cyberpunk cafe glows with neon signs"
+
+
+async def test_an_illustrated_answer_is_one_call_and_its_picture_shows_the_answer(
+    settings: Settings, ledger: LedgerService
+) -> None:
+    """The issue's example: "Show me what herons eat" queued `what herons eat, hero shot, centred product, …`."""
+    llm = ScriptedChatModel(replies=[HERONS_ANSWER, "Fish, frogs, insects and small mammals."])
+    graph = make_graph(settings, llm, ledger)
+    out = await graph.ainvoke({"messages": [HumanMessage("Show me what herons eat")]}, config("herons"))
+    assert out["intent"] == "illustrate" and len(llm.calls) == 1
+    assert sum(h["llm_calls"] for h in out["hops"]) == 1
+    shown = out["messages"][1].content
+    assert shown == ("Herons are wading birds that eat fish and frogs. They stand still in shallow water and strike "
+                     "fast."), "the person never sees the picture block"
+    assert out["messages"][1].additional_kwargs == {}
+    (job,) = await ledger.list_jobs()
+    assert job.workflow == "txt2img" and job.params["prompt"] == (
+        "(grey heron catching a fish:1.2), shallow water at the edge of a reed marsh, calm, soft morning light")
+    assert job.params["negative"] == "blurry, low quality, watermark, text, deformed"
+    assert out["briefs"][0]["brief"]["picture"] == {"subject": "a grey heron catching a fish",
+                                                    "setting": "in shallow water at the edge of a reed marsh",
+                                                    "mood": "calm, soft morning light"}
+    plain = await graph.ainvoke({"messages": [HumanMessage("What do herons eat?")]}, config("plain"))
+    assert plain["intent"] == "answer" and len(llm.calls) == 2, "a plain question: exactly one more call"
+    assert "[picture]" not in str(llm.calls[1][0].content)
+
+
+async def test_an_illustrated_answer_on_qwen_image_is_described_in_sentences(settings: Settings) -> None:
+    llm = ScriptedChatModel(replies=[HERONS_ANSWER, HERONS_ANSWER])
+    graph = make_graph(settings, llm)
+    fast = await graph.ainvoke({"messages": [HumanMessage("Show me what herons eat")]},
+                               {"configurable": {"thread_id": "q1", "owner": "ana", "workflow": "qwen-image-fast"}})
+    (design,) = fast["briefs"]
+    assert design["params"]["prompt"] == ("A grey heron catching a fish in shallow water at the edge of a reed marsh. "
+                                          "Calm, soft morning light.")
+    assert design["params"]["negative"] is None, "qwen-image-fast has no negative input"
+    assert design["fitted"] == ["size 768×768 → 1328×1328 (a native size of qwen-image-fast)"], "none was written"
+    standard = await graph.ainvoke({"messages": [HumanMessage("Show me what herons eat")]},
+                                   {"configurable": {"thread_id": "q2", "owner": "ana", "workflow": "qwen-image"}})
+    assert standard["briefs"][0]["params"]["prompt"] == design["params"]["prompt"]
+    assert standard["briefs"][0]["params"]["negative"] == "blurry, low quality, watermark, deformed"
+    assert len(llm.calls) == 2
 
 
 async def test_a_costly_plan_waits_for_approval_and_generates_each_image_once(
@@ -198,6 +248,9 @@ async def test_the_designer_routes_to_a_users_workflow_and_its_rules(tmp_path: P
     [design] = out["briefs"]
     assert design["route"]["workflow"] == "qwen-image-ultra"
     assert design["route"]["rule"] == "routing_rules.by_purpose.hero_image → qwen-image-ultra"
+    # Its sidecar names no prompt style; its model file is Qwen-Image's: sentences, with the hero look (a product).
+    assert design["params"]["prompt"] == ("A copper kettle. A hero shot: the product centred on a clean background, in "
+                                          "studio lighting.")
     mine = await graph.ainvoke({"messages": [HumanMessage("Generate a fox in the snow")]},
                                {"configurable": {"thread_id": "m", "owner": "ana", "workflow": "my-sketch"}})
     assert mine["briefs"][0]["route"]["workflow"] == "my-sketch", "a workflow without a catalog entry can be picked"
@@ -258,16 +311,25 @@ async def test_a_paused_plan_survives_its_process_and_is_generated_once(
 
 async def test_an_illustrated_answer_streams_before_the_image_is_queued(settings: Settings,
                                                                          ledger: LedgerService) -> None:
-    llm = ScriptedChatModel(replies=["A lighthouse stands on a cliff at dusk."])
+    llm = StreamingScriptedChatModel(replies=["A lighthouse stands on a cliff at dusk.\n**[Picture]**\n"
+                                              "subject: a white lighthouse on a cliff\nsetting: above a rough sea\n"
+                                              "mood: dusk, warm lamp light\n[/picture]"])
     graph = make_graph(settings, llm, ledger)
     order: list[str] = []
+    streamed = ""
     ask = {"messages": [HumanMessage("show me what a lighthouse at dusk looks like")]}
     async for mode, data in graph.astream(ask, config("stream"), stream_mode=["messages", "updates"]):
         if mode == "messages" and data[1].get("langgraph_node") == "answer":
             order.append("answer text")
+            streamed += str(data[0].content)
         elif mode == "updates" and "submit" in data:
             order.append("image queued")
     assert order.index("answer text") < order.index("image queued")
+    assert order.count("answer text") > 3, "streamed token by token"
+    assert streamed.strip() == "A lighthouse stands on a cliff at dusk.", "the picture block is never streamed"
+    (job,) = await ledger.list_jobs()
+    assert job.params["prompt"] == "(white lighthouse on a cliff:1.2), above a rough sea, dusk, warm lamp light"
+    assert len(llm.calls) == 1
 
 
 async def test_the_showcase_graph_plans_without_routing(settings: Settings, ledger: LedgerService) -> None:
@@ -340,7 +402,7 @@ async def test_the_designer_uses_the_library_and_its_ab_test(settings: Settings,
         (design,) = state["briefs"]
         arm = design["prompt_ref"]["variant"]
         surface = "walnut" if arm == "walnut" else "marble"
-        assert design["params"]["prompt"] == f"thumbnail image of cup {turn}, {PURPOSE_LOOK['thumbnail'][0]}, {surface}"
+        assert design["params"]["prompt"] == f"cup {turn}, {PURPOSE_LOOK['thumbnail'][0]}, {surface}"
         assert design["params"]["negative"].startswith("plastic")
         assert design["route"]["workflow"] == ("txt2img-turbo" if arm == "marble" else "txt2img")
         seen.append(arm)

@@ -73,11 +73,12 @@ def test_the_router_follows_purpose_vram_urgency_and_budget() -> None:
 
 def test_the_designer_adds_the_purpose_look_and_the_persons_style() -> None:
     route = choose_route("lifestyle", vram_free_gb=24)
+    assert route.workflow == "txt2img-hq", "SDXL: the prompt is weighted tags"
     style = StyleProfile(owner="ana", rated=3, liked_modifiers=[("watercolor", 4.5), ("soft light", 3.5)],
                          disliked_modifiers=[("neon", 1.5)])
     design = design_image(Brief(purpose="lifestyle", subject="a copper cup", notes="morning cafe"), route, style)
     prompt = design.params.prompt
-    assert prompt.startswith("a copper cup, morning cafe, lifestyle scene")
+    assert prompt.startswith("(copper cup:1.2), morning cafe, lifestyle scene")
     assert prompt.endswith("watercolor, soft light")
     assert design.params.negative == f"{BASE_NEGATIVE}, neon"
     assert (design.params.width, design.params.height) == (1024, 768)

@@ -16,6 +16,7 @@ from atelier.agents.planner import Brief
 from atelier.agents.visual_designer import BASE_NEGATIVE, PURPOSE_LOOK, design_image
 from atelier.tools.comfyui.direct import resolve_workflow
 from atelier.tools.comfyui.fitting import FitError, fit_params
+from atelier.tools.comfyui.prompt_style import prompt_style_of
 from atelier.tools.comfyui.templates import WorkflowTemplate, check_values, load_workflow, render
 from atelier.tools.errors import WorkflowError
 from atelier.tools.schemas import GenerationParams
@@ -57,11 +58,12 @@ def test_a_workflow_without_a_negative_input_gets_no_negative_prompt(settings: S
     assert asked.negative == BASE_NEGATIVE
     with pytest.raises(WorkflowError, match=r"has no input for negative, but negative='blurry, low quality"):
         render(template, asked)  # what the worker did before plans were fitted
+    assert fit_params(template, asked).notes[0] == "no negative prompt: t2i-no-negative has no input for it"
     design = planned_design(brief, route, template, settings, owner="ana", key="k-1", number=1)
     assert design.params.negative is None and design.params.cfg is None and design.params.denoise is None
-    assert design.fitted == ["no negative prompt: t2i-no-negative has no input for it"]
+    assert design.fitted == [], "the designer writes no negative prompt for it, so fitting has none to leave out"
     graph = render(template, design.params)
-    assert graph["6"]["inputs"]["text"].startswith("a kingfisher on a branch")
+    assert graph["6"]["inputs"]["text"] == "A kingfisher on a branch.", "Flux-like: a sentence, no look, no weights"
     assert graph["7"]["inputs"]["text"] == "text, watermark", "the graph's own negative text is left alone"
     assert (graph["5"]["inputs"]["width"], graph["5"]["inputs"]["height"]) == (768, 768)
     assert graph["3"]["inputs"]["steps"] == 20, "the catalog's recommended steps"
@@ -172,8 +174,14 @@ def test_every_plan_passes_the_ledger_and_the_worker(
         design = planned_design(Brief(purpose=purpose, subject="a kingfisher on a branch"), route, template,
                                 settings, owner="ana", key=f"{purpose}-{name}", number=1)
         _assert_fits(design.params, template, purpose)
-        if "negative" not in template.bindings:
-            assert design.params.negative is None and any("no negative prompt" in n for n in design.fitted)
+        if "negative" not in template.bindings:  # none written (a library prompt's would be left out, with a note)
+            assert design.params.negative is None and not any("no negative prompt" in n for n in design.fitted)
+        prompt = design.params.prompt
+        if prompt_style_of(template) == "natural":
+            assert prompt.startswith("A kingfisher on a branch.") and ":1.2)" not in prompt, (name, prompt)
+        else:
+            assert prompt.startswith("(kingfisher on a branch:1.2)"), (name, prompt)
+        assert ("studio lighting" in prompt) == (purpose == "hero"), (purpose, prompt)
         planned += 1
     assert planned == len(PURPOSES) * (len(TIERS) * len(VRAM) * len(TARGETS) + len(pool)) - len(refused)
 

@@ -12,11 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from atelier.tools.schemas import parse_size
 
-__all__ = ["QUALITY_ORDER", "CatalogEntry", "ModelFile", "Quality", "normalize_purpose"]
+__all__ = ["QUALITY_ORDER", "CatalogEntry", "ModelFile", "PromptStyle", "Quality", "normalize_purpose"]
 
 Quality = Literal["fast", "medium", "high", "ultra"]
 
 QUALITY_ORDER: tuple[str, ...] = ("fast", "medium", "high", "ultra")
+# How a workflow's model reads its prompt: sentences (Qwen-Image, Flux) or weighted tags (SD1.5, SDXL).
+PromptStyle = Literal["natural", "tags"]
 
 class ModelFile(BaseModel):
     """One model file a workflow loads: where ComfyUI keeps it, how big it is and where to get it."""
@@ -56,6 +58,9 @@ class CatalogEntry(BaseModel):
                                           description="Sizes its model was trained at, as WIDTHxHEIGHT.")
     resolution_multiple: int = Field(8, ge=8, description="Width and height must be multiples of this.")
     source: str | None = Field(None, description="Where the graph comes from, e.g. a ComfyUI template and version.")
+    prompt_style: PromptStyle | None = Field(None, description="How its model reads prompts: 'natural' (described "
+                                                               "in sentences: Qwen-Image, Flux) or 'tags' (weighted "
+                                                               "tags: SD1.5, SDXL); None: read off its model files.")
 
     @field_validator("max_resolution")
     @classmethod

@@ -24,7 +24,8 @@ Shipped workflows live in the `workflows` package; user workflows in any folder 
         "width":    {"node": "5", "input": "width"}
       },
       "limits":  {"steps": {"min": 1, "max": 10}, "width": {"max": 2048, "multiple_of": 64}},
-      "catalog": {"purpose": "...", "task": "txt2img", "quality": "fast|medium|high|ultra", "vram_gb": 4,
+      "catalog": {"purpose": "...", "task": "txt2img", "prompt_style": "natural|tags",
+                  "quality": "fast|medium|high|ultra", "vram_gb": 4,
                   "typical_seconds": 10, "cost_per_image": 0.005, "recommended_steps": 4,
                   "max_steps": 10, "max_batch_size": 4,
                   "max_resolution": "1024x1024", "use_cases": ["rapid_prototyping"],
