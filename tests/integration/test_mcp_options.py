@@ -21,6 +21,7 @@ async def test_ask_atelier_returns_earlier_images_and_new_variations(
     import psycopg
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
+    from mcp.types import TextContent
 
     env = {**_env(tmp_path, fake_comfy, fake_ollama, embedded_pg_url), "ATELIER_OPTIONS_SIMILAR": "4",
            "ATELIER_OPTIONS_VARIATIONS": "2"}
@@ -39,7 +40,9 @@ async def test_ask_atelier_returns_earlier_images_and_new_variations(
                 await anyio.sleep(0.05)
         answer = await session.call_tool("ask_atelier", {"message": "show me images similar to my paper cranes"})
     assert not answer.isError, answer.content
-    result = json.loads(answer.content[-1].text)
+    text = answer.content[-1]
+    assert isinstance(text, TextContent)
+    result = json.loads(text.text)
     assert [e["prompt"] for e in result["earlier"]] and {e["prompt"] for e in result["earlier"]} == {
         "a paper crane on a desk", "a paper crane in flight"}
     assert len(result["jobs"]) == 2 and "2 earlier image(s) like “my paper cranes”" in result["reply"]
