@@ -292,11 +292,10 @@ def _text(message: BaseMessage) -> str:
 
 
 async def answer_with_picture(llm: BaseChatModel, messages: Sequence[BaseMessage], subject: str,
-                              meter: Meter) -> IllustratedAnswer:
+                              meter: Meter, *, system: str = ILLUSTRATED_ANSWER_SYSTEM) -> IllustratedAnswer:
     """One LLM call: the answer to the conversation and the picture for it (`subject`: what the person asked to see,
-    used only when the model describes no picture)."""
-    reply = await call_llm(PictureSplittingModel.around(llm), [SystemMessage(ILLUSTRATED_ANSWER_SYSTEM), *messages],
-                           meter)
+    used only when the model describes no picture; `system`: the instructions, ending with prompts.PICTURE_BLOCK)."""
+    reply = await call_llm(PictureSplittingModel.around(llm), [SystemMessage(system), *messages], meter)
     block = reply.additional_kwargs.get(PICTURE_KEY)
     if isinstance(block, str):
         answer, picture = _tidy(_text(reply)), parse_block(block)

@@ -3,7 +3,8 @@
 Per intent, the supervisor runs a fixed pipeline of agents and checks a hop budget and repeats on every
 step, so agents can never ping-pong:
     answer      → answer                      (exactly one LLM call)
-    retrieve    → retrieve                    (one LLM call over cited passages)
+    retrieve    → retrieve [→ design → approve → submit]  (one LLM call over cited passages, which also describes
+                                                         the picture when the answer is illustrated)
     cost        → cost                        (no LLM call: the catalog and live VRAM)
     generate    → design → approve → submit   (no LLM call)
     illustrate  → answer → design → approve → submit   (one LLM call: the answer and its picture's description)
@@ -72,7 +73,7 @@ __all__ = ["PIPELINES", "IntentChoice", "build_supervisor", "graph"]
 
 PIPELINES: dict[str, list[str]] = {
     "answer": ["answer"],
-    "retrieve": ["retrieve"],
+    "retrieve": ["retrieve", "design", "approve", "submit"],
     "images": ["options", "design", "approve", "submit"],
     "cost": ["cost"],
     "edit": ["edit", "approve", "submit"],
@@ -81,6 +82,8 @@ PIPELINES: dict[str, list[str]] = {
     "plan": ["plan", "design", "approve", "submit"],
 }
 log = logging.getLogger(__name__)
+# Pipelines whose picture steps run only when their first step described a picture (an illustrated answer).
+_PICTURE_OPTIONAL = frozenset({"retrieve"})
 _COUNTS = frozenset({"similar", "variations"})  # run options where 0 means none (not "the default")
 _LEADING = re.compile(r"^\s*(please\s+)?(generate|render|draw|paint|sketch|make|create|give me|show me|let me see|"
                       r"illustrate|visuali[sz]e)\s+(me\s+)?(an?\s+)?((hero|lifestyle|detail|thumbnail|product)\s+)?"
@@ -170,6 +173,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         if len(trail) >= settings.max_hops or (len(trail) >= 3 and len(set(trail[-3:])) == 1):
             return "halt"
         for step in PIPELINES[intent]:
+            if step == "design" and intent in _PICTURE_OPTIONAL and not state.get("briefs"):
+                return END  # answered in words: no picture was asked for
             if step not in trail:
                 return step
         return END
@@ -223,12 +228,16 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         text = _text(_last_human(state))
         owner = acting_owner(config)
         memory = await deps.get_memory()
+        mode = state.get("mode", "auto")
+        pictured = mode == "image" or (mode == "auto" and bool(_SHOW.search(text)))
         try:
-            reply, _hits = await answer_from_documents(deps.chat_model(), memory, text, owner, meter,
-                                                       unavailable=deps.memory_problem)
+            found = await answer_from_documents(deps.chat_model(), memory, text, owner, meter,
+                                                unavailable=deps.memory_problem,
+                                                picture_of=_subject_of(text) if pictured else None)
         except LLMUnavailableError as exc:
             return _failure(state, "retrieve", meter, exc)
-        return _done(state, "retrieve", meter, messages=[reply])
+        briefs = [Brief.of_picture(_purpose_of(text), found.picture).model_dump()] if found.picture else []
+        return _done(state, "retrieve", meter, messages=[found.reply], briefs=briefs)
 
     async def find_options(state: SupervisorState, config: RunnableConfig) -> dict[str, Any]:
         """The earlier images most like the request and briefs for new variations of it (no LLM call).
@@ -431,6 +440,9 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
 # The purposes a request can name, as whole words (the designer's looks; "illustration" is the default).
 _PURPOSES = tuple((p, re.compile(rf"\b{p}\b", re.I)) for p in PURPOSE_LOOK if p != "illustration")
 _PICTURE = re.compile(r"\b(look like|looks like|what does|picture|scene|view of)\b", re.I)
+# An answer from documents is illustrated only when the person asks to see something (English and Portuguese).
+_SHOW = re.compile(r"\b(looks? like|show me|picture|illustrat\w*|visuali[sz]e|mostr[ea]\w*|ilustr\w*|desenh\w*|"
+                   r"como (é|fica|seria))\b", re.I)
 
 
 def _first_problem(exc: ValidationError) -> str:

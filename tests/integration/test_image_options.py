@@ -174,3 +174,35 @@ async def test_an_edit_never_reads_another_owners_image_named_in_the_state(setti
     out = await graph.ainvoke({"messages": [HumanMessage("Edit the last image: make it blue")]},
                               run("e3", input_image="../secrets.png"))
     assert out.get("jobs") == [] and "input_image" in out["messages"][-1].content
+
+
+@pytest.mark.asyncio
+async def test_an_answer_from_documents_is_illustrated_from_the_same_call(settings: Settings,
+                                                                          ledger: LedgerService) -> None:
+    from atelier.tools.memory.documents import chunk_file, find_documents
+
+    store = open_memory(settings)
+    try:
+        corpus = Path(__file__).resolve().parents[1] / "data" / "corpus"
+        for path in find_documents([corpus]):
+            store.add_documents(chunk_file(path, "ana"))
+        llm = ScriptedChatModel(replies=[
+            "Our cups sit on dark walnut, never white [1].\n[picture]\nsubject: a copper cup on a dark walnut "
+            "table\nsetting: a quiet cafe counter\nmood: warm, low morning light\n[/picture]",
+            "Dark walnut [1].",
+        ])
+        graph = graph_of(settings, llm, memory=store, ledger=ledger)
+        ask = "According to our brand guide, what does the cup background look like? Show me."
+        out = await graph.ainvoke({"messages": [HumanMessage(ask)]}, run("rag-pic"))
+        assert out["intent"] == "retrieve" and len(llm.calls) == 1 and out["trail"][:2] == ["retrieve", "design"]
+        answer = out["messages"][1].content
+        assert answer.startswith("Our cups sit on dark walnut") and "[picture]" not in answer and "Sources:" in answer
+        assert "Lumen Coffee brand guide" in str(llm.calls[0][0].content) and "[picture]" in str(llm.calls[0][0].content)
+        job = await ledger.get(out["jobs"][0], owner="ana")
+        assert "copper cup on a dark walnut table" in job.params["prompt"] and "cafe counter" in job.params["prompt"]
+        worded = await graph.ainvoke({"messages": [HumanMessage("according to our brand guide, which colours do "
+                                                                "we use?")]}, run("rag-words"))
+        assert worded["trail"] == ["retrieve"] and worded["jobs"] == [] and len(llm.calls) == 2
+        assert "[picture]" not in str(llm.calls[1][0].content), "a question in words is not asked for a picture"
+    finally:
+        store.close()
