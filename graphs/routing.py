@@ -18,6 +18,7 @@ __all__ = ["DEFAULT", "IDIOMS", "MARGIN", "RULES", "classify", "normalise", "sco
 
 DEFAULT = 2  # the weight every request has as a plain question
 MARGIN = 2  # how far the best intent must lead the next one for the rules to decide
+HINT = 1  # a rule of this weight counts only for an intent no stronger rule matched: it can make the rules unsure
 
 # Text is matched lower-case and without accents ("Mude o fundo desta foto" → "mude o fundo desta foto"). Words that
 # are English in one language and Portuguese in the other ("do", "no", "a") are only read beside the right nouns.
@@ -28,15 +29,17 @@ _IMAGE_PT = (r"imagem|imagens|fotos?|fotografias?|ilustracao|ilustracoes|desenho
              r"cartazes|papel de parede|retratos?|icones?|esbocos?|miniaturas?|aquarelas?|aguarelas?|artes?")
 _IMAGE = f"(?:{_IMAGE_EN}|{_IMAGE_PT})"
 _DOCUMENT_EN = r"docs|documents?|notes|guide|guidelines|manual|handbook|knowledge base|pdf|contract|journal|diary|" \
-               r"folder|files|wiki|thesis"
+               r"folder|files|wiki|thesis|minutes|brief|briefing|policy|regulations|playbook|(?:brand )?book"
 _DOCUMENT_PT = r"documentos?|notas|apontamentos|guia|diretrizes|manual|base de conhecimento|pdf|contrato|diario|" \
-               r"receitas|ficheiros|arquivos|tese"
+               r"receitas|ficheiros|arquivos|tese|atas?|regulamento|politica|briefing"
 _MINE_PT = r"(?:meus|minhas|meu|minha|nosso|nossa|nossos|nossas)"
 _TEXT = (r"(?:(?<!shot )lists?|listas?(?! de (?:fotos|imagens))|checklists?|plans?|planos?|roteiros?|resumos?|"
          r"summar(?:y|ies)|e-?mails?|letters?|cartas?|poems?|poemas?|haikus?|stor(?:y|ies)|historias?|essays?|"
          r"textos?|names?|nomes?|ideas?|ideias?|reports?|relatorios?|outlines?|contracts?|contratos?|tables?|"
          r"tabelas?|code|codigo|scripts?|schedules?|itinerar(?:y|ies)|paragraphs?|paragrafos?|slogans?|tweets?|"
-         r"titles?|titulos?|jokes?|piadas?)")
+         r"titles?|titulos?|jokes?|piadas?|strateg(?:y|ies)|estrategias?|process(?:es)?|processos?|systems?|sistemas?|"
+         r"proposals?|propostas?|methods?|metodos?|courses?|cursos?|curricul(?:um|o)|"
+         r"cronogramas?|timelines?|presentations?|apresentacoes|apresentacao|funnels?|funis|funil)")
 # Sentence start, then a polite request ("please", "can you", "pode", "quero que"): what follows is asked for.
 _ASK = (r"(?:^|[.,:;!?] )(?:please |pls |por favor,? )?(?:(?:can|could|would|will) you (?:please )?|"
         r"i(?:'d| would) like (?:you )?to |i want (?:you )?to |let'?s |(?:voce |tu )?(?:pode|podes|poderia|"
@@ -52,12 +55,13 @@ _CHANGE = (r"(?:edit|change|remove|erase|delete|replace|swap|recolou?r|turn|conv
            r"edit(?:e|a)|remov(?:e|a)|apag(?:a|ue)|substitu(?:a|i)|tro(?:ca|que)|colo(?:ca|que)|adicion(?:a|e)|"
            r"acrescent(?:a|e)|poe|ponha|deix(?:a|e)|clarei(?:a|e)|escurec(?:e|a)|corrij(?:a)|corrig(?:e)|"
            r"recort(?:a|e)|desfo(?:ca|que)|transform(?:a|e)|aument(?:a|e)|melhor(?:a|e)|ampli(?:e|a)|estend(?:a|e)|"
-           r"reto(?:ca|que))")
+           r"reto(?:ca|que)|tir(?:a|e))")
 _EARLIER = r"(?:earlier|previous|old|older|past|last|latest|recent|antig[ao]s?|anterior(?:es)?|ultim[ao]s?)"
 _MADE = r"(?:made|generated|created|rendered|did|fiz|gerei|criei|renderizei|fizemos|geramos|criamos)"
 _WHEN = r"(?:before|earlier|yesterday|last (?:week|month|session|time)|ago|ontem|antes|semana passada|ha algum tempo)"
 _COST = (r"(?:how much|how long|how many|cost|costs|price|budget|bill|cheap(?:er|est)?|faster|slower|estimate|"
-         r"quanto|quanta|quantas|custa|custo|preco|orcamento|barat[ao]|mais rapido|estim\w*)")
+         r"seconds|minutes|quanto|quanta|quantas|quantos|custa|custo|preco|orcamento|barat[ao]|mais rapido|"
+         r"segundos|minutos|estim\w*)")
 _MAKING = (rf"(?:{_IMAGE_EN}|{_IMAGE_PT}|render\w*|generat\w*|upscal\w*|workflow|tier|quality|gera\w*|qualidade|vram|"
            r"gpu|sketch\w*|esboc\w*)")
 
@@ -67,14 +71,17 @@ def _rule(pattern: str, weight: int) -> tuple[re.Pattern[str], int]:
     return re.compile(pattern), weight
 
 
-# Phrases that use a picture word in another sense; removed before the rules look.
-IDIOMS: list[re.Pattern[str]] = [re.compile(p) for p in (
-    r"\bpicture this\b:?",  # "picture this: you have 100 euros…" frames what follows, which decides
-    r"\bpaint(?:s|ing)? (?:me |us )?an? (?:\w+ )?picture of (?=what|how|who|why|the situation|life)",
-    r"\brender(?:s|ed|ing)? (?:\S+ ){1,3}?(?:inactive|useless|invalid|obsolete|void|unusable|harmless|unreadable)\b",
-    r"\bworkflow (?:tools?|apps?|software)\b",
-    r"\bpint\w*(?:-me)? um quadro (?:da situacao|geral|do que)\b",
-    r"\bmake sense\b",
+# Phrases that use a picture word in another sense, and what the rules read instead.
+IDIOMS: list[tuple[re.Pattern[str], str]] = [(re.compile(p), instead) for p, instead in (
+    (r"\bpicture this\b:?", " "),  # "picture this: you have 100 euros…" frames what follows, which decides
+    (r"\bpaint(?:s|ing)? (?:me |us )?an? (?:\w+ )?picture of (?=what|how|who|why|the situation|life)", " "),
+    (r"\brender(?:s|ed|ing)? (?:\S+ ){1,3}?(?:inactive|useless|invalid|obsolete|void|unusable|harmless|unreadable)\b",
+     " "),
+    (r"\bworkflow (?:tools?|apps?|software)\b", " "),
+    (r"\bpint\w*(?:-me)? um quadro (?:da situacao|geral|do que)\b", " "),
+    (r"\bmake sense\b", " "),
+    (r"\b(?:show|teach)(?: me| us)? how (?=to\b|do\b|i\b|you\b)", "how do i "),  # instructions, not a picture
+    (r"\b(?:me )?mostr\w*(?:-me)? como (?:se )?(?=\w+(?:ar|er|ir)\b)", "como posso "),
 )]
 
 RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
@@ -82,10 +89,11 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
         _rule(r"(?:^|[.,:;!?] )(?:what|why|how|who|when|where|which|is|are|was|were|do|does|did|should|explain|"
               r"describe|define|tell me|summari[sz]e|translate|remind me|o que|por ?que|como|quando|onde|quem|qual|"
               r"quais|que|quanto|quanta|quantos|quantas|explique|explica|descreva|descreve|traduza|traduz)\b", 1),
-        _rule(r"\bhow (?:do|can|should|would) (?:i|we)\b|\bcomo (?:e que )?(?:eu )?(?:faco|posso|edito|devo|consigo)\b",
-              2),
+        _rule(r"\bhow (?:do|can|should|would) (?:i|we)\b|\bcomo (?:e que )?(?:eu )?(?:faco|posso|edito|devo|consigo)\b|"
+              r"\bshould (?:i|we)\b|\b(?:devo|devemos|deveria)\b", 2),
         _rule(rf"\b(?:{_DRAW}|{_WANT}|write|draft|compose|desenh\w*|esboc\w*|escrev\w*|redij\w*)(?: up| out)?"
               rf"(?: \S+){{0,3}}? {_TEXT}\b", 5),  # "generate a list", "sketch out a plan", "desenhe um plano"
+        _rule(r"\b(?:charge|sell|pay for|cobrar|cobro|vender|pagar)\b", 3),  # their own prices, not a render's
         _rule(r"\b(?:gimp|photoshop|lightroom|krita|canva|illustrator|inkscape|figma|affinity|snapseed)\b", 3),
         _rule(r"\bin words\b|\bem palavras\b|\bwithout (?:an? )?(?:image|picture)\b|\bsem (?:imagens?|fotos?)\b", 6),
     ],
@@ -97,13 +105,16 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
               r"lighting|isometric|pixel art|anime|low poly|pencil|charcoal|in the style of|bokeh|aquarela|aguarela|"
               r"oleo|arte digital|cinematografica|fotorrealista|a lapis|vintage|dramatic light|luz dramatica)\b", 2),
         _rule(rf"^(?:(?:an?|the|um|uma)\b|{_IMAGE} (?:of|de|do|da)\b)[^?]*$", 2),  # a bare prompt
+        _rule(rf"^(?:an?|the|um|uma) (?:\S+ ){{0,3}}?{_IMAGE}\b[^?]*$", 2),  # "a minimalist poster of…"
+        _rule(rf"\b{_IMAGE}\b", 1),
     ],
     "illustrate": [
         _rule(r"\bwhat (?:\S+ ){1,8}?looks? like\b|\bhow (?:does|do|did|would|will) .{1,40}look\b|\baparencia\b", 5),
         _rule(r"\bshow me\b|\blet me see\b|\bmostr(?:e|a)(?:-me)?\b(?!-)|\bme mostr(?:e|a)\b|\bquero ver (?:uma|a) "
               r"(?:imagem|foto)\b", 5),
         _rule(r"\b(?:with|and show(?: me)?|com|e mostr\w*) (?:an?|uma?) (?:picture|image|illustration|imagem|"
-              r"ilustracao|foto)\b|\bshow me (?:one|it|them)\b", 5),
+              r"ilustracao|foto)\b|\bshow me (?:one|it|them)\b|\band (?:illustrate|show|draw) (?:it|them|one)\b|"
+              r"\be (?:ilustr|mostr)\w*", 5),
         _rule(r"\b(?:visuali[sz]e|illustrate|visualiz(?:e|a|ar)|ilustr(?:e|a|ar))\b", 4),
         _rule(r"\bimagin\w*", 1),
     ],
@@ -113,6 +124,8 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
               rf"(?:\S+ )?(?:{_DOCUMENT_PT})\b", 7),
         _rule(rf"\b(?:according to|de acordo com) (?:my|our|the|[oa]s?|{_MINE_PT})\b|"
               rf"\b(?:segundo|conforme) (?:[oa]s? )?{_MINE_PT}\b", 7),
+        _rule(r"^(?:according to|based on|de acordo com|segundo|conforme|com base n)", 3),  # a source, maybe theirs
+        _rule(r"\bwhat (?:does|do|did) (?:the|my|our) (?:\S+ ){1,3}?say\b", 2),
         _rule(rf"\b(?:my|our|the) (?:\S+ )?(?:{_DOCUMENT_EN})\b|\b(?:{_MINE_PT}|o|os) (?:\S+ )?(?:{_DOCUMENT_PT})\b", 4),
         _rule(r"\b(?:say|says|said|mentions?|talks?|diz|dizem|fala|falam)\b(?: \S+){0,5}? (?:about|sobre)\b|"
               r"\bmention\b|\bwhat did i write\b|\bo que (?:eu )?escrevi\b", 2),
@@ -127,16 +140,17 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
               r"(?:\S+ ){0,2}?(?:my|our|the one)|\b(?:opcoes|alternativas|variacoes|mais|outras?) (?:\S+ ){0,1}?"
               r"(?:parecid|semelhant|como)\w*|\b(?:similar|parecid\w*|semelhant\w*) (?:to|com|a|ao|as|aos) "
               rf"(?:[oa]s? )?(?:my|our|{_MINE_PT})\b|\bmore like\b", 4),
-        _rule(r"\b(?:my|our) gallery\b|\b(?:minha|nossa) galeria\b", 4),
+        _rule(r"\b(?:my|our) (?:gallery|history|library|archive)\b|\b(?:minha|nossa) (?:galeria|biblioteca)\b|"
+              r"\b(?:meu|nosso) (?:historico|arquivo)\b", 4),
         _rule(r"\b(?:have|did) (?:i|we) (?:\S+ )?(?:made|generated|created)\b|\bi(?:'ve| have) (?:\S+ )?"
               r"(?:made|generated|created)\b|\bja (?:gerei|fiz|criei)\b", 4),
         _rule(rf"\bshow me (?:my|our|everything|all)\b|\bmostr\w*(?:-me)? (?:[oa]s )?(?:{_MINE_PT} )?{_IMAGE}\b", 4),
         _rule(rf"\bdo (?:i|we) have (?:any )?(?:\S+ )?{_IMAGE}\b|\b(?:tenho|temos) (?:\S+ )?{_IMAGE}\b", 2),
         _rule(r"\b(?:see|ver|rever|look at|olhar)\b.*\b(?:again|de novo|outra vez)\b", 3),
         _rule(rf"\b{_WHEN}\b|\bagain\b|\bde novo\b", 2),
-        _rule(r"\b(?:find|search|look (?:through|for)|pull up|bring back|retrieve|see|browse|encontr\w*|procur\w*|"
-              r"busc\w*|recuper\w*|variations|variacoes|new ones|novos|novas)\b|"
-              rf"\b(?:which|what|quais|que) {_IMAGE}\b", 1),
+        _rule(rf"\b(?:find|search|look (?:through|for)|pull up|bring back|retrieve|browse|encontr\w*|procur\w*|busc\w*|"
+              rf"recuper\w*)\b.*\b{_IMAGE}\b|\b(?:which|what|quais|que) {_IMAGE}\b", 2),  # looking for pictures
+        _rule(r"\b(?:see|variations|variacoes|new ones|novos|novas)\b", 1),
     ],
     "plan": [
         _rule(r"\b(?:showcase|shot list|lista de fotos|product (?:shots|photos|images|pictures)|fotos de produto|"
@@ -154,7 +168,8 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
         _rule(rf"^(?=.*\b{_COST}\b)(?=.*\b{_MAKING}\b)", 6),  # a price or a time, of making images
         _rule(r"\b(?:which|what|qual|que) (?:\S+ )?(?:workflow|fluxo de trabalho|fluxo)\b", 5),
         _rule(r"\bvram\b|\bgpu\b|\b\d+ ?gb\b|\bplaca (?:de video|grafica)\b|\bwhat can i run\b|\bconsigo correr\b", 3),
-        _rule(r"\b(?:run|fit|fits|roda|rodar|cabe|correr)\b.*\b\d+ ?gb\b|\benough vram\b|\bgb (?:free|livres)\b", 3),
+        _rule(r"^(?=.*\b(?:run|fit|fits|handle|roda|rodar|cabe|correr|aguenta)\b)(?=.*\b\d+ ?gb\b)|\benough vram\b|"
+              r"\bgb (?:free|livres)\b", 3),
     ],
     "edit": [
         _rule(rf"{_ASK}{_CHANGE}\b|{_ASK}make (?:it|this|that|the|my) (?:\S+ ){{0,3}}?(?:{_IMAGE}|background|"
@@ -183,12 +198,13 @@ def normalise(text: str) -> str:
 def scores(text: str) -> dict[Intent, int]:
     """The summed weight of the rules each intent matches in `text` (idioms removed first; no DEFAULT)."""
     lowered = normalise(text)
-    for idiom in IDIOMS:
-        lowered = idiom.sub(" ", lowered)
+    for idiom, instead in IDIOMS:
+        lowered = idiom.sub(instead, lowered)
     lowered = " ".join(lowered.split())
     found: dict[Intent, int] = {}
     for intent, rules in RULES.items():
-        weight = sum(w for pattern, w in rules if pattern.search(lowered))
+        matched = [w for pattern, w in rules if pattern.search(lowered)]
+        weight = sum(w for w in matched if w > HINT) or sum(matched)
         if weight:
             found[intent] = weight
     return found
