@@ -16,7 +16,7 @@ from atelier.graphs.state import Intent
 
 __all__ = ["DEFAULT", "IDIOMS", "MARGIN", "RULES", "classify", "normalise", "scores"]
 
-DEFAULT = 2  # the weight every request has as a plain question
+DEFAULT = 1  # the weight every request has as a plain question (a question mark or a question word adds a hint)
 MARGIN = 2  # how far the best intent must lead the next one for the rules to decide
 HINT = 1  # a rule of this weight counts only for an intent no stronger rule matched: it can make the rules unsure
 
@@ -24,9 +24,12 @@ HINT = 1  # a rule of this weight counts only for an intent no stronger rule mat
 # are English in one language and Portuguese in the other ("do", "no", "a") are only read beside the right nouns.
 _IMAGE_EN = (r"images?|pictures?|pics?|photos?|photographs?|illustrations?|drawings?|paintings?|renders?|artworks?|"
              r"logos?|posters?|wallpapers?|icons?|portraits?|sketch(?:es)?|banners?|watercolou?rs?|thumbnails?|"
-             r"shots?(?! list)|visuals?")
+             r"shots?(?! list)|visuals?|stickers?|covers?|mascots?|avatars?|emojis?|tattoos?|murals?|memes?|"
+             r"infographics?|diagrams?|mockups?|cartoons?|comics?|prints?|cards?")
 _IMAGE_PT = (r"imagem|imagens|fotos?|fotografias?|ilustracao|ilustracoes|desenhos?|pinturas?|logotipos?|cartaz|"
-             r"cartazes|papel de parede|retratos?|icones?|esbocos?|miniaturas?|aquarelas?|aguarelas?|artes?")
+             r"cartazes|papel de parede|retratos?|icones?|esbocos?|miniaturas?|aquarelas?|aguarelas?|artes?|capas?|"
+             r"mascotes?|adesivos?|autocolantes?|figurinhas?|estampas?|tatuage(?:m|ns)|murais?|infograficos?|"
+             r"diagramas?|cartoons?|banda desenhada|quadrinhos|cart(?:ao|oes)|postais?")
 _IMAGE = f"(?:{_IMAGE_EN}|{_IMAGE_PT})"
 _DOCUMENT_EN = r"docs|documents?|notes|guide|guidelines|manual|handbook|knowledge base|pdf|contract|journal|diary|" \
                r"folder|files|wiki|thesis|minutes|brief|briefing|policy|regulations|playbook|(?:brand )?book"
@@ -39,14 +42,17 @@ _TEXT = (r"(?:(?<!shot )lists?|listas?(?! de (?:fotos|imagens))|checklists?|plan
          r"tabelas?|code|codigo|scripts?|schedules?|itinerar(?:y|ies)|paragraphs?|paragrafos?|slogans?|tweets?|"
          r"titles?|titulos?|jokes?|piadas?|strateg(?:y|ies)|estrategias?|process(?:es)?|processos?|systems?|sistemas?|"
          r"proposals?|propostas?|methods?|metodos?|courses?|cursos?|curricul(?:um|o)|"
-         r"cronogramas?|timelines?|presentations?|apresentacoes|apresentacao|funnels?|funis|funil)")
+         r"cronogramas?|timelines?|presentations?|apresentacoes|apresentacao|funnels?|funis|funil|tips|dicas|advice|"
+         r"conselhos|suggestions?|sugestoes|reasons|razoes|steps|passos|captions?|legendas?|horarios?|sentences?|"
+         r"frases?|words|palavras)")
 # Sentence start, then a polite request ("please", "can you", "pode", "quero que"): what follows is asked for.
 _ASK = (r"(?:^|[.,:;!?] )(?:please |pls |por favor,? )?(?:(?:can|could|would|will) you (?:please )?|"
         r"i(?:'d| would) like (?:you )?to |i want (?:you )?to |let'?s |(?:voce |tu )?(?:pode|podes|poderia|"
         r"poderias|consegue|consegues) |quero que (?:voce |tu )?|gostaria que (?:voce )?)?")
 # Verbs that make a picture ("draw a cat", "gere uma"), and words that ask for something ("make me a", "quero uma").
 _DRAW = r"draw|paint|sketch|render|doodle|generate|desenh(?:e|a|ar)|pint(?:e|a|ar)|esboc(?:e|a|ar)|ger(?:e|a|ar)"
-_WANT = (r"make|create|design|produce|give me|i need|we need|i want|i'd like|i would like|can i (?:get|have)|"
+_WANT = (r"make|create|design|produce|give me|i need|we need|i want|i'd like|i would like|i'd love|i would love|"
+         r"can i (?:get|have)|adoraria|gostava de|"
          r"cri(?:e|a|ar)|fa(?:ca|z-me|ze-me|zer)|me faz|me faca|produz(?:a|e|ir)|quero(?! ver)|queria|preciso de|"
          r"gostaria de|me (?:da|de)|da-me")
 _NEW = r"(?:an?|some|one|two|three|four|five|a few|\d+|um|uma|uns|umas)"
@@ -86,13 +92,15 @@ IDIOMS: list[tuple[re.Pattern[str], str]] = [(re.compile(p), instead) for p, ins
 
 RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
     "answer": [
-        _rule(r"(?:^|[.,:;!?] )(?:what|why|how|who|when|where|which|is|are|was|were|do|does|did|should|explain|"
-              r"describe|define|tell me|summari[sz]e|translate|remind me|o que|por ?que|como|quando|onde|quem|qual|"
-              r"quais|que|quanto|quanta|quantos|quantas|explique|explica|descreva|descreve|traduza|traduz)\b", 1),
+        _rule(r"(?:^|[.,:;!?] )(?:what'?s?|why|how|who|when|where|which|is|are|was|were|do|does|did|should|o que|"
+              r"por ?que|como|quando|onde|quem|qual|quais|que|quanto|quanta|quantos|quantas)\b", 1),
+        _rule(r"(?:^|[.,:;!?] )(?:explain|describe|define|tell me|summari[sz]e|translate|remind me|explique|explica|"
+              r"descreva|descreve|defina|resuma|resume|traduza|traduz)\b", 2),  # asked to answer in words
+        _rule(r"\?", 1),
         _rule(r"\bhow (?:do|can|should|would) (?:i|we)\b|\bcomo (?:e que )?(?:eu )?(?:faco|posso|edito|devo|consigo)\b|"
               r"\bshould (?:i|we)\b|\b(?:devo|devemos|deveria)\b", 2),
-        _rule(rf"\b(?:{_DRAW}|{_WANT}|write|draft|compose|desenh\w*|esboc\w*|escrev\w*|redij\w*)(?: up| out)?"
-              rf"(?: \S+){{0,3}}? {_TEXT}\b", 5),  # "generate a list", "sketch out a plan", "desenhe um plano"
+        _rule(rf"\b(?:{_DRAW}|{_WANT}|write|draft|compose|desenh\w*|esboc\w*|escrev\w*|redij\w*|cri\w*|fa[cz]\w*)"
+              rf"(?:-(?:me|nos|lhe))?(?: up| out)?(?: \S+){{0,3}}? {_TEXT}\b", 5),  # "generate a list", "sketch out a plan", "desenhe um plano"
         _rule(r"\b(?:charge|sell|pay for|cobrar|cobro|vender|pagar)\b", 3),  # their own prices, not a render's
         _rule(r"\b(?:gimp|photoshop|lightroom|krita|canva|illustrator|inkscape|figma|affinity|snapseed)\b", 3),
         _rule(r"\bin words\b|\bem palavras\b|\bwithout (?:an? )?(?:image|picture)\b|\bsem (?:imagens?|fotos?)\b", 6),
@@ -100,7 +108,8 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
     "generate": [
         _rule(rf"{_ASK}(?:me )?(?:{_DRAW})(?:-me| me| us)? (?:for me |para mim )?(?:{_NEW}|the|my|our|o|a|os|as)\b",
               4),
-        _rule(rf"\b(?:{_WANT})(?: me| us)? {_NEW} (?:\S+ ){{0,3}}?{_IMAGE}\b", 4),  # "make me a picture of…"
+        _rule(rf"(?:\b(?:{_WANT})|{_ASK}faz)(?: me| us|-me)? {_NEW} (?:\S+ ){{0,3}}?{_IMAGE}\b", 4),  # "make me a…"
+        _rule(rf"{_ASK}(?:{_WANT}|faz)(?: me| us|-me)? {_NEW}\b", 1),  # asked to make something: maybe a picture
         _rule(r"\b(?:watercolou?r|oil painting|digital art|cinematic|photorealistic|hyperrealistic|[48]k|studio "
               r"lighting|isometric|pixel art|anime|low poly|pencil|charcoal|in the style of|bokeh|aquarela|aguarela|"
               r"oleo|arte digital|cinematografica|fotorrealista|a lapis|vintage|dramatic light|luz dramatica)\b", 2),
@@ -112,7 +121,7 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
         _rule(r"\bwhat (?:\S+ ){1,8}?looks? like\b|\bhow (?:does|do|did|would|will) .{1,40}look\b|\baparencia\b", 5),
         _rule(r"\bshow me\b|\blet me see\b|\bmostr(?:e|a)(?:-me)?\b(?!-)|\bme mostr(?:e|a)\b|\bquero ver (?:uma|a) "
               r"(?:imagem|foto)\b", 5),
-        _rule(r"\b(?:with|and show(?: me)?|com|e mostr\w*) (?:an?|uma?) (?:picture|image|illustration|imagem|"
+        _rule(r"\b(?:with|and show(?: me)?|com|e mostr\w*) (?:an?|uma?) (?:\S+ )?(?:picture|image|illustration|imagem|"
               r"ilustracao|foto)\b|\bshow me (?:one|it|them)\b|\band (?:illustrate|show|draw) (?:it|them|one)\b|"
               r"\be (?:ilustr|mostr)\w*", 5),
         _rule(r"\b(?:visuali[sz]e|illustrate|visualiz(?:e|a|ar)|ilustr(?:e|a|ar))\b", 4),
@@ -144,7 +153,8 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
               r"\b(?:meu|nosso) (?:historico|arquivo)\b", 4),
         _rule(r"\b(?:have|did) (?:i|we) (?:\S+ )?(?:made|generated|created)\b|\bi(?:'ve| have) (?:\S+ )?"
               r"(?:made|generated|created)\b|\bja (?:gerei|fiz|criei)\b", 4),
-        _rule(rf"\bshow me (?:my|our|everything|all)\b|\bmostr\w*(?:-me)? (?:[oa]s )?(?:{_MINE_PT} )?{_IMAGE}\b", 4),
+        _rule(rf"\bshow me (?:my|our|everything|all|the (?:\S+ )?{_IMAGE})\b|"
+              rf"\bmostr\w*(?:-me)? (?:[oa]s )?(?:{_MINE_PT} )?{_IMAGE}\b", 4),
         _rule(rf"\bdo (?:i|we) have (?:any )?(?:\S+ )?{_IMAGE}\b|\b(?:tenho|temos) (?:\S+ )?{_IMAGE}\b", 2),
         _rule(r"\b(?:see|ver|rever|look at|olhar)\b.*\b(?:again|de novo|outra vez)\b", 3),
         _rule(rf"\b{_WHEN}\b|\bagain\b|\bde novo\b", 2),
