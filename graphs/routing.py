@@ -97,6 +97,8 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
         _rule(r"(?:^|[.,:;!?] )(?:explain|describe|define|tell me|summari[sz]e|translate|remind me|explique|explica|"
               r"descreva|descreve|defina|resuma|resume|traduza|traduz)\b", 2),  # asked to answer in words
         _rule(r"\?", 1),
+        _rule(r"^(?:hi|hello|hey|thanks|thank you|ok|okay|good (?:morning|afternoon|evening)|bye|ola|oi|obrigad[oa]|"
+              r"bom dia|boa (?:tarde|noite)|tchau|adeus)\b", 2),  # small talk
         _rule(r"\bhow (?:do|can|should|would) (?:i|we)\b|\bcomo (?:e que )?(?:eu )?(?:faco|posso|edito|devo|consigo)\b|"
               r"\bshould (?:i|we)\b|\b(?:devo|devemos|deveria)\b", 2),
         _rule(rf"\b(?:{_DRAW}|{_WANT}|write|draft|compose|desenh\w*|esboc\w*|escrev\w*|redij\w*|cri\w*|fa[cz]\w*)"

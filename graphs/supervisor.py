@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from atelier.agents.cost_router import RouteChoice, choose_route
 from atelier.agents.design_check import planned_design
-from atelier.agents.llm import LLMUnavailableError, Meter, call_llm, call_structured
+from atelier.agents.llm import LLMUnavailableError, Meter, StructuredOutputError, call_llm, call_structured
 from atelier.agents.planner import Brief, plan_request
 from atelier.agents.prompts import ANSWER_SYSTEM, INTENT_SYSTEM
 from atelier.agents.rag_retriever import answer_from_documents
@@ -102,9 +102,9 @@ class RunOptions(BaseModel):
 
 
 class IntentChoice(BaseModel):
-    """The LLM's classification of an ambiguous request."""
+    """The LLM's classification of a request the rules are unsure of (any of the eight intents)."""
 
-    intent: Literal["answer", "generate", "illustrate", "retrieve", "plan", "cost"]
+    intent: Intent
 
 
 def _last_human(state: SupervisorState) -> HumanMessage:
@@ -164,7 +164,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         return {"messages": [AIMessage(message)], "stopped": "hop budget"}
 
     async def classify_node(state: SupervisorState) -> dict[str, Any]:
-        """Rules first; one structured LLM call only when they find the request ambiguous."""
+        """Rules first; one structured LLM call only when they are unsure (a second only when the model's first answer
+        did not fit; a second misfit ends the turn with a message saying so)."""
         meter = Meter("classify")
         text = _text(_last_human(state))
         intent: Intent | None = classify(text)
@@ -175,7 +176,7 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
             try:
                 choice = await call_structured(deps.chat_model(), IntentChoice,
                                                [SystemMessage(INTENT_SYSTEM), HumanMessage(text)], meter)
-            except LLMUnavailableError as exc:
+            except (LLMUnavailableError, StructuredOutputError) as exc:
                 return _failure(state, "classify", meter, exc)
             intent, routed_by = choice.intent, "llm"
         if intent == "answer" and state.get("mode", "auto") == "auto" and _wants_picture(text):
@@ -241,7 +242,7 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         meter = Meter("plan")
         try:
             result = await plan_request(deps.chat_model(), _text(_last_human(state)), meter)
-        except LLMUnavailableError as exc:
+        except (LLMUnavailableError, StructuredOutputError) as exc:
             return _failure(state, "plan", meter, exc)
         return _done(state, "plan", meter, briefs=[b.model_dump() for b in result.briefs])
 

@@ -23,6 +23,7 @@ message fit for a person: the problem and the fix. Each family lives beside the 
   MemoryUnavailableError;
 - GPU hot-swap (tools/gpu/ollama_models.py): OllamaAdminError → OllamaUnreachableError, OllamaHTTPError;
 - Ollama: LLMUnavailableError (tools/service_errors.py, which explains every client's failures the same way);
+  StructuredOutputError (agents/llm.py: a model's answer that did not fit its schema, twice);
 - agents and graphs: AdminOnlyError (graphs/owner.py), GenerateRefusedError
   (graphs/generate.py) — both are ValueErrors too, so the LangGraph server shows their messages;
 - front ends: LoopBridgeError → LoopBlockedError, LoopStoppedError (atelier/adapters/bridge.py, CrewAI and AutoGen
