@@ -1,10 +1,12 @@
-"""Cheap routing first: rules recognise clear intents in English and Portuguese; unsure requests go to the LLM.
+"""Cheap routing first: rules recognise clear intents in English and Portuguese; unsure requests go to the model.
 
-Every request starts as a plain question ("answer", weight DEFAULT). Each rule that matches adds its weight to
-its intent; an intent wins only when it leads every other by MARGIN. Anything closer is unsure: `classify` returns
-None and the supervisor asks the model (one structured call). So a word that merely hints ("how much", "imagine",
-a hint alone weighs 1) never decides, and a request that clearly asks for two things is not guessed either.
-tests/data/routing_requests.jsonl measures it (bench/routing.py); tests/unit/test_routing_set.py keeps the floor.
+Each rule that matches a request adds its weight to its intent; "answer" (a plain question) starts at DEFAULT. An
+intent wins only when it leads every other by MARGIN. Anything closer is unsure: `classify` returns None and the
+supervisor asks the model (one structured call) instead of guessing. A rule of weight HINT (a picture word, a price
+word, a question mark) counts only for an intent no stronger rule matched: alone it can make the rules unsure, never
+decide; so a statement nothing else matches ("Fix the pipeline") is unsure rather than silently a plain question.
+Text is read lower-case without accents, after IDIOMS rewrote phrases that use a picture word in another sense.
+bench/routing.py measures them on tests/data/routing_requests.jsonl; tests/unit/test_routing_set.py keeps the floor.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import unicodedata
 
 from atelier.graphs.state import Intent
 
-__all__ = ["DEFAULT", "IDIOMS", "MARGIN", "RULES", "classify", "normalise", "scores"]
+__all__ = ["DEFAULT", "HINT", "IDIOMS", "MARGIN", "RULES", "classify", "normalise", "scores"]
 
 DEFAULT = 1  # the weight every request has as a plain question (a question mark or a question word adds a hint)
 MARGIN = 2  # how far the best intent must lead the next one for the rules to decide
@@ -100,14 +102,15 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
         _rule(r"^(?:hi|hello|hey|thanks|thank you|ok|okay|good (?:morning|afternoon|evening)|bye|ola|oi|obrigad[oa]|"
               r"bom dia|boa (?:tarde|noite)|tchau|adeus)\b", 2),  # small talk
         _rule(r"\bhow (?:do|can|should|would) (?:i|we)\b|\bcomo (?:e que )?(?:eu )?(?:faco|posso|edito|devo|consigo)\b|"
-              r"\bshould (?:i|we)\b|\b(?:devo|devemos|deveria)\b", 2),
+              r"\bshould (?:i|we)\b|\b(?:devo|devemos|deveria)\b", 2),  # how-to and advice
+        # something to write: "generate a list", "sketch out a plan", "desenhe um plano de negócios"
         _rule(rf"\b(?:{_DRAW}|{_WANT}|write|draft|compose|desenh\w*|esboc\w*|escrev\w*|redij\w*|cri\w*|fa[cz]\w*)"
-              rf"(?:-(?:me|nos|lhe))?(?: up| out)?(?: \S+){{0,3}}? {_TEXT}\b", 5),  # "generate a list", "sketch out a plan", "desenhe um plano"
+              rf"(?:-(?:me|nos|lhe))?(?: up| out)?(?: \S+){{0,3}}? {_TEXT}\b", 5),
         _rule(r"\b(?:charge|sell|pay for|cobrar|cobro|vender|pagar)\b", 3),  # their own prices, not a render's
         _rule(r"\b(?:gimp|photoshop|lightroom|krita|canva|illustrator|inkscape|figma|affinity|snapseed)\b", 3),
         _rule(r"\bin words\b|\bem palavras\b|\bwithout (?:an? )?(?:image|picture)\b|\bsem (?:imagens?|fotos?)\b", 6),
     ],
-    "generate": [
+    "generate": [  # "draw a cat", "make me a poster of…", a bare prompt ("a fox in the snow, watercolor")
         _rule(rf"{_ASK}(?:me )?(?:{_DRAW})(?:-me| me| us)? (?:for me |para mim )?(?:{_NEW}|the|my|our|o|a|os|as)\b",
               4),
         _rule(rf"(?:\b(?:{_WANT})|{_ASK}faz)(?: me| us|-me)? {_NEW} (?:\S+ ){{0,3}}?{_IMAGE}\b", 4),  # "make me a…"
@@ -119,7 +122,7 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
         _rule(rf"^(?:an?|the|um|uma) (?:\S+ ){{0,3}}?{_IMAGE}\b[^?]*$", 2),  # "a minimalist poster of…"
         _rule(rf"\b{_IMAGE}\b", 1),
     ],
-    "illustrate": [
+    "illustrate": [  # "what does a quokka look like?", "show me…", "explain … with a picture", "visualise…"
         _rule(r"\bwhat (?:\S+ ){1,8}?looks? like\b|\bhow (?:does|do|did|would|will) .{1,40}look\b|\baparencia\b", 5),
         _rule(r"\bshow me\b|\blet me see\b|\bmostr(?:e|a)(?:-me)?\b(?!-)|\bme mostr(?:e|a)\b|\bquero ver (?:uma|a) "
               r"(?:imagem|foto)\b", 5),
@@ -129,20 +132,21 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
         _rule(r"\b(?:visuali[sz]e|illustrate|visualiz(?:e|a|ar)|ilustr(?:e|a|ar))\b", 4),
         _rule(r"\bimagin\w*", 1),
     ],
-    "retrieve": [
+    "retrieve": [  # a source named ("according to our brand guide", "nas minhas notas"), what a document says
         _rule(rf"\b(?:according to|based on|from|using|in|check) (?:the |my |our )(?:\S+ ){{0,2}}?(?:{_DOCUMENT_EN})\b|"
-              rf"\b(?:de acordo com|segundo|conforme|com base n?[oa]?s?|n[oa]s?|pesquis\w*) (?:[oa]s? )?(?:{_MINE_PT} )?"
-              rf"(?:\S+ )?(?:{_DOCUMENT_PT})\b", 7),
+              rf"\b(?:de acordo com|segundo|conforme|com base n?[oa]?s?|n[oa]s?|pesquis\w*) (?:[oa]s? )?"
+              rf"(?:{_MINE_PT} )?(?:\S+ )?(?:{_DOCUMENT_PT})\b", 7),
         _rule(rf"\b(?:according to|de acordo com) (?:my|our|the|[oa]s?|{_MINE_PT})\b|"
               rf"\b(?:segundo|conforme) (?:[oa]s? )?{_MINE_PT}\b", 7),
         _rule(r"^(?:according to|based on|de acordo com|segundo|conforme|com base n)", 3),  # a source, maybe theirs
         _rule(r"\bwhat (?:does|do|did) (?:the|my|our) (?:\S+ ){1,3}?say\b", 2),
-        _rule(rf"\b(?:my|our|the) (?:\S+ )?(?:{_DOCUMENT_EN})\b|\b(?:{_MINE_PT}|o|os) (?:\S+ )?(?:{_DOCUMENT_PT})\b", 4),
+        _rule(rf"\b(?:my|our|the) (?:\S+ )?(?:{_DOCUMENT_EN})\b|"
+              rf"\b(?:{_MINE_PT}|o|os) (?:\S+ )?(?:{_DOCUMENT_PT})\b", 4),
         _rule(r"\b(?:say|says|said|mentions?|talks?|diz|dizem|fala|falam)\b(?: \S+){0,5}? (?:about|sobre)\b|"
               r"\bmention\b|\bwhat did i write\b|\bo que (?:eu )?escrevi\b", 2),
         _rule(r"\b(?:search|look up|find|quote|check|procur\w*|pesquis\w*|busc\w*)\b", 1),
     ],
-    "images": [
+    "images": [  # their earlier pictures: "my last logo", "the poster I made yesterday", "options like…", "gallery"
         _rule(rf"\b(?:my|our|the|{_MINE_PT}) (?:\S+ ){{0,2}}?{_EARLIER} (?:\S+ ){{0,2}}?{_IMAGE}\b|"
               rf"\b{_EARLIER} {_IMAGE}\b|\b(?:{_IMAGE_PT}) (?:antig[ao]s|anteriores)\b", 3),
         _rule(rf"\b{_IMAGE} (?:\S+ ){{0,3}}?(?:(?:that |which )?(?:i|we)(?: just| already)?|que(?: eu)?(?: ja)?) "
@@ -164,7 +168,7 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
               rf"recuper\w*)\b.*\b{_IMAGE}\b|\b(?:which|what|quais|que) {_IMAGE}\b", 2),  # looking for pictures
         _rule(r"\b(?:see|variations|variacoes|new ones|novos|novas)\b", 1),
     ],
-    "plan": [
+    "plan": [  # many pictures: a showcase, campaign, series or shot list; several purposes named
         _rule(r"\b(?:showcase|shot list|lista de fotos|product (?:shots|photos|images|pictures)|fotos de produto|"
               r"campaign|campanha|storyboard|lookbook|catalog(?:ue)?|catalogo|comic strip|\d+ panels|vitrine|"
               r"marketing (?:images|visuals|photos|pictures))\b", 6),
@@ -175,7 +179,7 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
         _rule(r"\b(?:hero|lifestyle|detail|thumbnail|principal)\b.*\b(?:hero|lifestyle|detail|thumbnail|"
               r"estilo de vida|detalhe|miniatura)\b.*\b(?:hero|lifestyle|detail|thumbnail|detalhe|miniatura)\b", 2),
     ],
-    "cost": [
+    "cost": [  # the price or time of making pictures, VRAM, which workflow
         _rule(rf"\b{_COST}\b", 1),
         _rule(rf"^(?=.*\b{_COST}\b)(?=.*\b{_MAKING}\b)", 6),  # a price or a time, of making images
         _rule(r"\b(?:which|what|qual|que) (?:\S+ )?(?:workflow|fluxo de trabalho|fluxo)\b", 5),
@@ -183,7 +187,7 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
         _rule(r"^(?=.*\b(?:run|fit|fits|handle|roda|rodar|cabe|correr|aguenta)\b)(?=.*\b\d+ ?gb\b)|\benough vram\b|"
               r"\bgb (?:free|livres)\b", 3),
     ],
-    "edit": [
+    "edit": [  # a change asked of a picture they have: "make the background of this photo blue"
         _rule(rf"{_ASK}{_CHANGE}\b|{_ASK}make (?:it|this|that|the|my) (?:\S+ ){{0,3}}?(?:{_IMAGE}|background|"
               r"sky|colou?rs?)\b", 3),
         _rule(rf"^(?=.*{_ASK}{_CHANGE}\b)(?=.*\b{_IMAGE}\b)", 2),  # a change asked of a picture

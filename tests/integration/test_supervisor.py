@@ -342,7 +342,7 @@ async def test_asking_for_earlier_images_lists_reusable_ones_without_an_llm_call
                                                            vram_probe=vram)).compile()
         out = await graph.ainvoke({"messages": [HumanMessage("find earlier images of foxes")]}, config("img"))
         reply = out["messages"][-1].content
-        assert out["intent"] == "retrieve" and llm.calls == []
+        assert out["intent"] == "images" and llm.calls == []  # earlier images are their own intent
         assert reply.startswith("Earlier images you could reuse") and reply.index("fox") < reply.index("lighthouse")
         assert "file:///out/0.png" in reply
     finally:
