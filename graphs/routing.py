@@ -46,7 +46,7 @@ _TEXT = (r"(?:(?<!shot )lists?|listas?(?! de (?:fotos|imagens))|checklists?|plan
          r"proposals?|propostas?|methods?|metodos?|courses?|cursos?|curricul(?:um|o)|"
          r"cronogramas?|timelines?|presentations?|apresentacoes|apresentacao|funnels?|funis|funil|tips|dicas|advice|"
          r"conselhos|suggestions?|sugestoes|reasons|razoes|steps|passos|captions?|legendas?|horarios?|sentences?|"
-         r"frases?|words|palavras)")
+         r"frases?|words|palavras|repl(?:y|ies)|respostas?|messages?|mensagens?)")
 # Sentence start, then a polite request ("please", "can you", "pode", "quero que"): what follows is asked for.
 _ASK = (r"(?:^|[.,:;!?] )(?:please |pls |por favor,? )?(?:(?:can|could|would|will) you (?:please )?|"
         r"i(?:'d| would) like (?:you )?to |i want (?:you )?to |let'?s |(?:voce |tu )?(?:pode|podes|poderia|"
@@ -96,8 +96,9 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
     "answer": [
         _rule(r"(?:^|[.,:;!?] )(?:what'?s?|why|how|who|when|where|which|is|are|was|were|do|does|did|should|o que|"
               r"por ?que|como|quando|onde|quem|qual|quais|que|quanto|quanta|quantos|quantas)\b", 1),
-        _rule(r"(?:^|[.,:;!?] )(?:explain|describe|define|tell me|summari[sz]e|translate|remind me|explique|explica|"
-              r"descreva|descreve|defina|resuma|resume|traduza|traduz)\b", 2),  # asked to answer in words
+        _rule(r"(?:^|[.,:;!?] )(?:explain|describe|define|tell me|summari[sz]e|translate|remind me|recommend|suggest|"
+              r"explique|explica|descreva|descreve|defina|resuma|resume|traduza|traduz|recomend[ae]|suger[ei]|sugira|"
+              r"conta-me|diz-me|fala-me|me (?:conta|diz|fala))\b", 2),  # asked to answer in words
         _rule(r"\?", 1),
         _rule(r"^(?:hi|hello|hey|thanks|thank you|ok|okay|good (?:morning|afternoon|evening)|bye|ola|oi|obrigad[oa]|"
               r"bom dia|boa (?:tarde|noite)|tchau|adeus)\b", 2),  # small talk
@@ -123,7 +124,8 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
         _rule(rf"\b{_IMAGE}\b", 1),
     ],
     "illustrate": [  # "what does a quokka look like?", "show me…", "explain … with a picture", "visualise…"
-        _rule(r"\bwhat (?:\S+ ){1,8}?looks? like\b|\bhow (?:does|do|did|would|will) .{1,40}look\b|\baparencia\b", 5),
+        _rule(r"\bwhat (?:\S+ ){1,8}?looks? like\b|\bhow (?:does|do|did|would|will) .{1,40}look\b|"
+              r"\b(?:aparencia|aspec?to)\b", 5),
         _rule(r"\bshow me\b|\blet me see\b|\bmostr(?:e|a)(?:-me)?\b(?!-)|\bme mostr(?:e|a)\b|\bquero ver (?:uma|a) "
               r"(?:imagem|foto)\b", 5),
         _rule(r"\b(?:with|and show(?: me)?|com|e mostr\w*) (?:an?|uma?) (?:\S+ )?(?:picture|image|illustration|imagem|"
@@ -160,7 +162,7 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
         _rule(r"\b(?:have|did) (?:i|we) (?:\S+ )?(?:made|generated|created)\b|\bi(?:'ve| have) (?:\S+ )?"
               r"(?:made|generated|created)\b|\bja (?:gerei|fiz|criei)\b", 4),
         _rule(rf"\bshow me (?:my|our|everything|all|the (?:\S+ )?{_IMAGE})\b|"
-              rf"\bmostr\w*(?:-me)? (?:[oa]s )?(?:{_MINE_PT} )?{_IMAGE}\b", 4),
+              rf"\bmostr\w*(?:-me)? (?:[oa]s )?(?:{_MINE_PT} )?(?:(?!uma? )\S+ )?{_IMAGE}\b", 4),
         _rule(rf"\bdo (?:i|we) have (?:any )?(?:\S+ )?{_IMAGE}\b|\b(?:tenho|temos) (?:\S+ )?{_IMAGE}\b", 2),
         _rule(r"\b(?:see|ver|rever|look at|olhar)\b.*\b(?:again|de novo|outra vez)\b", 3),
         _rule(rf"\b{_WHEN}\b|\bagain\b|\bde novo\b", 2),

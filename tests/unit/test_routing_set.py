@@ -25,7 +25,7 @@ CALLS_AT_MOST = 1.1
 
 def test_the_set_covers_every_intent_in_both_languages_with_traps() -> None:
     assert len(REQUESTS) >= 200 and len({r.text for r in REQUESTS}) == len(REQUESTS)
-    per_intent = Counter((r.intent, r.lang) for r in REQUESTS)
+    per_intent: Counter[tuple[str, str]] = Counter((r.intent, r.lang) for r in REQUESTS)
     assert all(per_intent[intent, lang] >= 10 for intent in INTENTS for lang in ("en", "pt")), per_intent
     assert sum(r.lang == "pt" for r in REQUESTS) >= len(REQUESTS) / 3
     assert sum(r.lure is not None for r in REQUESTS) >= 50  # requests whose words suggest another intent
