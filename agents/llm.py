@@ -137,8 +137,8 @@ async def _structured_once(llm: BaseChatModel, schema: type[T], messages: list[B
 
 
 def _misfit(exc: BaseException) -> str:
-    """What was wrong with an answer, for a person and for the model: pydantic's first problem as `where: what`, or
-    the JSON error."""
+    """What was wrong with an answer, for a person and for the model: pydantic's problems (up to three) as
+    `where: what`, or the JSON error."""
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, ValidationError | json.JSONDecodeError):
         cause = cause.__cause__ or cause.__context__
