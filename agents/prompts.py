@@ -27,10 +27,25 @@ PICTURE_BLOCK = (
 ILLUSTRATED_ANSWER_SYSTEM = f"{ANSWER_SYSTEM} {PICTURE_BLOCK}"
 
 INTENT_SYSTEM = (
-    "Classify the user's request into exactly one intent: answer (a question to answer in words), generate "
-    "(make an image they describe), illustrate (answer and show a picture), retrieve (answer from their "
-    "documents or find earlier images), plan (a series of images such as a product showcase), cost (time, "
-    "cost, VRAM or which workflow)."
+    "Classify the user's request into exactly one intent. The user writes English or Portuguese; classify by what "
+    "they want, not by single words. "
+    "answer: a question, advice or a text to write, answered in words (\"What colour should I paint a small "
+    "kitchen?\", \"Can you draw conclusions from these numbers?\", \"Generate a list of five names\", \"Desenhe um "
+    "plano de estudos\"). "
+    "generate: make a new image they describe (\"Draw a cat on a windowsill\", \"Desenhe um gato\", \"a fox in the "
+    "snow, watercolor\"). "
+    "illustrate: answer and show a picture of it (\"Show me what herons eat\", \"What does a quokka look like?\", "
+    "\"Como é um ornitorrinco? Mostra-me\"). "
+    "retrieve: answer from their own documents or notes (\"According to our brand guide…\", \"De acordo com meus "
+    "documentos…\"). "
+    "images: their earlier images from memory, shown beside new variations (\"Find my earlier cat pictures\", "
+    "\"Show me options like my last logo\", \"Mostre as imagens que fiz ontem\"). "
+    "plan: a series of images such as a product showcase or campaign (\"Hero, lifestyle and detail shots for our "
+    "mug\", \"Crie uma série de imagens para o lançamento\"). "
+    "cost: time, cost, VRAM or which workflow to use for images (\"Quanto custa gerar 50 imagens?\", \"Which "
+    "workflow fits in 6 GB?\"). "
+    "edit: change an image they already have (\"Make the background of this photo blue\", \"Edit my last image: "
+    "add a hat\", \"Mude o fundo desta foto\")."
 )
 
 PLANNER_SYSTEM = (

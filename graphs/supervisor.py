@@ -45,7 +45,7 @@ from atelier.agents.design_check import planned_design
 from atelier.agents.illustrated_answer import answer_with_picture
 from atelier.agents.image_edit import edit_design, edit_instruction, image_to_edit
 from atelier.agents.image_options import ImageOptions, find_earlier, options_subject, options_text, variation_briefs
-from atelier.agents.llm import LLMUnavailableError, Meter, call_llm, call_structured
+from atelier.agents.llm import LLMUnavailableError, Meter, StructuredOutputError, call_llm, call_structured
 from atelier.agents.planner import Brief, plan_request
 from atelier.agents.prompts import ANSWER_SYSTEM, INTENT_SYSTEM
 from atelier.agents.rag_retriever import answer_from_documents
@@ -119,9 +119,9 @@ class RunOptions(BaseModel):
 
 
 class IntentChoice(BaseModel):
-    """The LLM's classification of an ambiguous request."""
+    """The LLM's classification of a request the rules are unsure of (any of the eight intents)."""
 
-    intent: Literal["answer", "generate", "illustrate", "retrieve", "plan", "cost"]
+    intent: Intent
 
 
 def _last_human(state: SupervisorState) -> HumanMessage:
@@ -186,7 +186,8 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         return {"messages": [AIMessage(message)], "stopped": "hop budget"}
 
     async def classify_node(state: SupervisorState) -> dict[str, Any]:
-        """Rules first; one structured LLM call only when they find the request ambiguous."""
+        """Rules first; one structured LLM call only when they are unsure (a second only when the model's first answer
+        did not fit; a second misfit ends the turn with a message saying so)."""
         meter = Meter("classify")
         text = _text(_last_human(state))
         intent: Intent | None = classify(text)
@@ -197,11 +198,9 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
             try:
                 choice = await call_structured(deps.chat_model(), IntentChoice,
                                                [SystemMessage(INTENT_SYSTEM), HumanMessage(text)], meter)
-            except LLMUnavailableError as exc:
+            except (LLMUnavailableError, StructuredOutputError) as exc:
                 return _failure(state, "classify", meter, exc)
             intent, routed_by = choice.intent, "llm"
-        if intent == "answer" and state.get("mode", "auto") == "auto" and _wants_picture(text):
-            intent = "illustrate"
         if state.get("mode") == "text" and intent == "illustrate":
             intent = "answer"  # "never illustrate": words only (an explicit "generate" still makes an image)
         return {"intent": intent, "routed_by": routed_by, "hops": [meter.hop()]}
@@ -314,7 +313,7 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         meter = Meter("plan")
         try:
             result = await plan_request(deps.chat_model(), _text(_last_human(state)), meter)
-        except LLMUnavailableError as exc:
+        except (LLMUnavailableError, StructuredOutputError) as exc:
             return _failure(state, "plan", meter, exc)
         return _done(state, "plan", meter, briefs=[b.model_dump() for b in result.briefs])
 
@@ -439,7 +438,6 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
 
 # The purposes a request can name, as whole words (the designer's looks; "illustration" is the default).
 _PURPOSES = tuple((p, re.compile(rf"\b{p}\b", re.I)) for p in PURPOSE_LOOK if p != "illustration")
-_PICTURE = re.compile(r"\b(look like|looks like|what does|picture|scene|view of)\b", re.I)
 # An answer from documents is illustrated only when the person asks to see something (English and Portuguese).
 _SHOW = re.compile(r"\b(looks? like|show me|picture|illustrat\w*|visuali[sz]e|mostr[ea]\w*|ilustr\w*|desenh\w*|"
                    r"como (é|fica|seria))\b", re.I)
@@ -494,11 +492,6 @@ def _job_ids(raw: Any, limit: int = 16) -> list[str]:
 def _fitted_text(notes: list[str]) -> str:
     """What was changed so the workflow takes an image, for a reply line ('' when nothing was)."""
     return f"; fitted: {'; '.join(notes)}" if notes else ""
-
-
-def _wants_picture(text: str) -> bool:
-    """In auto mode: would this answer benefit from a picture (a described scene, how something looks)?"""
-    return bool(_PICTURE.search(text))
 
 
 def _subject_of(text: str) -> str:

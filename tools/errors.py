@@ -25,6 +25,7 @@ message fit for a person: the problem and the fix. Each family lives beside the 
 - Ollama: LLMUnavailableError (tools/service_errors.py, which explains every client's failures the same way);
 - captions (tools/vision.py): VisionError → VisionNotConfiguredError, VisionImageError, VisionModelError,
   VisionUnavailableError; UnreadableImageError (the guard every untrusted image passes before it is decoded);
+- structured model answers: StructuredOutputError (agents/llm.py: a model's answer that did not fit its schema, twice);
 - agents and graphs: AdminOnlyError (graphs/owner.py), GenerateRefusedError
   (graphs/generate.py) — both are ValueErrors too, so the LangGraph server shows their messages; NoImageToEditError
   (agents/image_edit.py: an edit with no image named or made in the conversation);

@@ -7,15 +7,18 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
 from pydantic import BaseModel, Field, PrivateAttr
 
 
 class ScriptedChatModel(BaseChatModel):
-    """Answers each call with the next scripted reply (text, or a dict for structured output)."""
+    """Answers each call with the next scripted reply (text, or a dict for structured output: one that does not fit
+    the schema, such as {"briefs": []}, fails as a real model's misfit does)."""
 
     replies: list[str | dict[str, Any]] = Field(default_factory=list)
     _calls: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
@@ -48,13 +51,22 @@ class ScriptedChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=self._next(messages))])
 
     def with_structured_output(self, schema: Any, *, include_raw: bool = False, **kwargs: Any) -> Runnable[Any, Any]:
-        """Parse the next scripted reply (a dict) into `schema`."""
+        """Parse the next scripted reply into `schema` as ChatOllama does (langchain's PydanticOutputParser).
+
+        A reply that does not fit (a dict the schema refuses, or text that is not JSON) fails as with ChatOllama:
+        with `include_raw` the result carries `parsed=None` and the `parsing_error`; without, the parser raises.
+        """
+        parser: Any = PydanticOutputParser(pydantic_object=schema) if isinstance(schema, type) and issubclass(
+            schema, BaseModel) else JsonOutputParser()
 
         def run(messages: Any) -> Any:
             raw = self._next(messages if isinstance(messages, list) else messages.to_messages())
-            parsed = schema.model_validate(json.loads(str(raw.content))) if isinstance(schema, type) and issubclass(
-                schema, BaseModel) else json.loads(str(raw.content))
-            return {"raw": raw, "parsed": parsed, "parsing_error": None} if include_raw else parsed
+            if not include_raw:
+                return parser.parse(str(raw.content))
+            try:
+                return {"raw": raw, "parsed": parser.parse(str(raw.content)), "parsing_error": None}
+            except OutputParserException as exc:
+                return {"raw": raw, "parsed": None, "parsing_error": exc}
 
         return RunnableLambda(run)
 

@@ -82,6 +82,11 @@ FIGURES: dict[str, Figures] = {
         rf"^ratio to the baseline: {NUMBER}x with accounts and quotas \(8 users\), {NUMBER}x with every submit "
         r"as one user",
     )),
+    "routing": Figures((
+        rf"^all +\d+ +{NUMBER} +{NUMBER} +{NUMBER}$",
+        rf"^LLM calls per request: rules alone {NUMBER}, rules \+ LLM {NUMBER}, LLM only {NUMBER}$",
+        rf"^rules alone: {NUMBER} right, {NUMBER} wrong, {NUMBER} unsure",
+    )),
 }
 
 

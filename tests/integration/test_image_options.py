@@ -197,7 +197,8 @@ async def test_an_answer_from_documents_is_illustrated_from_the_same_call(settin
         assert out["intent"] == "retrieve" and len(llm.calls) == 1 and out["trail"][:2] == ["retrieve", "design"]
         answer = out["messages"][1].content
         assert answer.startswith("Our cups sit on dark walnut") and "[picture]" not in answer and "Sources:" in answer
-        assert "Lumen Coffee brand guide" in str(llm.calls[0][0].content) and "[picture]" in str(llm.calls[0][0].content)
+        system = str(llm.calls[0][0].content)
+        assert "Lumen Coffee brand guide" in system and "[picture]" in system
         job = await ledger.get(out["jobs"][0], owner="ana")
         assert "copper cup on a dark walnut table" in job.params["prompt"] and "cafe counter" in job.params["prompt"]
         worded = await graph.ainvoke({"messages": [HumanMessage("according to our brand guide, which colours do "

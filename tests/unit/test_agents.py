@@ -93,7 +93,7 @@ def test_the_designer_adds_the_purpose_look_and_the_persons_style() -> None:
         ("Please generate a poster of a whale", "generate"),
         ("Could you render a logo for my bakery?", "generate"),
         ("visualise a floating island", "illustrate"),
-        ("search my earlier images of cats", "images"),
+        ("search my earlier images of cats", "images"),  # earlier images are their own intent now
         ("Which workflow fits in 6 GB of VRAM?", "cost"),
         ("we need a shot list for the new kettle", "plan"),
         ("a fox in the snow, watercolor", "generate"),  # a bare prompt is a request for that image
