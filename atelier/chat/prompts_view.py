@@ -28,7 +28,8 @@ REPORT_COLUMNS = ["arm", "what", "share", "uses", "rated", "liked", "avg ★", "
 
 _REF = re.compile(r"^\s*([a-z0-9][a-z0-9._-]{0,63})@(\d{1,9})\s*$")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+# Marks that make Markdown emphasis, code, links, headings or tables (a link needs its [ ], a list its line start).
+_MARKDOWN = re.compile(r"([\\`*_\[\]#|~])")
 
 
 class FormError(AtelierError):
