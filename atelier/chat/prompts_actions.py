@@ -17,13 +17,13 @@ from pydantic import ValidationError
 
 from atelier.chat.prompts_view import (
     FormError,
+    ab_rows,
     library_rows,
     parse_ref,
     parse_values,
     plain,
     report_rows,
     split_weights,
-    test_rows,
     validation_words,
     values_text,
     verdict_text,
@@ -126,7 +126,7 @@ class PromptActions:
 
     async def tests(self, request: gr.Request) -> list[list[str]]:
         """/ab_tests: the caller's A/B tests."""
-        return test_rows(await (await self.scope(request)).tests())
+        return ab_rows(await (await self.scope(request)).tests())
 
     async def pickers(self, request: gr.Request) -> tuple[Any, Any, Any, Any]:
         """The choices of the version pickers (render, arm A, arm B) and of the test picker."""
@@ -205,7 +205,7 @@ class PromptActions:
                                                               purpose=draft.purpose, min_ratings=draft.min_ratings)
         except (AtelierError, ValidationError, ValueError) as exc:
             return gr.skip(), _refused("Not started", exc)
-        return test_rows(await scope.tests()), f"Started **{plain(test.name)}**: {plain(test_rows([test])[0][3])}."
+        return ab_rows(await scope.tests()), f"Started **{plain(test.name)}**: {plain(ab_rows([test])[0][3])}."
 
     async def stop(self, name: str, request: gr.Request) -> tuple[Any, str]:
         """/stop_ab_test: one of the caller's tests assigns no more arms (its data and report stay)."""
@@ -215,7 +215,7 @@ class PromptActions:
             stopped = await scope.services.ledger.abtests.stop(test.name, scope.me.user_id, admin=scope.me.is_admin)
         except AtelierError as exc:
             return gr.skip(), _refused("Not stopped", exc)
-        return test_rows(await scope.tests()), f"Stopped **{plain(stopped.name)}**; its report stays."
+        return ab_rows(await scope.tests()), f"Stopped **{plain(stopped.name)}**; its report stays."
 
     async def report(self, name: str, request: gr.Request) -> tuple[list[list[str]], str]:
         """/ab_report: each arm's uses, ratings and P(best), and the significance the statistics state."""

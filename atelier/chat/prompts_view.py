@@ -11,6 +11,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,9 +19,9 @@ from pydantic import ValidationError
 from atelier.tools.errors import AtelierError
 from atelier.tools.prompts.models import ABReport, ABTest, Prompt, PromptVersion, VersionStats
 
-__all__ = ["LIBRARY_COLUMNS", "REPORT_COLUMNS", "TEST_COLUMNS", "FormError", "library_rows", "parse_ref",
-           "parse_values", "plain", "report_rows", "split_weights", "test_rows", "validation_words",
-           "values_text", "verdict_text", "version_choice"]
+__all__ = ["LIBRARY_COLUMNS", "REPORT_COLUMNS", "TEST_COLUMNS", "FormError", "ab_rows", "library_rows", "parse_ref",
+           "parse_values", "plain", "report_rows", "split_weights", "validation_words", "values_text",
+           "verdict_text", "version_choice"]
 
 LIBRARY_COLUMNS = ["prompt", "v", "template", "negative", "by", "uses", "liked", "avg ★", "created"]
 TEST_COLUMNS = ["test", "status", "purpose", "arms", "min ratings", "by", "started", "stopped"]
@@ -41,7 +42,7 @@ def plain(text: str) -> str:
     return _MARKDOWN.sub(r"\\\1", html.escape(text, quote=False))
 
 
-def _when(stamp: Any) -> str:
+def _when(stamp: datetime | None) -> str:
     """A timestamp to the minute, or "" when there is none."""
     return stamp.strftime("%Y-%m-%d %H:%M") if stamp is not None else ""
 
@@ -79,7 +80,7 @@ def parse_ref(ref: str | None) -> tuple[str, int]:
     return match.group(1), int(match.group(2))
 
 
-def parse_values(text: str, what: str = "values") -> dict[str, Any]:
+def parse_values(text: str, what: str = "Values") -> dict[str, Any]:
     """`name = value` lines as a dict (blank lines and `#` comments skipped); a value in [ ] or { } is JSON."""
     values: dict[str, Any] = {}
     for number, line in enumerate(text.splitlines(), start=1):
@@ -93,8 +94,9 @@ def parse_values(text: str, what: str = "values") -> dict[str, Any]:
         if raw[:1] in "[{" and raw:
             try:
                 values[name] = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise FormError(f"{what}, line {number}: {name}'s value starts like JSON but is not ({exc.msg}); "
+            except (ValueError, RecursionError) as exc:
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else "it nests too deeply"
+                raise FormError(f"{what}, line {number}: {name}'s value starts like JSON but is not ({why}); "
                                 "write a list as [\"a\", \"b\"] or leave out the brackets") from exc
         else:
             values[name] = raw
@@ -124,7 +126,7 @@ def _share(weight: int, total: int) -> str:
     return f"{100 * weight / total:.0f}%" if total else "—"
 
 
-def test_rows(tests: Iterable[ABTest]) -> list[list[str]]:
+def ab_rows(tests: Iterable[ABTest]) -> list[list[str]]:
     """One row per test: its state, where it applies, its arms with their shares, who started it and when."""
     rows = []
     for test in tests:
