@@ -23,6 +23,7 @@ from atelier.chat.prompts_view import (
     parse_values,
     plain,
     report_rows,
+    sentence,
     split_weights,
     validation_words,
     values_text,
@@ -48,7 +49,7 @@ _LABELS = {"name": "Name", "template": "Template", "negative": "Negative prompt"
 def _refused(action: str, exc: Exception) -> str:
     """The note for a refused action: what was not done and why (escaped: it may quote what was typed)."""
     words = validation_words(exc, _LABELS) if isinstance(exc, ValidationError) else str(exc)
-    return f"**{action}.** {plain(words)}"
+    return f"**{action}.** {plain(sentence(words))}"
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class _Scope:
 
     async def test(self, name: str) -> ABTest:
         """An A/B test the caller sees (ABTestNotFoundError otherwise)."""
+        if not (name or "").strip():
+            raise FormError("no A/B test picked: pick one from the Test list")
         try:
             found = await self.services.ledger.abtests.get(name.strip())
         except ABTestNotFoundError:

@@ -35,29 +35,33 @@ def prompts_tab(runtime: ChatRuntime) -> list[Load]:
             refresh = gr.Button("Refresh", scale=0, min_width=110)
         library = gr.Dataframe(headers=LIBRARY_COLUMNS, label="Library", interactive=False, wrap=True,
                                elem_id="prompt-library",
-                               column_widths=["12%", "4%", "30%", "15%", "7%", "6%", "7%", "6%", "13%"])
+                               column_widths=["11%", "4%", "27%", "12%", "7%", "6%", "10%", "7%", "16%"])
         with gr.Row():
             with gr.Column(elem_id="prompt-form"):
                 gr.Markdown("### Add a prompt or a version")
                 with gr.Row():
-                    name = gr.Textbox(label="Name", placeholder="hero-product", max_lines=1)
+                    name = gr.Textbox(label="Name", placeholder="hero-product", max_lines=1, elem_id="prompt-name")
                     purpose = gr.Textbox(label="Purpose (optional)", placeholder="hero", max_lines=1,
-                                         info="The designer uses its best version for images of this purpose.")
-                template = gr.Textbox(label="Template", lines=3, placeholder="{{ subject }}, studio light, 85mm",
+                                         info="The designer uses its best version for images of this purpose.",
+                                         elem_id="prompt-purpose")
+                template = gr.Textbox(label="Template", lines=3, elem_id="prompt-template",
+                                      placeholder="{{ subject }}, studio light, 85mm",
                                       info="A changed template (or negative, or defaults) is a new version.")
                 negative = gr.Textbox(label="Negative prompt", placeholder="empty: keep the newest version's",
-                                      max_lines=2)
-                defaults = gr.Textbox(label="Defaults", lines=2, placeholder="subject = a ceramic teapot",
+                                      max_lines=2, elem_id="prompt-negative")
+                defaults = gr.Textbox(label="Defaults", lines=2, elem_id="prompt-defaults",
+                                      placeholder="subject = a ceramic teapot",
                                       info=_VALUES_HELP + " Empty: keep the newest version's.")
                 with gr.Row():
-                    description = gr.Textbox(label="Description", max_lines=1)
-                    note = gr.Textbox(label="Note: what changed", max_lines=1)
+                    description = gr.Textbox(label="Description", max_lines=1, elem_id="prompt-description")
+                    note = gr.Textbox(label="Note: what changed", max_lines=1, elem_id="prompt-note")
                 save = gr.Button("Save prompt", variant="primary")
                 save_note = gr.Markdown(elem_id="save-note")
             with gr.Column(elem_id="render-form"):
                 gr.Markdown("### Render a prompt")
-                pick = gr.Dropdown(label="Version", choices=[], value=None, allow_custom_value=True)
-                values = gr.Textbox(label="Values", lines=3, info=_VALUES_HELP)
+                pick = gr.Dropdown(label="Version", choices=[], value=None, allow_custom_value=True,
+                                   elem_id="render-version")
+                values = gr.Textbox(label="Values", lines=3, info=_VALUES_HELP, elem_id="render-values")
                 render = gr.Button("Render")
                 rendered = gr.Textbox(label="Rendered prompt", lines=3, interactive=False, elem_id="rendered")
                 render_note = gr.Markdown(elem_id="render-note")
@@ -68,25 +72,29 @@ def prompts_tab(runtime: ChatRuntime) -> list[Load]:
             with gr.Column(elem_id="ab-form"):
                 gr.Markdown("#### Start a test")
                 with gr.Row():
-                    test_name = gr.Textbox(label="Test name", placeholder="hero-light", max_lines=1)
+                    test_name = gr.Textbox(label="Test name", placeholder="hero-light", max_lines=1, elem_id="ab-name")
                     test_purpose = gr.Textbox(label="Purpose (optional)", placeholder="hero", max_lines=1,
-                                              info="The designer's images of this purpose take part.")
+                                              info="The designer's images of this purpose take part.",
+                                              elem_id="ab-purpose")
                 with gr.Row():
-                    arm_a = gr.Dropdown(label="Arm A: version", choices=[], value="", allow_custom_value=True)
+                    arm_a = gr.Dropdown(label="Arm A: version", choices=[], value="", allow_custom_value=True,
+                                        elem_id="ab-arm-a")
                     workflow_a = gr.Dropdown(label="Arm A: workflow", choices=workflows, value="")
                 with gr.Row():
-                    arm_b = gr.Dropdown(label="Arm B: version", choices=[], value="", allow_custom_value=True)
+                    arm_b = gr.Dropdown(label="Arm B: version", choices=[], value="", allow_custom_value=True,
+                                        elem_id="ab-arm-b")
                     workflow_b = gr.Dropdown(label="Arm B: workflow", choices=workflows, value="")
                 with gr.Row():
                     split = gr.Slider(1, 99, value=50, step=1, label="Share of requests for A (%)")
                     min_ratings = gr.Number(label="Ratings per arm before a verdict", value=20, precision=0,
-                                            minimum=1, maximum=100_000)
+                                            minimum=1, maximum=100_000, elem_id="ab-min-ratings")
                 start = gr.Button("Start test", variant="primary")
                 ab_note = gr.Markdown(elem_id="ab-note")
             with gr.Column(elem_id="ab-report"):
                 gr.Markdown(f"#### Report\nA verdict is significant when one arm's P(best) reaches {THRESHOLD:g} "
                             "and every arm has its ratings.")
-                test_pick = gr.Dropdown(label="Test", choices=[], value=None, allow_custom_value=True)
+                test_pick = gr.Dropdown(label="Test", choices=[], value=None, allow_custom_value=True,
+                                        elem_id="ab-test")
                 with gr.Row():
                     show_report = gr.Button("Show report")
                     stop = gr.Button("Stop test", variant="stop")

@@ -20,10 +20,10 @@ from atelier.tools.errors import AtelierError
 from atelier.tools.prompts.models import ABReport, ABTest, Prompt, PromptVersion, VersionStats
 
 __all__ = ["LIBRARY_COLUMNS", "REPORT_COLUMNS", "TEST_COLUMNS", "FormError", "ab_rows", "library_rows", "parse_ref",
-           "parse_values", "plain", "report_rows", "split_weights", "validation_words", "values_text",
+           "parse_values", "plain", "report_rows", "sentence", "split_weights", "validation_words", "values_text",
            "verdict_text", "version_choice"]
 
-LIBRARY_COLUMNS = ["prompt", "v", "template", "negative", "by", "uses", "liked", "avg ★", "created"]
+LIBRARY_COLUMNS = ["prompt", "v", "template", "negative", "by", "uses", "liked/rated", "avg ★", "created"]
 TEST_COLUMNS = ["test", "status", "purpose", "arms", "min ratings", "by", "started", "stopped"]
 REPORT_COLUMNS = ["arm", "what", "share", "uses", "rated", "liked", "avg ★", "P(best)"]
 
@@ -40,6 +40,11 @@ class FormError(AtelierError):
 def plain(text: str) -> str:
     """`text` for a Markdown component, shown as typed: no HTML, no emphasis, links or headings."""
     return _MARKDOWN.sub(r"\\\1", html.escape(text, quote=False))
+
+
+def sentence(text: str) -> str:
+    """`text` with its first letter capitalised (messages from the services start in lower case)."""
+    return text[:1].upper() + text[1:]
 
 
 def _when(stamp: datetime | None) -> str:
@@ -162,7 +167,7 @@ def verdict_text(report: ABReport) -> str:
     purpose = f" for purpose {report.purpose}" if report.purpose else ""
     return "\n\n".join([
         f"#### {plain(report.test)} ({report.status}{plain(purpose)})",
-        f"{headline}. {plain(report.recommendation)}",
+        f"{headline}. {plain(sentence(report.recommendation))}",
         f"P(best): {plain(p_best)}. {plain(chi)}",
         f"<small>{plain(report.method)}</small>",
     ])

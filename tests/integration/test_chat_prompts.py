@@ -55,7 +55,7 @@ def rated_arms(url: str, test: str, stars: dict[str, int], per_arm: int,
             for job_id in jobs[:per_arm]:
                 for _ in range(600):
                     status = api.get(f"/jobs/{job_id}").json()["status"]
-                    if status not in {"queued", "running"}:
+                    if status in {"succeeded", "failed", "cancelled"}:
                         break
                     time.sleep(0.05)
                 assert status == "succeeded", status
@@ -122,7 +122,7 @@ def test_the_prompts_tab_through_gradio_client(
         assert escaped[0] == "" and "sandbox forbids" in escaped[1], escaped
         looped = client.predict("forever@1", "", api_name="/render_prompt")
         assert looped[0] == "" and "did not finish within 1 s and was stopped" in looped[1], looped
-        assert "no prompt named 'nope' of yours" in client.predict("nope@1", "", api_name="/render_prompt")[1]
+        assert "No prompt named 'nope' of yours" in client.predict("nope@1", "", api_name="/render_prompt")[1]
         assert "pick one from the list" in client.predict("hero", "", api_name="/render_prompt")[1]
 
         # An A/B test over the two versions, 50/50, for the designer's hero images.
@@ -138,14 +138,15 @@ def test_the_prompts_tab_through_gradio_client(
                                                              purpose="hero")[1]
         arms, verdict = client.predict("light", api_name="/ab_report")
         assert [row[3:6] for row in _rows(arms)] == [["0", "0", "—"], ["0", "0", "—"]]
-        assert "**Not significant yet**" in verdict and "not enough data yet" in verdict
+        assert "**Not significant yet**. Not enough data yet" in verdict
+        assert "No A/B test picked: pick one from the Test list" in client.predict("", api_name="/stop_ab_test")[1]
 
         made = rated_arms(url, "light", {"A": 5, "B": 1}, per_arm=3)
         arms, verdict = client.predict("light", api_name="/ab_report")
         assert [row[:8] for row in _rows(arms)] == [
             ["A", "hero@1", "50%", str(made["A"]), "3", "3 (100%)", "5.00", "0.986"],
             ["B", "hero@2", "50%", str(made["B"]), "3", "0 (0%)", "1.00", "0.014"]]
-        assert "**Significant**: A is better" in verdict and "use A: liked 3/3 (100%)" in verdict
+        assert "**Significant**: A is better. Use A: liked 3/3 (100%)" in verdict
         assert "χ² = 6.000, p = 0.0143" in verdict, verdict
         library = _rows(client.predict(api_name="/prompt_library"))
         assert [row[5:8] for row in library if row[0] == "hero (hero)"] == [
@@ -180,15 +181,15 @@ def test_with_accounts_another_persons_prompts_and_tests_are_out_of_reach(
         # bo sees none of it, and nothing he sends reaches it.
         assert _rows(bo.predict(api_name="/prompt_library")) == []
         assert _rows(bo.predict(api_name="/ab_tests")) == []
-        assert "no prompt named 'ana-hero' of yours" in bo.predict("ana-hero@1", "subject = x",
+        assert "No prompt named 'ana-hero' of yours" in bo.predict("ana-hero@1", "subject = x",
                                                                    api_name="/render_prompt")[1]
         for endpoint in ("/stop_ab_test", "/ab_report"):
             answer = bo.predict("ana-light", api_name=endpoint)
-            assert "no A/B test named 'ana-light' of yours" in answer[1], answer
+            assert "No A/B test named 'ana-light' of yours" in answer[1], answer
         taken = save(bo, "ana-hero", "{{ subject }}, bo's light")
-        assert "the name 'ana-hero' is taken by someone else's prompt; choose another name" in taken[1]
+        assert "The name 'ana-hero' is taken by someone else's prompt; choose another name" in taken[1]
         assert "ana" not in taken[1].replace("ana-hero", ""), "whose it is stays unsaid"
-        assert "no prompt named 'ana-hero' of yours" in start(bo, "bo-light", "ana-hero@1", "ana-hero@2")[1]
+        assert "No prompt named 'ana-hero' of yours" in start(bo, "bo-light", "ana-hero@1", "ana-hero@2")[1]
         assert save(bo, "bo-hero", "{{ subject }}, bo's light")[1] == "Saved **bo-hero@1**."
         assert [row[0] for row in _rows(bo.predict(api_name="/prompt_library"))] == ["bo-hero"]
 

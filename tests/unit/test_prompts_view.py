@@ -120,10 +120,10 @@ def test_the_report_says_its_significance_in_words() -> None:
     assert report_rows(significant) == [["A", "hero@1", "75%", "4", "3", "3 (100%)", "4.50", "0.980"],
                                         ["B", "hero@2", "25%", "4", "3", "0 (0%)", "4.50", "0.020"]]
     words = verdict_text(significant)
-    assert "**Significant**: A is better. use A: liked 3/3 (100%)" in words
+    assert "**Significant**: A is better. Use A: liked 3/3 (100%)" in words
     assert "χ² = 6.000, p = 0.0143" in words and "P(best): A 0.980, B 0.020" in words
     early = verdict_text(_report("running", False, (0, 0), None))
-    assert "**Not significant yet**. not enough data yet" in early and "not defined yet" in early
+    assert "**Not significant yet**. Not enough data yet" in early and "not defined yet" in early
     assert report_rows(_report("running", False, (0, 0), None))[0][5:7] == ["—", "—"]
     assert "**Not significant** (the test is stopped)" in verdict_text(_report("stopped", False, (1, 1), 0.5))
 
