@@ -26,7 +26,7 @@ message fit for a person: the problem and the fix. Each family lives beside the 
 - agents and graphs: AdminOnlyError (graphs/owner.py), GenerateRefusedError
   (graphs/generate.py) — both are ValueErrors too, so the LangGraph server shows their messages;
 - front ends: LoopBridgeError → LoopBlockedError, LoopStoppedError (atelier/adapters/bridge.py, CrewAI and AutoGen
-  calling tools on the studio's loop).
+  calling tools on the studio's loop); FormError (atelier/chat/prompts_view.py, a form of the chat's Prompts tab).
 """
 
 from __future__ import annotations
