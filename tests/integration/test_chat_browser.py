@@ -248,6 +248,12 @@ def test_the_prompts_tab_adds_renders_and_tests_prompts(
         _settled(page)
         page.screenshot(path=str(shots / "prompts-1-refused.png"), full_page=True)
         _type(page, "prompt-template", "{{ subject }}, hard light, 85mm")
+        _type(page, "prompt-name", "<img src=x onerror=alert(1)>")
+        page.get_by_role("button", name="Save prompt").click()
+        expect(save_note).to_contain_text("Not saved. Name: '<img src=x onerror=alert(1)>' is not a valid prompt name",
+                                          timeout=15_000)
+        assert save_note.locator("img").count() == 0, "what was typed is shown as text, never as HTML"
+        _type(page, "prompt-name", "hero")
         _type(page, "prompt-negative", "blurry")
         _type(page, "prompt-note", "harder light")
         page.get_by_role("button", name="Save prompt").click()
