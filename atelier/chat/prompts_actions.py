@@ -9,6 +9,8 @@ words, and leaves the form as typed. Templates render in the sandboxed worker wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +38,7 @@ from atelier.tools.accounts.models import Principal
 from atelier.tools.errors import AtelierError
 from atelier.tools.prompts.abtests import ABTestNotFoundError
 from atelier.tools.prompts.library import NotTheAuthorError, PromptNotFoundError
-from atelier.tools.prompts.models import ABTest, ABTestDraft, Prompt, PromptDraft, VariantSpec
+from atelier.tools.prompts.models import NAME_PATTERN, ABTest, ABTestDraft, Prompt, PromptDraft, VariantSpec
 from atelier.tools.schemas import check_storable
 
 __all__ = ["PromptActions"]
@@ -44,6 +46,11 @@ __all__ = ["PromptActions"]
 _LABELS = {"name": "Name", "template": "Template", "negative": "Negative prompt", "defaults": "Defaults",
            "purpose": "Purpose", "description": "Description", "note": "Note", "variants": "Arms",
            "min_ratings": "Ratings per arm"}
+
+
+def _text(value: str | None) -> str:
+    """A text box's value ("" for the null an API client may send)."""
+    return value or ""
 
 
 def _refused(action: str, exc: Exception) -> str:
@@ -79,16 +86,17 @@ class _Scope:
         if self.only is not None and found.author != self.only:
             raise FormError(f"the name '{name}' is taken by someone else's prompt; choose another name")
 
-    async def test(self, name: str) -> ABTest:
+    async def test(self, name: str | None) -> ABTest:
         """An A/B test the caller sees (ABTestNotFoundError otherwise)."""
-        if not (name or "").strip():
+        wanted = _text(name).strip()
+        if not wanted:
             raise FormError("no A/B test picked: pick one from the Test list")
-        try:
-            found = await self.services.ledger.abtests.get(name.strip())
-        except ABTestNotFoundError:
-            found = None
+        found = None
+        if re.fullmatch(NAME_PATTERN, wanted):  # anything else names no test (and never reaches the database)
+            with contextlib.suppress(ABTestNotFoundError):
+                found = await self.services.ledger.abtests.get(wanted)
         if found is None or (self.only is not None and found.author != self.only):
-            raise ABTestNotFoundError(f"no A/B test named '{name.strip()}' of yours; the tests table lists yours")
+            raise ABTestNotFoundError(f"no A/B test named '{wanted[:80]}' of yours; the tests table lists yours")
         return found
 
     async def library(self) -> list[list[str]]:
@@ -101,7 +109,7 @@ class _Scope:
         """The caller's A/B tests, newest first."""
         return await self.services.ledger.abtests.all(author=self.only)
 
-    async def arm(self, label: str, ref: str, workflow: str, weight: int) -> VariantSpec:
+    async def arm(self, label: str, ref: str | None, workflow: str | None, weight: int) -> VariantSpec:
         """One arm of a new test: a version of the caller's (checked), a workflow, or both."""
         if not (ref or "").strip() and not workflow:
             raise FormError(f"arm {label}: pick a prompt version, a workflow, or both")
@@ -142,21 +150,23 @@ class PromptActions:
         return (gr.update(choices=versions), gr.update(choices=arms), gr.update(choices=arms),
                 gr.update(choices=tests))
 
-    async def save(self, name: str, template: str, negative: str, defaults: str, purpose: str, description: str,
-                   note: str, request: gr.Request) -> tuple[Any, str]:
+    async def save(self, name: str | None, template: str | None, negative: str | None, defaults: str | None,
+                   purpose: str | None, description: str | None, note: str | None,
+                   request: gr.Request) -> tuple[Any, str]:
         """/save_prompt: a new prompt, or a new version of one of the caller's (an unchanged one saves nothing)."""
         scope = await self.scope(request)
         try:
-            fields = {"name": name.strip(), "template": template, "negative": negative or None,
-                      "defaults": parse_values(defaults, "Defaults") or None, "purpose": purpose.strip() or None,
-                      "description": description.strip() or None, "note": note}
+            fields = {"name": _text(name).strip(), "template": template, "negative": negative or None,
+                      "defaults": parse_values(_text(defaults), "Defaults") or None,
+                      "purpose": _text(purpose).strip() or None, "description": _text(description).strip() or None,
+                      "note": _text(note)}
             for key, value in fields.items():
                 check_storable(value, _LABELS[key])
             draft = await asyncio.to_thread(PromptDraft.model_validate, fields)  # parsing a 20 000-character one
             await scope.name_free(draft.name)
             saved = await scope.services.ledger.prompts.save(draft, author=scope.me.user_id, admin=scope.me.is_admin)
         except NotTheAuthorError:  # made by someone else between the check and the save
-            return gr.skip(), _refused("Not saved", FormError(f"the name '{name.strip()}' is taken by someone "
+            return gr.skip(), _refused("Not saved", FormError(f"the name '{_text(name).strip()}' is taken by someone "
                                                               "else's prompt; choose another name"))
         except (AtelierError, ValidationError, ValueError) as exc:
             return gr.skip(), _refused("Not saved", exc)
@@ -164,7 +174,7 @@ class PromptActions:
         said = f"Saved **{plain(ref)}**." if saved.created else f"Nothing changed: **{plain(ref)}** is the newest."
         return await scope.library(), said
 
-    async def variables(self, ref: str, request: gr.Request) -> tuple[Any, str]:
+    async def variables(self, ref: str | None, request: gr.Request) -> tuple[Any, str]:
         """The values box for the picked version: its variables, filled with its defaults."""
         scope = await self.scope(request)
         try:
@@ -177,14 +187,14 @@ class PromptActions:
         reads = ", ".join(names) if names else "no variables"
         return values_text(names, version.defaults), f"{plain(version.ref)} reads {plain(reads)}."
 
-    async def render(self, ref: str, values: str, request: gr.Request) -> tuple[str, str]:
+    async def render(self, ref: str | None, values: str | None, request: gr.Request) -> tuple[str, str]:
         """/render_prompt: the picked version's text for these values, from the sandboxed renderer."""
         scope = await self.scope(request)
         try:
             name, number = parse_ref(ref)
             await scope.prompt(name)
             version = await scope.services.ledger.prompts.version(name, number)
-            given = parse_values(values)
+            given = parse_values(_text(values))
             check_storable(given, "Values")
             text = await version.render_async(given, seconds=self.runtime.settings.template_seconds)
         except (AtelierError, ValueError) as exc:
@@ -192,13 +202,14 @@ class PromptActions:
         negative = f" Its negative prompt: {plain(version.negative)}" if version.negative else ""
         return text, f"Rendered **{plain(version.ref)}** ({len(text)} characters).{negative}"
 
-    async def start(self, name: str, arm_a: str, workflow_a: str, arm_b: str, workflow_b: str, split: float | None,
-                    purpose: str, min_ratings: float | None, request: gr.Request) -> tuple[Any, str]:
+    async def start(self, name: str | None, arm_a: str | None, workflow_a: str | None, arm_b: str | None,
+                    workflow_b: str | None, split: float | None, purpose: str | None, min_ratings: float | None,
+                    request: gr.Request) -> tuple[Any, str]:
         """/start_ab_test: a running test of two arms, split as asked, optionally for the designer's purpose."""
         scope = await self.scope(request)
         try:
             weight_a, weight_b = split_weights(split)
-            fields = {"name": name.strip(), "purpose": purpose.strip() or None,
+            fields = {"name": _text(name).strip(), "purpose": _text(purpose).strip() or None,
                       "variants": [await scope.arm("A", arm_a, workflow_a, weight_a),
                                    await scope.arm("B", arm_b, workflow_b, weight_b)],
                       "min_ratings": int(min_ratings) if min_ratings is not None else 0}
@@ -210,7 +221,7 @@ class PromptActions:
             return gr.skip(), _refused("Not started", exc)
         return ab_rows(await scope.tests()), f"Started **{plain(test.name)}**: {plain(ab_rows([test])[0][3])}."
 
-    async def stop(self, name: str, request: gr.Request) -> tuple[Any, str]:
+    async def stop(self, name: str | None, request: gr.Request) -> tuple[Any, str]:
         """/stop_ab_test: one of the caller's tests assigns no more arms (its data and report stay)."""
         scope = await self.scope(request)
         try:
@@ -220,7 +231,7 @@ class PromptActions:
             return gr.skip(), _refused("Not stopped", exc)
         return ab_rows(await scope.tests()), f"Stopped **{plain(stopped.name)}**; its report stays."
 
-    async def report(self, name: str, request: gr.Request) -> tuple[list[list[str]], str]:
+    async def report(self, name: str | None, request: gr.Request) -> tuple[list[list[str]], str]:
         """/ab_report: each arm's uses, ratings and P(best), and the significance the statistics state."""
         scope = await self.scope(request)
         try:

@@ -106,11 +106,13 @@ def test_the_prompts_tab_through_gradio_client(
             assert note.startswith("**Not saved.**") and words.replace("`", "\\`") in note, note
             assert kept == {"__type__": "update"}, kept
         assert "&lt;b&gt;Bad&lt;/b&gt;" in save(client, "<b>Bad</b>", "x")[1], "what was typed is shown as text"
+        nulls = client.predict(None, None, None, None, None, None, None, api_name="/save_prompt")[1]
+        assert nulls.startswith("**Not saved.** Name: '' is not a valid prompt name") and "Template:" in nulls
 
         # Rendering goes through the sandboxed worker with its time limit.
         assert client.predict("hero@1", "subject = a linen lamp", api_name="/render_prompt") == (
             "a linen lamp, <b>soft</b> light", "Rendered **hero@1** (31 characters).")
-        text, note = client.predict("hero@2", "", api_name="/render_prompt")
+        text, note = client.predict("hero@2", None, api_name="/render_prompt")
         assert text == "a ceramic teapot, hard light", "a new version keeps the defaults it was not given"
         save(client, "pair", "{{ colour }} {{ thing }}")
         text, note = client.predict("pair@1", "colour = red", api_name="/render_prompt")
@@ -140,6 +142,8 @@ def test_the_prompts_tab_through_gradio_client(
         assert [row[3:6] for row in _rows(arms)] == [["0", "0", "—"], ["0", "0", "—"]]
         assert "**Not significant yet**. Not enough data yet" in verdict
         assert "No A/B test picked: pick one from the Test list" in client.predict("", api_name="/stop_ab_test")[1]
+        for hostile in ("light\x00", "light'; DROP TABLE ab_tests; --", "x" * 5000):
+            assert "of yours" in client.predict(hostile, api_name="/ab_report")[1]
 
         made = rated_arms(url, "light", {"A": 5, "B": 1}, per_arm=3)
         arms, verdict = client.predict("light", api_name="/ab_report")
