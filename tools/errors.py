@@ -30,7 +30,7 @@ message fit for a person: the problem and the fix. Each family lives beside the 
   (graphs/generate.py) — both are ValueErrors too, so the LangGraph server shows their messages; NoImageToEditError
   (agents/image_edit.py: an edit with no image named or made in the conversation);
 - front ends: LoopBridgeError → LoopBlockedError, LoopStoppedError (atelier/adapters/bridge.py, CrewAI and AutoGen
-  calling tools on the studio's loop).
+  calling tools on the studio's loop); FormError (atelier/chat/prompts_view.py, a form of the chat's Prompts tab).
 """
 
 from __future__ import annotations

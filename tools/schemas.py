@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["MAX_PROMPT_CHARS", "GeneratedImage", "GenerationParams", "GenerationResult", "ImageRef", "parse_size"]
+__all__ = ["MAX_PROMPT_CHARS", "GeneratedImage", "GenerationParams", "GenerationResult", "ImageRef", "check_storable",
+           "parse_size"]
 
 # Longer prompts are no prompts (CLIP reads 77 tokens a chunk); the cap keeps a row or a turn from being megabytes.
 MAX_PROMPT_CHARS = 8000
@@ -23,6 +25,24 @@ def parse_size(text: str) -> tuple[int, int]:
     if width < 16 or height < 16 or width > 16384 or height > 16384:
         raise ValueError(f"size {text!r} is out of range: each side must be between 16 and 16384 pixels")
     return width, height
+
+
+def check_storable(value: Any, where: str) -> None:
+    """Reject text PostgreSQL cannot store, anywhere in `value`: NUL characters and lone surrogates (not UTF-8)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where} contains a NUL character; remove it")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where} is not valid UTF-8 text (a lone surrogate); send real characters") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_storable(key, where)
+            check_storable(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            check_storable(item, where)
 
 
 class GenerationParams(BaseModel):

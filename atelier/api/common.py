@@ -15,7 +15,7 @@ from atelier.tools.accounts.models import Principal
 from atelier.tools.accounts.tokens import AuthError
 from atelier.tools.catalog import require_workflow_name
 from atelier.tools.inputs import resolve_input
-from atelier.tools.schemas import GenerationParams
+from atelier.tools.schemas import GenerationParams, check_storable
 from atelier.tools.settings import Settings
 
 __all__ = ["ApiError", "ErrorResponse", "ValidationIssue", "check_storable", "confine", "error_responses",
@@ -64,24 +64,6 @@ class ErrorResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         """Compact ASCII JSON."""
         return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
-
-
-def check_storable(value: Any, where: str) -> None:
-    """Reject text PostgreSQL cannot store, anywhere in `value`: NUL characters and lone surrogates (not UTF-8)."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError(f"{where} contains a NUL character; remove it")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"{where} is not valid UTF-8 text (a lone surrogate); send real characters") from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_storable(key, where)
-            check_storable(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for item in value:
-            check_storable(item, where)
 
 
 def owner_for(principal: Principal, asked: str | None, *, default: str) -> str:

@@ -2,8 +2,9 @@
 
 runtime.py: the services the page acts through, who is calling, login sessions · render.py: the page's words
 (status lines, banner, approval text), no I/O · files.py: images and previews as local files · one function
-per tab: chat_tab.py, gallery_tab.py, queue_tab.py, services_tab.py · page.py: the Blocks from the tabs ·
-server.py: the server (the page at /, the job API at /api) and `main`, which `python app.py` runs.
+per tab: chat_tab.py, gallery_tab.py, queue_tab.py, prompts_tab.py (its actions prompts_actions.py, its words
+prompts_view.py), services_tab.py · page.py: the Blocks from the tabs · server.py: the server (the page at /, the
+job API at /api) and `main`, which `python app.py` runs.
 """
 
 import os

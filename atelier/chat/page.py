@@ -1,7 +1,8 @@
 """The chat page: a header (who is signed in, which services are down) over one tab per concern.
 
 `build_page(runtime)` composes the Blocks from the tab functions (chat_tab.py, gallery_tab.py, queue_tab.py,
-services_tab.py); each action asks the runtime (runtime.py) who is calling and which services to act through.
+prompts_tab.py, services_tab.py); each action asks the runtime (runtime.py) who is calling and which services to
+act through.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import gradio as gr
 
 from atelier.chat.chat_tab import chat_tab
 from atelier.chat.gallery_tab import gallery_tab
+from atelier.chat.prompts_tab import prompts_tab
 from atelier.chat.queue_tab import queue_tab
 from atelier.chat.render import service_banner
 from atelier.chat.runtime import ChatRuntime
@@ -48,7 +50,8 @@ def build_page(runtime: ChatRuntime) -> gr.Blocks:
             signed_in = gr.Markdown(elem_id="signed-in")
             gr.Button("Log out", link="logout", size="sm", scale=0, min_width=100, elem_id="log-out")
         notice = gr.Markdown(elem_id="service-banner")
-        loads = [*chat_tab(runtime), *gallery_tab(runtime), *queue_tab(runtime), *services_tab(runtime)]
+        loads = [*chat_tab(runtime), *gallery_tab(runtime), *queue_tab(runtime), *prompts_tab(runtime),
+                 *services_tab(runtime)]
         page.load(banner, None, notice, api_name="service_banner")
         page.load(whoami, None, signed_in, api_visibility="private")
         for fill, component in loads:

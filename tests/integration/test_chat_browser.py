@@ -189,3 +189,111 @@ def test_with_accounts_a_person_logs_in_with_an_api_key_and_sees_their_queue(
         page.locator("#log-out").click()
         expect(page.get_by_role("button", name="Login")).to_be_visible(timeout=10_000)
         page.close()
+
+
+def _choose(page: Any, field: str, option: str) -> None:
+    """Pick the option that starts with `option` in the Gradio dropdown `field` (its elem_id)."""
+    from playwright.sync_api import expect
+
+    page.locator(f"#{field} input").click()
+    choice = page.get_by_role("option").filter(has_text=option).first
+    expect(choice).to_be_visible(timeout=10_000)
+    choice.click()
+
+
+def _settled(page: Any) -> None:
+    """Wait until no component of the page shows a pending update (before a screenshot)."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("[data-testid='status-tracker']:not(.hide)")).to_have_count(0, timeout=15_000)
+
+
+def _type(page: Any, field: str, text: str) -> None:
+    """Fill the Gradio text box `field` (its elem_id)."""
+    page.locator(f"#{field} textarea, #{field} input").first.fill(text)
+
+
+def test_the_prompts_tab_adds_renders_and_tests_prompts(
+    browser: Any, fake_comfy: FakeComfyUI, fake_ollama: FakeOllama, embedded_pg_url: str, tmp_path: Path
+) -> None:
+    """Add a prompt and a version, see a refusal keep the form, render, start an A/B test, read its report, stop
+    it; what was typed (HTML too) is shown as text. On the embedded PostgreSQL (its pgvector opens the memory), so
+    the page has no warning above it."""
+    from playwright.sync_api import expect
+
+    from tests.integration.test_chat_prompts import rated_arms
+
+    settings = chat_settings(tmp_path, fake_comfy.url, fake_ollama.url, embedded_pg_url)
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    with ServerThread(settings, embedded_pg_url) as url:
+        page = browser.new_page(viewport={"width": 1366, "height": 1000})
+        page.goto(url)
+        page.get_by_role("tab", name="Prompts").click()
+        save_note = page.locator("#save-note")
+        _type(page, "prompt-name", "hero")
+        _type(page, "prompt-purpose", "hero")
+        _type(page, "prompt-template", "{{ subject }}, <b>soft</b> light")
+        _type(page, "prompt-defaults", "subject = a ceramic teapot")
+        _type(page, "prompt-description", "<i>hero shots</i>")
+        page.get_by_role("button", name="Save prompt").click()
+        expect(save_note).to_contain_text("Saved hero@1", timeout=15_000)
+
+        # A template that does not parse is refused in words; the form keeps what was typed.
+        broken = "{{ subject }}, hard light, {{ lens "
+        _type(page, "prompt-template", broken)
+        page.get_by_role("button", name="Save prompt").click()
+        expect(save_note).to_contain_text("Not saved. The prompt template is not valid Jinja2", timeout=15_000)
+        expect(page.locator("#prompt-template textarea")).to_have_value(broken)
+        _settled(page)
+        page.screenshot(path=str(shots / "prompts-1-refused.png"), full_page=True)
+        _type(page, "prompt-template", "{{ subject }}, hard light, 85mm")
+        _type(page, "prompt-name", "<img src=x onerror=alert(1)>")
+        page.get_by_role("button", name="Save prompt").click()
+        expect(save_note).to_contain_text("Not saved. Name: '<img src=x onerror=alert(1)>' is not a valid prompt name",
+                                          timeout=15_000)
+        assert save_note.locator("img").count() == 0, "what was typed is shown as text, never as HTML"
+        _type(page, "prompt-name", "hero")
+        _type(page, "prompt-negative", "blurry")
+        _type(page, "prompt-note", "harder light")
+        page.get_by_role("button", name="Save prompt").click()
+        expect(save_note).to_contain_text("Saved hero@2", timeout=15_000)
+        library = page.locator("#prompt-library")
+        soft = library.get_by_role("gridcell", name="{{ subject }}, <b>soft</b> light", exact=True)
+        expect(soft).to_be_visible()
+        assert library.locator("b", has_text="soft").count() == 0, "a template's HTML is shown, never rendered"
+
+        _choose(page, "render-version", "hero@1")
+        expect(page.locator("#render-values textarea")).to_have_value("subject = a ceramic teapot", timeout=10_000)
+        _type(page, "render-values", "subject = a linen lamp")
+        page.get_by_role("button", name="Render").click()
+        expect(page.locator("#rendered textarea")).to_have_value("a linen lamp, <b>soft</b> light", timeout=15_000)
+        expect(page.locator("#render-note")).to_contain_text("Rendered hero@1")
+
+        _type(page, "ab-name", "light")
+        _type(page, "ab-purpose", "hero")
+        _choose(page, "ab-arm-a", "hero@1")
+        _choose(page, "ab-arm-b", "hero@2")
+        _type(page, "ab-min-ratings", "3")
+        page.get_by_role("button", name="Start test").click()
+        expect(page.locator("#ab-note")).to_contain_text("Started light: A: hero@1 (50%) · B: hero@2 (50%)",
+                                                         timeout=15_000)
+        expect(page.locator("#ab-tests").get_by_role("gridcell", name="running", exact=True)).to_be_visible()
+
+        rated_arms(url, "light", {"A": 5, "B": 2}, per_arm=3)  # images made and rated through /api
+        _choose(page, "ab-test", "light")
+        page.get_by_role("button", name="Show report").click()
+        expect(page.locator("#ab-verdict")).to_contain_text("Significant: A is better", timeout=15_000)
+        expect(page.locator("#ab-arms").get_by_role("gridcell", name="3 (100%)", exact=True)).to_be_visible()
+        page.get_by_role("button", name="Refresh").click()
+        expect(library.get_by_role("gridcell", name="3/3", exact=True)).to_be_visible(timeout=15_000)
+        _settled(page)
+        page.screenshot(path=str(shots / "prompts-2-report.png"), full_page=True)
+
+        page.get_by_role("button", name="Stop test").click()
+        expect(page.locator("#ab-note")).to_contain_text("Stopped light; its report stays.", timeout=15_000)
+        expect(page.locator("#ab-tests").get_by_role("gridcell", name="stopped", exact=True)).to_be_visible()
+        expect(page.locator("#ab-verdict")).to_contain_text("light (stopped for purpose hero)")
+        _settled(page)
+        page.screenshot(path=str(shots / "prompts-3-stopped.png"), full_page=True)
+        page.close()

@@ -194,3 +194,21 @@ async def test_find_prompts_ranks_by_rating_and_renders_for_agents(svc: LedgerSe
     assert [(p.name, p.rated, p.liked, p.text) for p in found] == [
         ("hero-warm", 3, 3, "a mug, warm light"), ("hero-cold", 0, 0, None)]  # cold needs `lens` too
     assert found[0].score == pytest.approx(0.8) and found[1].variables == ["lens", "subject"]
+
+
+@pytest.mark.asyncio
+async def test_the_library_and_the_tests_filter_by_author(svc: LedgerService) -> None:
+    for name, author in (("ana-hero", "ana"), ("bo-hero", "bo"), ("ana-detail", "ana")):
+        await svc.prompts.save(PromptDraft(name=name, template=HERO, category="product"), author=author)
+        await svc.prompts.save(PromptDraft(name=name, template=HERO + ", 85mm"), author=author)
+        await svc.abtests.create(f"{name}-lens", [VariantSpec(label="A", prompt=name, version=1),
+                                                  VariantSpec(label="B", prompt=name, version=2)], author=author)
+    await svc.abtests.stop("ana-detail-lens", "ana")
+    assert [p.name for p in await svc.prompts.search(author="ana")] == ["ana-detail", "ana-hero"]
+    assert [p.name for p in await svc.prompts.search(author="bo", category="product")] == ["bo-hero"]
+    assert await svc.prompts.search(author="cy") == []
+    assert len(await svc.prompts.search()) == 3
+    assert [t.name for t in await svc.abtests.all(author="ana")] == ["ana-detail-lens", "ana-hero-lens"]
+    assert [t.name for t in await svc.abtests.all(author="ana", status="running")] == ["ana-hero-lens"]
+    assert [t.name for t in await svc.abtests.all(author="bo", status="stopped")] == []
+    assert len(await svc.abtests.all()) == 3

@@ -136,12 +136,13 @@ class ABTests:
         variants = [Variant.model_validate(v) for v in await cur.fetchall()]
         return ABTest.model_validate({**row, "variants": variants})
 
-    async def all(self, *, status: str | None = None) -> list[ABTest]:
-        """Every test (or those `running` / `stopped`), newest first."""
+    async def all(self, *, status: str | None = None, author: str | None = None) -> list[ABTest]:
+        """Every test (or those `running` / `stopped`, and/or by `author`), newest first."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT * FROM ab_tests WHERE %(s)s::text IS NULL OR status = %(s)s ORDER BY created_at DESC",
-                {"s": status})
+                "SELECT * FROM ab_tests WHERE (%(s)s::text IS NULL OR status = %(s)s) "
+                "AND (%(a)s::text IS NULL OR author = %(a)s) ORDER BY created_at DESC",
+                {"s": status, "a": author})
             return [await self._with_variants(conn, row) for row in await cur.fetchall()]
 
     async def running_for(self, purpose: str, *, for_owner: str | None = None) -> ABTest | None:

@@ -189,15 +189,16 @@ class PromptLibrary:
             return [PromptVersion.model_validate(row) for row in await cur.fetchall()]
 
     async def search(self, *, category: str | None = None, purpose: str | None = None, tag: str | None = None,
-                   query: str | None = None) -> list[Prompt]:
-        """The library, filtered by category, purpose, tag and/or a word in the name or description."""
+                     query: str | None = None, author: str | None = None) -> list[Prompt]:
+        """The library, filtered by category, purpose, tag, a word in the name or description, and/or author."""
         text = None if query is None else "%" + query.replace("%", r"\%").replace("_", r"\_") + "%"
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT * FROM prompts WHERE (%(c)s::text IS NULL OR category = %(c)s) "
                 "AND (%(p)s::text IS NULL OR purpose = %(p)s) AND (%(t)s::text IS NULL OR %(t)s = ANY(tags)) "
-                "AND (%(q)s::text IS NULL OR name ILIKE %(q)s OR description ILIKE %(q)s) ORDER BY category, name",
-                {"c": category, "p": purpose, "t": tag.lower() if tag else None, "q": text})
+                "AND (%(q)s::text IS NULL OR name ILIKE %(q)s OR description ILIKE %(q)s) "
+                "AND (%(a)s::text IS NULL OR author = %(a)s) ORDER BY category, name",
+                {"c": category, "p": purpose, "t": tag.lower() if tag else None, "q": text, "a": author})
             return [Prompt.model_validate(row) for row in await cur.fetchall()]
 
     async def stats(self, name: str) -> list[VersionStats]:

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field, field_validator
 from atelier.tools.prompts.rendering import render_template, render_template_async
 from atelier.tools.prompts.templating import template_variables
 
-__all__ = ["NAME_PATTERN", "ABReport", "ABTest", "ChosenPrompt", "Prompt", "PromptDraft", "PromptVersion",
-           "SaveResult", "Variant", "VariantReport", "VariantSpec", "VersionStats", "check_name"]
+__all__ = ["NAME_PATTERN", "ABReport", "ABTest", "ABTestDraft", "ChosenPrompt", "Prompt", "PromptDraft",
+           "PromptVersion", "SaveResult", "Variant", "VariantReport", "VariantSpec", "VersionStats", "check_name"]
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _LABEL = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
@@ -146,6 +146,21 @@ class Variant(BaseModel):
         parts = [f"{self.prompt}@{self.version}" if self.prompt else "", f"workflow {self.workflow}"
                  if self.workflow else ""]
         return " + ".join(p for p in parts if p)
+
+
+class ABTestDraft(BaseModel):
+    """A test to start, with the job API's limits (POST /ab-tests): a name, two or more variants, where it applies."""
+
+    name: str
+    variants: list[VariantSpec] = Field(min_length=2, max_length=20)
+    purpose: str | None = Field(None, max_length=64)
+    min_ratings: int = Field(20, ge=1, le=100_000)
+    description: str = Field("", max_length=2_000)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return check_name(value, "A/B test")
 
 
 class ABTest(BaseModel):
