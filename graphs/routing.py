@@ -157,8 +157,9 @@ RULES: dict[Intent, list[tuple[re.Pattern[str], int]]] = {
               r"(?:\S+ ){0,2}?(?:my|our|the one)|\b(?:opcoes|alternativas|variacoes|mais|outras?) (?:\S+ ){0,1}?"
               r"(?:parecid|semelhant|como)\w*|\b(?:similar|parecid\w*|semelhant\w*) (?:to|com|a|ao|as|aos) "
               rf"(?:[oa]s? )?(?:my|our|{_MINE_PT})\b|\bmore like\b", 4),
-        _rule(r"\b(?:designs?|images?|pictures?|photos?|logos?|options|ideas|posters?)\s+(?:similar to|like (?:my|our|the"
-              r" ones?))\b|\b(?:imagens|fotos|designs|opcoes|ideias|logos?) (?:parecid|semelhant)\w*", 7),
+        _rule(r"\b(?:designs?|images?|pictures?|photos?|logos?|options|ideas|posters?)\s+"
+              r"(?:similar to|like (?:my|our|the ones?))\b|"
+              r"\b(?:imagens|fotos|designs|opcoes|ideias|logos?) (?:parecid|semelhant)\w*", 7),
         _rule(r"\b(?:my|our) (?:gallery|history|library|archive)\b|\b(?:minha|nossa) (?:galeria|biblioteca)\b|"
               r"\b(?:meu|nosso) (?:historico|arquivo)\b", 4),
         _rule(r"\b(?:have|did) (?:i|we) (?:\S+ )?(?:made|generated|created)\b|\bi(?:'ve| have) (?:\S+ )?"
