@@ -218,6 +218,11 @@ class Settings(BaseSettings):
         16, ge=1, le=1000, validation_alias="ATELIER_MAX_IMAGES_PER_REQUEST",
         description="Most images one agent turn (a plan, a showcase) may queue.",
     )
+    showcase_wait_seconds: float = Field(
+        1800.0, gt=0, le=7 * 86400, validation_alias="ATELIER_SHOWCASE_WAIT_SECONDS",
+        description="How long a showcase waits for its images (each time it runs or resumes); then the gallery is "
+                    "made with the images finished and names the ones that were not.",
+    )
     job_time_factor: float = Field(
         10.0, ge=1, validation_alias="ATELIER_JOB_TIME_FACTOR",
         description="A job running this many times longer than its estimate is interrupted and failed.",
