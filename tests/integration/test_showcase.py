@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import uuid
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -61,6 +62,7 @@ async def test_a_brief_becomes_a_captioned_gallery_after_approval(settings: Sett
     graph = make_showcase(settings, llm, ledger, InMemorySaver())
     paused = await graph.ainvoke(ASK, config("cup"))
     asked = paused["__interrupt__"][0].value
+    assert paused["routed_by"] == "fixed" and paused["trail"] == ["plan", "design"], "no routing: always a showcase"
     assert asked["estimate"]["images"] == 4 and await ledger.list_jobs() == [], "nothing is spent before approval"
     async with running_worker(ledger):
         state, events = await _run(graph, Command(resume={"action": "approve"}), config("cup"))
@@ -209,3 +211,38 @@ async def test_a_rejected_showcase_spends_nothing(settings: Settings, ledger: Le
     out = await graph.ainvoke(Command(resume={"action": "reject"}), config("no"))
     assert out["messages"][-1].content == "Understood: nothing was generated."
     assert await ledger.list_jobs() == [] and await ShowcaseStore.for_service(ledger).recent("ana") == []
+
+
+async def test_a_showcase_stopped_mid_wait_resumes_after_a_restart_without_queuing_twice(
+    machine_pg_url: str, fake_comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    """The first process dies while it waits for the images; a new graph on the same Postgres checkpointer
+    continues the thread from the wait step: the same showcase, the same four jobs, no new plan."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DATABASE_URL": machine_pg_url, "ATELIER_DATA_DIR": str(tmp_path / "d"),
+           "COMFYUI_URLS": fake_comfy.url, "OLLAMA_URL": "http://127.0.0.1:9"}
+    command = [sys.executable, "-m", "tests.integration.showcase_proc"]
+    first = subprocess.Popen([*command, "start", "t-1"], cwd=root, env=env, stdout=subprocess.PIPE, text=True)
+    assert first.stdout is not None
+    line = first.stdout.readline()
+    assert line.startswith("WAITING"), line
+    _, showcase_id, stage, done, total = line.split()
+    assert (stage, done, total) == ("images", "0", "6")
+    first.kill()  # the process dies mid-wait: four jobs queued, nobody waiting for them
+    first.wait(10)
+    resumed = subprocess.run([*command, "resume", "t-1"], cwd=root, env=env, capture_output=True, text=True,
+                             timeout=180)
+    assert resumed.returncode == 0, resumed.stderr
+    outcome = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert outcome["showcase"]["id"] == showcase_id and outcome["showcase"]["status"] == "ready"
+    assert len(outcome["jobs"]) == 4, "the jobs were never queued twice"
+    assert outcome["llm_calls"] == 1, "only the captions: the plan came from the checkpoint"
+    assert outcome["trail"][-3:] == ["wait", "captions", "gallery"]
+    assert outcome["reply"].startswith("Your showcase is ready: 4 of 4 image(s), captions and copy by the model.")
+    settings = load_settings(data_dir=tmp_path / "d")
+    async with LedgerService.open(settings, conninfo=machine_pg_url) as svc:
+        assert [s.id for s in await ShowcaseStore.for_service(svc).recent("ana")] == [uuid.UUID(showcase_id)]
