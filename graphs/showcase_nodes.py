@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -153,7 +153,8 @@ def _updated(item: ShowcaseItem, job: Job) -> ShowcaseItem:
     return item.model_copy(update={"status": job.status, "error": _job_problem(job)})
 
 
-async def _finishing(ledger: LedgerService, job_ids: Sequence[str], timeout: float) -> AsyncIterator[Job | None]:
+async def _finishing(ledger: LedgerService, job_ids: Sequence[str],
+                     timeout: float) -> AsyncGenerator[Job | None, None]:
     """Each job as it finishes, with None after KEEPALIVE_SECONDS of silence; TimeoutError once `timeout` passes."""
     if not job_ids:
         return

@@ -19,13 +19,13 @@ from atelier.tools.worker.worker import Worker, WorkerOptions
 
 __all__ = ["COPY", "HOSTILE", "PLAN", "config", "make_showcase", "running_worker"]
 
-PLAN = {"briefs": [
+PLAN: dict[str, Any] = {"briefs": [
     {"purpose": "hero", "subject": "a copper espresso cup", "notes": "dark walnut table"},
     {"purpose": "lifestyle", "subject": "a copper espresso cup in a cafe", "notes": "morning light"},
     {"purpose": "detail", "subject": "the hammered rim of a copper espresso cup", "notes": ""},
     {"purpose": "thumbnail", "subject": "a copper espresso cup", "notes": ""},
 ]}
-COPY = {"headline": "Copper that keeps your espresso hot", "images": [
+COPY: dict[str, Any] = {"headline": "Copper that keeps your espresso hot", "images": [
     {"image": 1, "caption": "The cup, centre stage", "marketing_copy": "Hand-hammered copper on dark walnut."},
     {"image": 2, "caption": "Morning ritual", "marketing_copy": "Your first espresso, in the light it deserves."},
     {"image": 3, "caption": "Every dent by hand", "marketing_copy": "The rim shows the maker's hammer."},

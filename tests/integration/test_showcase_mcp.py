@@ -31,8 +31,9 @@ async def test_showcase_asks_approval_reports_progress_and_returns_the_gallery(
     env = {**os.environ, "COMFYUI_URLS": fake_comfy.url, "OLLAMA_URL": fake_ollama.url,
            "DATABASE_URL": machine_pg_url, "ATELIER_DATA_DIR": str(tmp_path / "data"), "ATELIER_APPROVAL_COST": "0.02"}
     params = StdioServerParameters(command=str(ATELIER), args=["mcp", "--owner", "ana"], env=env)
-    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-        await session.initialize()
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as opened:
+        await opened.initialize()
+        session: Any = opened
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
         assert {"brief", "input_image", "thread_id", "decision"} == set(tools["showcase"].inputSchema["properties"])
 
