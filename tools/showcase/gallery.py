@@ -41,7 +41,7 @@ header p.kicker{margin:0 0 8px;text-transform:uppercase;letter-spacing:.14em;fon
 header h1{margin:0 0 12px;font-size:clamp(26px,4vw,42px);line-height:1.15;font-weight:650}
 header p.brief{margin:0;max-width:70ch;color:var(--muted)}
 p.note{margin:16px 0 0;padding:10px 14px;border-left:3px solid var(--accent);background:#fbf3ea;max-width:80ch}
-main{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:28px;padding:32px 6vw 48px}
+main{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:28px;padding:32px 6vw 48px}
 article{background:var(--card);border:1px solid var(--line);border-radius:14px;overflow:hidden;display:flex;
 flex-direction:column}
 article img{display:block;width:100%;height:auto;aspect-ratio:auto;background:#eee}
@@ -51,7 +51,8 @@ text-align:center}
 article .text{padding:18px 20px 20px}
 article .purpose{margin:0 0 4px;text-transform:uppercase;letter-spacing:.12em;font-size:11px;color:var(--accent)}
 article h2{margin:0 0 8px;font-size:20px;line-height:1.3}
-article p.copy{margin:0 0 14px}
+article p.copy{margin:0 0 10px}
+article p.meta{margin:0 0 10px;font-size:13px;color:var(--muted)}
 details{font-size:13px;color:var(--muted)}
 details summary{cursor:pointer}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 12px;margin:10px 0 0}
@@ -155,9 +156,20 @@ def _card(item: ShowcaseItem, image: GalleryImage | None) -> str:
     details = "".join(f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>" for name, value in rows if value)
     caption = escape(item.caption or item.subject)
     copy = f'<p class="copy">{escape(item.marketing_copy)}</p>' if item.marketing_copy else ""
+    made = " · ".join([item.workflow, *([f"seed {item.seed}"] if item.seed is not None else [])])
     return (f'<article id="image-{item.number}">{picture}<div class="text">'
             f'<p class="purpose">{item.number:02d} · {escape(item.purpose)}</p><h2>{caption}</h2>{copy}'
+            f'<p class="meta">{escape(made)}</p>'
             f"<details><summary>How it was made</summary><dl>{details}</dl></details></div></article>")
+
+
+def _when(stamp: Any) -> str:
+    """An ISO time as `YYYY-MM-DD HH:MM UTC` (as given when it is not one)."""
+    try:
+        moment = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return str(stamp or "")
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
 def render_page(manifest: Mapping[str, Any], items: Sequence[ShowcaseItem], images: Mapping[int, GalleryImage]) -> str:
@@ -187,7 +199,7 @@ def render_page(manifest: Mapping[str, Any], items: Sequence[ShowcaseItem], imag
 <main>
 {cards}
 </main>
-<footer>Showcase {escape(str(manifest.get("id", "")))} · made by Atelier on {escape(str(manifest.get("made_at", "")))}
+<footer>Showcase {escape(str(manifest.get("id", "")))} · made by Atelier on {escape(_when(manifest.get("made_at")))}
 · manifest.json lists every image, its workflow, seed and prompt.</footer>
 </body>
 </html>
