@@ -87,7 +87,7 @@ class Gallery:
 
 def image_name(item: ShowcaseItem, content_type: str) -> str:
     """The image's file in the zip: images/NN-purpose.ext (the purpose reduced to a–z, 0–9 and hyphens)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", item.purpose.lower()).strip("-")[:24] or "image"
+    slug = re.sub(r"[^a-z0-9]+", "-", item.purpose.lower()).strip("-")[:24].strip("-") or "image"
     return f"images/{item.number:02d}-{slug}{IMAGE_TYPES[content_type]}"
 
 
