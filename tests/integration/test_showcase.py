@@ -246,3 +246,15 @@ async def test_a_showcase_stopped_mid_wait_resumes_after_a_restart_without_queui
     settings = load_settings(data_dir=tmp_path / "d")
     async with LedgerService.open(settings, conninfo=machine_pg_url) as svc:
         assert [s.id for s in await ShowcaseStore.for_service(svc).recent("ana")] == [uuid.UUID(showcase_id)]
+
+
+async def test_text_postgresql_cannot_store_is_cleaned_not_a_crash(settings: Settings, ledger: LedgerService) -> None:
+    """A NUL character or a lone surrogate (in the brief, in a caption) never fails a write out of the graph."""
+    broken = {**COPY, "images": [{**COPY["images"][0], "caption": "Cup\x00 hot"}, *COPY["images"][1:]]}
+    graph = make_showcase(settings, ScriptedChatModel(replies=[PLAN, broken]), ledger, InMemorySaver())
+    await graph.ainvoke({"messages": [HumanMessage("A copper cup\x00 for \ud800 you")]}, config("nul"))
+    async with running_worker(ledger):
+        state = await graph.ainvoke(Command(resume={"action": "approve"}), config("nul"))
+    showcase = await ShowcaseStore.for_service(ledger).get(state["showcase"]["id"], owner="ana")
+    assert showcase.status == "ready" and showcase.brief == "A copper cup for ? you"
+    assert showcase.items[0].caption == "Cup hot" and "Cup hot" in Path((showcase.page_uri or "")[7:]).read_text()

@@ -22,14 +22,26 @@ from atelier.tools.showcase.models import Showcase, ShowcaseItem, ShowcaseNotFou
 if TYPE_CHECKING:
     from atelier.tools.ledger.service import LedgerService
 
-__all__ = ["ShowcaseStore"]
+__all__ = ["ShowcaseStore", "storable"]
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 
 
+def storable(value: Any) -> Any:
+    """`value` with every string fit for PostgreSQL text and jsonb: NUL characters dropped, lone surrogates (not
+    UTF-8) replaced. Briefs, captions and copy come from people and models; none of them may fail a write."""
+    if isinstance(value, str):
+        return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    return value
+
+
 def _items(items: Sequence[ShowcaseItem]) -> Jsonb:
     """Items as the jsonb column stores them."""
-    return Jsonb([item.model_dump(mode="json") for item in items])
+    return Jsonb(storable([item.model_dump(mode="json") for item in items]))
 
 
 class ShowcaseStore:
@@ -51,7 +63,7 @@ class ShowcaseStore:
                 "INSERT INTO showcases (id, owner, thread, turn, brief, photo, items, progress) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (owner, thread, turn) DO UPDATE SET updated_at = now() RETURNING *",
-                (uuid.uuid4(), owner, thread, turn, brief, photo, _items(items),
+                (uuid.uuid4(), owner, thread, turn, storable(brief), storable(photo), _items(items),
                  Jsonb(ShowcaseProgress(stage="images", done=0, total=len(items)).model_dump())))
             row = await cur.fetchone()
         assert row is not None  # INSERT … ON CONFLICT DO UPDATE … RETURNING always returns the row
@@ -62,16 +74,17 @@ class ShowcaseStore:
                      note: str | None = None) -> Showcase:
         """Store how far the showcase is (and its items, headline and note, when given)."""
         sets = ["status = %(status)s", "progress = %(progress)s", "updated_at = now()"]
-        values: dict[str, Any] = {"id": showcase_id, "status": status, "progress": Jsonb(progress.model_dump())}
+        values: dict[str, Any] = {"id": showcase_id, "status": status,
+                                  "progress": Jsonb(storable(progress.model_dump()))}
         if items is not None:
             sets.append("items = %(items)s")
             values["items"] = _items(items)
         if headline is not None:
             sets.append("headline = %(headline)s")
-            values["headline"] = headline
+            values["headline"] = storable(headline)
         if note is not None:
             sets.append("note = %(note)s")
-            values["note"] = note
+            values["note"] = storable(note)
         return await self._update(", ".join(sets), values)
 
     async def finish(self, showcase_id: uuid.UUID, *, status: str, items: Sequence[ShowcaseItem],
@@ -83,7 +96,7 @@ class ShowcaseStore:
             "page_uri = %(page)s, zip_uri = %(zip)s, note = %(note)s, updated_at = now(), "
             "finished_at = coalesce(finished_at, now())",
             {"id": showcase_id, "status": status, "progress": Jsonb(progress.model_dump()), "items": _items(items),
-             "manifest": Jsonb(manifest), "page": page_uri, "zip": zip_uri, "note": note})
+             "manifest": Jsonb(storable(manifest)), "page": page_uri, "zip": zip_uri, "note": storable(note)})
 
     async def _update(self, sets: str, values: dict[str, Any]) -> Showcase:
         """Run one UPDATE of a showcase by id and return the row."""
