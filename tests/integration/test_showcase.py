@@ -258,3 +258,42 @@ async def test_text_postgresql_cannot_store_is_cleaned_not_a_crash(settings: Set
     showcase = await ShowcaseStore.for_service(ledger).get(state["showcase"]["id"], owner="ana")
     assert showcase.status == "ready" and showcase.brief == "A copper cup for ? you"
     assert showcase.items[0].caption == "Cup hot" and "Cup hot" in Path((showcase.page_uri or "")[7:]).read_text()
+
+
+async def test_follow_showcase_answers_continues_and_refuses_what_is_not_the_callers(
+    settings: Settings, ledger: LedgerService
+) -> None:
+    """The runner the chat and the `showcase` tool share: approval, a run stopped mid-wait continued, and refusals."""
+    from atelier.graphs.showcase_run import (
+        ShowcaseApproval,
+        ShowcaseEnded,
+        ShowcaseProgressed,
+        ShowcaseReply,
+        follow_showcase,
+        new_thread,
+    )
+    from atelier.tools.errors import AtelierError
+
+    llm = ScriptedChatModel(replies=[PLAN, COPY])
+    graph = make_showcase(settings, llm, ledger, InMemorySaver())
+    thread = new_thread()
+    events = [e async for e in follow_showcase(graph, thread, "ana", brief="A showcase for our copper cup")]
+    assert isinstance(events[-1], ShowcaseApproval) and len(events[-1].images) == 4
+    with pytest.raises(AtelierError, match="waits for your decision"):
+        [e async for e in follow_showcase(graph, thread, "ana")]
+    with pytest.raises(AtelierError, match="not finished yet"):
+        [e async for e in follow_showcase(graph, thread, "ana", brief="another")]
+    with pytest.raises(AtelierError, match=r"no showcase .* of yours"):
+        [e async for e in follow_showcase(graph, thread, "bo", decision="approve")]
+
+    stopped = follow_showcase(graph, thread, "ana", decision="approve")
+    first = await anext(stopped)
+    assert isinstance(first, ShowcaseReply) and first.text.startswith("Queued 4 image(s)")
+    first = await anext(stopped)  # the showcase waits for its images: the run stops here (no worker)
+    assert isinstance(first, ShowcaseProgressed) and (first.stage, first.done, first.total) == ("images", 0, 6)
+    await stopped.aclose()
+    async with running_worker(ledger):
+        rest = [e async for e in follow_showcase(graph, thread, "ana")]
+    assert rest[-1] == ShowcaseEnded(first.showcase_id, "ready") and len(await ledger.list_jobs()) == 4
+    with pytest.raises(AtelierError, match="finished; give a brief"):
+        [e async for e in follow_showcase(graph, thread, "ana")]
