@@ -153,6 +153,18 @@ def _updated(item: ShowcaseItem, job: Job) -> ShowcaseItem:
     return item.model_copy(update={"status": job.status, "error": _job_problem(job)})
 
 
+def _late(item: ShowcaseItem, job: Job | None, timeout: float) -> ShowcaseItem:
+    """An item once the wait is over: as its job ended, or timed out (named, with where to follow its job)."""
+    if job is None or item.status in TERMINAL_STATUSES:
+        return item
+    if job.done:
+        return _updated(item, job)
+    return item.model_copy(update={
+        "status": "timed out",
+        "error": f"not finished after {timeout:g} s (job {job.id} is still {job.status}; it goes on: GET "
+                 f"/jobs/{job.id} or job_status shows it)"})
+
+
 async def _finishing(ledger: LedgerService, job_ids: Sequence[str],
                      timeout: float) -> AsyncGenerator[Job | None, None]:
     """Each job as it finishes, with None after KEEPALIVE_SECONDS of silence; TimeoutError once `timeout` passes."""
@@ -324,12 +336,8 @@ class ShowcaseSteps:
                     items = [_updated(item, job) if item.job_id == str(job.id) else item for item in items]
                     await report()
         except TimeoutError:
-            late = {str(j.id): j for j in [await ledger.get(i) for i in pending]}
-            items = [item if item.status in TERMINAL_STATUSES or item.job_id not in late else item.model_copy(
-                update={"status": "timed out",
-                        "error": f"not finished after {timeout:g} s (job {item.job_id} is still "
-                                 f"{late[item.job_id].status} and goes on; run the showcase again to use it)"})
-                     for item in items]
+            late = {str(job.id): job for job in [await ledger.get(job_id) for job_id in pending]}
+            items = [_late(item, late.get(item.job_id or ""), timeout) for item in items]
         made = sum(1 for item in items if item.made)
         progress = ShowcaseProgress(stage="captions", done=len(items), total=total,
                                     message=f"{made} of {len(items)} image(s) made; writing captions")

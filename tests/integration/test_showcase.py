@@ -139,7 +139,8 @@ async def test_waiting_is_bounded_and_the_gallery_names_what_did_not_finish(
     state = await graph.ainvoke(Command(resume={"action": "approve"}), config("late"))  # no worker runs
     reply = state["messages"][-1].content
     assert reply.startswith("No image of the showcase could be made: 0 of 4 image(s).")
-    assert "image 1 (hero): not finished after 0.5 s (job " in reply and "is still queued and goes on" in reply
+    assert "image 1 (hero): not finished after 0.5 s (job " in reply
+    assert "is still queued; it goes on: GET /jobs/" in reply
     showcase = await ShowcaseStore.for_service(ledger).get(state["showcase"]["id"], owner="ana")
     assert showcase.status == "failed" and {i.status for i in showcase.items} == {"timed out"}
     assert len(llm.calls) == 1
