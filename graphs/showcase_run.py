@@ -10,7 +10,7 @@ continues from its last step with `continue_showcase`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -89,7 +89,8 @@ async def _check_thread(graph: ShowcaseGraph, thread: str, owner: str) -> tuple[
 
 
 async def follow_showcase(graph: ShowcaseGraph, thread: str, owner: str, *, brief: str | None = None,
-                          photo: str | None = None, decision: str | None = None) -> AsyncIterator[ShowcaseEvent]:
+                          photo: str | None = None,
+                          decision: str | None = None) -> AsyncGenerator[ShowcaseEvent, None]:
     """One run in `thread` for `owner`: a new `brief` (with an optional product `photo`, a stored input's name), a
     `decision` ("approve"/"reject") on a paused plan, or neither to continue a run that stopped midway."""
     payload: Any

@@ -38,7 +38,7 @@ def test_the_served_showcase_streams_progress_and_its_gallery_is_served(
         thread = client.threads.create()["thread_id"]
         brief: Any = {"messages": [{"role": "user", "content": "A showcase for our copper espresso cup"}]}
         client.runs.wait(thread, "showcase", input=brief)
-        state = client.threads.get_state(thread)
+        state: Any = client.threads.get_state(thread)
         asked = state["tasks"][0]["interrupts"][0]["value"]
         assert state["next"] == ["approve"] and asked["estimate"]["images"] == 4
 
@@ -50,7 +50,8 @@ def test_the_served_showcase_streams_progress_and_its_gallery_is_served(
         assert progress[0] == ("images", 0, 6) and progress[-1] == ("done", 6, 6)
         assert ("images", 4, 6) in progress and ("gallery", 5, 6) in progress
 
-        values = client.threads.get_state(thread)["values"]
+        after: Any = client.threads.get_state(thread)
+        values = after["values"]
         showcase = values["showcase"]
         assert showcase["status"] == "ready" and values["messages"][-1]["content"].startswith("Your showcase is ready")
         page = httpx.get(f"{server}/showcases/{showcase['id']}/page", timeout=10)
