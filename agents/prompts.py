@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["ANSWER_SYSTEM", "ILLUSTRATED_ANSWER_SYSTEM", "INTENT_SYSTEM", "PICTURE_BLOCK", "PLANNER_SYSTEM",
-           "RAG_SYSTEM"]
+__all__ = ["ANSWER_SYSTEM", "COPYWRITER_SYSTEM", "ILLUSTRATED_ANSWER_SYSTEM", "INTENT_SYSTEM", "PICTURE_BLOCK",
+           "PLANNER_SYSTEM", "RAG_SYSTEM"]
 
 ANSWER_SYSTEM = (
     "You are Atelier, a creative studio assistant running on the user's own machines. Answer clearly and "
@@ -58,4 +58,12 @@ PLANNER_SYSTEM = (
 RAG_SYSTEM = (
     "Answer only from the numbered passages below. Cite them as [1], [2]. If they do not contain the "
     "answer, say so plainly.\n\n{passages}"
+)
+
+COPYWRITER_SYSTEM = (
+    "You write the words of a product showcase gallery. You get the product brief and the numbered images of the "
+    "gallery (each with its purpose and what it shows). Answer with one headline for the whole gallery and, for "
+    "every image number, a caption (a short title, at most 12 words) and marketing copy (one to three sentences "
+    "that sell the product as this picture shows it). Use only facts from the brief; invent no features, prices or "
+    "claims. Write in the language of the brief."
 )

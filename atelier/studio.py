@@ -26,6 +26,8 @@ from atelier.agents.image_options import ImageOptions
 from atelier.graphs.checkpoint import postgres_checkpointer
 from atelier.graphs.deps import SupervisorDeps
 from atelier.graphs.owner import OWNER_KEY
+from atelier.graphs.showcase import build_showcase
+from atelier.graphs.showcase_run import ShowcaseGraph, run_showcase_tool
 from atelier.graphs.state import SupervisorState
 from atelier.graphs.supervisor import build_supervisor
 from atelier.tools.conversations import ThreadDirectory
@@ -37,7 +39,7 @@ from atelier.tools.memory.backends import open_memory_or_reason
 from atelier.tools.memory.records import EarlierImage
 from atelier.tools.memory.store import MemoryStore
 from atelier.tools.settings import Settings
-from atelier.tools.toolkit import AskArgs, AskResult, ToolContext
+from atelier.tools.toolkit import AskArgs, AskResult, Progress, ShowcaseArgs, ShowcaseResult, ToolContext
 
 __all__ = [
     "Approval",
@@ -144,6 +146,7 @@ class ChatServices:
     threads: ThreadDirectory
     graph: Graph
     deps: SupervisorDeps
+    showcase: ShowcaseGraph
     memory: MemoryStore | None = None
     memory_problem: str | None = None
 
@@ -151,7 +154,8 @@ class ChatServices:
     @contextlib.asynccontextmanager
     async def open(cls, settings: Settings, *, llm: BaseChatModel | None = None, conninfo: str | None = None,
                    with_memory: bool = True) -> AsyncIterator[ChatServices]:
-        """Open the ledger, checkpointer and memory; compile the supervisor on them; close all on exit."""
+        """Open the ledger, checkpointer and memory; compile the supervisor and the showcase graph on them; close all
+        on exit."""
         async with contextlib.AsyncExitStack() as stack:
             ledger = await stack.enter_async_context(LedgerService.open(settings, conninfo=conninfo))
             saver = await stack.enter_async_context(postgres_checkpointer(settings, ledger.conninfo))
@@ -161,8 +165,9 @@ class ChatServices:
                 stack.callback(memory.close)
             deps = SupervisorDeps(settings=settings, llm=llm, ledger=ledger, memory=memory)
             graph: Graph = build_supervisor(deps=deps).compile(checkpointer=saver, name="supervisor")
+            showcase: ShowcaseGraph = build_showcase(deps=deps).compile(checkpointer=saver, name="showcase")
             yield cls(settings=settings, ledger=ledger, threads=ThreadDirectory.for_service(ledger), graph=graph,
-                      deps=deps, memory=memory, memory_problem=problem)
+                      deps=deps, showcase=showcase, memory=memory, memory_problem=problem)
 
 
 @contextlib.asynccontextmanager
@@ -189,14 +194,17 @@ async def studio(settings: Settings, *, llm: BaseChatModel | None = None, connin
 
 
 def tool_context(services: ChatServices, owner: str) -> ToolContext:
-    """The toolkit's context on these services, for `owner` (ask_atelier runs this supervisor)."""
+    """The toolkit's context on these services, for `owner` (ask_atelier runs this supervisor, showcase this
+    showcase graph)."""
 
     async def ask(args: AskArgs, who: str) -> AskResult:
         return await ask_supervisor(services, args, who)
 
+    async def showcase(ctx: ToolContext, args: ShowcaseArgs, progress: Progress) -> ShowcaseResult:
+        return await run_showcase_tool(services.showcase, ctx, args, progress)
+
     return ToolContext(settings=services.settings, ledger=services.ledger, owner=owner, memory=services.memory,
-                       memory_problem=services.memory_problem,
-                       ask=ask)
+                       memory_problem=services.memory_problem, ask=ask, showcase=showcase)
 
 
 

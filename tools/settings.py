@@ -228,6 +228,11 @@ class Settings(BaseSettings):
         3, ge=0, le=16, validation_alias="ATELIER_OPTIONS_VARIATIONS",
         description="…beside this many new variations made in the same turn (at most ATELIER_MAX_IMAGES_PER_REQUEST).",
     )
+    showcase_wait_seconds: float = Field(
+        1800.0, gt=0, le=7 * 86400, validation_alias="ATELIER_SHOWCASE_WAIT_SECONDS",
+        description="How long a showcase waits for its images (each time it runs or resumes); then the gallery is "
+                    "made with the images finished and names the ones that were not.",
+    )
     job_time_factor: float = Field(
         10.0, ge=1, validation_alias="ATELIER_JOB_TIME_FACTOR",
         description="A job running this many times longer than its estimate is interrupted and failed.",

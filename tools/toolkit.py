@@ -27,17 +27,21 @@ from atelier.tools.memory.records import DocumentHit, EarlierImage, ImageHit
 from atelier.tools.memory.store import MemoryStore
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import Settings
+from atelier.tools.showcase.models import Showcase, ShowcaseItem
+from atelier.tools.showcase.store import ShowcaseStore
 from atelier.tools.workflow_library import load_library
 
 __all__ = [
-    "TOOLS", "AskArgs", "AskResult", "FindPromptsArgs", "GenerateImageArgs", "ImageFile", "JobInfo", "JobStatusArgs",
-    "ListWorkflowsArgs", "Progress", "PromptInfo", "PromptValue", "SearchDocumentsArgs", "SearchImagesArgs",
-    "SubmitJobArgs", "ToolContext", "ToolSpec", "WorkflowInfo", "as_json", "as_text", "image_paths", "job_info",
-    "run_tool",
+    "TOOLS", "AskArgs", "AskResult", "FindPromptsArgs", "GenerateImageArgs", "GetShowcaseArgs", "ImageFile", "JobInfo",
+    "JobStatusArgs", "ListWorkflowsArgs", "Progress", "PromptInfo", "PromptValue", "SearchDocumentsArgs",
+    "SearchImagesArgs", "ShowcaseArgs", "ShowcaseInfo", "ShowcaseLinks", "ShowcaseResult", "SubmitJobArgs",
+    "ToolContext", "ToolSpec", "WorkflowInfo", "as_json", "as_text", "image_paths", "job_info", "run_tool",
+    "showcase_info",
 ]
 
 Progress = Callable[[float, float | None, str], Awaitable[None]]
 Asker = Callable[["AskArgs", str], Awaitable["AskResult"]]
+Showcaser = Callable[["ToolContext", "ShowcaseArgs", Progress], Awaitable["ShowcaseResult"]]
 # How often a waiting tool reports that it is still waiting (MCP clients drop a call silent for ~60 s).
 KEEPALIVE_SECONDS = 10.0
 
@@ -56,6 +60,7 @@ class ToolContext:
     memory: MemoryStore | None = None
     ask: Asker | None = None
     memory_problem: str | None = None  # why `memory` is None, when opening it failed
+    showcase: Showcaser | None = None  # runs the showcase graph (the process supplies it, as `ask`)
 
 
 # --- arguments and results -------------------------------------------------------------------------------------
@@ -208,6 +213,67 @@ class AskResult(BaseModel):
                                           "(the new variations are `jobs`).")
     needs_approval: bool = False
     approval: dict[str, Any] | None = None
+
+
+class ShowcaseArgs(BaseModel):
+    """Make a product showcase from a brief: the planner's shot list, images on the routed workflows (a costly plan
+    waits for your approval first), a caption and marketing copy for every image, and a gallery (an HTML page, a
+    manifest JSON and a zip)."""
+
+    brief: str = Field("", max_length=4000,
+                       description="The product and what the showcase is for; empty when answering an approval or "
+                                   "continuing a showcase that stopped.")
+    input_image: str | None = Field(None, max_length=200,
+                                    description="A product photo every shot is made from (image-to-image): the name "
+                                                "of an uploaded input image (POST /inputs); never a file path.")
+    thread_id: str | None = Field(None, min_length=1, max_length=200,
+                                  description="The showcase's conversation: give it back with a decision, or alone "
+                                              "to continue a showcase that stopped (a restart).")
+    decision: Literal["approve", "reject"] | None = Field(
+        None, description="Answer the showcase's pending approval (a costly plan) instead of starting one.")
+
+
+class GetShowcaseArgs(BaseModel):
+    """One of your showcases: how far it is, every image with its workflow, seed, prompt, caption and copy, the
+    gallery's manifest, and where its page and zip are."""
+
+    showcase_id: str = Field(..., min_length=36, max_length=36, description="The showcase's id.")
+
+
+class ShowcaseLinks(BaseModel):
+    """Where a finished gallery is: files (or links) of the output store, and the job API's paths."""
+
+    page: str | None = Field(None, description="The HTML page: a file path (local output store) or a link.")
+    zip: str | None = Field(None, description="The zip (page, manifest, images): a file path or a link.")
+    api_manifest: str = Field(..., description="GET this on the job API for the manifest.")
+    api_page: str
+    api_zip: str
+
+
+class ShowcaseInfo(BaseModel):
+    """A showcase as tools report it."""
+
+    showcase_id: str
+    status: str = Field(..., description="rendering, captioning, building; then ready, partial or failed.")
+    brief: str
+    headline: str = ""
+    note: str = Field("", description="What did not go to plan (captions from the briefs, images not made).")
+    progress: dict[str, Any] = Field(default_factory=dict)
+    images: int = Field(0, description="Images made.")
+    planned: int = Field(0, description="Images planned.")
+    items: list[ShowcaseItem] = Field(default_factory=list)
+    manifest: dict[str, Any] | None = None
+    links: ShowcaseLinks
+
+
+class ShowcaseResult(BaseModel):
+    """The outcome of a `showcase` call: the reply, a pending approval, or the finished showcase."""
+
+    thread_id: str
+    reply: str
+    needs_approval: bool = False
+    approval: dict[str, Any] | None = None
+    showcase: ShowcaseInfo | None = None
 
 
 # --- the functions ---------------------------------------------------------------------------------------------
@@ -392,6 +458,33 @@ async def ask_atelier(ctx: ToolContext, args: AskArgs, progress: Progress = _no_
     return await ctx.ask(args, ctx.owner)
 
 
+def showcase_info(ctx: ToolContext, showcase: Showcase) -> ShowcaseInfo:
+    """A showcase row as a tool result (its files as the output store links them)."""
+    api = f"/showcases/{showcase.id}"
+    links = ShowcaseLinks(page=ctx.ledger.link(showcase.page_uri) if showcase.page_uri else None,
+                          zip=ctx.ledger.link(showcase.zip_uri) if showcase.zip_uri else None,
+                          api_manifest=api, api_page=f"{api}/page", api_zip=f"{api}/zip")
+    return ShowcaseInfo(showcase_id=str(showcase.id), status=showcase.status, brief=showcase.brief,
+                        headline=showcase.headline, note=showcase.note, progress=showcase.progress,
+                        images=sum(1 for item in showcase.items if item.made), planned=len(showcase.items),
+                        items=showcase.items, manifest=showcase.manifest, links=links)
+
+
+async def showcase(ctx: ToolContext, args: ShowcaseArgs, progress: Progress = _no_progress) -> ShowcaseResult:
+    """Run the showcase graph (the process supplies it as `ctx.showcase`), reporting progress across the set."""
+    if ctx.showcase is None:
+        raise AtelierError("showcase needs the showcase graph; this process was started without it")
+    if not args.brief.strip() and args.decision is None and args.thread_id is None:
+        raise AtelierError("give a brief (the product and what the showcase is for), or a thread_id with a decision "
+                           "(approve/reject) for a pending approval")
+    return await ctx.showcase(ctx, args, progress)
+
+
+async def get_showcase(ctx: ToolContext, args: GetShowcaseArgs, progress: Progress = _no_progress) -> ShowcaseInfo:
+    """One of the caller's showcases (another owner's is reported as not found, like an unknown id)."""
+    return showcase_info(ctx, await ShowcaseStore.for_service(ctx.ledger).get(args.showcase_id, owner=ctx.owner))
+
+
 @dataclass(frozen=True)
 class ToolSpec:
     """One tool: its name, what it does (the description every framework shows), arguments and function."""
@@ -420,6 +513,11 @@ TOOLS: tuple[ToolSpec, ...] = (
           "Use a prompt's text (or its template with your values) in generate_image."),
     _spec("ask_atelier", AskArgs, ask_atelier,
           "Returns the reply, the conversation's thread_id and any image jobs it queued."),
+    _spec("showcase", ShowcaseArgs, showcase,
+          "Reports progress (images done of total, then captions, then the gallery) and returns the gallery's "
+          "manifest and where its page and zip are; a costly plan returns needs_approval: call again with the "
+          "thread_id and decision approve or reject."),
+    _spec("get_showcase", GetShowcaseArgs, get_showcase),
 )
 
 

@@ -40,13 +40,14 @@ class ApiError(BaseModel):
 
 _ERROR_TEXT = {
     400: "The body is not readable JSON, or the request cannot be carried out (the message says why)",
-    404: "No such job (or image, preview frame, prompt, prompt version or A/B test)",
-    410: "The job's image is no longer in the output store",
+    404: "No such job (or image, preview frame, prompt, prompt version, A/B test or showcase)",
+    410: "The job's image (or the showcase's gallery) is no longer in the output store",
     422: "The request is malformed, or names an unknown workflow or values it does not accept",
     401: "No credentials, or credentials refused (malformed, unknown, expired, tampered or revoked); the message "
          "says which",
     403: "The credentials are valid but may not do this (a disabled account, or acting for another user)",
-    409: "The idempotency key is already used by another owner's job: choose another key",
+    409: "The idempotency key is already used by another owner's job: choose another key (or: the showcase's "
+         "gallery is not made yet)",
     429: "A quota is used up: the message names it, its use and when it resets",
     503: "The memory is not available in this process (the message says why and what to install or start)",
     413: "The request body is over the server's limit (ATELIER_MAX_BODY_BYTES; ATELIER_MAX_UPLOAD_BYTES for images)",

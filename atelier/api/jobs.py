@@ -35,6 +35,7 @@ from atelier.api.guard import RequestGuard
 from atelier.api.inputs import add_input_routes
 from atelier.api.memory import add_memory_routes
 from atelier.api.memory_indexing import memory_with_indexer
+from atelier.api.showcases import add_showcase_routes
 from atelier.tools.accounts.models import LOCAL, Principal
 from atelier.tools.accounts.quotas import QuotaExceededError
 from atelier.tools.accounts.tokens import AuthError
@@ -50,6 +51,7 @@ from atelier.tools.prompts.library import PromptNotFoundError
 from atelier.tools.prompts.templating import PromptTemplateError
 from atelier.tools.schemas import GenerationParams
 from atelier.tools.settings import Settings, load_settings
+from atelier.tools.showcase.models import ShowcaseGoneError, ShowcaseNotFoundError, ShowcaseNotReadyError
 from atelier.tools.workflow_library import load_library
 
 __all__ = ["JOB_ID_PATTERN", "ApiError", "BatchBody", "BatchEntryError", "BatchView", "ErrorResponse", "HealthView",
@@ -213,10 +215,10 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
     async def atelier_error(request: Request, exc: AtelierError) -> JSONResponse:
         """Our errors as 4xx with the message that names the fix."""
         status = (404 if isinstance(exc, JobNotFoundError | ImageNotFoundError | PromptNotFoundError
-                                    | ABTestNotFoundError)
-                  else 410 if isinstance(exc, ImageGoneError)
+                                    | ABTestNotFoundError | ShowcaseNotFoundError)
+                  else 410 if isinstance(exc, ImageGoneError | ShowcaseGoneError)
                   else 429 if isinstance(exc, QuotaExceededError)
-                  else 409 if isinstance(exc, IdempotencyKeyTakenError)
+                  else 409 if isinstance(exc, IdempotencyKeyTakenError | ShowcaseNotReadyError)
                   else 422 if isinstance(exc, WorkflowError | PromptTemplateError)
                   else 503 if isinstance(exc, MemoryUnavailableError) else 400)
         return ErrorResponse({"detail": str(exc)}, status_code=status)
@@ -320,6 +322,7 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
     add_metrics_route(api, settings)
     add_input_routes(api, settings, caller, error_responses)
     add_memory_routes(api, settings, ledger, caller, error_responses)
+    add_showcase_routes(api, ledger, caller, error_responses)
     # Served by the LangGraph server (langgraph.json `http.app`), these two wrap its routes too: its own CORS is
     # off (`http.cors` allows no origin), so only Atelier's pages and ATELIER_ALLOWED_ORIGINS get CORS answers.
     api.add_middleware(CORSMiddleware, allow_origins=sorted(own_origins(settings)), allow_methods=["*"],

@@ -73,6 +73,10 @@ def build_server(settings: Settings, *, llm: BaseChatModel | None = None, connin
                                  "(an admin makes one with: atelier users key NAME)."}
     result: FastAPI = gr.mount_gradio_app(server, page, path="/", allowed_paths=allowed,
                                           footer_links=["gradio"], **login)
+    # Gradio checks the files a request hands an input component (only what the person uploaded) only once its Blocks
+    # "has launched", which mounting never sets: without this, any server path or URL could be given as the
+    # Gallery tab's product photo (another user's image, a local file, an internal address).
+    page.has_launched = True
     runtime.gradio = next((r.app for r in result.routes if isinstance(r, Mount) and r.path == ""), None)
     return result
 

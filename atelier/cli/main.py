@@ -17,6 +17,7 @@ from atelier.cli import (
     mcp_cmd,
     memory_cmds,
     prompt_cmds,
+    showcase_cmd,
     user_cmds,
     watch_cmd,
     worker_cmd,
@@ -46,6 +47,7 @@ app.command("mcp")(mcp_cmd.mcp)
 app.command("watch")(watch_cmd.watch)
 app.command("ingest")(memory_cmds.ingest)
 app.command("rate")(memory_cmds.rate)
+app.command("showcase")(showcase_cmd.showcase)
 app.add_typer(db_cmds.db_app, name="db")
 app.add_typer(memory_cmds.memory_app, name="memory")
 app.add_typer(prompt_cmds.prompts_app, name="prompts")

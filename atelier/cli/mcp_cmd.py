@@ -28,7 +28,8 @@ def mcp(
                                 help="Also run a ledger worker here (off when your workers run elsewhere)."),
     allow_unauthenticated: bool = typer.Option(False, "--allow-unauthenticated", help=ALLOW_UNAUTHENTICATED_HELP),
 ) -> None:
-    """Tools: generate_image, submit_job, job_status, list_workflows, search_images, search_documents, ask_atelier."""
+    """Tools: generate_image, submit_job, job_status, list_workflows, search_images, search_documents, find_prompts,
+    ask_atelier, showcase, get_showcase."""
     import asyncio
 
     from atelier.tools.exposure import check_listen_address

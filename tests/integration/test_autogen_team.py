@@ -32,7 +32,7 @@ from tests.frameworks import MODEL, open_services, openai_chats, settings_fixtur
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow, pytest.mark.timeout(60)]
 
 ALL_TOOLS = {"generate_image", "submit_job", "job_status", "list_workflows", "search_images", "search_documents",
-             "find_prompts", "ask_atelier"}
+             "find_prompts", "ask_atelier", "showcase", "get_showcase"}
 
 
 @pytest_asyncio.fixture

@@ -106,7 +106,7 @@ async def test_an_agent_calls_generate_image_through_a_tooltool_call(
     assert len(chats) == 3 and all(body["model"] == MODEL for body in chats)
     offered = _offered(chats[0])
     assert set(offered) == {"generate_image", "submit_job", "job_status", "list_workflows", "search_images",
-                            "search_documents", "find_prompts", "ask_atelier"}
+                            "search_documents", "find_prompts", "ask_atelier", "showcase", "get_showcase"}
     assert offered["generate_image"]["description"] == tools[0].description
     assert "prompt" in offered["generate_image"]["parameters"]["properties"]
     first_result = json.loads(_tool_messages(chats[1])[0])

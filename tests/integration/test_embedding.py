@@ -45,7 +45,8 @@ async def test_the_public_api_builds_the_supervisor_with_your_checkpointer(tmp_p
                               {"configurable": {"thread_id": "mine"}})
     assert out["messages"][-1].content == "Paris."
     assert [t.name for t in TOOLS] == ["generate_image", "submit_job", "job_status", "list_workflows",
-                                       "search_images", "search_documents", "find_prompts", "ask_atelier"]
+                                       "search_images", "search_documents", "find_prompts", "ask_atelier",
+                                       "showcase", "get_showcase"]
 
 
 @pytest.mark.asyncio

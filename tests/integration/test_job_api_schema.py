@@ -93,7 +93,11 @@ def test_linked_calls_conform_too(fresh_api_client: requests.Session) -> None:
     def count(self: Any, response: schemathesis.Response, case: schemathesis.Case) -> None:
         answers[(case.method, case.path, response.status_code)] += 1
 
-    machine = cast("type[APIStateMachine]", type("LinkedJobCalls", (schema.as_state_machine(),),
+    # The document's links start at POST /jobs: the run keeps to the /jobs operations, so its few derandomized steps
+    # are spent on creating jobs and following links, however many other routes the API grows (the property run
+    # above covers every operation).
+    linked = schema.include(path_regex=r"^/jobs(/|$)")
+    machine = cast("type[APIStateMachine]", type("LinkedJobCalls", (linked.as_state_machine(),),
                                                   {"get_call_kwargs": call_kwargs, "after_call": count}))
     machine.run(settings=settings(max_examples=max(10, EXAMPLES // 2), stateful_step_count=6, deadline=None,
                                   derandomize=True, database=None, suppress_health_check=HEALTH))

@@ -33,7 +33,7 @@ async def _exercise(session: Any) -> None:
     listed = await session.list_tools()
     names = {tool.name for tool in listed.tools}
     assert names == {"generate_image", "submit_job", "job_status", "list_workflows", "search_images",
-                     "search_documents", "find_prompts", "ask_atelier"}
+                     "search_documents", "find_prompts", "ask_atelier", "showcase", "get_showcase"}
     generate = next(tool for tool in listed.tools if tool.name == "generate_image")
     assert generate.inputSchema["required"] == ["prompt"] and "wait" in generate.inputSchema["properties"]
 

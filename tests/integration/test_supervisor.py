@@ -332,21 +332,6 @@ async def test_an_illustrated_answer_streams_before_the_image_is_queued(settings
     assert len(llm.calls) == 1
 
 
-async def test_the_showcase_graph_plans_without_routing(settings: Settings, ledger: LedgerService) -> None:
-    from atelier.graphs.showcase import build_showcase
-
-    async def vram() -> float:
-        return 24.0
-
-    llm = ScriptedChatModel(replies=[SHOWCASE])
-    deps = SupervisorDeps(settings=settings, llm=llm, ledger=ledger, vram_probe=vram)
-    graph: Any = build_showcase(deps=deps).compile(checkpointer=InMemorySaver())
-    paused = await graph.ainvoke({"messages": [HumanMessage("our copper espresso cup")]}, config("show"))
-    assert paused["routed_by"] == "fixed" and paused["__interrupt__"][0].value["estimate"]["images"] == 4
-    done = await graph.ainvoke(Command(resume={"action": "approve"}), config("show"))
-    assert len(done["jobs"]) == 4 and len(llm.calls) == 1
-
-
 async def test_retrieve_answers_from_the_owners_documents_with_sources(settings: Settings) -> None:
     from atelier.tools.memory.backends import open_memory
     from atelier.tools.memory.documents import chunk_file, find_documents

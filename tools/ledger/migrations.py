@@ -460,6 +460,35 @@ END $fn$;
 SELECT atelier_memory_schema();
 """
 
+# A product showcase (graphs/showcase.py): the brief, its images (one item per planned shot, with its job), the
+# captions and copy, and the gallery made of them (page, manifest and zip in the output store). One row per turn of
+# a showcase thread and owner, so a run resumed after a restart finds its row again instead of making a second.
+# The owner is always the authenticated caller; readers filter on it (another owner's showcase is not found).
+_SHOWCASES = """
+CREATE TABLE showcases (
+    id          uuid PRIMARY KEY,
+    owner       text NOT NULL,
+    thread      text NOT NULL,
+    turn        text NOT NULL,
+    brief       text NOT NULL,
+    photo       text,
+    status      text NOT NULL DEFAULT 'rendering'
+                CHECK (status IN ('rendering', 'captioning', 'building', 'ready', 'partial', 'failed')),
+    progress    jsonb NOT NULL DEFAULT '{}'::jsonb,
+    items       jsonb NOT NULL DEFAULT '[]'::jsonb,
+    manifest    jsonb,
+    page_uri    text,
+    zip_uri     text,
+    headline    text NOT NULL DEFAULT '',
+    note        text NOT NULL DEFAULT '',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    UNIQUE (owner, thread, turn)
+);
+CREATE INDEX showcases_by_owner ON showcases (owner, created_at DESC);
+"""
+
 
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, workers and their notifications", _JOBS),
@@ -472,6 +501,7 @@ MIGRATIONS: list[Migration] = [
     Migration(8, "ratings waiting to reach the memory", _RATING_SYNC),
     Migration(9, "the memory's documents and images (pgvector, when the server has it)", _MEMORY_TABLES),
     Migration(10, "memory indexing faults: reasons, retries with back-off, skipped jobs", _INDEX_FAULTS),
+    Migration(11, "product showcases: brief, images, captions and the gallery made of them", _SHOWCASES),
 ]
 
 

@@ -1,0 +1,1 @@
+"""Product showcases: their rows in PostgreSQL, and the gallery (page, manifest, zip) made of their images."""
