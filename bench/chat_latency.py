@@ -112,15 +112,16 @@ def draw_requests(count: int, start: int = 0) -> list[str]:
 
 
 def subject_of(request: str) -> str:
-    """The subject of a "draw a …" request (what the chat's designer puts first in the image prompt)."""
+    """The subject of a "draw a …" request (what the chat's designer puts in the image prompt: first, or weighted
+    first as `(subject:1.2)` for a workflow that takes tags)."""
     return request.removeprefix("draw a ").strip()
 
 
 def floor_prompt(job_prompt: str, job_subject: str, subject: str) -> str:
     """The chat job's image prompt with its subject replaced by another (same look, style and length class)."""
-    if not job_prompt.startswith(job_subject):
-        raise ValueError(f"the job prompt {job_prompt!r} does not start with its subject {job_subject!r}")
-    return subject + job_prompt[len(job_subject):]
+    if job_subject not in job_prompt:
+        raise ValueError(f"the job prompt {job_prompt!r} does not hold its subject {job_subject!r}")
+    return job_prompt.replace(job_subject, subject, 1)
 
 
 def history_of(update: Any) -> list[dict[str, Any]]:
@@ -487,7 +488,7 @@ async def chat_job(conninfo: str, subject: str) -> tuple[str, GenerationParams]:
 
     async with JobLedger.open(conninfo) as ledger:
         for job in await ledger.list_jobs(limit=20):
-            if str(job.params.get("prompt", "")).startswith(subject):
+            if subject in str(job.params.get("prompt", "")):
                 return job.workflow, job.generation
     raise RuntimeError(f"no job in the ledger for {subject!r}")
 

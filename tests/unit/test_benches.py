@@ -90,6 +90,8 @@ def test_floor_prompt_swaps_the_subject_only() -> None:
     job = "paper boat on a pond, illustration, coherent style"
     assert floor_prompt(job, "paper boat on a pond", "red fox in a wheat field") == \
         "red fox in a wheat field, illustration, coherent style"
+    tags = "(paper boat on a pond:1.2), illustration"  # a workflow that takes weighted tags
+    assert floor_prompt(tags, "paper boat on a pond", "tin robot") == "(tin robot:1.2), illustration"
     with pytest.raises(ValueError):
         floor_prompt(job, "red fox", "tin robot")
 
