@@ -14,7 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
-from atelier.agents.llm import LLMUnavailableError, Meter, call_structured
+from atelier.agents.llm import LLMUnavailableError, Meter, StructuredOutputError, call_structured
 from atelier.agents.prompts import COPYWRITER_SYSTEM
 
 __all__ = ["CopyResult", "ImageCopy", "Shot", "ShowcaseCopy", "brief_copy", "write_copy"]
@@ -101,7 +101,7 @@ async def write_copy(llm: BaseChatModel, brief: str, shots: Sequence[Shot], mete
         problem = ""
     except LLMUnavailableError as exc:
         answer, problem = None, str(exc)
-    except ValueError as exc:  # pydantic's ValidationError and JSON/parser errors: the answer did not fit
+    except StructuredOutputError as exc:  # the answer did not fit, and neither did the one retry
         answer, problem = None, f"its answer did not fit ({_clip(str(exc), 200)})"
     wanted = {shot.number for shot in shots}
     given: dict[int, ImageCopy] = {}

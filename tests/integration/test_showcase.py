@@ -114,7 +114,8 @@ async def test_a_brief_becomes_a_captioned_gallery_after_approval(settings: Sett
 async def test_the_gallery_is_made_with_brief_captions_when_the_copywriter_fails(
     settings: Settings, ledger: LedgerService
 ) -> None:
-    llm = ScriptedChatModel(replies=[PLAN, {"headline": "Copper", "images": []}])  # an answer that does not fit
+    misfit = {"headline": "Copper", "images": []}
+    llm = ScriptedChatModel(replies=[PLAN, misfit, misfit])  # an answer that does not fit, twice (one retry)
     graph = make_showcase(settings, llm, ledger, InMemorySaver())
     await graph.ainvoke(ASK, config("plain"))
     async with running_worker(ledger):
@@ -127,6 +128,7 @@ async def test_the_gallery_is_made_with_brief_captions_when_the_copywriter_fails
     assert showcase.items[0].caption == "A copper espresso cup"
     assert showcase.items[0].marketing_copy == "Hero image: a copper espresso cup (dark walnut table)."
     assert "copywriter model could not write them" in (showcase.manifest or {})["note"]
+    assert "did not fit" in str(llm.calls[2][-1].content), "the retry told the model what was wrong"
 
 
 async def test_waiting_is_bounded_and_the_gallery_names_what_did_not_finish(

@@ -41,8 +41,10 @@ async def test_images_the_answer_leaves_out_get_words_from_their_briefs() -> Non
 
 
 async def test_an_answer_that_does_not_fit_is_survived() -> None:
-    llm = ScriptedChatModel(replies=[{"headline": "", "images": "none"}])
+    misfit = {"headline": "", "images": "none"}
+    llm = ScriptedChatModel(replies=[misfit, misfit])  # the answer and the one retry both miss the schema
     result = await write_copy(llm, "A cup for espresso lovers", SHOTS, Meter("captions"))
+    assert len(llm.calls) == 2
     assert set(result.written_by.values()) == {"brief"} and result.headline == "A cup for espresso lovers"
     assert result.note.startswith("Captions and copy come from the shot briefs: the copywriter model could not write "
                                   "them (its answer did not fit")
