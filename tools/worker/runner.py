@@ -250,14 +250,15 @@ class JobRunner:
         return await outlast_outage(operation, what=f"job {job.id}: {what}", patience_seconds=self.patience_seconds,
                                     on_retry=counted)
 
-    async def _record(self, job: Job, what: str, write: Callable[[], Awaitable[Job]]) -> Job:
+    async def _record(self, job: Job, what: str, write: Callable[[], Awaitable[Job]], *, resent: bool = False) -> Job:
         """A fenced write of this attempt, sent again with the same attempt number while the database is away.
 
         A retry that no longer matches (LeaseLostError) may mean the first try committed and only its answer was
         lost with the connection: if the row shows this attempt and a state the write sets (not submitted or
         running any more), that row is the write's result. Otherwise another worker owns the job: LeaseLostError.
+        `resent`: the write was tried once already.
         """
-        retried = False
+        retried = resent
 
         def counted(_exc: BaseException) -> None:
             nonlocal retried
@@ -359,7 +360,7 @@ class JobRunner:
                         job.id, outage_reason(exc))
             # Had the first try committed, _record finds the success recorded; a job it claimed in the same round
             # trip is nobody's: its lease lapses and a worker takes it over.
-            return await self._record(job, "record its outputs", lambda: _after_pause(complete))
+            return await self._record(job, "record its outputs", lambda: _after_pause(complete), resent=True)
         if done is None:
             raise LeaseLostError(job.prompt_id, job.attempts)
         return done
