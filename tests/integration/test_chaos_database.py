@@ -324,3 +324,24 @@ def test_the_heartbeat_reports_no_life_without_a_live_slot(restartable: PrivateC
             beat.beat(conn)
             fresh = conn.execute("SELECT now() - last_seen < interval '1 minute' FROM workers").fetchone()
             assert fresh == (True,)
+
+
+@pytest.mark.asyncio
+async def test_a_follower_rides_out_a_restart(restart_svc: LedgerService, restartable: PrivateCluster) -> None:
+    svc = restart_svc
+    job = (await svc.submit(ask("followed", 1))).job
+    seen: list[str] = []
+
+    async def follow() -> None:
+        async for event in svc.events.follow([job.id], recheck_seconds=1.0):
+            seen.append(event.kind)
+
+    follower = asyncio.create_task(follow())
+    await svc.ledger.notifications.listening()
+    connects = svc.ledger.notifications.connects
+    await asyncio.to_thread(restartable.restart, "fast")
+    done, _worker = await run_worker_until(svc, [job.id])
+    await asyncio.wait_for(follower, 30)
+    assert done[0].status == "succeeded"
+    assert seen[-1] == "done" and "started" in seen, seen
+    assert svc.ledger.notifications.connects > connects, "the hub listened again after the restart"
