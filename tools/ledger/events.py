@@ -7,6 +7,10 @@ of one job woken together share their re-reads (`SharedReads`): a notification c
 Only the newest preview frame of a job is kept (older ones are deleted as a new one arrives, the last one
 when the job ends), so previews never pile up. The end of a job is not an event row: `follow` reads it from
 the job itself and yields a final event of kind "done", "failed" or "cancelled".
+
+A follower rides out a database restart: its reads are sent again while PostgreSQL is away, for up to
+`FOLLOW_PATIENCE_SECONDS` (tools/ledger/outages.py), and the hub re-LISTENs and wakes it; only a longer outage ends
+the follow with the database's error (servers answer it as "unavailable, retry").
 """
 
 from __future__ import annotations
@@ -27,12 +31,16 @@ from psycopg_pool import AsyncConnectionPool
 
 from atelier.tools.ledger.models import Job
 from atelier.tools.ledger.notifications import NotificationHub
+from atelier.tools.ledger.outages import outlast_outage
 
-__all__ = ["EventPublisher", "JobEvent", "JobEvents", "SharedReads"]
+__all__ = ["FOLLOW_PATIENCE_SECONDS", "EventPublisher", "JobEvent", "JobEvents", "SharedReads"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# How long a follower waits for a database that went away before the follow ends with its error.
+FOLLOW_PATIENCE_SECONDS = 30.0
 
 _INSERT = """
 INSERT INTO job_events (job_id, attempt, kind, data, preview, preview_type)
@@ -228,13 +236,19 @@ class JobEvents:
                 await woken.wait(recheck_seconds)
 
     async def _read_shared(self, ids: set[uuid.UUID], after: int) -> list[JobEvent]:
-        """`read`, shared with the followers asking the same at the same time."""
+        """`read`, shared with the followers asking the same at the same time (sent again while the database is
+        away)."""
         key = (tuple(sorted(ids)), after)
-        return list(await self._shared_events.read(key, lambda: self.read(list(ids), after)))
+        events = await outlast_outage(lambda: self._shared_events.read(key, lambda: self.read(list(ids), after)),
+                                      what="following jobs", patience_seconds=FOLLOW_PATIENCE_SECONDS)
+        return list(events)
 
     async def _jobs_shared(self, ids: set[uuid.UUID]) -> list[Job]:
-        """`_jobs`, shared with the followers asking the same at the same time."""
-        return list(await self._shared_jobs.read(tuple(sorted(ids)), lambda: self._jobs(list(ids))))
+        """`_jobs`, shared with the followers asking the same at the same time (sent again while the database is
+        away)."""
+        jobs = await outlast_outage(lambda: self._shared_jobs.read(tuple(sorted(ids)), lambda: self._jobs(list(ids))),
+                                    what="following jobs", patience_seconds=FOLLOW_PATIENCE_SECONDS)
+        return list(jobs)
 
 
 class EventPublisher:

@@ -29,7 +29,8 @@ from atelier.tools.ledger.notifications import STATUS, NotificationHub
 from atelier.tools.ledger.planning import PlannedJob
 
 __all__ = ["Claim", "ClaimSpec", "IdempotencyKeyTakenError", "JobLedger", "JobNotFoundError", "LeaseLostError",
-           "LedgerUnavailableError", "RatingToSync"]
+           "LedgerUnavailableError", "RatingToSync",
+           "open_pool"]
 
 
 class IdempotencyKeyTakenError(AtelierError):
@@ -152,6 +153,28 @@ class RatingToSync:
     images: int
 
 
+# How long one connection attempt may take, and how long the pool keeps re-making a lost connection in the background
+# before it gives that one up (it makes a new one when asked for a connection again).
+CONNECT_TIMEOUT_SECONDS = 10
+RECONNECT_TIMEOUT_SECONDS = 60.0
+
+
+def open_pool(conninfo: str, *, min_size: int = 1, max_size: int = 8,
+              timeout: float = 30.0) -> AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]:
+    """The ledger's connection pool (not opened yet), made to ride out a PostgreSQL restart.
+
+    Each connection is checked as it leaves the pool (one empty query): after a restart the pool's connections are
+    all dead, and without the check the first statement on each would fail; a dead one is dropped and re-made. A
+    connection attempt gives up after CONNECT_TIMEOUT_SECONDS, and waiting for a connection after `timeout` seconds
+    (`PoolTimeout`, which callers treat as the database being away: tools/ledger/outages.py).
+    """
+    return AsyncConnectionPool(
+        conninfo, min_size=min_size, max_size=max_size, open=False, timeout=timeout,
+        check=AsyncConnectionPool.check_connection, reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
+        kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    )
+
+
 def _claim(row: DictRow | None) -> Claim | None:
     """A claimed row as a Claim (None when nothing was claimable)."""
     job = _job(row)
@@ -182,10 +205,7 @@ class JobLedger:
                 f"PostgreSQL is unreachable ({str(exc).strip().splitlines()[0]}); check DATABASE_URL, or unset "
                 "it to use the embedded database"
             ) from exc
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
-            conninfo, min_size=min_size, max_size=max_size, open=False,
-            kwargs={"row_factory": dict_row, "autocommit": True},
-        )
+        pool = open_pool(conninfo, min_size=min_size, max_size=max_size)
         await pool.open(wait=True, timeout=30)
         ledger = cls(pool, conninfo)
         try:
@@ -552,14 +572,20 @@ class JobLedger:
              "cost": actual_cost},
         )
 
-    async def retry_later(self, job: Job, error: str, kind: str, *, delay_seconds: float) -> Job:
-        """A transient failure: back to the queue after `delay_seconds`, or failed once out of attempts."""
+    async def retry_later(self, job: Job, error: str, kind: str, *, delay_seconds: float,
+                          count_failure: bool = True) -> Job:
+        """A transient failure: back to the queue after `delay_seconds`, or failed once out of attempts.
+
+        `count_failure=False` for a fault outside the job (the database was away): it goes back to the queue
+        without using up one of its attempts.
+        """
         return await self._fenced(
-            "failures = failures + 1, error = %(error)s, error_kind = %(kind)s, lease_expires_at = NULL, "
-            "status = CASE WHEN failures + 1 >= max_attempts THEN 'failed' ELSE 'queued' END, "
-            "finished_at = CASE WHEN failures + 1 >= max_attempts THEN now() ELSE NULL END, "
+            "failures = failures + %(count)s, error = %(error)s, error_kind = %(kind)s, lease_expires_at = NULL, "
+            "status = CASE WHEN failures + %(count)s >= max_attempts THEN 'failed' ELSE 'queued' END, "
+            "finished_at = CASE WHEN failures + %(count)s >= max_attempts THEN now() ELSE NULL END, "
             "not_before = now() + make_interval(secs => %(delay)s)",
-            {"id": job.id, "attempt": job.attempts, "error": error, "kind": kind, "delay": delay_seconds},
+            {"id": job.id, "attempt": job.attempts, "error": error, "kind": kind, "delay": delay_seconds,
+             "count": 1 if count_failure else 0},
         )
 
     async def record_cancelled(self, job: Job, *, gpu_seconds: float | None = None,

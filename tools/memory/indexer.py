@@ -44,6 +44,7 @@ import psycopg
 from atelier.tools.errors import AtelierError
 from atelier.tools.ledger.indexing import MEMORY_INDEX, IndexBackoff, IndexBook
 from atelier.tools.ledger.models import Job
+from atelier.tools.ledger.outages import database_unavailable
 from atelier.tools.ledger.store import JobLedger
 from atelier.tools.memory.images import colour_layout, records_for_job
 from atelier.tools.memory.records import image_point_id
@@ -217,8 +218,9 @@ class MemoryIndexer:
         """Index every succeeded job that is due (never tried, or its retry time passed); how many images were stored.
 
         A job the memory does not take is recorded for a retry (or skipped); two such failures in a row end the
-        round and pause the next ones (the same back-off as a job's). Faults of the ledger itself propagate (`follow`
-        waits and starts again).
+        round and pause the next ones (the same back-off as a job's). Faults of the ledger itself, and a database that
+        is away while the memory stores (pgvector on a restarting PostgreSQL), propagate without costing the job an
+        attempt (`follow` waits and starts again).
         """
         if self._outage.active():
             return 0
@@ -235,6 +237,8 @@ class MemoryIndexer:
                 try:
                     stored, note, described = await asyncio.to_thread(self._store, job)
                 except Exception as exc:  # any store fault: this job retries, the others go on
+                    if database_unavailable(exc):  # PostgreSQL (pgvector's) restarting: not the job's fault
+                        raise
                     await self._failed(job, exc)
                     in_a_row += 1
                     if in_a_row >= _IN_A_ROW:

@@ -43,7 +43,12 @@ class HeldJobs:
 
 
 class Heartbeat(threading.Thread):
-    """Every lease/3 seconds, extend the leases of held jobs (fenced by attempt) and mark the worker alive."""
+    """Every lease/3 seconds, extend the leases of held jobs (fenced by attempt) and mark the worker alive.
+
+    With `live_slots`, it reports only what live job loops do: while none runs (all died and wait for their
+    restart) it extends no lease and leaves `last_seen` alone, so the worker does not look alive with nothing
+    working. A slot's jobs leave `held` as the slot ends (dies or not), so their leases lapse for a takeover.
+    """
 
     def __init__(
         self,
@@ -52,6 +57,7 @@ class Heartbeat(threading.Thread):
         held: HeldJobs,
         lease_seconds: float,
         on_beat: Callable[[int], None] | None = None,
+        live_slots: Callable[[], int] | None = None,
     ) -> None:
         super().__init__(name=f"heartbeat-{worker_id}", daemon=True)
         self.conninfo = conninfo
@@ -59,6 +65,8 @@ class Heartbeat(threading.Thread):
         self.held = held
         self.lease_seconds = lease_seconds
         self.on_beat = on_beat
+        self.live_slots = live_slots
+        self.skipped = 0
         self._stop_event = threading.Event()
         self.beats = 0
 
@@ -69,7 +77,11 @@ class Heartbeat(threading.Thread):
             self.join(timeout=5)
 
     def beat(self, conn: psycopg.Connection[tuple[object, ...]]) -> int:
-        """Extend held leases once; return how many jobs were extended."""
+        """Extend held leases once; return how many were extended (none, and no sign of life, without a live slot)."""
+        if self.live_slots is not None and self.live_slots() <= 0:
+            self.skipped += 1
+            log.warning("heartbeat of %s: no job loop is running; not reporting the worker alive", self.worker_id)
+            return 0
         held = self.held.snapshot()
         extended = 0
         with conn.transaction():

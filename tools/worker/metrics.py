@@ -81,6 +81,15 @@ class WorkerMetrics:
         self.heartbeats = Counter("atelier_worker_heartbeats", "Lease heartbeats sent.", registry=r)
         self.held = Gauge("atelier_worker_jobs_held", "Jobs this worker holds now.", registry=r)
         self.retries = Counter("atelier_worker_retries", "Transient failures sent back to the queue.", registry=r)
+        self.database_retries = Counter(
+            "atelier_worker_database_retries",
+            "Ledger statements sent again because the database was away (a restart, an outage).", registry=r,
+        )
+        self.slot_restarts = Counter(
+            "atelier_worker_slot_restarts", "Job loops (slots) that died of an unexpected error and were restarted.",
+            registry=r,
+        )
+        self.slots_live = Gauge("atelier_worker_slots_live", "Job loops (slots) running now.", registry=r)
 
 
 class _Quiet(WSGIRequestHandler):

@@ -6,6 +6,11 @@ Recovery rules (a job's id is its ComfyUI prompt id):
 - Output keys are fixed per job and image index, so an attempt that repeats the upload overwrites the same
   object: one job, one set of outputs.
 - Every write to the ledger is fenced by the attempt number (see store.py).
+- The database may restart or blink at any moment: a write of the attempt's result (its outputs, a failure, a
+  retry) is sent again with the same attempt number — the same fencing token — until the database is back, for up
+  to `patience_seconds` (tools/ledger/outages.py). A retried write whose first try had committed (its answer lost
+  with the connection) finds the row already recorded by this attempt and takes it. So a stored output is never
+  recorded as a failure, and a database error never ends a worker's slot.
 
 Time limit: a prompt that has run (from its first execution event) longer than `time_limit` allows — the
 settings' job_time_factor × the job's estimate, at least job_time_floor_seconds, or job_max_seconds for a job
@@ -22,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from atelier.tools.comfyui.client import ComfyClient, RunOutcome
 from atelier.tools.comfyui.direct import chosen_refs, prepare_graph
@@ -51,6 +56,7 @@ from atelier.tools.errors import (
 from atelier.tools.gpu.room import GpuRoom
 from atelier.tools.ledger.events import EventPublisher, JobEvents
 from atelier.tools.ledger.models import Job, JobOutput
+from atelier.tools.ledger.outages import DEFAULT_PATIENCE_SECONDS, database_unavailable, outage_reason, outlast_outage
 from atelier.tools.ledger.store import Claim, ClaimSpec, JobLedger, LeaseLostError
 from atelier.tools.outputs.store import OutputStore, OutputStoreError, output_key
 from atelier.tools.schemas import ImageRef
@@ -63,6 +69,8 @@ from atelier.tools.workflow_library import resolve_effective
 __all__ = ["JobRunner", "JobTimeLimitError", "backoff_seconds", "classify", "time_limit"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Errors a retry cannot fix fail the job at once.
 PERMANENT = (ComfyValidationError, WorkflowError, ComfyNoOutputsError)
@@ -101,6 +109,8 @@ def classify(exc: BaseException) -> str | None:
     if isinstance(exc, PERMANENT):
         return "permanent"
     if isinstance(exc, TRANSIENT):
+        return "transient"
+    if database_unavailable(exc):  # PostgreSQL restarting or away: the job itself is fine
         return "transient"
     if isinstance(exc, ComfyHTTPError):
         return "transient" if exc.status >= 500 or exc.status == 429 else "permanent"
@@ -148,8 +158,10 @@ class JobRunner:
         metrics: WorkerMetrics,
         failpoints: Failpoints,
         gpu: GpuRoom | None = None,
+        patience_seconds: float = DEFAULT_PATIENCE_SECONDS,
     ) -> None:
         self.ledger = ledger
+        self.patience_seconds = patience_seconds
         self.gpu = gpu
         self.settings = settings
         self.store = store
@@ -183,7 +195,13 @@ class JobRunner:
             log.warning("%s", exc)
             return None, handoff[0]
         except Exception as exc:
-            settled = await self._settle(job, exc, progress)
+            try:
+                settled = await self._settle(job, exc, progress)
+            except Exception as unrecorded:  # the database stayed away past our patience, or worse: not the slot's end
+                log.error("job %s: its outcome (%s) could not be recorded: %s; its lease will lapse and another "
+                          "attempt take it over", job.id, outage_reason(exc), outage_reason(unrecorded),
+                          exc_info=not database_unavailable(unrecorded))
+                return None, handoff[0]
             if settled is None:
                 return None, handoff[0]
             result = settled
@@ -198,24 +216,67 @@ class JobRunner:
         used = self._used(job, progress)
         try:
             if isinstance(exc, JobTimeLimitError):
-                return await self.ledger.fail(job, str(exc), "time_limit", **used)
-            if isinstance(exc, ComfyInterruptedError) and await self.ledger.is_cancel_requested(job):
-                return await self.ledger.record_cancelled(job, **used)
+                return await self._record(job, "record its failure", lambda: self.ledger.fail(
+                    job, str(exc), "time_limit", **used))
+            if isinstance(exc, ComfyInterruptedError) and await self._patiently(
+                    job, "read its cancel request", lambda: self.ledger.is_cancel_requested(job)):
+                return await self._record(job, "record its cancellation", lambda: self.ledger.record_cancelled(
+                    job, **used))
             if isinstance(exc, ComfyInterruptedError):
-                return await self.ledger.fail(job, f"{exc} (interrupted outside Atelier)", "interrupted", **used)
+                return await self._record(job, "record its failure", lambda: self.ledger.fail(
+                    job, f"{exc} (interrupted outside Atelier)", "interrupted", **used))
             if kind == "transient":
                 self.metrics.retries.inc()
                 delay = backoff_seconds(job.failures)
+                outage = database_unavailable(exc)
                 log.info("job %s: %s; retrying in %.1f s", job.id, exc, delay)
                 await EventPublisher(self.events, job).emit(
                     "retrying", {"error": str(exc), "in_seconds": round(delay, 1)})
-                return await self.ledger.retry_later(job, str(exc), type(exc).__name__, delay_seconds=delay)
+                return await self._record(job, "send it back to the queue", lambda: self.ledger.retry_later(
+                    job, str(exc), type(exc).__name__, delay_seconds=delay, count_failure=not outage))
             if kind is None:
                 log.exception("job %s: unexpected error", job.id, exc_info=exc)
-            return await self.ledger.fail(job, str(exc), type(exc).__name__, **used)
+            return await self._record(job, "record its failure", lambda: self.ledger.fail(
+                job, str(exc), type(exc).__name__, **used))
         except LeaseLostError as lost:
             log.warning("%s", lost)
             return None
+
+    async def _patiently(self, job: Job, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run a ledger statement of this job, sending it again while the database is away (up to our patience)."""
+        def counted(_exc: BaseException) -> None:
+            self.metrics.database_retries.inc()
+
+        return await outlast_outage(operation, what=f"job {job.id}: {what}", patience_seconds=self.patience_seconds,
+                                    on_retry=counted)
+
+    async def _record(self, job: Job, what: str, write: Callable[[], Awaitable[Job]], *, resent: bool = False) -> Job:
+        """A fenced write of this attempt, sent again with the same attempt number while the database is away.
+
+        A retry that no longer matches (LeaseLostError) may mean the first try committed and only its answer was
+        lost with the connection: if the row shows this attempt and a state the write sets (not submitted or
+        running any more), that row is the write's result. Otherwise another worker owns the job: LeaseLostError.
+        `resent`: the write was tried once already.
+        """
+        retried = resent
+
+        def counted(_exc: BaseException) -> None:
+            nonlocal retried
+            retried = True
+            self.metrics.database_retries.inc()
+
+        try:
+            return await outlast_outage(write, what=f"job {job.id}: {what}", patience_seconds=self.patience_seconds,
+                                        on_retry=counted)
+        except LeaseLostError:
+            if not retried:
+                raise
+            current = await self._patiently(job, "read it back", lambda: self.ledger.get(job.id))
+            if current.attempts != job.attempts or current.status in ("submitted", "running"):
+                raise
+            log.info("job %s: attempt %d had already recorded %s before the connection dropped",
+                     job.id, job.attempts, current.status)
+            return current
 
     def _used(self, job: Job, progress: _Progress) -> dict[str, Any]:
         """The GPU seconds and cost of an attempt that did not succeed (none when its prompt never ran)."""
@@ -233,10 +294,10 @@ class JobRunner:
         """One attempt: recover or submit, follow, store, record."""
         job = claim.job
         if claim.recovered and job.attempts > MAX_TAKEOVERS:
-            return await self.ledger.fail(
+            return await self._record(job, "record its failure", lambda: self.ledger.fail(
                 job, f"its worker died {job.attempts - 1} times while running it; check the workers' logs",
                 "worker_crashes",
-            )
+            ))
         if job.attempts == 1:
             self.metrics.queue_wait.observe(max(0.0, (job.claimed_at or job.created_at).timestamp()
                                                 - job.created_at.timestamp()))
@@ -246,10 +307,12 @@ class JobRunner:
             found = await _locate_quietly(await self.client_for(claim.previous_server), job.prompt_id)
             if found:
                 target, comfy = claim.previous_server, await self.client_for(claim.previous_server)
-                job = await self.ledger.set_server(job, target)
+                moved = job
+                job = await self._record(job, "record its server", lambda: self.ledger.set_server(moved, target))
         if job.cancel_requested:
             await _cancel_quietly(comfy, job.prompt_id)
-            return await self.ledger.record_cancelled(job)
+            cancelled = job
+            return await self._record(job, "record its cancellation", lambda: self.ledger.record_cancelled(cancelled))
         template = self.template(job.workflow)
         graph = await prepare_graph(comfy, template, job.generation, self.settings)
         publisher = EventPublisher(self.events, job)
@@ -278,11 +341,26 @@ class JobRunner:
         if gpu is not None:
             self.metrics.gpu_seconds.labels(target).inc(gpu)
         cost = self._cost(job, gpu)
+        finished = job
+
+        async def complete() -> Job:
+            return await self.ledger.complete(finished, outputs, gpu_seconds=gpu, actual_cost=cost)
+
         if next_spec is None:
-            return await self.ledger.complete(job, outputs, gpu_seconds=gpu, actual_cost=cost)
-        done, handoff[0] = await self.ledger.complete_and_claim(
-            job, outputs, gpu_seconds=gpu, actual_cost=cost, spec=next_spec()
-        )
+            return await self._record(job, "record its outputs", complete)
+        try:
+            done, handoff[0] = await self.ledger.complete_and_claim(
+                job, outputs, gpu_seconds=gpu, actual_cost=cost, spec=next_spec()
+            )
+        except Exception as exc:  # the outputs are stored: record them, whatever it takes (the slot claims later)
+            if not database_unavailable(exc):
+                raise
+            self.metrics.database_retries.inc()
+            log.warning("job %s: recording its outputs failed, the database is unavailable (%s); trying again",
+                        job.id, outage_reason(exc))
+            # Had the first try committed, _record finds the success recorded; a job it claimed in the same round
+            # trip is nobody's: its lease lapses and a worker takes it over.
+            return await self._record(job, "record its outputs", lambda: _after_pause(complete), resent=True)
         if done is None:
             raise LeaseLostError(job.prompt_id, job.attempts)
         return done
@@ -334,7 +412,13 @@ class JobRunner:
             progress.marked_running = True
             progress.started_at = progress.started_at or time.monotonic()
             progress.running.set()
-            job_ref[0] = await self.ledger.mark_running(job_ref[0], server=server)
+            try:
+                job_ref[0] = await self.ledger.mark_running(job_ref[0], server=server)
+            except Exception as exc:  # the prompt runs on: its result records the start too (see store.complete)
+                if not database_unavailable(exc):
+                    raise
+                log.warning("job %s: not marked running, the database is unavailable (%s)", job_ref[0].id,
+                            outage_reason(exc))
             await publisher.emit("started", {"server": server})
         if isinstance(event, StepProgress | NodeOutput) and not progress.mid_run_checked:
             progress.mid_run_checked = True
@@ -363,6 +447,13 @@ class JobRunner:
         if gpu_seconds is None or not job.estimated_seconds:
             return job.estimated_cost
         return round(job.estimated_cost * gpu_seconds / job.estimated_seconds, 6)
+
+
+async def _after_pause(operation: Callable[[], Awaitable[T]], pause: float = 0.2) -> T:
+    """Run `operation` after a short pause (a first retry right after a dropped connection would hit the same
+    restart)."""
+    await asyncio.sleep(pause)
+    return await operation()
 
 
 def _content_type(suffix: str) -> str:

@@ -6,6 +6,10 @@ download, store and record. Idle loops sleep on PostgreSQL `LISTEN atelier_jobs`
 released leases) with a timer for the next delayed job or lease lapse — never a polling loop. Cancel
 requests arrive the same way (`atelier_cancel`). Heartbeats run in their own thread (see heartbeat.py).
 
+Supervision: each slot and the listener run under a supervisor; one that dies of an unexpected error is logged
+and started again after a growing pause (`atelier_worker_slot_restarts`), and the heartbeat marks the worker alive
+only while at least one slot runs, so a worker whose loops are all gone stops looking alive.
+
 VRAM (see tools/gpu/): a slot claims jobs that fit in what its server can offer — free VRAM plus what
 hot-swap can reclaim (ComfyUI's cached models, idle Ollama models on the same GPU) — preferring jobs for
 the models the server last loaded; just before a job's prompt is queued, hot-swap makes the room it needs.
@@ -21,6 +25,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,6 +36,7 @@ from atelier.tools.comfyui.probe import probe_stats
 from atelier.tools.errors import ComfyHTTPError, ComfyUnreachableError
 from atelier.tools.gpu.room import GpuRoom
 from atelier.tools.ledger.models import Job
+from atelier.tools.ledger.outages import outlast_outage
 from atelier.tools.ledger.store import Claim, ClaimSpec, JobLedger
 from atelier.tools.outputs.store import OutputStore
 from atelier.tools.settings import Settings
@@ -111,6 +117,8 @@ class Worker:
             failpoints=failpoints or Failpoints.from_env(), gpu=self.gpu,
         )
         self.processed = 0
+        self.slots_live = 0
+        self.slot_restarts = 0
 
     @classmethod
     def for_service(cls, service: LedgerService, options: WorkerOptions | None = None, *,
@@ -135,17 +143,22 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set; then release held jobs so other workers take them over at once."""
         await self._register()
+        self._set_live(len(self.options.servers) * self.options.slots_per_server)
         heartbeat = Heartbeat(
             self.ledger.conninfo, self.id, self.held, self.options.lease_seconds,
-            on_beat=lambda _n: self.metrics.heartbeats.inc(),
+            on_beat=lambda _n: self.metrics.heartbeats.inc(), live_slots=lambda: self.slots_live,
         )
         heartbeat.start()
-        tasks = [asyncio.create_task(self._listen(stop), name="listen")]
+        tasks = [asyncio.create_task(self._supervise("listener", functools.partial(self._listen, stop), stop),
+                                     name="listen")]
         for url in self.options.servers:
             for slot in range(self.options.slots_per_server):
                 waker = asyncio.Event()
                 self._wakers.append(waker)
-                tasks.append(asyncio.create_task(self._slot(url, waker, stop), name=f"slot-{url}-{slot}"))
+                name = f"slot {slot} of {url}"
+                tasks.append(asyncio.create_task(
+                    self._supervise(name, functools.partial(self._slot, url, waker, stop), stop, slot=True),
+                    name=f"slot-{url}-{slot}"))
         try:
             await stop.wait()
         finally:
@@ -162,8 +175,45 @@ class Worker:
                 await client.aclose()
             await self.gpu.aclose()
 
+    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]], stop: asyncio.Event, *,
+                         slot: bool = False) -> None:
+        """Run `loop` until `stop`; when it dies of an error, log it and start it again after a growing pause."""
+        restarts = 0
+        counted = slot  # run() counts every slot live before the first heartbeat
+        try:
+            while not stop.is_set():
+                if slot and not counted:
+                    self._set_live(self.slots_live + 1)
+                    counted = True
+                try:
+                    await loop()
+                    return
+                except Exception:
+                    restarts += 1
+                    self.slot_restarts += 1
+                    self.metrics.slot_restarts.inc()
+                    if counted:
+                        self._set_live(self.slots_live - 1)
+                        counted = False
+                    log.exception("%s died; restarting it (restart %d)", name, restarts)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(10.0, 0.5 * 2 ** min(restarts - 1, 5))):
+                        await stop.wait()
+        finally:
+            if counted:
+                self._set_live(self.slots_live - 1)
+
+    def _set_live(self, count: int) -> None:
+        """How many job loops run now (the heartbeat reads it from its thread)."""
+        self.slots_live = max(0, count)
+        self.metrics.slots_live.set(self.slots_live)
+
     async def _register(self) -> None:
-        """Record this worker in the `workers` table."""
+        """Record this worker in the `workers` table (waiting for a database that is away)."""
+        await outlast_outage(self._insert_worker, what=f"worker {self.id}: register")
+
+    async def _insert_worker(self) -> None:
+        """The `workers` row of this worker, (re)started."""
         async with self.ledger.pool.connection() as conn:
             await conn.execute(
                 "INSERT INTO workers (id, host, pid, servers) VALUES (%s, %s, %s, %s) "
