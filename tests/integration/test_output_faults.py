@@ -128,7 +128,7 @@ class _FullDisk:
         def full(_: bytes) -> int:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        handle.write = full  # type: ignore[method-assign]
+        handle.write = full  # type: ignore[method-assign,assignment]
         return handle
 
 
