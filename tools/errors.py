@@ -19,6 +19,7 @@ message fit for a person: the problem and the fix. Each family lives beside the 
 - prompts (tools/prompts/): PromptTemplateError (templating.py), SandboxLimitError (sandbox.py), RendererError
   (rendering.py), PromptNotFoundError, NotTheAuthorError, PromptNameTakenError (library.py), ABTestError,
   ABTestNotFoundError (abtests.py);
+- showcases (tools/showcase/models.py): ShowcaseNotFoundError, ShowcaseNotReadyError, ShowcaseGoneError;
 - memory (tools/memory/): DocumentError, EmbedError, MemoryLockedError, EmbeddingMismatchError,
   MemoryUnavailableError;
 - GPU hot-swap (tools/gpu/ollama_models.py): OllamaAdminError → OllamaUnreachableError, OllamaHTTPError;

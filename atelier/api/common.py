@@ -49,14 +49,26 @@ _ERROR_TEXT = {
     409: "The idempotency key is already used by another owner's job: choose another key (or: the showcase's "
          "gallery is not made yet)",
     429: "A quota is used up: the message names it, its use and when it resets",
-    503: "The memory is not available in this process (the message says why and what to install or start)",
+    503: "The database is away (restarting or unreachable: retry after the Retry-After header's seconds), or the "
+         "memory is not available in this process (the message says why and what to install or start)",
     413: "The request body is over the server's limit (ATELIER_MAX_BODY_BYTES; ATELIER_MAX_UPLOAD_BYTES for images)",
 }
 
 
-def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` entries for these error codes, all with the `ApiError` body."""
-    return {code: {"model": ApiError, "description": _ERROR_TEXT[code]} for code in codes}
+# The header a 503 carries: how long to wait before asking again.
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying (the database is away)",
+                                "schema": {"type": "integer", "minimum": 1}}}
+
+
+def error_responses(*codes: int, database: bool = True) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for these error codes, all with the `ApiError` body.
+
+    A route that reads the database (or checks credentials, which lives there) can answer 503 while it is away, so
+    503 is listed unless `database=False`."""
+    wanted = (*codes, 503) if database else codes
+    return {code: {"model": ApiError, "description": _ERROR_TEXT[code]} | ({"headers": _RETRY_AFTER} if code == 503
+                                                                         else {})
+            for code in wanted}
 
 
 class ErrorResponse(JSONResponse):

@@ -7,12 +7,14 @@ stored event carries its `seq`: reconnecting with `?after=<last seq>` yields exa
 
 Sockets cost no database connection of their own (they sleep on the ledger's one LISTEN connection), but each
 user may hold only ATELIER_MAX_EVENT_SOCKETS_PER_USER of them open on one server process: the next one is closed
-with code 4429 and the reason. A socket's place is freed as soon as it closes, from either side.
+with code 4429 and the reason. A socket's place is freed as soon as it closes, from either side. While the
+database is away a socket is closed with 1013 (try again later): reconnect with `?after=` to miss nothing.
 """
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime (see jobs.py).
 import base64
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Annotated, Any, Literal
@@ -21,6 +23,7 @@ import anyio
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 
+from atelier.api.outage import AWAY_CLOSE, AWAY_CLOSE_REASON, database_away
 from atelier.tools.accounts.models import Principal
 from atelier.tools.accounts.tokens import AuthError
 from atelier.tools.errors import AtelierError
@@ -29,6 +32,8 @@ from atelier.tools.ledger.service import LedgerService
 
 __all__ = ["INT64_MAX", "JOB_ID_PATTERN", "NOT_FOUND_CLOSE", "TOO_MANY_SOCKETS_CLOSE", "SocketPlaces",
            "add_event_routes"]
+
+log = logging.getLogger("atelier.api")
 
 NOT_FOUND_CLOSE = 4404
 # Like HTTP 429: the user already holds as many event sockets as this server allows.
@@ -127,6 +132,17 @@ def add_event_routes(
         svc = ledger(socket)
         await socket.accept()
         try:
+            await _admit(socket, svc, job_id, after, previews)
+        except Exception as exc:
+            if not database_away(exc):
+                raise
+            log.warning("event socket closed: the database is away (%s)", type(exc).__name__)
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the client may be gone already
+                await socket.close(code=AWAY_CLOSE, reason=AWAY_CLOSE_REASON)
+
+    async def _admit(socket: WebSocket, svc: LedgerService, job_id: str, after: int, previews: PreviewMode) -> None:
+        """Authenticate the socket, hold one of its user's places, and serve it."""
+        try:
             principal = await socket_caller(socket)
         except AuthError as exc:
             await socket.close(code=4000 + exc.status, reason=str(exc)[:120])
@@ -143,6 +159,8 @@ def add_event_routes(
         try:
             job = await svc.get(job_id, owner=principal.sees_only)
         except AtelierError as exc:
+            if database_away(exc):
+                raise
             await socket.close(code=NOT_FOUND_CLOSE, reason=str(exc)[:120])
             return
         base = str(socket.base_url).rstrip("/").replace("ws://", "http://").replace("wss://", "https://")

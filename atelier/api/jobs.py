@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import Depends, FastAPI, Path, Query, Request, WebSocket
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -35,6 +36,7 @@ from atelier.api.guard import RequestGuard
 from atelier.api.inputs import add_input_routes
 from atelier.api.memory import add_memory_routes
 from atelier.api.memory_indexing import memory_with_indexer
+from atelier.api.outage import away_response, bound_wait, database_away
 from atelier.api.showcases import add_showcase_routes
 from atelier.tools.accounts.models import LOCAL, Principal
 from atelier.tools.accounts.quotas import QuotaExceededError
@@ -196,8 +198,10 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
                   description="Generate images through Atelier's job ledger (ComfyUI workers behind it).")
 
     def ledger(request: Request | WebSocket) -> LedgerService:
-        """The ledger of this app."""
+        """The ledger of this app (however it was given: opened here, by the chat, or by a test), whose pool waits
+        at most outage.WAIT_SECONDS for a connection."""
         svc: LedgerService = request.app.state.ledger
+        bound_wait(svc)
         return svc
 
     def base(request: Request) -> str:
@@ -211,9 +215,16 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
         """A job the caller may see (another user's is answered as unknown)."""
         return await ledger(request).get(job_id, owner=principal.sees_only)
 
+    @api.exception_handler(psycopg.OperationalError)
+    async def database_error(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        """The database is away (restarting, unreachable, no pooled connection in time): 503 with Retry-After."""
+        return away_response(exc)
+
     @api.exception_handler(AtelierError)
     async def atelier_error(request: Request, exc: AtelierError) -> JSONResponse:
-        """Our errors as 4xx with the message that names the fix."""
+        """Our errors as 4xx with the message that names the fix (the database away: 503, see outage.py)."""
+        if database_away(exc):
+            return away_response(exc)
         status = (404 if isinstance(exc, JobNotFoundError | ImageNotFoundError | PromptNotFoundError
                                     | ABTestNotFoundError | ShowcaseNotFoundError)
                   else 410 if isinstance(exc, ImageGoneError | ShowcaseGoneError)
@@ -304,7 +315,8 @@ def build_job_api(settings: Settings, *, service: LedgerService | None = None) -
         return [WorkflowView(name=t.name, accepts=sorted(t.bindings), catalog=t.catalog, task=task_of(t),
                              model=library.model_of(t.name)) for t in library.templates]
 
-    @api.get("/health", response_model=HealthView, summary="Is the API up and its database reachable?")
+    @api.get("/health", response_model=HealthView, summary="Is the API up and its database reachable?",
+             responses=error_responses(503))
     async def health(request: Request) -> HealthView:
         """Job counts by status (reading them proves the database answers)."""
         return HealthView(status="ok", jobs=await ledger(request).counts())

@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from atelier.agents.cost_router import QUALITIES
+from atelier.api.outage import AWAY_MESSAGE, database_away
 from atelier.chat.files import drop_previews, image_file, options_grid, preview_file
 from atelier.chat.render import approval_text, image_message, status_line
 from atelier.chat.runtime import ChatRuntime, Load
@@ -54,12 +55,18 @@ def workflow_choices(settings: Settings) -> list[tuple[str, str]]:
 
 
 async def _refusals_shown(events: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """Pass a turn's events on; an AtelierError (another user's conversation, a quota) becomes a message box."""
+    """Pass a turn's events on; an AtelierError (another user's conversation, a quota) becomes a message box, and so
+    does the database being away (a sentence saying to retry, never a stack trace)."""
     try:
         async for event in events:
             yield event
-    except AtelierError as exc:
-        raise gr.Error(str(exc)) from None
+    except Exception as exc:
+        if database_away(exc):
+            log.warning("chat turn stopped: the database is away (%s)", type(exc).__name__)
+            raise gr.Error(AWAY_MESSAGE) from None
+        if isinstance(exc, AtelierError):
+            raise gr.Error(str(exc)) from None
+        raise
 
 
 def options_of(workflow: str, quality: str, illustrate: str, target: float | None = None) -> ChatOptions:
@@ -166,9 +173,9 @@ class ChatActions:
         me = await self.runtime.caller(request)
         history = [*history, {"role": "user", "content": text}]
         yield "", history, jobs_map, gr.update(visible=False), ""
-        async for drawn, mapped, box, question in self.turn(history, jobs_map, thread,
-                                                            options_of(workflow, quality, illustrate, target),
-                                                            me.user_id, message=text):
+        async for drawn, mapped, box, question in _refusals_shown(self.turn(
+                history, jobs_map, thread, options_of(workflow, quality, illustrate, target), me.user_id,
+                message=text)):
             yield "", drawn, mapped, box, question
 
     def decide(self, action: str) -> Any:
@@ -179,9 +186,9 @@ class ChatActions:
             me = await self.runtime.caller(request)
             history = [*history, {"role": "user", "content": "Approved." if action == "approve" else "Rejected."}]
             yield history, jobs_map, gr.update(visible=False), ""
-            async for update in self.turn(history, jobs_map, thread,
-                                          options_of(workflow, quality, illustrate, target),
-                                          me.user_id, resume={"action": action}):
+            async for update in _refusals_shown(self.turn(history, jobs_map, thread,
+                                                          options_of(workflow, quality, illustrate, target),
+                                                          me.user_id, resume={"action": action})):
                 yield update
         return resume
 

@@ -22,6 +22,7 @@ from starlette.routing import Mount
 
 from atelier.api.guard import RequestGuard
 from atelier.api.jobs import build_job_api
+from atelier.api.outage import bound_wait
 from atelier.chat.page import build_page
 from atelier.chat.runtime import ChatRuntime, LoginSessions
 from atelier.studio import studio
@@ -54,6 +55,7 @@ def build_server(settings: Settings, *, llm: BaseChatModel | None = None, connin
                 runtime.problem = str(exc)
                 log.error("chat services did not start: %s", exc)
             else:
+                bound_wait(services.ledger)  # while the database is away, pages and /api hear "retry" in seconds
                 runtime.services = services
                 jobs_api.state.ledger = services.ledger
             runtime.ready.set()

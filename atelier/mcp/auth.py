@@ -16,6 +16,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from atelier.api.auth import auth_error_response
+from atelier.api.outage import away_response, database_away
 from atelier.tools.accounts.auth import Authenticator
 from atelier.tools.accounts.models import Principal
 from atelier.tools.accounts.tokens import AuthError
@@ -50,6 +51,11 @@ class RequireCaller:
             principal = await self.authenticator.principal(headers.get("authorization"), headers.get("x-api-key"))
         except AuthError as exc:
             await auth_error_response(exc)(scope, receive, send)
+            return
+        except Exception as exc:  # credentials live in the database: while it is away, 503 with Retry-After
+            if not database_away(exc):
+                raise
+            await away_response(exc)(scope, receive, send)
             return
         scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
         await self.app(scope, receive, send)

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp
 
 from atelier.api.guard import RequestGuard
+from atelier.api.outage import AWAY_MESSAGE, bound_wait, database_away
 from atelier.mcp.auth import RequireCaller, principal_of
 from atelier.tools.accounts.auth import Authenticator
 from atelier.tools.errors import AtelierError
@@ -77,8 +78,12 @@ def _function(spec: ToolSpec, current: Callable[[], ToolContext]) -> Callable[..
 
         try:
             result = await spec.run(current(), spec.args.model_validate(arguments), progress)
-        except (AtelierError, ValidationError) as exc:
-            raise ToolError(str(exc)) from exc
+        except Exception as exc:
+            if database_away(exc):  # a readable isError result; the client retries, this process keeps serving
+                raise ToolError(AWAY_MESSAGE) from exc
+            if isinstance(exc, AtelierError | ValidationError):
+                raise ToolError(str(exc)) from exc
+            raise
         return _content(result)
 
     parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
@@ -199,6 +204,7 @@ async def serve_mcp(open_context: Callable[[], AbstractAsyncContextManager[ToolC
 
     server = build_mcp(current, host=host, port=port)
     async with open_context() as ctx:
+        bound_wait(ctx.ledger)  # during a database outage a tool call hears "retry" in seconds, not after 30 s
         opened.append(ctx)
         if not http:
             await server.run_stdio_async()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -53,6 +54,8 @@ _CREDENTIAL_CODES = frozenset(
         "403",
     }
 )
+# A write that failed because the disk (or the user's quota on it) is full.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _MISSING_KEY_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 _UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, ReadTimeoutError)
 _CREDENTIALS_FIX = (
@@ -61,7 +64,9 @@ _CREDENTIALS_FIX = (
 
 
 class OutputStoreError(AtelierError):
-    """An output could not be written, read or linked; the message names the object and the fix."""
+    """An output could not be written, read or linked; the message names the object, the store (the bucket and
+    endpoint, or the folder), why, and the fix. The worker retries a job whose outputs could not be stored
+    (tools/worker/runner.py counts OutputStoreError as transient): an unreachable S3 or a full disk loses no job."""
 
 
 class StoredFile(pydantic.BaseModel):
@@ -172,6 +177,11 @@ class LocalOutputStore:
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(temp_name)
+            if isinstance(exc, OSError) and exc.errno in _FULL:
+                raise OutputStoreError(
+                    f"cannot write output {key!r}: the disk holding the output folder {self.root} is full ({exc}); "
+                    "free space there or move ATELIER_OUTPUT_DIR (the job is retried)"
+                ) from exc
             if isinstance(exc, OSError):
                 raise OutputStoreError(f"cannot write output {key!r} to {target} ({exc})") from exc
             raise
