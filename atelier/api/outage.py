@@ -15,10 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import psycopg
-
 from atelier.api.common import ErrorResponse
-from atelier.tools.ledger.store import LedgerUnavailableError
+from atelier.tools.ledger.outages import database_unavailable
 
 __all__ = ["AWAY_CLOSE", "AWAY_CLOSE_REASON", "AWAY_MESSAGE", "RETRY_AFTER_SECONDS", "WAIT_SECONDS", "away_response",
            "bound_wait", "database_away"]
@@ -44,7 +42,7 @@ def database_away(exc: BaseException | None) -> bool:
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, psycopg.OperationalError | LedgerUnavailableError):
+        if database_unavailable(exc):  # the workers' test too (tools/ledger/outages.py): one answer to "is it away?"
             return True
         if isinstance(exc, BaseExceptionGroup):  # a task group's failure (an event socket's follower)
             return any(database_away(inner) for inner in exc.exceptions)
