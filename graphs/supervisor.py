@@ -418,6 +418,9 @@ def build_supervisor(*, deps: SupervisorDeps, fixed_intent: Intent | None = None
         text = f"Queued {len(jobs)} image(s):\n" + "\n".join(lines)
         if errors:
             text += "\nNot queued: " + "; ".join(errors)
+        if state.get("intent") == "plan" and fixed_intent is None and jobs:
+            text += ("\nFor a gallery with captions and marketing copy, make it a product showcase: the chat's "
+                     "Gallery tab, MCP `showcase`, `atelier showcase`, or the `showcase` graph.")
         return _done(state, "submit", meter, messages=[AIMessage(text)], jobs=jobs, owner=owner)
 
     builder: StateGraph[SupervisorState] = StateGraph(SupervisorState)

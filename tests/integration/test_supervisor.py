@@ -178,6 +178,7 @@ async def test_a_costly_plan_waits_for_approval_and_generates_each_image_once(
     assert pending["images"][0]["workflow"] == "txt2img-hq" and await ledger.list_jobs() == []
     done = await graph.ainvoke(Command(resume={"action": "approve"}), config("plan"))
     assert kinds(done["messages"]) == ["human", "ai"] and "Queued 4 image(s)" in done["messages"][-1].content
+    assert "make it a product showcase" in done["messages"][-1].content  # where the gallery with copy is made
     again = await graph.ainvoke(Command(resume={"action": "approve"}), config("plan"))  # a duplicate resume
     assert again["jobs"] == done["jobs"]
     assert len(await ledger.list_jobs()) == 4 and len(llm.calls) == 1
