@@ -1,4 +1,5 @@
-"""The benches' pure helpers: the shared --smoke option; chat_latency's percentiles, requests, inputs and updates.
+"""The benches' pure helpers: the shared --smoke option; chat_latency's percentiles, requests, inputs and updates;
+ledger_throughput's interleaved rounds.
 
 tests/integration/test_benches.py runs every bench's smoke size.
 """
@@ -174,3 +175,35 @@ def test_the_summary_line_names_both_chat_paths() -> None:
     line = summary_line("first token p50", Stats.of([0.02]), Stats.of([0.1]), Stats.of([0.05]))
     assert line == ("first token p50: floor 20.0 ms; chat via gradio_client 100.0 ms, overhead 5.00x (+80.0 ms); "
                     "as the page does 50.0 ms, 2.50x (+30.0 ms)")
+
+
+def test_the_ledger_rounds_alternate_which_queue_runs_first() -> None:
+    from bench.ledger_throughput import round_order
+
+    assert [round_order(i) for i in range(3)] == [("atelier", "procrastinate"), ("procrastinate", "atelier"),
+                                                  ("atelier", "procrastinate")]
+    assert round_order(1, ("atelier",)) == ("atelier",)
+
+
+def test_the_ledger_ratio_is_the_median_of_the_rounds_ratios() -> None:
+    from bench.ledger_throughput import Run, median_rate, median_ratio
+
+    ours = [Run(900.0, 1.0), Run(300.0, 1.0), Run(1000.0, 1.0)]
+    theirs = [Run(450.0, 1.0), Run(300.0, 1.0), Run(400.0, 1.0)]  # round 2 was a slow spell for both
+    assert median_ratio(ours, theirs) == 2.0  # ratios 2.0, 1.0, 2.5: not 2200/1150 from pooled figures
+    assert median_rate(ours) == 900.0
+    with pytest.raises(ValueError, match="same number of rounds"):
+        median_ratio(ours, theirs[:2])
+    with pytest.raises(ValueError):
+        median_ratio([], [])
+
+
+def test_a_ledger_round_line_shows_the_queues_in_running_order_and_the_ratio_when_both_ran() -> None:
+    from bench.ledger_throughput import Run, round_line
+
+    both = {"procrastinate": Run(400.0, 700.4), "atelier": Run(500.0, 900.0)}
+    assert round_line(1, "one by one", both) == (
+        "round 2 one by one: procrastinate    400 jobs/s (submit CPU   700 us/job), "
+        "atelier    500 jobs/s (submit CPU   900 us/job), ratio 1.25x")
+    assert round_line(0, "batched", {"atelier": Run(1200.0, 80.0)}) == (
+        "round 1 batched   : atelier   1200 jobs/s (submit CPU    80 us/job)")
