@@ -174,7 +174,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def process(command: Sequence[str], env: dict[str, str], log: Path, probe: str | None) -> Iterator[subprocess.Popen[bytes]]:
+def process(command: Sequence[str], env: dict[str, str], log: Path,
+            probe: str | None) -> Iterator[subprocess.Popen[bytes]]:
     """Run a child until the block ends (SIGTERM, then SIGKILL after 20 s); enter once `probe` answers, if given."""
     with log.open("wb") as out:
         proc = subprocess.Popen(list(command), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -211,7 +212,8 @@ def chat_process(tmp: Path, comfy_url: str, ollama_url: str, conninfo: str) -> I
         assert child.stdout is not None
         url = next((line.strip() for line in child.stdout if line.startswith("http")), "")
         if not url:
-            raise RuntimeError(f"the chat server did not start (exit {child.wait(30)}): {(tmp / 'chat.log').read_text()}")
+            raise RuntimeError(f"the chat server did not start (exit {child.wait(30)}): "
+                               f"{(tmp / 'chat.log').read_text()[-2000:]}")
         yield url
     finally:
         if child.stdin is not None:
@@ -487,7 +489,8 @@ def main() -> None:
     from tests.pg import MACHINE_ADMIN_URL, fresh_database
 
     print(f"jobs: {args.jobs} per run; under load: {args.submitters} submitters, {args.sockets} event sockets, "
-          f"{args.chats} chat sessions ({args.chat_turns} turns), /metrics every {args.scrape_interval:g} s", flush=True)
+          f"{args.chats} chat sessions ({args.chat_turns} turns), /metrics every {args.scrape_interval:g} s",
+          flush=True)
     with tempfile.TemporaryDirectory(prefix="atelier-load-") as folder, \
             fresh_database(MACHINE_ADMIN_URL, "atelier_load") as conninfo:
         single, loaded, users = measure(args, Path(folder), conninfo)

@@ -62,6 +62,14 @@ FIGURES: dict[str, Figures] = {
         own_side=(r"^skipped: the comparison with procrastinate: procrastinate is not installed "
                   r"\(pip install -e '\.\[bench\]' adds it\)",),
     ),
+    "load": Figures((
+        *(rf"^{figure} p{q} \(ms\) +{NUMBER} +{NUMBER} +{NUMBER}x$"
+          for figure in ("submit", "first event", "chat first token", "scrape /metrics") for q in (50, 95, 99)),
+        rf"^peak PostgreSQL connections +\d+ +\d+ +{NUMBER}x$",
+        rf"^api RSS peak \(MB\) +{NUMBER} +{NUMBER} +{NUMBER}x$",
+        r"^events lost \(must be 0\) +0 +0 +–$",
+        r"^errors +0 +0 +–$",
+    )),
     "llm_calls": Figures(
         (rf"^illustrate: \d+ of \d+ pictures described by the answer's own call \({NUMBER} calls per illustrated "
          r"answer\)",),
