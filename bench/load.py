@@ -10,7 +10,12 @@ of each kind, then under load —
 - `--chats` concurrent chat sessions through gradio_client (`--chat-turns` questions in all, each a new conversation;
   time to first token);
 - Prometheus-style scrapes of the API's /metrics every `--scrape-interval` s (with an admin's token).
-Meanwhile the bench samples the database's connections (pg_stat_activity) and the API process's RSS.
+Meanwhile the bench samples the database's connections (pg_stat_activity), the API process's RSS and CPU, and its own
+event loop's lag (what of a latency is the driver's own delay). The fakes run in a child process of their own, so the
+driver's 300 sockets do not starve the fake Ollama and ComfyUI of this process's GIL.
+Each submit carries an idempotency key, so a POST whose connection drops is sent again (counted as a retry), and the
+client's keep-alive (2 s) ends before uvicorn's (5 s): with both at 5 s a request can leave on a connection the server
+is closing at that moment (httpx ReadError).
 
 Accounts, not a raised limit: the API runs with ATELIER_AUTH=accounts and the work is spread over `--users` people (each
 with an access token from POST /auth/token), so ATELIER_MAX_EVENT_SOCKETS_PER_USER keeps its default (32 per user and
@@ -109,6 +114,9 @@ class Tally:
     peak_sockets: int = 0
     peak_connections: int = 0
     peak_rss: int = 0
+    api_cpu: float = 0.0
+    lag: list[float] = field(default_factory=list)
+    retries: int = 0
     seconds: float = 0.0
 
 
@@ -133,7 +141,7 @@ def table_rows(single: Tally, loaded: Tally) -> list[tuple[str, str, str, str]]:
     """(figure, one client, under load, ratio) for every figure the bench reports."""
     rows: list[tuple[str, str, str, str]] = []
     for name, attr in (("submit", "submit"), ("first event", "first_event"), ("chat first token", "first_token"),
-                       ("scrape /metrics", "scrape")):
+                       ("scrape /metrics", "scrape"), ("driver loop lag", "lag")):
         for q, one, many in zip((50, 95, 99), quantiles(getattr(single, attr)), quantiles(getattr(loaded, attr)),
                                 strict=True):
             rows.append((f"{name} p{q} (ms)", shown(one), shown(many), ratio(many, one)))
@@ -149,11 +157,18 @@ def table_rows(single: Tally, loaded: Tally) -> list[tuple[str, str, str, str]]:
          ratio(loaded.peak_connections, single.peak_connections)),
         ("api RSS peak (MB)", shown(single.peak_rss / mb), shown(loaded.peak_rss / mb),
          ratio(loaded.peak_rss, single.peak_rss)),
+        ("api CPU (% of one core)", shown(busy(single)), shown(busy(loaded)), ratio(busy(loaded), busy(single))),
+        ("submits retried", str(single.retries), str(loaded.retries), "–"),
         ("final events received", str(single.finals), str(loaded.finals), "–"),
         ("events lost (must be 0)", str(single.lost), str(loaded.lost), "–"),
         ("errors", str(sum(single.errors.values())), str(sum(loaded.errors.values())), "–"),
     ]
     return rows
+
+
+def busy(tally: Tally) -> float | None:
+    """The API process's CPU time over the run's wall time, in % of one core."""
+    return 100 * tally.api_cpu / tally.seconds if tally.seconds else None
 
 
 def format_table(rows: Sequence[tuple[str, str, str, str]]) -> str:
@@ -173,6 +188,20 @@ def free_port() -> int:
     return pick()
 
 
+def wait_ready(proc: subprocess.Popen[bytes], probe: str, log: Path, timeout: float = 90.0) -> None:
+    """Return once GET `probe` answers 200; fail quoting the log when the process exits or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited {proc.returncode}: {log.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(probe, timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.args!r} did not answer {probe} in {timeout:g} s: {log.read_text()[-2000:]}")
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def process(command: Sequence[str], env: dict[str, str], log: Path,
             probe: str | None) -> Iterator[subprocess.Popen[bytes]]:
@@ -181,16 +210,8 @@ def process(command: Sequence[str], env: dict[str, str], log: Path,
         proc = subprocess.Popen(list(command), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 90
-        while probe is not None:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{command[2:4]} exited {proc.returncode}: {log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(probe, timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{command[2:4]} did not answer {probe} in 90 s: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
+        if probe is not None:
+            wait_ready(proc, probe, log)
         yield proc
     finally:
         proc.terminate()
@@ -224,6 +245,46 @@ def chat_process(tmp: Path, comfy_url: str, ollama_url: str, conninfo: str) -> I
             child.kill()
             child.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def fakes_process(tmp: Path, args: argparse.Namespace) -> Iterator[tuple[str, str]]:
+    """The fake ComfyUI and the fake Ollama (scripted with enough answers) in a child process; their URLs."""
+    log = (tmp / "fakes.log").open("w")
+    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-fakes", str(tmp),
+                              str(args.step_seconds), str(args.chunk_delay), str(2 * args.chat_turns + 10)],
+                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        assert child.stdout is not None
+        urls = next((line.split() for line in child.stdout if line.startswith("http")), [])
+        if len(urls) != 2:
+            raise RuntimeError(f"the fakes did not start (exit {child.wait(30)}): "
+                               f"{(tmp / 'fakes.log').read_text()[-2000:]}")
+        yield urls[0], urls[1]
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        log.close()
+
+
+def serve_fakes(tmp: str, step_seconds: str, chunk_delay: str, answers: str) -> None:
+    """Child mode: serve the fake ComfyUI and Ollama, print their URLs on one line, stop when stdin closes."""
+    from atelier.tools.settings import load_settings
+    from tests.conftest import INSTALLED_MODELS
+    from tests.fakes.comfyui_server import FakeComfyUI
+    from tests.fakes.ollama_server import FakeOllama
+
+    with FakeComfyUI(step_seconds=float(step_seconds), models=INSTALLED_MODELS,
+                     output_dir=Path(tmp) / "comfyui") as comfy, FakeOllama(chunk_delay=float(chunk_delay)) as ollama:
+        model = load_settings(data_dir=Path(tmp) / "fakes", ollama_url=ollama.url).chat_model
+        ollama.script(model, [ANSWER] * int(answers))
+        print(comfy.url, ollama.url, flush=True)
+        sys.stdin.read()
 
 
 def serve_chat(tmp: str, comfy_url: str, ollama_url: str, conninfo: str) -> None:
@@ -270,6 +331,7 @@ class Target:
 async def sample(target: Target, tally: Tally, stop: asyncio.Event) -> None:
     """Every 0.1 s: the database's connections (others than this one) and the API process's RSS; keep the peaks."""
     api = psutil.Process(target.api_pid)
+    cpu = sum(api.cpu_times()[:2])
     async with await psycopg.AsyncConnection.connect(target.conninfo, autocommit=True) as conn:
         while not stop.is_set():
             cur = await conn.execute("SELECT count(*) FROM pg_stat_activity "
@@ -279,6 +341,16 @@ async def sample(target: Target, tally: Tally, stop: asyncio.Event) -> None:
             tally.peak_rss = max(tally.peak_rss, api.memory_info().rss)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
+    tally.api_cpu = sum(api.cpu_times()[:2]) - cpu
+
+
+async def loop_lag(tally: Tally, stop: asyncio.Event) -> None:
+    """How late this process's event loop wakes from a 50 ms sleep (the driver's own share of every latency)."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        asked = loop.time()
+        await asyncio.sleep(0.05)
+        tally.lag.append(max(0.0, loop.time() - asked - 0.05))
 
 
 async def scrape(http: httpx.AsyncClient, target: Target, tally: Tally, interval: float, stop: asyncio.Event) -> None:
@@ -307,14 +379,22 @@ async def submitter(http: httpx.AsyncClient, target: Target, run: str, todo: asy
         except asyncio.QueueEmpty:
             return
         token = user_of(index, target.tokens)
-        body = {"params": {"prompt": f"{run} load {index}", "seed": index, "steps": steps}, "workflow": workflow}
+        body = {"params": {"prompt": f"{run} load {index}", "seed": index, "steps": steps}, "workflow": workflow,
+                "idempotency_key": f"load-{run}-{index}"}  # unique: the database is fresh
         started = time.perf_counter()
-        try:
-            answer = await http.post(f"{target.api}/jobs", json=body, headers={"Authorization": f"Bearer {token}"})
-        except httpx.HTTPError as exc:
-            tally.errors[f"POST /jobs {type(exc).__name__}"] += 1
+        answer = None
+        for attempt in range(3):  # the idempotency key makes sending it again safe
+            try:
+                answer = await http.post(f"{target.api}/jobs", json=body,
+                                         headers={"Authorization": f"Bearer {token}"})
+                break
+            except httpx.TransportError as exc:
+                tally.retries += attempt < 2
+                if attempt == 2:
+                    tally.errors[f"POST /jobs {type(exc).__name__}"] += 1
+        if answer is None:
             continue
-        if answer.status_code != 201:
+        if answer.status_code not in (200, 201):
             tally.errors[f"POST /jobs {answer.status_code}"] += 1
             continue
         tally.submit.append(time.perf_counter() - started)
@@ -394,10 +474,12 @@ async def one_run(target: Target, clients: Clients, args: argparse.Namespace, ru
         todo.put_nowait(index)
     follow: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
     lock = threading.Lock()
-    limits = httpx.Limits(max_connections=clients.submitters + 2, max_keepalive_connections=clients.submitters + 2)
+    limits = httpx.Limits(max_connections=clients.submitters + 2, max_keepalive_connections=clients.submitters + 2,
+                          keepalive_expiry=2.0)  # below uvicorn's 5 s: never reuse a connection it is closing
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         background = [asyncio.create_task(sample(target, tally, stop)),
-                      asyncio.create_task(scrape(http, target, tally, args.scrape_interval, stop))]
+                      asyncio.create_task(scrape(http, target, tally, args.scrape_interval, stop)),
+                      asyncio.create_task(loop_lag(tally, stop))]
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         people = ThreadPoolExecutor(clients.chats, thread_name_prefix="chat")  # one thread per chatting person
@@ -431,28 +513,21 @@ async def tokens_for(api: str, keys: Sequence[str]) -> list[str]:
 
 def measure(args: argparse.Namespace, tmp: Path, conninfo: str) -> tuple[Tally, Tally, int]:
     """Start the stack, run one client of each kind, then the load; (one client, under load, users)."""
-    from tests.conftest import INSTALLED_MODELS
-    from tests.fakes.comfyui_server import FakeComfyUI
-    from tests.fakes.ollama_server import FakeOllama
-
     users = users_needed(args.sockets, args.users)
     keys, admin_key = asyncio.run(make_accounts(conninfo, tmp / "setup", users))
-    with FakeComfyUI(step_seconds=args.step_seconds, models=INSTALLED_MODELS, output_dir=tmp / "comfyui") as comfy, \
-            FakeOllama(chunk_delay=args.chunk_delay) as ollama:
-        from atelier.tools.settings import load_settings
-
-        model = load_settings(data_dir=tmp / "x", ollama_url=ollama.url).chat_model
-        ollama.script(model, [ANSWER] * (2 * args.chat_turns + 10))
-        env = os.environ | {"DATABASE_URL": conninfo, "ATELIER_AUTH": "accounts", "COMFYUI_URLS": comfy.url,
-                            "OLLAMA_URL": ollama.url, "ATELIER_DATA_DIR": str(tmp / "data"),
+    with fakes_process(tmp, args) as (comfy_url, ollama_url):
+        env = os.environ | {"DATABASE_URL": conninfo, "ATELIER_AUTH": "accounts", "COMFYUI_URLS": comfy_url,
+                            "OLLAMA_URL": ollama_url, "ATELIER_DATA_DIR": str(tmp / "data"),
                             "ATELIER_OUTPUT_DIR": str(tmp / "outputs"), "TQDM_DISABLE": "1"}
         port = free_port()
         api = f"http://127.0.0.1:{port}"
         cli = [sys.executable, "-m", "atelier.cli.main"]
-        with process([*cli, "api", "--port", str(port)], env, tmp / "api.log", f"{api}/health") as api_proc, \
+        # All start at once (their imports overlap); the API is waited for once the chat is up.
+        with process([*cli, "api", "--port", str(port)], env, tmp / "api.log", None) as api_proc, \
                 process([*cli, "worker"], env, tmp / "worker-1.log", None), \
                 process([*cli, "worker"], env, tmp / "worker-2.log", None), \
-                chat_process(tmp, comfy.url, ollama.url, conninfo) as chat:
+                chat_process(tmp, comfy_url, ollama_url, conninfo) as chat:
+            wait_ready(api_proc, f"{api}/health", tmp / "api.log")
             tokens = asyncio.run(tokens_for(api, keys))
             admin = asyncio.run(tokens_for(api, [admin_key]))[0]
             target = Target(api, chat, tokens, admin, conninfo, api_proc.pid)
@@ -461,6 +536,8 @@ def measure(args: argparse.Namespace, tmp: Path, conninfo: str) -> tuple[Tally, 
             print(f"one client of each kind: {single.seconds:.1f} s", flush=True)
             loaded = asyncio.run(one_run(target, Clients(args.submitters, args.sockets, args.chats), args, "loaded"))
             print(f"under load: {loaded.seconds:.1f} s", flush=True)
+            if single.errors or loaded.errors:
+                print(f"--- the end of the api's log ---\n{(tmp / 'api.log').read_text()[-3000:]}", file=sys.stderr)
     return single, loaded, users
 
 
@@ -480,9 +557,13 @@ def main() -> None:
     parser.add_argument("--chunk-delay", type=float, default=0.005, help="fake Ollama seconds between streamed words")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds one chat turn may take")
     parser.add_argument("--serve-chat", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-fakes", nargs=4, help=argparse.SUPPRESS)
     args = parse_args(parser, SMOKE)
     if args.serve_chat:
         serve_chat(*args.serve_chat)
+        return
+    if args.serve_fakes:
+        serve_fakes(*args.serve_fakes)
         return
     if min(args.jobs, args.submitters, args.sockets, args.chats, args.users) < 1 or args.chat_turns < 0:
         parser.error("--jobs, --submitters, --sockets, --chats and --users must be at least 1")
