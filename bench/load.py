@@ -49,6 +49,7 @@ import httpx
 import psutil
 import psycopg
 import websockets
+from psycopg.conninfo import conninfo_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -113,6 +114,9 @@ class Tally:
     open_sockets: int = 0
     peak_sockets: int = 0
     peak_connections: int = 0
+    peak_lock_waits: int = 0
+    api_busy_connections: list[int] = field(default_factory=list)  # the API's connections not idle, per sample
+    peak_api_connections: int = 0
     peak_rss: int = 0
     api_cpu: float = 0.0
     lag: list[float] = field(default_factory=list)
@@ -155,6 +159,10 @@ def table_rows(single: Tally, loaded: Tally) -> list[tuple[str, str, str, str]]:
          ratio(loaded.peak_sockets, single.peak_sockets)),
         ("peak PostgreSQL connections", str(single.peak_connections), str(loaded.peak_connections),
          ratio(loaded.peak_connections, single.peak_connections)),
+        ("api's connections (peak)", str(single.peak_api_connections), str(loaded.peak_api_connections), "–"),
+        ("api's connections in use (mean)", shown(mean(single.api_busy_connections)),
+         shown(mean(loaded.api_busy_connections)), "–"),
+        ("peak connections waiting on a lock", str(single.peak_lock_waits), str(loaded.peak_lock_waits), "–"),
         ("api RSS peak (MB)", shown(single.peak_rss / mb), shown(loaded.peak_rss / mb),
          ratio(loaded.peak_rss, single.peak_rss)),
         ("api CPU (% of one core)", shown(busy(single)), shown(busy(loaded)), ratio(busy(loaded), busy(single))),
@@ -164,6 +172,11 @@ def table_rows(single: Tally, loaded: Tally) -> list[tuple[str, str, str, str]]:
         ("errors", str(sum(single.errors.values())), str(sum(loaded.errors.values())), "–"),
     ]
     return rows
+
+
+def mean(samples: Sequence[int]) -> float | None:
+    """The mean of some samples (None without any)."""
+    return sum(samples) / len(samples) if samples else None
 
 
 def busy(tally: Tally) -> float | None:
@@ -329,15 +342,26 @@ class Target:
 
 
 async def sample(target: Target, tally: Tally, stop: asyncio.Event) -> None:
-    """Every 0.1 s: the database's connections (others than this one) and the API process's RSS; keep the peaks."""
+    """Every 0.1 s: the database's connections (others than this one; those waiting on a lock) and the API process's
+    RSS; keep the peaks. The API's CPU time over the run is noted at the end."""
     api = psutil.Process(target.api_pid)
     cpu = sum(api.cpu_times()[:2])
+    server_port = int(conninfo_to_dict(target.conninfo).get("port") or 5432)
     async with await psycopg.AsyncConnection.connect(target.conninfo, autocommit=True) as conn:
         while not stop.is_set():
-            cur = await conn.execute("SELECT count(*) FROM pg_stat_activity "
-                                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            ports = [c.laddr.port for c in api.net_connections("tcp") if c.raddr and c.raddr.port == server_port]
+            cur = await conn.execute("SELECT count(*), count(*) FILTER (WHERE wait_event_type = 'Lock'), "
+                                     "count(*) FILTER (WHERE client_port = ANY(%s)), "
+                                     "count(*) FILTER (WHERE client_port = ANY(%s) AND state <> 'idle' "
+                                     "AND query NOT LIKE 'LISTEN%%') "
+                                     "FROM pg_stat_activity "
+                                     "WHERE datname = current_database() AND pid <> pg_backend_pid()", (ports, ports))
             row = await cur.fetchone()
-            tally.peak_connections = max(tally.peak_connections, int(row[0]) if row else 0)
+            if row is not None:
+                tally.peak_connections = max(tally.peak_connections, int(row[0]))
+                tally.peak_lock_waits = max(tally.peak_lock_waits, int(row[1]))
+                tally.peak_api_connections = max(tally.peak_api_connections, int(row[2]))
+                tally.api_busy_connections.append(int(row[3]))
             tally.peak_rss = max(tally.peak_rss, api.memory_info().rss)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
