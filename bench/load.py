@@ -117,6 +117,7 @@ class Tally:
     peak_lock_waits: int = 0
     api_busy_connections: list[int] = field(default_factory=list)  # the API's connections not idle, per sample
     peak_api_connections: int = 0
+    lock_waiters: Counter[str] = field(default_factory=Counter)  # samples of a statement waiting on a lock
     peak_rss: int = 0
     api_cpu: float = 0.0
     lag: list[float] = field(default_factory=list)
@@ -362,6 +363,12 @@ async def sample(target: Target, tally: Tally, stop: asyncio.Event) -> None:
                 tally.peak_lock_waits = max(tally.peak_lock_waits, int(row[1]))
                 tally.peak_api_connections = max(tally.peak_api_connections, int(row[2]))
                 tally.api_busy_connections.append(int(row[3]))
+            if row is not None and int(row[1]):
+                cur = await conn.execute("SELECT wait_event || ': ' || "
+                                         "left(regexp_replace(query, '\\s+', ' ', 'g'), 70) "
+                                         "FROM pg_stat_activity "
+                                         "WHERE datname = current_database() AND wait_event_type = 'Lock'")
+                tally.lock_waiters.update(str(r[0]) for r in await cur.fetchall())
             tally.peak_rss = max(tally.peak_rss, api.memory_info().rss)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
@@ -601,6 +608,9 @@ def main() -> None:
         single, loaded, users = measure(args, Path(folder), conninfo)
     print(format_table(table_rows(single, loaded)))
     for name, tally in (("one client", single), ("under load", loaded)):
+        if tally.lock_waiters:
+            print(f"waiting on a lock ({name}, samples): " +
+                  "; ".join(f"{query!r} ×{n}" for query, n in tally.lock_waiters.most_common(3)))
         if tally.errors:
             print(f"errors ({name}): " + ", ".join(f"{kind} ×{n}" for kind, n in tally.errors.most_common()))
     print(f"accounts: {users} users (ATELIER_MAX_EVENT_SOCKETS_PER_USER left at its default {SOCKET_CAP})")
