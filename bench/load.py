@@ -120,6 +120,7 @@ class Tally:
     lock_waiters: Counter[str] = field(default_factory=Counter)  # samples of a statement waiting on a lock
     peak_rss: int = 0
     api_cpu: float = 0.0
+    driver_cpu: float = 0.0
     lag: list[float] = field(default_factory=list)
     retries: int = 0
     seconds: float = 0.0
@@ -167,6 +168,8 @@ def table_rows(single: Tally, loaded: Tally) -> list[tuple[str, str, str, str]]:
         ("api RSS peak (MB)", shown(single.peak_rss / mb), shown(loaded.peak_rss / mb),
          ratio(loaded.peak_rss, single.peak_rss)),
         ("api CPU (% of one core)", shown(busy(single)), shown(busy(loaded)), ratio(busy(loaded), busy(single))),
+        ("driver CPU (% of one core)", shown(busy(single, "driver_cpu")), shown(busy(loaded, "driver_cpu")),
+         ratio(busy(loaded, "driver_cpu"), busy(single, "driver_cpu"))),
         ("submits retried", str(single.retries), str(loaded.retries), "–"),
         ("final events received", str(single.finals), str(loaded.finals), "–"),
         ("events lost (must be 0)", str(single.lost), str(loaded.lost), "–"),
@@ -180,9 +183,9 @@ def mean(samples: Sequence[int]) -> float | None:
     return sum(samples) / len(samples) if samples else None
 
 
-def busy(tally: Tally) -> float | None:
-    """The API process's CPU time over the run's wall time, in % of one core."""
-    return 100 * tally.api_cpu / tally.seconds if tally.seconds else None
+def busy(tally: Tally, cpu: str = "api_cpu") -> float | None:
+    """A process's CPU time (the API's, or with "driver_cpu" this one's) over the run's wall time, in % of one core."""
+    return 100 * getattr(tally, cpu) / tally.seconds if tally.seconds else None
 
 
 def format_table(rows: Sequence[tuple[str, str, str, str]]) -> str:
@@ -511,7 +514,7 @@ async def one_run(target: Target, clients: Clients, args: argparse.Namespace, ru
         background = [asyncio.create_task(sample(target, tally, stop)),
                       asyncio.create_task(scrape(http, target, tally, args.scrape_interval, stop)),
                       asyncio.create_task(loop_lag(tally, stop))]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         loop = asyncio.get_running_loop()
         people = ThreadPoolExecutor(clients.chats, thread_name_prefix="chat")  # one thread per chatting person
         chats = [loop.run_in_executor(people, chat_session, target.chat, turns, tally, args.timeout, lock)
@@ -526,6 +529,7 @@ async def one_run(target: Target, clients: Clients, args: argparse.Namespace, ru
         await chatting
         people.shutdown()
         tally.seconds = time.perf_counter() - started
+        tally.driver_cpu = time.process_time() - cpu  # this process: the driver's tasks and the chat threads
         stop.set()
         await asyncio.gather(*background)
     return tally
