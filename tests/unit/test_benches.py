@@ -236,7 +236,7 @@ def test_the_load_table_gives_percentiles_in_ms_and_ratios_under_load() -> None:
                 peak_sockets=1, peak_connections=10, peak_rss=100 * 1024 * 1024, finals=2)
     many = Tally(submit=[0.030, 0.050], first_event=[0.020], first_token=[0.3], scrape=[0.01], seconds=1.0,
                  peak_sockets=300, peak_connections=25, peak_rss=150 * 1024 * 1024, finals=2,
-                 errors=Counter({"POST /jobs 503": 2}))
+                 errors=Counter({"POST /jobs 503": 2}), api_cpu=0.5, driver_cpu=0.9)
     rows = {name: (a, b, r) for name, a, b, r in table_rows(one, many)}
     assert rows["submit p50 (ms)"] == ("15.0", "40.0", "2.67x")
     assert rows["first event p99 (ms)"] == ("5.0", "20.0", "4.00x")
@@ -244,6 +244,8 @@ def test_the_load_table_gives_percentiles_in_ms_and_ratios_under_load() -> None:
     assert rows["jobs/s (submit to last final)"] == ("1.0", "2.0", "2.00x")
     assert rows["peak PostgreSQL connections"] == ("10", "25", "2.50x")
     assert rows["api RSS peak (MB)"] == ("100.0", "150.0", "1.50x")
+    assert rows["api CPU (% of one core)"] == ("0.0", "50.0", "–")  # no CPU noted in the first run: no ratio
+    assert rows["driver CPU (% of one core)"] == ("0.0", "90.0", "–")
     assert rows["events lost (must be 0)"] == ("0", "0", "–") and rows["errors"] == ("0", "2", "–")
     assert ratio(None, 1.0) == ratio(1.0, 0) == "–"
     text = format_table(table_rows(one, many)).splitlines()
