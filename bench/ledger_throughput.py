@@ -8,9 +8,14 @@ Both queues run on the same local PostgreSQL, each in a fresh database, in the s
   `defer_async` calls while 4 worker processes (`run_worker_async`, LISTEN/NOTIFY on) run a task that
   does nothing.
 No ComfyUI: this measures the queue. Throughput = jobs / (first submit → last job recorded done).
+The two queues run interleaved in rounds (one by one: Atelier then procrastinate, or the other way round on every
+second round; then batched the same way), each run on a fresh database, so both see the same machine state: on a
+shared machine a slow spell falls on one round of both, not on one queue. Each round prints its figures and the
+submitting process's CPU per job (what one-by-one submits run out of under CPU contention); the ratios reported are
+the medians of the rounds' ratios.
 The procrastinate side needs the bench extra (pip install -e '.[bench]'); without it the bench says so and compares
 Atelier's batched submits with its one-by-one submits only.
-Run: .venv/bin/python bench/ledger_throughput.py [--jobs 5000] [--workers 4] [--smoke]
+Run: .venv/bin/python bench/ledger_throughput.py [--jobs 5000] [--workers 4] [--rounds 3] [--smoke]
      [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
 """
 
@@ -21,8 +26,11 @@ import asyncio
 import contextlib
 import importlib
 import multiprocessing as mp
+import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +45,8 @@ from tests.pg import MACHINE_ADMIN_URL, fresh_database
 BATCH = 200
 SUBMITTERS = 8
 SERVER = "http://bench:8188"
-SMOKE = {"jobs": 40, "workers": 2}
+SMOKE = {"jobs": 40, "workers": 2, "rounds": 2}
+QUEUES = ("atelier", "procrastinate")
 SUBMIT_MODULES = ("atelier.tools.comfyui.direct", "atelier.tools.ledger.service", "atelier.tools.outputs.store")
 
 
@@ -102,8 +111,23 @@ async def _atelier_submit(conninfo: str, total: int, data_dir: Path, batch: int)
         await asyncio.gather(*(submitter(s) for s in range(SUBMITTERS)))
 
 
-def bench_atelier(admin_url: str, total: int, data_dir: Path, workers: int, batch: int = 1) -> float:
-    """Jobs per second for Atelier's ledger with `workers` worker processes."""
+@dataclass(frozen=True)
+class Run:
+    """One queue's run: jobs/s end to end, and the submitting process's CPU per job submitted."""
+
+    jobs_per_s: float
+    submit_cpu_us: float
+
+
+def timed_submit(total: int, submit: Callable[[], None]) -> tuple[float, float]:
+    """Run the submits; (when they started on perf_counter, the submitting process's CPU µs per job)."""
+    cpu, started = time.process_time(), time.perf_counter()
+    submit()
+    return started, (time.process_time() - cpu) / total * 1e6
+
+
+def bench_atelier(admin_url: str, total: int, data_dir: Path, workers: int, batch: int = 1) -> Run:
+    """Atelier's ledger with `workers` worker processes."""
     with fresh_database(admin_url, "bench_atelier") as conninfo:
         apply_migrations(conninfo)
         ctx = mp.get_context("spawn")
@@ -116,8 +140,7 @@ def bench_atelier(admin_url: str, total: int, data_dir: Path, workers: int, batc
             event.wait(60)
         for module in SUBMIT_MODULES:  # imported before the clock starts, as procrastinate is by its schema step
             importlib.import_module(module)
-        started = time.perf_counter()
-        asyncio.run(_atelier_submit(conninfo, total, data_dir, batch))
+        started, cpu_us = timed_submit(total, lambda: asyncio.run(_atelier_submit(conninfo, total, data_dir, batch)))
         for proc in procs:
             proc.join()
         elapsed = time.perf_counter() - started
@@ -125,7 +148,7 @@ def bench_atelier(admin_url: str, total: int, data_dir: Path, workers: int, batc
             query = "SELECT count(*) FILTER (WHERE status = 'succeeded'), max(attempts) FROM jobs"
             row = conn.execute(query).fetchone()
         assert row is not None and row[0] == total and row[1] == 1, f"atelier: {row}"
-    return total / elapsed
+    return Run(total / elapsed, cpu_us)
 
 
 # --- procrastinate ---------------------------------------------------------------------------------------
@@ -191,8 +214,8 @@ async def _procrastinate_schema(conninfo: str) -> None:
         await app.schema_manager.apply_schema_async()
 
 
-def bench_procrastinate(admin_url: str, total: int, workers: int, batch: int = 1) -> float:
-    """Jobs per second for procrastinate with `workers` worker processes."""
+def bench_procrastinate(admin_url: str, total: int, workers: int, batch: int = 1) -> Run:
+    """procrastinate with `workers` worker processes."""
     with fresh_database(admin_url, "bench_procrastinate") as conninfo:
         asyncio.run(_procrastinate_schema(conninfo))
         ctx = mp.get_context("spawn")
@@ -203,41 +226,86 @@ def bench_procrastinate(admin_url: str, total: int, workers: int, batch: int = 1
         for event in ready:
             event.wait(60)
         time.sleep(0.5)  # let the workers reach their LISTEN
-        started = time.perf_counter()
-        asyncio.run(_procrastinate_submit(conninfo, total, batch))
+        started, cpu_us = timed_submit(total, lambda: asyncio.run(_procrastinate_submit(conninfo, total, batch)))
         for proc in procs:
             proc.join()
         elapsed = time.perf_counter() - started
-    return total / elapsed
+    return Run(total / elapsed, cpu_us)
+
+
+# --- rounds --------------------------------------------------------------------------------------------
+
+
+def round_order(index: int, queues: Sequence[str] = QUEUES) -> tuple[str, ...]:
+    """The order the queues run in round `index` (0-based): as given on even rounds, reversed on odd ones, so
+    neither always runs first (on a warm cache, or just after the other's vacuum)."""
+    return tuple(queues) if index % 2 == 0 else tuple(reversed(queues))
+
+
+def median_ratio(ours: Sequence[Run], theirs: Sequence[Run]) -> float:
+    """The median over rounds of ours / theirs in jobs/s (each round's pair saw the same machine state)."""
+    if not ours or len(ours) != len(theirs):
+        raise ValueError(f"need the same number of rounds on both sides, got {len(ours)} and {len(theirs)}")
+    return statistics.median(a.jobs_per_s / b.jobs_per_s for a, b in zip(ours, theirs, strict=True))
+
+
+def median_rate(runs: Sequence[Run]) -> float:
+    """The median jobs/s of some runs."""
+    return statistics.median(run.jobs_per_s for run in runs)
+
+
+def round_line(index: int, mode: str, runs: dict[str, Run]) -> str:
+    """One round's figures for one submit mode, the queues in the order they ran, and the ratio when both ran."""
+    shown = ", ".join(f"{queue} {run.jobs_per_s:6.0f} jobs/s (submit CPU {run.submit_cpu_us:5.0f} us/job)"
+                      for queue, run in runs.items())
+    ratio = (f", ratio {runs['atelier'].jobs_per_s / runs['procrastinate'].jobs_per_s:.2f}x"
+             if len(runs) == len(QUEUES) else "")
+    return f"round {index + 1} {mode:10s}: {shown}{ratio}"
 
 
 def main() -> None:
-    """Run both and print the figures and the ratios."""
+    """Run the queues interleaved in rounds; print each round's figures and the medians."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=4, help="worker processes per queue")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the ratios are their medians)")
     parser.add_argument("--skip-baseline", action="store_true", help="leave procrastinate out")
     parser.add_argument("--admin-url", default=MACHINE_ADMIN_URL)
     args = parse_args(parser, SMOKE)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     import tempfile
 
+    baseline = not (args.skip_baseline or missing("procrastinate"))
+    queues = QUEUES if baseline else QUEUES[:1]
+    modes = {"one by one": 1, "batched": BATCH}
+    runs: dict[tuple[str, str], list[Run]] = {(q, m): [] for q in queues for m in modes}
+    print(f"jobs: {args.jobs}, worker processes: {args.workers}, submitting tasks: {SUBMITTERS}, "
+          f"rounds: {args.rounds}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        single = bench_atelier(args.admin_url, args.jobs, Path(tmp), args.workers)
-        batched = bench_atelier(args.admin_url, args.jobs, Path(tmp), args.workers, batch=BATCH)
-    print(f"jobs: {args.jobs}, worker processes: {args.workers}, submitting tasks: {SUBMITTERS}")
-    print(f"atelier, one submit per job       : {single:7.0f} jobs/s (submit + claim + complete)")
-    print(f"atelier, {BATCH} jobs per transaction: {batched:7.0f} jobs/s (`atelier batch` path)")
-    print(f"ratio batched / one by one        : {batched / single:7.2f}x")
-    if args.skip_baseline or missing("procrastinate"):
+        for index in range(args.rounds):
+            for mode, batch in modes.items():
+                ran: dict[str, Run] = {}
+                for queue in round_order(index, queues):
+                    ran[queue] = (bench_atelier(args.admin_url, args.jobs, Path(tmp), args.workers, batch=batch)
+                                  if queue == "atelier" else
+                                  bench_procrastinate(args.admin_url, args.jobs, args.workers, batch=batch))
+                    runs[queue, mode].append(ran[queue])
+                print(round_line(index, mode, ran), flush=True)
+    single, batched = runs["atelier", "one by one"], runs["atelier", "batched"]
+    print(f"medians of {args.rounds} round(s):")
+    print(f"atelier, one submit per job       : {median_rate(single):7.0f} jobs/s (submit + claim + complete)")
+    print(f"atelier, {BATCH} jobs per transaction: {median_rate(batched):7.0f} jobs/s (`atelier batch` path)")
+    print(f"ratio batched / one by one        : {median_ratio(batched, single):7.2f}x")
+    if not baseline:
         print("skipped: the comparison with procrastinate (--skip-baseline)" if args.skip_baseline
               else skipped_line("the comparison with procrastinate", "procrastinate"))
         return
-    theirs = bench_procrastinate(args.admin_url, args.jobs, args.workers)
-    theirs_batched = bench_procrastinate(args.admin_url, args.jobs, args.workers, batch=BATCH)
-    print(f"procrastinate, one defer per job  : {theirs:7.0f} jobs/s (defer + fetch + finish)")
-    print(f"procrastinate, {BATCH} per batch_defer: {theirs_batched:7.0f} jobs/s")
-    print(f"ratio vs procrastinate            : {single / theirs:7.2f}x one by one, "
-          f"{batched / theirs_batched:.2f}x batched")
+    theirs, theirs_batched = runs["procrastinate", "one by one"], runs["procrastinate", "batched"]
+    print(f"procrastinate, one defer per job  : {median_rate(theirs):7.0f} jobs/s (defer + fetch + finish)")
+    print(f"procrastinate, {BATCH} per batch_defer: {median_rate(theirs_batched):7.0f} jobs/s")
+    print(f"ratio vs procrastinate            : {median_ratio(single, theirs):7.2f}x one by one, "
+          f"{median_ratio(batched, theirs_batched):.2f}x batched (median of the rounds' ratios)")
     print("target: >= 1000 jobs/s and ahead of procrastinate")
 
 

@@ -52,12 +52,24 @@ FIGURES: dict[str, Figures] = {
         rf"^idle ratio +: {NUMBER}x less idle time",
     )),
     "ledger_throughput": Figures(
-        (rf"^atelier, one submit per job +: +{NUMBER} jobs/s", rf"^ratio batched / one by one +: +{NUMBER}x"),
+        (rf"^round 1 one by one: atelier +{NUMBER} jobs/s \(submit CPU +{NUMBER} us/job\)",
+         rf"^round 2 batched +: .*atelier +{NUMBER} jobs/s",
+         rf"^atelier, one submit per job +: +{NUMBER} jobs/s", rf"^ratio batched / one by one +: +{NUMBER}x"),
         package="procrastinate",
-        comparison=(rf"^ratio vs procrastinate +: +{NUMBER}x one by one, {NUMBER}x batched",),
+        comparison=(rf"^round 2 one by one: procrastinate +{NUMBER} jobs/s .*, atelier +{NUMBER} jobs/s .*, "
+                    rf"ratio {NUMBER}x",
+                    rf"^ratio vs procrastinate +: +{NUMBER}x one by one, {NUMBER}x batched \(median of the rounds'",),
         own_side=(r"^skipped: the comparison with procrastinate: procrastinate is not installed "
                   r"\(pip install -e '\.\[bench\]' adds it\)",),
     ),
+    "load": Figures((
+        *(rf"^{figure} p{q} \(ms\) +{NUMBER} +{NUMBER} +{NUMBER}x$"
+          for figure in ("submit", "first event", "chat first token", "scrape /metrics") for q in (50, 95, 99)),
+        rf"^peak PostgreSQL connections +\d+ +\d+ +{NUMBER}x$",
+        rf"^api RSS peak \(MB\) +{NUMBER} +{NUMBER} +{NUMBER}x$",
+        r"^events lost \(must be 0\) +0 +0 +–$",
+        r"^errors +0 +0 +–$",
+    )),
     "llm_calls": Figures(
         (rf"^illustrate: \d+ of \d+ pictures described by the answer's own call \({NUMBER} calls per illustrated "
          r"answer\)",),

@@ -1,4 +1,5 @@
-"""The benches' pure helpers: the shared --smoke option; chat_latency's percentiles, requests, inputs and updates.
+"""The benches' pure helpers: the shared --smoke option; chat_latency's percentiles, requests, inputs and updates;
+ledger_throughput's interleaved rounds; load's accounts, final events and table.
 
 tests/integration/test_benches.py runs every bench's smoke size.
 """
@@ -174,3 +175,79 @@ def test_the_summary_line_names_both_chat_paths() -> None:
     line = summary_line("first token p50", Stats.of([0.02]), Stats.of([0.1]), Stats.of([0.05]))
     assert line == ("first token p50: floor 20.0 ms; chat via gradio_client 100.0 ms, overhead 5.00x (+80.0 ms); "
                     "as the page does 50.0 ms, 2.50x (+30.0 ms)")
+
+
+def test_the_ledger_rounds_alternate_which_queue_runs_first() -> None:
+    from bench.ledger_throughput import round_order
+
+    assert [round_order(i) for i in range(3)] == [("atelier", "procrastinate"), ("procrastinate", "atelier"),
+                                                  ("atelier", "procrastinate")]
+    assert round_order(1, ("atelier",)) == ("atelier",)
+
+
+def test_the_ledger_ratio_is_the_median_of_the_rounds_ratios() -> None:
+    from bench.ledger_throughput import Run, median_rate, median_ratio
+
+    ours = [Run(900.0, 1.0), Run(300.0, 1.0), Run(1000.0, 1.0)]
+    theirs = [Run(450.0, 1.0), Run(300.0, 1.0), Run(400.0, 1.0)]  # round 2 was a slow spell for both
+    assert median_ratio(ours, theirs) == 2.0  # ratios 2.0, 1.0, 2.5: not 2200/1150 from pooled figures
+    assert median_rate(ours) == 900.0
+    with pytest.raises(ValueError, match="same number of rounds"):
+        median_ratio(ours, theirs[:2])
+    with pytest.raises(ValueError):
+        median_ratio([], [])
+
+
+def test_a_ledger_round_line_shows_the_queues_in_running_order_and_the_ratio_when_both_ran() -> None:
+    from bench.ledger_throughput import Run, round_line
+
+    both = {"procrastinate": Run(400.0, 700.4), "atelier": Run(500.0, 900.0)}
+    assert round_line(1, "one by one", both) == (
+        "round 2 one by one: procrastinate    400 jobs/s (submit CPU   700 us/job), "
+        "atelier    500 jobs/s (submit CPU   900 us/job), ratio 1.25x")
+    assert round_line(0, "batched", {"atelier": Run(1200.0, 80.0)}) == (
+        "round 1 batched   : atelier   1200 jobs/s (submit CPU    80 us/job)")
+
+
+def test_the_load_spreads_its_sockets_over_enough_users_for_the_per_user_cap() -> None:
+    from bench.load import user_of, users_needed
+
+    assert users_needed(300, 20) == 20 and users_needed(300, 1) == 10 and users_needed(33, 1, cap=32) == 2
+    assert users_needed(1, 0) == 1
+    users = ["a", "b", "c"]
+    assert [user_of(i, users) for i in range(7)] == ["a", "b", "c", "a", "b", "c", "a"]
+
+
+def test_the_load_splits_chat_turns_evenly_and_knows_final_events() -> None:
+    from bench.load import is_final, spread
+
+    assert spread(60, 20) == [3] * 20 and spread(7, 3) == [3, 2, 2] and spread(1, 3) == [1, 0, 0]
+    assert all(is_final({"type": kind}) for kind in ("done", "failed", "cancelled"))
+    assert not any(is_final({"type": kind}) for kind in ("status", "submitted", "started", "progress", "preview"))
+    assert not is_final({})
+
+
+def test_the_load_table_gives_percentiles_in_ms_and_ratios_under_load() -> None:
+    from collections import Counter
+
+    from bench.load import Tally, format_table, ratio, table_rows
+
+    one = Tally(submit=[0.010, 0.020], first_event=[0.005], first_token=[0.1], scrape=[], seconds=2.0,
+                peak_sockets=1, peak_connections=10, peak_rss=100 * 1024 * 1024, finals=2)
+    many = Tally(submit=[0.030, 0.050], first_event=[0.020], first_token=[0.3], scrape=[0.01], seconds=1.0,
+                 peak_sockets=300, peak_connections=25, peak_rss=150 * 1024 * 1024, finals=2,
+                 errors=Counter({"POST /jobs 503": 2}), api_cpu=0.5, driver_cpu=0.9)
+    rows = {name: (a, b, r) for name, a, b, r in table_rows(one, many)}
+    assert rows["submit p50 (ms)"] == ("15.0", "40.0", "2.67x")
+    assert rows["first event p99 (ms)"] == ("5.0", "20.0", "4.00x")
+    assert rows["scrape /metrics p50 (ms)"] == ("–", "10.0", "–")  # no scrape finished in the first run
+    assert rows["jobs/s (submit to last final)"] == ("1.0", "2.0", "2.00x")
+    assert rows["peak PostgreSQL connections"] == ("10", "25", "2.50x")
+    assert rows["api RSS peak (MB)"] == ("100.0", "150.0", "1.50x")
+    assert rows["api CPU (% of one core)"] == ("0.0", "50.0", "–")  # no CPU noted in the first run: no ratio
+    assert rows["driver CPU (% of one core)"] == ("0.0", "90.0", "–")
+    assert rows["events lost (must be 0)"] == ("0", "0", "–") and rows["errors"] == ("0", "2", "–")
+    assert ratio(None, 1.0) == ratio(1.0, 0) == "–"
+    text = format_table(table_rows(one, many)).splitlines()
+    assert text[0].split() == ["figure", "one", "client", "under", "load", "ratio"]
+    assert text[1] == f"{'submit p50 (ms)':<32}{'15.0':>12}{'40.0':>12}{'2.67x':>9}"
