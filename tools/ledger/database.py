@@ -112,10 +112,16 @@ class EmbeddedStatus:
     user_pids: list[int]
     pruned_pids: list[int]
 
+    @property
+    def orphaned(self) -> bool:
+        """Running with no live Atelier process using it: left by a killed one; the next start adopts it."""
+        return self.running and not self.user_pids
+
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (paths as strings)."""
         data = asdict(self)
         data["data_dir"] = str(self.data_dir)
+        data["orphaned"] = self.orphaned
         return data
 
 
