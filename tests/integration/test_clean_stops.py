@@ -285,3 +285,68 @@ def test_db_stop_stops_an_orphan_without_force(
     assert _server_gone(settings)
     status = _db_status(env)
     assert not status["running"] and status["orphaned"] is False, status
+
+
+def test_a_server_on_a_deleted_folder_is_orphaned_and_the_next_start_stops_it(
+    start: Callable[[str], _Running], data_dir: Path, fake_comfy: FakeComfyUI, fake_ollama: FakeOllama
+) -> None:
+    settings = load_settings(data_dir=data_dir, database_url=None)
+    env = _environment(data_dir, fake_comfy.url, fake_ollama.url, 9)
+    first = start("worker")
+    first.wait_ready(settings)
+    stray = embedded_status(settings).server_pid
+    first.proc.kill()
+    first.proc.wait(10)
+    subprocess.run(["rm", "-rf", str(data_dir / "postgres")], check=True)  # the server runs on, on deleted files
+
+    status = _db_status(env)
+    assert status["orphaned"] is True and status["stray_pids"] == [stray] and not status["initialised"], status
+
+    second = start("worker")  # a fresh folder (initdb) and server; the stray one stopped first
+    second.wait_ready(settings)
+    assert not psutil.pid_exists(stray) or psutil.Process(stray).status() == psutil.STATUS_ZOMBIE
+    fresh = _db_status(env)
+    assert fresh["server_pid"] != stray and fresh["stray_pids"] == [] and fresh["orphaned"] is False, fresh
+    second.stop(signal.SIGTERM)
+    assert _server_gone(settings)
+
+
+def test_db_stop_stops_a_server_on_a_deleted_folder(
+    start: Callable[[str], _Running], data_dir: Path, fake_comfy: FakeComfyUI, fake_ollama: FakeOllama
+) -> None:
+    settings = load_settings(data_dir=data_dir, database_url=None)
+    env = _environment(data_dir, fake_comfy.url, fake_ollama.url, 9)
+    running = start("api")
+    running.wait_ready(settings)
+    stray = embedded_status(settings).server_pid
+    running.proc.kill()
+    running.proc.wait(10)
+    subprocess.run(["rm", "-rf", str(data_dir / "postgres")], check=True)
+
+    done = subprocess.run([*CLI, "db", "stop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and f"stopped postgres pid(s) {stray}" in done.stdout, done.stdout + done.stderr
+    assert not _postmasters(settings) and _db_status(env)["orphaned"] is False
+
+
+def test_an_orphan_that_does_not_answer_is_stopped_and_replaced(
+    start: Callable[[str], _Running], data_dir: Path
+) -> None:
+    settings = load_settings(data_dir=data_dir, database_url=None)
+    first = start("worker")
+    first.wait_ready(settings)
+    hung = embedded_status(settings).server_pid
+    assert hung is not None
+    first.proc.kill()
+    first.proc.wait(10)
+    os.kill(hung, signal.SIGSTOP)  # running, but answers nobody
+    try:
+        second = start("worker")
+        second.wait_ready(settings)
+    finally:
+        if psutil.pid_exists(hung):
+            os.kill(hung, signal.SIGCONT)
+    replaced = embedded_status(settings)
+    assert replaced.server_pid not in (None, hung) and replaced.user_pids == [second.proc.pid], replaced
+    assert not psutil.pid_exists(hung) or psutil.Process(hung).status() == psutil.STATUS_ZOMBIE
+    second.stop(signal.SIGTERM)
+    assert _server_gone(settings)
