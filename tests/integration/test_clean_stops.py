@@ -167,7 +167,7 @@ class _Running:
 
     def __init__(self, name: str, env: dict[str, str], tmp_path: Path, port: int) -> None:
         self.name, self.port = name, port
-        self.log = tmp_path / f"{name}.log"
+        self.log = next(tmp_path / f"{name}-{n}.log" for n in range(100) if not (tmp_path / f"{name}-{n}.log").exists())
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(COMMANDS[name].argv(port, tmp_path), stdout=out, stderr=subprocess.STDOUT,
                                          env=env, cwd=ROOT)
@@ -262,11 +262,11 @@ def test_a_killed_process_leaves_an_orphan_the_next_one_adopts(
 
     second = start("worker")
     second.wait_ready(settings)
-    adopted = _db_status(env)
+    adopted = embedded_status(settings).as_dict()
     assert adopted["server_pid"] == server_pid and adopted["user_pids"] == [second.proc.pid], adopted
     assert adopted["orphaned"] is False, adopted
     second.stop(signal.SIGTERM)
-    assert _server_gone(settings), f"the adopting process did not stop the server it adopted: {_db_status(env)}"
+    assert _server_gone(settings), f"the adopter did not stop the server it adopted: {embedded_status(settings)}"
 
 
 def test_db_stop_stops_an_orphan_without_force(
@@ -278,13 +278,12 @@ def test_db_stop_stops_an_orphan_without_force(
     running.wait_ready(settings)
     running.proc.kill()
     running.proc.wait(10)
-    assert _db_status(env)["orphaned"] is True
+    assert embedded_status(settings).orphaned
 
     done = subprocess.run([*CLI, "db", "stop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "stopped the embedded PostgreSQL" in done.stdout, done.stdout + done.stderr
     assert _server_gone(settings)
-    status = _db_status(env)
-    assert not status["running"] and status["orphaned"] is False, status
+    assert not embedded_status(settings).orphaned
 
 
 def test_a_server_on_a_deleted_folder_is_orphaned_and_the_next_start_stops_it(
@@ -305,7 +304,7 @@ def test_a_server_on_a_deleted_folder_is_orphaned_and_the_next_start_stops_it(
     second = start("worker")  # a fresh folder (initdb) and server; the stray one stopped first
     second.wait_ready(settings)
     assert not psutil.pid_exists(stray) or psutil.Process(stray).status() == psutil.STATUS_ZOMBIE
-    fresh = _db_status(env)
+    fresh = embedded_status(settings).as_dict()
     assert fresh["server_pid"] != stray and fresh["stray_pids"] == [] and fresh["orphaned"] is False, fresh
     second.stop(signal.SIGTERM)
     assert _server_gone(settings)
@@ -325,7 +324,7 @@ def test_db_stop_stops_a_server_on_a_deleted_folder(
 
     done = subprocess.run([*CLI, "db", "stop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and f"stopped postgres pid(s) {stray}" in done.stdout, done.stdout + done.stderr
-    assert not _postmasters(settings) and _db_status(env)["orphaned"] is False
+    assert not _postmasters(settings) and not embedded_status(settings).orphaned
 
 
 def test_an_orphan_that_does_not_answer_is_stopped_and_replaced(
@@ -348,5 +347,59 @@ def test_an_orphan_that_does_not_answer_is_stopped_and_replaced(
     replaced = embedded_status(settings)
     assert replaced.server_pid not in (None, hung) and replaced.user_pids == [second.proc.pid], replaced
     assert not psutil.pid_exists(hung) or psutil.Process(hung).status() == psutil.STATUS_ZOMBIE
+    second.stop(signal.SIGTERM)
+    assert _server_gone(settings)
+
+
+def _job(settings: Settings, job_id: str) -> dict[str, object]:
+    """The job's row, read over the running embedded server's socket (this process does not register as a user)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    uri = embedded_status(settings).uri
+    assert uri is not None, "the embedded PostgreSQL is not running"
+    with psycopg.connect(uri, row_factory=dict_row) as conn:
+        row = conn.execute("SELECT status, attempts, worker, lease_expires_at <= now() AS released FROM jobs "
+                           "WHERE id = %s", (job_id,)).fetchone()
+    assert row is not None, job_id
+    return dict(row)
+
+
+def _until(check: Callable[[], bool], what: str, seconds: float = 60.0) -> None:
+    """Wait until check() holds; fail naming `what` past the deadline."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not after {seconds:g} s: {what}")
+        time.sleep(0.2)
+
+
+def test_a_stopping_worker_releases_its_running_job_and_another_finishes_it(
+    start: Callable[[str], _Running], data_dir: Path, fake_comfy: FakeComfyUI, fake_ollama: FakeOllama
+) -> None:
+    settings = load_settings(data_dir=data_dir, database_url=None)
+    env = _environment(data_dir, fake_comfy.url, fake_ollama.url, 9)
+    fake_comfy.step_seconds = 0.25  # 40 steps: 10 s, far longer than a clean stop may take
+    first = start("worker")
+    first.wait_ready(settings)
+    done = subprocess.run([*CLI, "submit", "a lighthouse at dusk", "--steps", "40", "--json"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    job_id = str(json.loads(done.stdout)[0]["id"]) if done.stdout.lstrip().startswith("[") else str(
+        json.loads(done.stdout)["id"])
+    _until(lambda: _job(settings, job_id)["status"] == "running", "the first worker runs the job")
+
+    seconds = first.stop(signal.SIGTERM)
+    print(f"\nworker with a running job SIGTERM: exited {first.proc.returncode} in {seconds:.2f} s")
+    assert first.proc.returncode == 0, _tail(first.log)
+    assert _server_gone(settings), "the worker was the last user: its server stops, the job waits in the data"
+
+    second = start("worker")
+    second.wait_ready(settings)
+    row = _job(settings, job_id)
+    assert row["status"] in ("running", "submitted", "succeeded") and row["status"] != "failed", row
+    _until(lambda: _job(settings, job_id)["status"] == "succeeded", "the second worker finishes the released job")
+    finished = _job(settings, job_id)
+    assert finished["attempts"] == 2, finished  # released, not failed: the second attempt ran it
     second.stop(signal.SIGTERM)
     assert _server_gone(settings)
