@@ -18,9 +18,14 @@ Lifecycle:
   here turn into `SystemExit`): the pid is removed, dead pids are pruned, and when no live Atelier process
   is left the server is stopped (`pg_ctl stop`, fast mode). The data stay; the next process starts it again.
 - **Killed** (SIGKILL, OOM killer, power loss, or a process whose SIGTERM handler was replaced by a caller's
-  that never exits normally): nothing runs, so the server keeps running and the dead pid stays listed. The
-  next Atelier process prunes that pid and reuses the running server (same postmaster pid); it is stopped when
-  that process, or the last of the live ones, exits normally. `atelier db stop` stops a server nobody uses.
+  that never exits normally): nothing runs, so the server keeps running and the dead pid stays listed: an
+  **orphan** (`atelier db status` says so). The next Atelier process prunes that pid and adopts the running
+  server (same postmaster pid) when it answers a query, or stops it (fast shutdown, SIGKILL past 10 s) and starts
+  a fresh one when it does not; the adopter's exit, or the last live user's, stops it. `atelier db stop` stops
+  an orphan without --force.
+- **Folder deleted under a running server**: that postmaster runs on, on the deleted files, invisible to any
+  postmaster.pid; only its command line (`-D PGDATA`) names the folder. Status lists it (`stray_pids`, orphaned);
+  the next start and `atelier db stop` stop it.
 
 Signal handlers are installed only from the main thread, never over a handler that is SIG_IGN (e.g. nohup),
 and chain to a Python handler installed earlier (uvicorn and friends keep their graceful shutdown, which ends
