@@ -81,12 +81,16 @@ COMMANDS: dict[str, Command] = {
                    lambda port, _: _listens(port)),
     "watch": Command(lambda port, tmp: [*CLI, "watch", str(tmp / "zone")],
                      lambda port, log: _logged(log, "Ctrl-C to stop")),
+    # a one-shot command that can wait long: no worker runs, so it waits until stopped
+    "submit-wait": Command(lambda port, _: [*CLI, "submit", "a quiet harbour", "--wait"],
+                           lambda port, log: True),
     "langgraph": Command(lambda port, _: [LANGGRAPH, "dev", "--port", str(port), "--no-browser", "--no-reload"],
                          lambda port, _: _answers(f"http://127.0.0.1:{port}/ok")),
 }
 CASES = [("chat", signal.SIGTERM), ("chat", signal.SIGINT), ("api", signal.SIGTERM), ("api", signal.SIGINT),
          ("worker", signal.SIGTERM), ("worker", signal.SIGINT), ("mcp", signal.SIGTERM), ("mcp", signal.SIGINT),
-         ("watch", signal.SIGTERM), ("watch", signal.SIGINT), ("langgraph", signal.SIGTERM),
+         ("watch", signal.SIGTERM), ("watch", signal.SIGINT), ("submit-wait", signal.SIGTERM),
+         ("submit-wait", signal.SIGINT), ("langgraph", signal.SIGTERM),
          ("langgraph", signal.SIGINT)]
 
 
