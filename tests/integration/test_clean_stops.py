@@ -290,6 +290,15 @@ def test_db_stop_stops_an_orphan_without_force(
     assert not embedded_status(settings).orphaned
 
 
+def _replace_folder(data_dir: Path) -> None:
+    """Take the data folder away from under its running server, as deleting it does.
+
+    Moved rather than deleted: PostgreSQL shuts itself down within a minute once its postmaster.pid is gone, so a
+    deleted folder's server is stray for a random part of a minute; a moved one stays stray, named the same way.
+    """
+    (data_dir / "postgres").rename(data_dir / "postgres-away")
+
+
 def test_a_server_on_a_deleted_folder_is_orphaned_and_the_next_start_stops_it(
     start: Callable[[str], _Running], data_dir: Path, fake_comfy: FakeComfyUI, fake_ollama: FakeOllama
 ) -> None:
@@ -300,7 +309,7 @@ def test_a_server_on_a_deleted_folder_is_orphaned_and_the_next_start_stops_it(
     stray = embedded_status(settings).server_pid
     first.proc.kill()
     first.proc.wait(10)
-    subprocess.run(["rm", "-rf", str(data_dir / "postgres")], check=True)  # the server runs on, on deleted files
+    _replace_folder(data_dir)
 
     status = _db_status(env)
     assert status["orphaned"] is True and status["stray_pids"] == [stray] and not status["initialised"], status
@@ -324,7 +333,7 @@ def test_db_stop_stops_a_server_on_a_deleted_folder(
     stray = embedded_status(settings).server_pid
     running.proc.kill()
     running.proc.wait(10)
-    subprocess.run(["rm", "-rf", str(data_dir / "postgres")], check=True)
+    _replace_folder(data_dir)
 
     done = subprocess.run([*CLI, "db", "stop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and f"stopped postgres pid(s) {stray}" in done.stdout, done.stdout + done.stderr

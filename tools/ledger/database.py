@@ -23,7 +23,8 @@ Lifecycle:
   server (same postmaster pid) when it answers a query, or stops it (fast shutdown, SIGKILL past 10 s) and starts
   a fresh one when it does not; the adopter's exit, or the last live user's, stops it. `atelier db stop` stops
   an orphan without --force.
-- **Folder deleted under a running server**: that postmaster runs on, on the deleted files, invisible to any
+- **Folder deleted or moved under a running server**: that postmaster runs on (a deleted folder's until it
+  notices its postmaster.pid is gone, within a minute; a moved one's indefinitely), invisible to the folder's
   postmaster.pid; only its command line (`-D PGDATA`) names the folder. Status lists it (`stray_pids`, orphaned);
   the next start and `atelier db stop` stop it.
 
@@ -352,7 +353,7 @@ def _pg_ctl_stop(pgdata: Path) -> None:
 
 
 def _stray_postmasters(pgdata: Path) -> list[int]:
-    """Pids of postmasters started on pgdata's path that are not its current server (the folder was deleted).
+    """Pids of postmasters started on pgdata's path that are not its current server (the folder was deleted/moved).
 
     Such a server keeps running on the deleted files, invisible to postmaster.pid: only its command line
     (`postgres -D PGDATA ...`) names the folder. Its backends' command lines do not, so only postmasters match.
