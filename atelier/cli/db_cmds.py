@@ -31,6 +31,12 @@ def status_table(state: EmbeddedStatus, *, database_url_set: bool) -> Table:
     table.add_row("server pid", str(state.server_pid) if state.server_pid is not None else "—")
     table.add_row("uri", state.uri or "—")
     table.add_row("live Atelier pids", ", ".join(map(str, state.user_pids)) or "none")
+    table.add_row("orphaned", "[yellow]yes[/]: no live Atelier process uses it; the next one adopts it, "
+                  "`atelier db stop` stops it" if state.orphaned else "no")
+    if state.stray_pids:
+        strays = ", ".join(map(str, state.stray_pids))
+        table.add_row("stray servers", f"[yellow]postgres pid(s) {strays}[/] still serve a deleted copy of this "
+                      "folder; `atelier db stop` stops them")
     table.add_row("dead pids pruned", ", ".join(map(str, state.pruned_pids)) or "none")
     if database_url_set:
         table.add_row("note", "[yellow]DATABASE_URL is set: Atelier uses that server, not this one[/]")

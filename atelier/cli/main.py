@@ -65,9 +65,20 @@ def _global(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; an AtelierError prints one red message and exits 1 (with --debug, the traceback too)."""
+    """Run the CLI; an AtelierError prints one red message and exits 1 (with --debug, the traceback too).
+
+    SIGTERM and SIGHUP end any command with a normal exit (status 128+N), so the embedded PostgreSQL's last user
+    stops it.
+    """
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    if argv is None:  # the process's own entry point (a caller passing argv keeps its signal handlers)
+        # Commands open the ledger from a worker thread (asyncio.to_thread), where the embedded PostgreSQL cannot
+        # install its handlers: without these, a SIGTERM to `atelier submit --wait` would skip the exit that stops
+        # it. Long-running commands put their graceful handlers on top (worker's and watch's stop events, uvicorn).
+        from atelier.tools.ledger.database import install_exit_signal_handlers
+
+        install_exit_signal_handlers()
     try:
         app(args=args, standalone_mode=True)
     except AtelierError as exc:

