@@ -108,4 +108,4 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Atelier chat on http://{settings.chat_host}:{settings.chat_port}/ (job API under /api)", flush=True)
     install_exit_signal_handlers()  # uvicorn re-raises a caught SIGTERM under it: a normal exit, atexit runs
     uvicorn.run(build_server(settings, worker=settings.chat_worker), host=settings.chat_host, port=settings.chat_port,
-                log_level="warning")
+                log_level="warning", timeout_keep_alive=75)  # longer than clients keep idle connections (5 s)

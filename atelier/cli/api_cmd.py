@@ -28,4 +28,6 @@ def api(
     settings = load_settings()
     check_listen_address(host, settings, server="The job API", allow_unauthenticated=allow_unauthenticated)
     install_exit_signal_handlers()  # uvicorn re-raises a caught SIGTERM under it: a normal exit, atexit runs
-    uvicorn.run(build_job_api(settings), host=host, port=port, log_level="warning")
+    # Idle connections stay open longer than clients keep theirs (httpx, Prometheus, browsers: 5 s), so a request
+    # never leaves on a connection the server is closing (bench/load.py's first failure: a dropped POST /jobs).
+    uvicorn.run(build_job_api(settings), host=host, port=port, log_level="warning", timeout_keep_alive=75)
