@@ -94,6 +94,12 @@ async def test_a_lost_listen_connection_is_replaced_and_no_event_is_lost(svc: Le
     await _end(svc, job)
     await asyncio.wait_for(task, 20)
     assert [(e.kind, e.data.get("step")) for e in seen] == [("progress", 1), ("progress", 2), ("cancelled", None)]
+    # The follower may have read its events again before the hub noticed the drop (it notices on its next read, then
+    # reconnects after a short pause): wait for the new LISTEN, then check there is exactly one, a new one.
+    for _ in range(400):
+        if hub.connects == 2 and hub.backend_pid is not None and await _listeners(svc) == [hub.backend_pid]:
+            break
+        await asyncio.sleep(0.05)
     assert hub.connects == 2
     assert await _listeners(svc) == [hub.backend_pid] != [listener]
 
